@@ -1,0 +1,96 @@
+"""``python -m server``: run the PicoCharge central system until SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+
+from server.app import Application
+from server.config import load_config
+
+FLAG_KEYS = {
+    "data_dir": "server.data_dir", "db": "store.path", "ocpp_host": "ocpp.host",
+    "ocpp_port": "ocpp.port", "http_host": "http.host", "http_port": "http.port",
+    "mqtt_url": "mqtt.url", "mqtt_port": "mqtt.embedded_port", "mqtt_host": "mqtt.embedded_host",
+    "heartbeat_interval": "ocpp.heartbeat_interval", "unknown": "ocpp.unknown_chargepoints",
+    "tls_cert": "ocpp.tls_cert", "tls_key": "ocpp.tls_key", "log_level": "server.log_level",
+    "public_url": "server.public_url",
+}
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m server", description=__doc__)
+    p.add_argument("--config", help="TOML configuration file (also PICOCHARGE_CONFIG)")
+    p.add_argument("--data-dir", help="directory for the database and files (default var)")
+    p.add_argument("--db", help="SQLite database path (default <data-dir>/picocharge.db)")
+    p.add_argument("--ocpp-host")
+    p.add_argument("--ocpp-port", type=int, help="OCPP WebSocket port (default 9000; 0 = any)")
+    p.add_argument("--http-host")
+    p.add_argument("--http-port", type=int, help="dashboard/API port (default 8080; 0 = any)")
+    p.add_argument("--mqtt-url", help="external broker, e.g. mqtt://host:1883 (no embedded broker)")
+    p.add_argument("--mqtt-host", help="embedded broker bind address (default 127.0.0.1)")
+    p.add_argument("--mqtt-port", type=int, help="embedded broker port (default 1883; 0 = any)")
+    p.add_argument("--heartbeat-interval", type=int)
+    p.add_argument("--unknown", choices=["Rejected", "Pending"],
+                   help="BootNotification answer for unknown charge points")
+    p.add_argument("--auto-register", action="store_true", default=None,
+                   help="accept and register unknown charge points (labs)")
+    p.add_argument("--tls-cert")
+    p.add_argument("--tls-key")
+    p.add_argument("--public-url", help="base URL charge points use for firmware/diagnostics")
+    p.add_argument("--log-level")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="any configuration key, repeatable")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    overrides = {key: getattr(args, flag) for flag, key in FLAG_KEYS.items()
+                 if getattr(args, flag) is not None}
+    if args.auto_register:
+        overrides["ocpp.auto_register"] = True
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            print(f"--set expects SECTION.KEY=VALUE, got {item!r}", file=sys.stderr)
+            return 2
+        overrides[key.strip()] = value
+    try:
+        config = load_config(args.config, overrides=overrides)
+    except (OSError, KeyError, ValueError) as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=config.server["log_level"].upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("amqtt", "transitions", "websockets", "waitress.queue"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    app = Application(config)
+    try:
+        app.start()
+    except Exception as exc:
+        logging.getLogger("server").exception("start failed")
+        print(f"PicoCharge could not start: {exc}", file=sys.stderr)
+        app.stop()
+        return 1
+    print(f"PicoCharge dashboard: {app.dashboard_url}", flush=True)
+    print(f"OCPP endpoint: {app.ocpp_url}/<chargePointId>", flush=True)
+    print(f"MQTT broker: {app.ingest.broker['host']}:{app.ingest.broker['port']}", flush=True)
+    print(f"PORTS ocpp={app.ports['ocpp']} http={app.ports['http']} "
+          f"mqtt={app.ingest.broker['port']}", flush=True)
+    while not stop.wait(1.0):
+        pass
+    app.stop()
+    print("PicoCharge stopped", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

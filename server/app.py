@@ -1,0 +1,143 @@
+"""The whole central system in one process: store, fleet, OCPP endpoint (asyncio thread),
+MQTT broker + ingest, ThingSpeak channels and bridge, and the Flask app under waitress.
+
+``Application(config).start()`` returns once everything listens; ``ports`` then holds the
+bound ports (useful with port 0). ``stop()`` shuts down in an order that loses nothing
+accepted: stop listening, drain connections, stop the ingest, flush the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+
+from waitress.server import create_server
+
+from server.config import Config
+from server.files import DiagnosticsInbox, FirmwareLibrary
+from server.fleet import Fleet
+from server.mqtt.broker import EmbeddedBroker
+from server.mqtt.ingest import MqttIngest, parse_broker_url
+from server.ocpp.central import CentralSystem
+from server.ocpp.endpoint import OcppEndpoint
+from server.store import open_store
+from server.thingspeak.bridge import ThingSpeakBridge
+from server.thingspeak.channels import ChannelService
+from server.web import create_app
+
+log = logging.getLogger(__name__)
+
+
+def _display_host(host: str) -> str:
+    return "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
+
+
+class Application:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.ports: dict[str, int] = {}
+        self.store = self.fleet = self.central = self.ingest = None
+        self.channels = self.bridge = self.firmware = self.diagnostics = None
+        self.broker: EmbeddedBroker | None = None
+        self.endpoint: OcppEndpoint | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: threading.Thread | None = None
+        self._monitor: asyncio.Future | None = None
+        self._http = None
+        self._http_thread: threading.Thread | None = None
+        self.public_url = ""
+        self.started = False
+
+    # URLs ----------------------------------------------------------------------
+    @property
+    def dashboard_url(self) -> str:
+        return f"http://{_display_host(self.config.http['host'])}:{self.ports['http']}/"
+
+    @property
+    def ocpp_url(self) -> str:
+        scheme = self.endpoint.scheme if self.endpoint else "ws"
+        return f"{scheme}://{_display_host(self.config.ocpp['host'])}:{self.ports['ocpp']}/ocpp"
+
+    # Lifecycle -----------------------------------------------------------------
+    def start(self) -> Application:
+        config = self.config
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        self.store = open_store(config)
+        self.fleet = Fleet(self.store)
+        self.central = CentralSystem(config, self.store, self.fleet)
+        self.channels = ChannelService(config, self.store)
+        self.bridge = ThingSpeakBridge(config, self.store)
+        self.firmware = FirmwareLibrary(config.firmware_dir)
+        self.diagnostics = DiagnosticsInbox(config.diagnostics_dir, self.store)
+
+        self._start_ocpp()
+        self._start_mqtt()
+        self._start_http()
+        self.bridge.start()
+        self.started = True
+        log.info("dashboard %s  OCPP %s/<chargePointId>  MQTT %s:%s", self.dashboard_url,
+                 self.ocpp_url, self.ingest.broker["host"], self.ingest.broker["port"])
+        return self
+
+    def _start_ocpp(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._loop_thread = threading.Thread(target=self._run_loop, name="ocpp-loop", daemon=True)
+        self._loop_thread.start()
+        self.central.loop = self.loop
+        self.endpoint = OcppEndpoint(self.central)
+        asyncio.run_coroutine_threadsafe(self.endpoint.start(), self.loop).result(30)
+        self._monitor = asyncio.run_coroutine_threadsafe(self.central.monitor_silence(), self.loop)
+        self.ports["ocpp"] = self.endpoint.port
+
+    def _run_loop(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_forever()
+
+    def _start_mqtt(self) -> None:
+        mqtt = self.config.mqtt
+        if mqtt["url"]:
+            broker = parse_broker_url(mqtt["url"])
+        else:
+            self.broker = EmbeddedBroker(mqtt["embedded_host"], mqtt["embedded_port"])
+            port = self.broker.start()
+            broker = {"host": mqtt["embedded_host"], "port": port, "tls": False}
+            self.ports["mqtt"] = port
+        self.ingest = MqttIngest(self.config, self.store, self.fleet, on_telemetry=self.bridge.feed)
+        self.ingest.start(broker)
+
+    def _start_http(self) -> None:
+        http = self.config.http
+        app = create_app(self)
+        self._http = create_server(app, host=http["host"], port=http["port"],
+                                   threads=http["threads"], ident="PicoCharge",
+                                   max_request_body_size=http["max_upload_bytes"])
+        self.ports["http"] = int(self._http.effective_port)
+        self.public_url = (self.config.server["public_url"].rstrip("/")
+                           or self.dashboard_url.rstrip("/"))
+        self._http_thread = threading.Thread(target=self._http.run, name="http", daemon=True)
+        self._http_thread.start()
+
+    def stop(self) -> None:
+        if not self.started:
+            return
+        self.started = False
+        log.info("shutting down")
+        if self._http is not None:
+            self._http.task_dispatcher.shutdown()
+            for channel in list(self._http._map.values()):
+                channel.close()
+            self._http_thread.join(10)
+        if self.endpoint is not None:
+            self._monitor.cancel()
+            asyncio.run_coroutine_threadsafe(self.endpoint.stop(), self.loop).result(15)
+        if self.ingest is not None:
+            self.ingest.stop()
+        self.bridge.stop()
+        if self.broker is not None:
+            self.broker.stop()
+        if self.loop is not None:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self._loop_thread.join(10)
+        self.store.close()
+        log.info("stopped; every accepted write is committed")

@@ -1,0 +1,110 @@
+"""Firmware bundles served for UpdateFirmware, and diagnostics uploads from GetDiagnostics.
+
+A bundle is a directory ``<firmware_dir>/<name>/`` holding ``manifest.json`` and the files
+it lists: ``{"version": "...", "files": [{"path": "lib/x.py", "size": n, "sha256": "..."}]}``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shutil
+import time
+from pathlib import Path
+
+from server.store import Store
+
+SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(65536), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def build_bundle(source: Path, bundle_dir: Path, version: str) -> dict:
+    """Copy every file under ``source`` into ``bundle_dir`` and write its manifest."""
+    source, bundle_dir = Path(source), Path(bundle_dir)
+    bundle_dir.mkdir(parents=True, exist_ok=True)
+    files = []
+    for path in sorted(p for p in source.rglob("*") if p.is_file()):
+        relative = path.relative_to(source).as_posix()
+        target = bundle_dir / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, target)
+        files.append({"path": relative, "size": target.stat().st_size,
+                      "sha256": sha256_file(target)})
+    manifest = {"version": version, "created_at": int(time.time()), "files": files}
+    (bundle_dir / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    return manifest
+
+
+class FirmwareLibrary:
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def bundle_dir(self, name: str) -> Path | None:
+        if not SAFE_NAME.match(name):
+            return None
+        path = self.root / name
+        return path if (path / "manifest.json").is_file() else None
+
+    def describe(self, name: str) -> dict | None:
+        """The manifest plus a verification of every listed file's size and sha256."""
+        path = self.bundle_dir(name)
+        if path is None:
+            return None
+        try:
+            manifest = json.loads((path / "manifest.json").read_text())
+        except ValueError as exc:
+            return {"name": name, "valid": False, "problems": [f"manifest.json: {exc}"]}
+        problems = []
+        for entry in manifest.get("files", []):
+            file_path = (path / entry.get("path", "")).resolve()
+            if path.resolve() not in file_path.parents:
+                problems.append(f"{entry.get('path')}: outside the bundle")
+            elif not file_path.is_file():
+                problems.append(f"{entry['path']}: missing")
+            elif sha256_file(file_path) != entry.get("sha256"):
+                problems.append(f"{entry['path']}: sha256 mismatch")
+        return {"name": name, "version": manifest.get("version"),
+                "files": manifest.get("files", []), "valid": not problems, "problems": problems}
+
+    def names(self) -> list[str]:
+        return sorted(p.name for p in self.root.iterdir()
+                      if p.is_dir() and (p / "manifest.json").is_file() and SAFE_NAME.match(p.name))
+
+
+class DiagnosticsInbox:
+    def __init__(self, root: Path, store: Store) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.store = store
+
+    def save(self, cp_id: str | None, filename: str, stream, max_bytes: int) -> dict:
+        name = Path(filename or "diagnostics.bin").name
+        if not SAFE_NAME.match(name):
+            name = "diagnostics.bin"
+        folder = self.root / (cp_id if cp_id and SAFE_NAME.match(cp_id) else "_unknown")
+        folder.mkdir(parents=True, exist_ok=True)
+        received_at = time.time()
+        target = folder / f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime(received_at))}_{name}"
+        digest, size = hashlib.sha256(), 0
+        with open(target, "wb") as handle:
+            for chunk in iter(lambda: stream.read(65536), b""):
+                size += len(chunk)
+                if size > max_bytes:
+                    handle.close()
+                    target.unlink()
+                    raise ValueError(f"upload exceeds {max_bytes} bytes")
+                digest.update(chunk)
+                handle.write(chunk)
+        row = {"cp_id": cp_id, "filename": name, "path": str(target), "size": size,
+               "sha256": digest.hexdigest(), "received_at": received_at}
+        self.store.add_diagnostics_file(row)
+        return row

@@ -1,0 +1,188 @@
+"""The fleet registry: every charge point's record, connectors and presence, kept in
+memory for the hot paths and persisted through the store. Every presence change is an
+event with a timestamp."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import secrets
+import threading
+import time
+from typing import Any
+
+from server.store import Store
+
+log = logging.getLogger(__name__)
+
+REGISTRATION_STATES = ("Accepted", "Pending", "Rejected")
+# last_seen is persisted at most this often per charge point; presence changes always.
+LAST_SEEN_PERSIST_SECONDS = 60.0
+
+
+def hash_key(key: str) -> str:
+    """Salted SHA-256 of an AuthorizationKey. OCPP keys are 16–40 random bytes, so a fast
+    hash is adequate and keeps 10 000 reconnecting charge points cheap to verify."""
+    salt = secrets.token_hex(8)
+    return f"sha256${salt}${hashlib.sha256((salt + key).encode()).hexdigest()}"
+
+
+def check_key(key: str, stored: str | None) -> bool:
+    if not stored:
+        return False
+    try:
+        scheme, salt, digest = stored.split("$", 2)
+    except ValueError:
+        return False
+    if scheme != "sha256":
+        return False
+    return hmac.compare_digest(hashlib.sha256((salt + key).encode()).hexdigest(), digest)
+
+
+class Fleet:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._lock = threading.RLock()
+        self._records: dict[str, dict[str, Any]] = {}
+        self._connectors: dict[tuple[str, int], dict[str, Any]] = {}
+        self._persisted_seen: dict[str, float] = {}
+        for record in store.load_chargepoints():
+            # Nobody is connected to a process that just started.
+            record["ocpp_online"] = 0
+            record["telemetry_online"] = 0
+            self._records[record["id"]] = record
+        for conn in store.load_connectors():
+            self._connectors[(conn["cp_id"], conn["connector_id"])] = conn
+
+    # Reads ---------------------------------------------------------------------
+    def get(self, cp_id: str) -> dict[str, Any] | None:
+        with self._lock:
+            record = self._records.get(cp_id)
+            return dict(record) if record else None
+
+    def all(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [dict(r) for r in sorted(self._records.values(), key=lambda r: r["id"])]
+
+    def connectors(self, cp_id: str) -> list[dict[str, Any]]:
+        with self._lock:
+            return [dict(c) for (cid, _), c in sorted(self._connectors.items()) if cid == cp_id]
+
+    def is_registered(self, cp_id: str) -> bool:
+        record = self._records.get(cp_id)
+        return bool(record and record.get("registration"))
+
+    # Writes --------------------------------------------------------------------
+    def _persist(self, record: dict[str, Any]) -> None:
+        self._persisted_seen[record["id"]] = record.get("last_seen") or 0
+        self.store.save_chargepoint(record)
+
+    def ensure(self, cp_id: str) -> dict[str, Any]:
+        """The record for cp_id, created unregistered (registration NULL) if new."""
+        with self._lock:
+            record = self._records.get(cp_id)
+            if record is None:
+                record = {"id": cp_id, "registration": None, "ocpp_online": 0,
+                          "telemetry_online": 0, "created_at": time.time()}
+                self._records[cp_id] = record
+                self._persist(record)
+            return record
+
+    def register(self, cp_id: str, registration: str = "Accepted", auth_key: str | None = None,
+                 description: str | None = None, clear_auth_key: bool = False) -> dict[str, Any]:
+        if registration not in REGISTRATION_STATES:
+            raise ValueError(f"registration must be one of {', '.join(REGISTRATION_STATES)}")
+        with self._lock:
+            record = self.ensure(cp_id)
+            previous = record.get("registration")
+            record["registration"] = registration
+            if auth_key is not None:
+                record["auth_key_hash"] = hash_key(auth_key)
+            elif clear_auth_key:
+                record["auth_key_hash"] = None
+            if description is not None:
+                record["description"] = description
+            self._persist(record)
+            if previous != registration:
+                self.event(cp_id, "registration", previous=previous, registration=registration)
+            return dict(record)
+
+    def update(self, cp_id: str, **fields: Any) -> None:
+        with self._lock:
+            record = self.ensure(cp_id)
+            record.update(fields)
+            self._persist(record)
+
+    def delete(self, cp_id: str) -> bool:
+        with self._lock:
+            if self._records.pop(cp_id, None) is None:
+                return False
+            for key in [k for k in self._connectors if k[0] == cp_id]:
+                del self._connectors[key]
+            self.store.delete_chargepoint(cp_id)
+            self.event(cp_id, "deleted")
+            return True
+
+    def touch(self, cp_id: str, now: float) -> None:
+        """Record activity; persisted lazily (presence changes are persisted at once)."""
+        record = self._records.get(cp_id)
+        if record is None:
+            return
+        record["last_seen"] = now
+        if now - self._persisted_seen.get(cp_id, 0) >= LAST_SEEN_PERSIST_SECONDS:
+            with self._lock:
+                self._persist(record)
+
+    def set_ocpp_online(self, cp_id: str, online: bool, reason: str, now: float | None = None) -> bool:
+        now = now or time.time()
+        with self._lock:
+            record = self.ensure(cp_id)
+            if bool(record.get("ocpp_online")) == online:
+                return False
+            record["ocpp_online"] = int(online)
+            if online:
+                record["last_seen"] = now
+            self._persist(record)
+            self.event(cp_id, "ocpp_online" if online else "ocpp_offline", now=now, reason=reason)
+            return True
+
+    def set_telemetry_online(self, cp_id: str, online: bool, reason: str,
+                             now: float | None = None) -> bool:
+        now = now or time.time()
+        with self._lock:
+            record = self.ensure(cp_id)
+            if online:
+                record["telemetry_last_seen"] = now
+            if bool(record.get("telemetry_online")) == online:
+                return False
+            record["telemetry_online"] = int(online)
+            self._persist(record)
+            self.event(cp_id, "telemetry_online" if online else "telemetry_offline", now=now,
+                       reason=reason)
+            return True
+
+    def set_connector_status(self, status: dict[str, Any]) -> bool:
+        """Store a StatusNotification; returns True when the status changed."""
+        key = (status["cp_id"], status["connector_id"])
+        with self._lock:
+            current = self._connectors.get(key)
+            changed = (current is None or current.get("status") != status["status"]
+                       or current.get("error_code") != status.get("error_code"))
+            self._connectors[key] = {
+                "cp_id": status["cp_id"], "connector_id": status["connector_id"],
+                "status": status["status"], "error_code": status.get("error_code"),
+                "info": status.get("info"), "vendor_id": status.get("vendor_id"),
+                "vendor_error_code": status.get("vendor_error_code"),
+                "status_ts": status.get("ts"), "updated_at": status["received_at"]}
+        self.store.save_connector_status(status)
+        if changed:
+            self.event(status["cp_id"], "status", now=status["received_at"],
+                       connector_id=status["connector_id"], status=status["status"],
+                       error_code=status.get("error_code"))
+        return changed
+
+    def event(self, cp_id: str | None, kind: str, now: float | None = None, **detail: Any) -> None:
+        ts = now or time.time()
+        log.info("event %s %s %s", cp_id, kind, detail or "")
+        self.store.add_event(ts, cp_id, kind, detail)

@@ -1,0 +1,1 @@
+"""MQTT side: the embedded broker and the telemetry/presence ingest."""

@@ -1,0 +1,171 @@
+"""MQTT ingest: subscribes ``picocharge/+/telemetry`` and ``picocharge/+/state`` with QoS 1
+on a persistent session, validates every payload (bad ones are counted and logged, never
+fatal), accounts per-station loss from ``seq``, and hands rows to the batching store."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections import Counter
+from urllib.parse import unquote, urlsplit
+
+import paho.mqtt.client as mqtt
+from jsonschema.exceptions import best_match
+
+from server.fleet import Fleet
+from server.mqtt.telemetry import TELEMETRY_VALIDATOR, StationTelemetryStats
+from server.store import Store
+from server.store.sqlite import TELEMETRY_COLUMNS
+
+log = logging.getLogger(__name__)
+
+
+def parse_broker_url(url: str) -> dict:
+    parts = urlsplit(url)
+    if parts.scheme not in ("mqtt", "mqtts", "tcp", "ssl"):
+        raise ValueError(f"unsupported MQTT URL scheme {parts.scheme!r} (use mqtt:// or mqtts://)")
+    tls = parts.scheme in ("mqtts", "ssl")
+    return {"host": parts.hostname or "127.0.0.1", "port": parts.port or (8883 if tls else 1883),
+            "username": unquote(parts.username) if parts.username else None,
+            "password": unquote(parts.password) if parts.password else None, "tls": tls}
+
+
+class MqttIngest:
+    def __init__(self, config, store: Store, fleet: Fleet, on_telemetry=None) -> None:
+        self.config = config
+        self.store = store
+        self.fleet = fleet
+        self.on_telemetry = on_telemetry  # e.g. the ThingSpeak bridge
+        self.prefix = config.mqtt["topic_prefix"]
+        self.max_payload = config.mqtt["max_payload_bytes"]
+        self.counters: Counter = Counter()
+        self.stations: dict[str, StationTelemetryStats] = {
+            row["cp_id"]: StationTelemetryStats(**row) for row in store.load_telemetry_stats()}
+        self.ready = threading.Event()
+        self.client: mqtt.Client | None = None
+        self.broker: dict | None = None
+
+    # Lifecycle ---------------------------------------------------------------
+    def start(self, broker: dict, wait: float = 15.0) -> None:
+        self.broker = broker
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
+                             client_id=self.config.mqtt["client_id"], clean_session=False)
+        if broker.get("username"):
+            client.username_pw_set(broker["username"], broker.get("password"))
+        if broker.get("tls"):
+            client.tls_set()
+        client.on_connect = self._on_connect
+        client.on_subscribe = self._on_subscribe
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        client.reconnect_delay_set(1, 30)
+        self.client = client
+        client.connect_async(broker["host"], broker["port"], keepalive=30)
+        client.loop_start()
+        if wait and not self.ready.wait(wait):
+            log.warning("MQTT ingest not subscribed yet after %.0f s (broker %s:%s); retrying "
+                        "in the background", wait, broker["host"], broker["port"])
+
+    def stop(self) -> None:
+        if self.client is None:
+            return
+        self.client.disconnect()
+        self.client.loop_stop()
+        self.client = None
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        if reason_code.is_failure:
+            log.error("MQTT connect refused: %s", reason_code)
+            return
+        self.counters["connects"] += 1
+        client.subscribe([(f"{self.prefix}/+/telemetry", 1), (f"{self.prefix}/+/state", 1)])
+
+    def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
+        log.info("MQTT ingest subscribed (%s)", ", ".join(str(c) for c in reason_codes))
+        self.ready.set()
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+        self.ready.clear()
+        if reason_code != 0:
+            log.warning("MQTT ingest disconnected: %s", reason_code)
+
+    # Messages -------------------------------------------------------------------
+    def _on_message(self, client, userdata, message) -> None:
+        try:
+            self.handle(message.topic, message.payload)
+        except Exception:  # a bad message must never stop the ingest
+            self.counters["errors"] += 1
+            log.exception("MQTT message on %s could not be handled", message.topic)
+
+    def _invalid(self, cp_id: str | None, reason: str, detail: str) -> None:
+        self.counters["invalid"] += 1
+        self.counters[f"invalid.{reason}"] += 1
+        if cp_id is not None:
+            stats = self.stations.setdefault(cp_id, StationTelemetryStats(cp_id))
+            stats.invalid += 1
+            self.store.save_telemetry_stats(stats.as_row())
+        log.warning("invalid MQTT message from %s (%s): %s", cp_id, reason, detail)
+
+    def handle(self, topic: str, payload: bytes) -> None:
+        self.counters["received"] += 1
+        parts = topic.split("/")
+        if len(parts) != 3 or parts[0] != self.prefix or not parts[1]:
+            self._invalid(None, "topic", topic)
+            return
+        cp_id, kind = parts[1], parts[2]
+        if kind == "state":
+            self._handle_state(cp_id, payload)
+        elif kind == "telemetry":
+            self._handle_telemetry(cp_id, payload)
+        else:
+            self._invalid(cp_id, "topic", topic)
+
+    def _handle_state(self, cp_id: str, payload: bytes) -> None:
+        state = payload.decode("utf-8", "replace").strip()
+        if state not in ("online", "offline"):
+            self._invalid(cp_id, "state", repr(state[:40]))
+            return
+        self.counters[f"state.{state}"] += 1
+        self.fleet.set_telemetry_online(
+            cp_id, state == "online", "MQTT last will" if state == "offline" else "MQTT online")
+
+    def _handle_telemetry(self, cp_id: str, payload: bytes) -> None:
+        if len(payload) > self.max_payload:
+            self._invalid(cp_id, "size", f"{len(payload)} bytes > {self.max_payload}")
+            return
+        try:
+            data = json.loads(payload)
+        except ValueError as exc:
+            self._invalid(cp_id, "json", str(exc))
+            return
+        errors = list(TELEMETRY_VALIDATOR.iter_errors(data))
+        if errors:
+            error = best_match(errors)
+            where = "/".join(str(p) for p in error.absolute_path) or "payload"
+            self._invalid(cp_id, "schema", f"{where}: {error.message}")
+            return
+        now = time.time()
+        stats = self.stations.setdefault(cp_id, StationTelemetryStats(cp_id))
+        if not stats.observe(data["seq"], data.get("up"), now):
+            self.counters["duplicates"] += 1
+            self.store.save_telemetry_stats(stats.as_row())
+            return
+        row = {"cp_id": cp_id, "ts": float(data["ts"]), "received_at": now, "seq": data["seq"]}
+        for column in TELEMETRY_COLUMNS:
+            row[column] = data.get(column)
+        self.store.add_telemetry(row)
+        self.store.save_telemetry_stats(stats.as_row())
+        self.counters["telemetry_accepted"] += 1
+        self.fleet.set_telemetry_online(cp_id, True, "telemetry received", now)
+        if self.on_telemetry is not None:
+            self.on_telemetry(cp_id, row)
+
+    def stats(self) -> dict:
+        return {
+            "connected": self.ready.is_set(),
+            "broker": {k: v for k, v in (self.broker or {}).items() if k != "password"},
+            "counters": dict(self.counters),
+            "stations": {cp: s.as_row() for cp, s in sorted(self.stations.items())},
+        }

@@ -1,0 +1,66 @@
+"""The telemetry payload contract (ARCHITECTURE.md) as a JSON schema, and the per-station
+loss accounting from the ``seq`` counter."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from jsonschema import Draft202012Validator
+
+CHARGE_POINT_STATUSES = ["Available", "Preparing", "Charging", "SuspendedEVSE", "SuspendedEV",
+                         "Finishing", "Reserved", "Unavailable", "Faulted"]
+_number = {"type": "number"}
+TELEMETRY_SCHEMA = {
+    "type": "object",
+    "required": ["ts", "seq"],
+    "properties": {
+        "ts": {"type": "number", "minimum": 0},
+        "seq": {"type": "integer", "minimum": 0},
+        "t": _number, "rh": {"type": "number", "minimum": 0, "maximum": 100}, "tmcu": _number,
+        "v": {"type": "number", "minimum": 0}, "a": _number, "w": _number, "wh": _number,
+        "cp": {"type": "string", "enum": list("ABCDEF")},
+        "st": {"type": "string", "enum": CHARGE_POINT_STATUSES},
+        "lim": {"type": "number", "minimum": 0}, "rssi": _number,
+        "heap": {"type": "integer", "minimum": 0}, "up": {"type": "integer", "minimum": 0},
+    },
+}
+TELEMETRY_VALIDATOR = Draft202012Validator(TELEMETRY_SCHEMA)
+
+
+@dataclass
+class StationTelemetryStats:
+    cp_id: str
+    received: int = 0
+    lost: int = 0
+    duplicates: int = 0
+    reboots: int = 0
+    invalid: int = 0
+    last_seq: int | None = None
+    last_up: int | None = None
+    updated_at: float | None = None
+
+    def observe(self, seq: int, up: int | None, now: float) -> bool:
+        """Account for one valid message; returns False for a duplicate (QoS 1 redelivery).
+
+        A seq back at 0/1, or an uptime that went backwards, is a reboot, not a loss.
+        """
+        self.updated_at = now
+        last = self.last_seq
+        rebooted = last is not None and (
+            (seq <= 1 and seq < last)
+            or (up is not None and self.last_up is not None and up < self.last_up))
+        if last is not None and not rebooted and seq <= last:
+            self.duplicates += 1
+            return False
+        if rebooted:
+            self.reboots += 1
+        elif last is not None and seq > last + 1:
+            self.lost += seq - last - 1
+        self.received += 1
+        self.last_seq = seq
+        if up is not None:
+            self.last_up = up
+        return True
+
+    def as_row(self) -> dict:
+        return asdict(self)

@@ -1,0 +1,125 @@
+"""The central system: live connections by charge point id (a newer connection replaces
+the older), offline detection by silence, and the thread-safe entry point for
+central-system-initiated operations."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import time
+from collections import Counter
+
+from server.fleet import Fleet
+from server.ocpp import schemas
+from server.ocpp.connection import CallFailed, ChargePointConnection
+from server.ocpp.errors import OcppError
+from server.ocpp.transactions import TransactionBook
+from server.store import Store
+
+log = logging.getLogger(__name__)
+
+
+class OperationError(Exception):
+    """An operation that could not be carried out; ``status`` is the HTTP status."""
+
+    def __init__(self, status: int, reason: str, code: str | None = None, details=None) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+        self.code = code
+        self.details = details
+
+
+class CentralSystem:
+    def __init__(self, config, store: Store, fleet: Fleet) -> None:
+        self.config = config
+        self.store = store
+        self.fleet = fleet
+        self.transactions = TransactionBook(store)
+        self.connections: dict[str, ChargePointConnection] = {}
+        self.counters: Counter = Counter()
+        self.loop: asyncio.AbstractEventLoop | None = None
+        schemas.precompile()
+
+    # Connections ---------------------------------------------------------------
+    def attach(self, conn: ChargePointConnection) -> None:
+        old = self.connections.get(conn.cp_id)
+        self.connections[conn.cp_id] = conn
+        self.counters["connections_total"] += 1
+        if old is not None:
+            old.replaced = True
+            self.counters["connections_replaced"] += 1
+            self.fleet.event(conn.cp_id, "connection_replaced")
+            asyncio.get_running_loop().create_task(
+                old.close(1000, "replaced by a newer connection"))
+        if not self.fleet.set_ocpp_online(conn.cp_id, True, "connected"):
+            self.fleet.touch(conn.cp_id, time.time())
+
+    def detach(self, conn: ChargePointConnection) -> None:
+        if self.connections.get(conn.cp_id) is conn:
+            del self.connections[conn.cp_id]
+            self.fleet.set_ocpp_online(conn.cp_id, False, "connection closed")
+
+    async def monitor_silence(self) -> None:
+        """One task for all connections: silence > factor × heartbeat interval → offline."""
+        ocpp = self.config.ocpp
+        while True:
+            await asyncio.sleep(ocpp["monitor_interval"])
+            now = time.monotonic()
+            factor = ocpp["offline_after_heartbeats"]
+            for conn in list(self.connections.values()):
+                if not conn.silent and now - conn.last_seen > factor * conn.heartbeat_interval:
+                    conn.silent = True
+                    self.counters["silent_offline"] += 1
+                    self.fleet.set_ocpp_online(
+                        conn.cp_id, False,
+                        f"silent for more than {factor:g} × {conn.heartbeat_interval} s")
+
+    # Operations ----------------------------------------------------------------
+    def call_threadsafe(self, cp_id: str, action: str, payload: dict,
+                        timeout: float | None = None) -> dict:
+        """Run a central-system-initiated operation from any thread; returns the answer."""
+        if action not in schemas.CENTRAL_SYSTEM_ACTIONS:
+            raise OperationError(404, f"unknown operation {action!r}; one of: "
+                                 + ", ".join(schemas.CENTRAL_SYSTEM_ACTIONS))
+        try:
+            schemas.validate(action, payload)
+        except OcppError as exc:
+            raise OperationError(400, f"invalid {action} request: {exc.description}",
+                                 exc.code, exc.details) from None
+        conn = self.connections.get(cp_id)
+        if conn is None:
+            if self.fleet.get(cp_id) is None:
+                raise OperationError(404, f"unknown charge point {cp_id!r}")
+            raise OperationError(409, f"charge point {cp_id!r} is not connected")
+        if self.loop is None:
+            raise OperationError(503, "the OCPP endpoint is not running")
+        timeout = timeout or self.config.ocpp["call_timeout"]
+        future = asyncio.run_coroutine_threadsafe(conn.call(action, payload, timeout), self.loop)
+        self.counters["operations"] += 1
+        try:
+            result = future.result(timeout + 5)
+        except CallFailed as exc:
+            self.fleet.event(cp_id, "operation", action=action, outcome=exc.kind, code=exc.code)
+            if exc.kind == "timeout":
+                raise OperationError(504, str(exc)) from None
+            if exc.kind == "closed":
+                raise OperationError(409, f"charge point {cp_id!r} disconnected during {action}") from None
+            raise OperationError(502, f"{action} failed: {exc}", exc.code, exc.details) from None
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            raise OperationError(504, f"{action}: no answer within {timeout:g} s") from None
+        self.fleet.event(cp_id, "operation", action=action, outcome="answered",
+                         status=result.get("status"))
+        if action == "DataTransfer":
+            self.store.add_data_transfer({
+                "ts": time.time(), "cp_id": cp_id, "direction": "out",
+                "vendor_id": payload["vendorId"], "message_id": payload.get("messageId"),
+                "data": str(payload.get("data")) if payload.get("data") is not None else None})
+        return result
+
+    def stats(self) -> dict:
+        counters = dict(self.counters)
+        return {"connections": len(self.connections), "counters": counters,
+                "open_transactions": len(self.transactions.open_transactions())}

@@ -1,0 +1,200 @@
+"""Handlers for every charge-point-initiated OCPP 1.6 message, registered by decorator.
+
+A handler gets the connection (``conn.cp_id``, ``conn.central``) and the schema-valid
+payload and returns the response payload. Handlers never block: writes are queued.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+from server.ocpp.errors import SECURITY_ERROR, OcppError
+from server.timeutil import parse_time, to_iso
+
+Handler = Callable[[Any, dict], dict]
+HANDLERS: dict[str, Handler] = {}
+
+# OCPP 1.6 SampledValue defaults (§7.45), stored explicitly so queries need no special case.
+SAMPLED_VALUE_DEFAULTS = {
+    "context": "Sample.Periodic", "format": "Raw", "measurand": "Energy.Active.Import.Register",
+    "location": "Outlet", "unit": "Wh",
+}
+
+
+def handles(action: str) -> Callable[[Handler], Handler]:
+    def register(func: Handler) -> Handler:
+        HANDLERS[action] = func
+        return func
+    return register
+
+
+def _time_or_now(value: str | None, now: float) -> float:
+    if not value:
+        return now
+    try:
+        return parse_time(value)
+    except ValueError:
+        return now
+
+
+def id_tag_info(central, id_tag: str, now: float) -> dict:
+    """IdTagInfo for an idTag from the idTag table (unknown → Invalid)."""
+    tag = central.store.get_id_tag(id_tag)
+    if tag is None:
+        return {"status": "Invalid"}
+    status = tag["status"]
+    if status == "Accepted" and tag.get("expiry") is not None and tag["expiry"] <= now:
+        status = "Expired"
+    info = {"status": status}
+    if tag.get("expiry") is not None:
+        info["expiryDate"] = to_iso(tag["expiry"])
+    if tag.get("parent_id_tag"):
+        info["parentIdTag"] = tag["parent_id_tag"]
+    return info
+
+
+@handles("BootNotification")
+def boot_notification(conn, payload: dict) -> dict:
+    central = conn.central
+    now = time.time()
+    record = central.fleet.get(conn.cp_id) or {}
+    registration = record.get("registration")
+    if registration is None:
+        if central.config.ocpp["auto_register"]:
+            central.fleet.register(conn.cp_id, "Accepted", auth_key=conn.presented_password)
+            registration = "Accepted"
+        else:
+            registration = central.config.ocpp["unknown_chargepoints"]
+    interval = int(central.config.ocpp["heartbeat_interval"])
+    central.fleet.update(
+        conn.cp_id,
+        vendor=payload["chargePointVendor"], model=payload["chargePointModel"],
+        serial_number=payload.get("chargePointSerialNumber"),
+        box_serial_number=payload.get("chargeBoxSerialNumber"),
+        firmware_version=payload.get("firmwareVersion"), iccid=payload.get("iccid"),
+        imsi=payload.get("imsi"), meter_type=payload.get("meterType"),
+        meter_serial_number=payload.get("meterSerialNumber"),
+        heartbeat_interval=interval, boot_at=now, last_seen=now)
+    central.fleet.event(conn.cp_id, "boot", now=now, status=registration,
+                        vendor=payload["chargePointVendor"], model=payload["chargePointModel"],
+                        firmware=payload.get("firmwareVersion"))
+    conn.accepted = registration == "Accepted"
+    conn.heartbeat_interval = interval
+    return {"status": registration, "currentTime": to_iso(now, millis=True), "interval": interval}
+
+
+@handles("Heartbeat")
+def heartbeat(conn, payload: dict) -> dict:
+    return {"currentTime": to_iso(time.time(), millis=True)}
+
+
+@handles("StatusNotification")
+def status_notification(conn, payload: dict) -> dict:
+    now = time.time()
+    conn.central.fleet.set_connector_status({
+        "cp_id": conn.cp_id, "connector_id": payload["connectorId"], "status": payload["status"],
+        "error_code": payload["errorCode"], "info": payload.get("info"),
+        "vendor_id": payload.get("vendorId"), "vendor_error_code": payload.get("vendorErrorCode"),
+        "ts": _time_or_now(payload.get("timestamp"), now), "received_at": now})
+    return {}
+
+
+@handles("Authorize")
+def authorize(conn, payload: dict) -> dict:
+    return {"idTagInfo": id_tag_info(conn.central, payload["idTag"], time.time())}
+
+
+@handles("StartTransaction")
+def start_transaction(conn, payload: dict) -> dict:
+    central = conn.central
+    now = time.time()
+    info = id_tag_info(central, payload["idTag"], now)
+    tx_id, created = central.transactions.start(
+        conn.cp_id, payload["connectorId"], payload["idTag"], payload["meterStart"],
+        payload["timestamp"], _time_or_now(payload["timestamp"], now),
+        payload.get("reservationId"), info["status"])
+    if created:
+        central.fleet.event(conn.cp_id, "transaction_started", now=now, transaction_id=tx_id,
+                            connector_id=payload["connectorId"], id_tag=payload["idTag"])
+    else:
+        central.fleet.event(conn.cp_id, "transaction_start_repeated", now=now,
+                            transaction_id=tx_id)
+    return {"transactionId": tx_id, "idTagInfo": info}
+
+
+def _meter_rows(conn, connector_id: int, transaction_id: int | None, meter_values: list,
+                source: str, now: float) -> list[dict]:
+    rows = []
+    for meter_value in meter_values:
+        ts = _time_or_now(meter_value["timestamp"], now)
+        for sampled in meter_value["sampledValue"]:
+            row = {key: sampled.get(key, default) for key, default in SAMPLED_VALUE_DEFAULTS.items()}
+            row.update(cp_id=conn.cp_id, connector_id=connector_id, transaction_id=transaction_id,
+                       ts=ts, value=sampled["value"], phase=sampled.get("phase"), source=source)
+            rows.append(row)
+    return rows
+
+
+@handles("StopTransaction")
+def stop_transaction(conn, payload: dict) -> dict:
+    central = conn.central
+    now = time.time()
+    tx_id = payload["transactionId"]
+    known = central.transactions.stop(tx_id, {
+        "meter_stop": payload["meterStop"], "stop_ts": _time_or_now(payload["timestamp"], now),
+        "reason": payload.get("reason", "Local"), "id_tag": payload.get("idTag")})
+    connector_id = known["connector_id"] if known else 0
+    central.store.add_meter_values(_meter_rows(
+        conn, connector_id, tx_id, payload.get("transactionData", []), "StopTransaction", now))
+    central.fleet.event(conn.cp_id, "transaction_stopped", now=now, transaction_id=tx_id,
+                        known=bool(known), reason=payload.get("reason", "Local"),
+                        energy_wh=(payload["meterStop"] - known["meter_start"]) if known else None)
+    if "idTag" in payload:
+        return {"idTagInfo": id_tag_info(central, payload["idTag"], now)}
+    return {}
+
+
+@handles("MeterValues")
+def meter_values(conn, payload: dict) -> dict:
+    rows = _meter_rows(conn, payload["connectorId"], payload.get("transactionId"),
+                       payload["meterValue"], "MeterValues", time.time())
+    conn.central.store.add_meter_values(rows)
+    conn.central.counters["meter_values_stored"] += len(rows)
+    return {}
+
+
+@handles("DataTransfer")
+def data_transfer(conn, payload: dict) -> dict:
+    central = conn.central
+    central.store.add_data_transfer({
+        "ts": time.time(), "cp_id": conn.cp_id, "direction": "in",
+        "vendor_id": payload["vendorId"], "message_id": payload.get("messageId"),
+        "data": payload.get("data") if isinstance(payload.get("data"), str)
+        else json.dumps(payload.get("data"))})
+    if payload["vendorId"] not in central.config.ocpp["data_transfer_vendors"]:
+        return {"status": "UnknownVendorId"}
+    return {"status": "Accepted"}
+
+
+@handles("FirmwareStatusNotification")
+def firmware_status_notification(conn, payload: dict) -> dict:
+    conn.central.fleet.update(conn.cp_id, firmware_status=payload["status"])
+    conn.central.fleet.event(conn.cp_id, "firmware_status", status=payload["status"])
+    return {}
+
+
+@handles("DiagnosticsStatusNotification")
+def diagnostics_status_notification(conn, payload: dict) -> dict:
+    conn.central.fleet.update(conn.cp_id, diagnostics_status=payload["status"])
+    conn.central.fleet.event(conn.cp_id, "diagnostics_status", status=payload["status"])
+    return {}
+
+
+def require_accepted(conn, action: str) -> None:
+    """Before an Accepted BootNotification a charge point may only send BootNotification."""
+    if action != "BootNotification" and not conn.accepted:
+        raise OcppError(SECURITY_ERROR,
+                        f"{action} refused: charge point is not accepted; send BootNotification")

@@ -1,0 +1,152 @@
+"""The storage interface every backend implements.
+
+Write methods are *accepted* immediately and persisted in batches by the backend; a
+write accepted before :meth:`Store.sync` returns is visible to reads afterwards and is
+never lost on :meth:`Store.close`. Reads return plain dicts.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any
+
+Row = dict[str, Any]
+
+
+class Store(ABC):
+    # Lifecycle ---------------------------------------------------------------
+    @abstractmethod
+    def sync(self, timeout: float = 10.0) -> None:
+        """Block until every write accepted so far is committed."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Flush every accepted write, then release resources."""
+
+    @abstractmethod
+    def stats(self) -> Row:
+        """Counters: accepted/committed writes per kind, batches, queue depth."""
+
+    @abstractmethod
+    def purge_expired(self, now: float) -> Row:
+        """Apply the retention settings; returns rows deleted per table."""
+
+    # Charge points, connectors, events ----------------------------------------
+    @abstractmethod
+    def save_chargepoint(self, record: Row) -> None: ...
+
+    @abstractmethod
+    def delete_chargepoint(self, cp_id: str) -> None: ...
+
+    @abstractmethod
+    def load_chargepoints(self) -> list[Row]: ...
+
+    @abstractmethod
+    def save_connector_status(self, status: Row) -> None:
+        """Upsert the connector's current status and append it to the history."""
+
+    @abstractmethod
+    def load_connectors(self, cp_id: str | None = None) -> list[Row]: ...
+
+    @abstractmethod
+    def status_history(self, cp_id: str, limit: int = 100, since: float | None = None) -> list[Row]: ...
+
+    @abstractmethod
+    def add_event(self, ts: float, cp_id: str | None, kind: str, detail: Row | None) -> None: ...
+
+    @abstractmethod
+    def list_events(self, cp_id: str | None = None, kind: str | None = None,
+                    since: float | None = None, limit: int = 100) -> list[Row]: ...
+
+    @abstractmethod
+    def add_data_transfer(self, row: Row) -> None: ...
+
+    # Authorization ------------------------------------------------------------
+    @abstractmethod
+    def save_id_tag(self, tag: Row) -> None: ...
+
+    @abstractmethod
+    def delete_id_tag(self, id_tag: str) -> None: ...
+
+    @abstractmethod
+    def get_id_tag(self, id_tag: str) -> Row | None: ...
+
+    @abstractmethod
+    def list_id_tags(self) -> list[Row]: ...
+
+    # Transactions and meter values -------------------------------------------
+    @abstractmethod
+    def max_transaction_id(self) -> int: ...
+
+    @abstractmethod
+    def transaction_start_keys(self, since: float) -> list[Row]:
+        """Start keys (cp, connector, idTag, meterStart, timestamp) → id, for dedup."""
+
+    @abstractmethod
+    def start_transaction(self, tx: Row) -> None: ...
+
+    @abstractmethod
+    def stop_transaction(self, tx_id: int, stop: Row) -> None: ...
+
+    @abstractmethod
+    def get_transaction(self, tx_id: int) -> Row | None: ...
+
+    @abstractmethod
+    def list_transactions(self, cp_id: str | None = None, id_tag: str | None = None,
+                          state: str | None = None, since: float | None = None,
+                          until: float | None = None, limit: int = 500) -> list[Row]: ...
+
+    @abstractmethod
+    def add_meter_values(self, rows: list[Row]) -> None: ...
+
+    @abstractmethod
+    def list_meter_values(self, cp_id: str | None = None, transaction_id: int | None = None,
+                          measurand: str | None = None, since: float | None = None,
+                          until: float | None = None, limit: int = 1000) -> list[Row]: ...
+
+    # Telemetry --------------------------------------------------------------
+    @abstractmethod
+    def add_telemetry(self, row: Row) -> None: ...
+
+    @abstractmethod
+    def list_telemetry(self, cp_id: str, since: float | None = None,
+                       until: float | None = None, limit: int = 1000) -> list[Row]: ...
+
+    @abstractmethod
+    def save_telemetry_stats(self, row: Row) -> None: ...
+
+    @abstractmethod
+    def load_telemetry_stats(self) -> list[Row]: ...
+
+    # ThingSpeak-compatible channels and the bridge ---------------------------
+    @abstractmethod
+    def save_ts_channel(self, channel: Row) -> None: ...
+
+    @abstractmethod
+    def delete_ts_channel(self, channel_id: int) -> None: ...
+
+    @abstractmethod
+    def load_ts_channels(self) -> list[Row]: ...
+
+    @abstractmethod
+    def add_ts_feeds(self, channel_id: int, entries: list[Row]) -> None: ...
+
+    @abstractmethod
+    def list_ts_feeds(self, channel_id: int, results: int | None = None,
+                      start: float | None = None, end: float | None = None) -> list[Row]: ...
+
+    @abstractmethod
+    def save_bridge(self, bridge: Row) -> None: ...
+
+    @abstractmethod
+    def delete_bridge(self, cp_id: str) -> None: ...
+
+    @abstractmethod
+    def load_bridges(self) -> list[Row]: ...
+
+    # Files -------------------------------------------------------------------
+    @abstractmethod
+    def add_diagnostics_file(self, row: Row) -> None: ...
+
+    @abstractmethod
+    def list_diagnostics_files(self, cp_id: str | None = None) -> list[Row]: ...
