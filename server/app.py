@@ -118,16 +118,29 @@ class Application:
         self._http_thread = threading.Thread(target=self._http.run, name="http", daemon=True)
         self._http_thread.start()
 
+    def _stop_http(self) -> None:
+        """Close the listener and every channel from inside waitress's own loop thread
+        (closing sockets under a running select() from elsewhere races); the loop ends
+        when its map is empty. Requests in progress finish first."""
+        server = self._http
+        server.task_dispatcher.shutdown(timeout=10)
+
+        def close_everything() -> None:
+            for channel in list(server._map.values()):
+                if channel is not server.trigger:
+                    channel.close()
+            server.trigger.close()
+
+        server.trigger.pull_trigger(close_everything)
+        self._http_thread.join(10)
+
     def stop(self) -> None:
         if not self.started:
             return
         self.started = False
         log.info("shutting down")
         if self._http is not None:
-            self._http.task_dispatcher.shutdown()
-            for channel in list(self._http._map.values()):
-                channel.close()
-            self._http_thread.join(10)
+            self._stop_http()
         if self.endpoint is not None:
             self._monitor.cancel()
             asyncio.run_coroutine_threadsafe(self.endpoint.stop(), self.loop).result(15)
