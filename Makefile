@@ -1,0 +1,77 @@
+# PicoCharge: every entry point. `make run` and `make test` set up everything they need.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+CACHE ?= .cache
+MICROPYTHON := $(CACHE)/bin/micropython
+UMQTT := $(CACHE)/mplib/umqtt/simple.py
+PORT ?= /dev/ttyACM0
+BOARD_CONFIG ?= config.local.json
+SYSTEM_PACKAGES := build-essential mosquitto chromium
+
+.PHONY: help setup system-deps micropython run test lint firmware deploy repl logs bench clean distclean
+
+help:
+	@echo "make run        start the central system with its embedded defaults"
+	@echo "make test       set everything up and run the whole test suite"
+	@echo "make firmware   compile the firmware to build/firmware/ (.mpy, ready for a board)"
+	@echo "make deploy PORT=/dev/ttyACM0   flash a Pico W over USB with mpremote"
+	@echo "make repl       open the board's REPL        make logs   follow the board's log"
+	@echo "make bench      run the scalability benchmark"
+	@echo "make lint       ruff on the host code"
+
+# --- setup -----------------------------------------------------------------------------
+$(VENV)/.installed: pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $@
+
+setup: $(VENV)/.installed system-deps micropython
+
+# Debian packages the tests use (the broker and browser they start themselves, a C
+# compiler for the MicroPython build). Installed only when missing; needs root or sudo.
+system-deps:
+	@missing=""; \
+	for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "[setup] installing Debian packages:$$missing"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+micropython: $(VENV)/.installed
+	$(PY) -m tools.fetch all --cache $(CACHE)
+
+# --- the two commands --------------------------------------------------------------------
+run: $(VENV)/.installed
+	$(PY) -m server $(ARGS)
+
+test: setup
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: $(VENV)/.installed
+	$(PY) -m ruff check .
+
+# --- firmware and boards -----------------------------------------------------------------
+firmware: $(VENV)/.installed
+	$(PY) -m tools.deploy build
+
+deploy: firmware micropython
+	$(PY) -m tools.deploy flash --port $(PORT) --config $(BOARD_CONFIG)
+
+repl: $(VENV)/.installed
+	$(VENV)/bin/mpremote connect $(PORT) repl
+
+logs: $(VENV)/.installed
+	$(PY) -m tools.deploy logs --port $(PORT)
+
+bench: setup
+	$(PY) -m tools.bench $(ARGS)
+
+clean:
+	rm -rf build .pytest_cache .ruff_cache
+
+distclean: clean
+	rm -rf $(VENV) $(CACHE) var

@@ -1,0 +1,106 @@
+"""The board's configuration: `/config.json` merged over documented defaults.
+
+`load(flash)` never raises: a missing file gives the defaults (every uplink off), a
+malformed one gives the defaults plus an error message for the console, so the board stays
+reachable at the REPL. A missing section (wifi, ocpp, mqtt, thingspeak) switches that
+uplink off.
+"""
+
+DEFAULTS = {
+    "cp_id": "PICO-0001",
+    # GPIO numbers on the Pico W (docs/hardware.md); "LED" is the CYW43's LED pin.
+    "pins": {
+        "relay": 18,
+        "pilot_pwm": 16,
+        "pilot_adc": 26,
+        "current_adc": 27,
+        "voltage_adc": 28,
+        "dht": 15,
+        "safe_mode": 22,
+        "led": "LED",
+    },
+    # Analogue front ends (docs/hardware.md): volts at the ADC -> physical units.
+    "calibration": {
+        "pilot_bias_v": 1.65,
+        "pilot_v_per_adc_v": 8.0,
+        "meter_bias_v": 1.65,
+        "amps_per_adc_v": 30.0,
+        "volts_per_adc_v": 250.0,
+        "mains_hz": 50,
+        "mcu_temp_offset_c": 0.0,
+        "dht_offset_c": 0.0,
+    },
+    "limits": {
+        "max_current_a": 32.0,
+        "over_current_margin_a": 2.0,
+        "over_temp_c": 60.0,
+        "mcu_over_temp_c": 80.0,
+    },
+    "intervals": {
+        "sensors_s": 5,
+        "telemetry_s": 60,
+    },
+    "wifi": None,
+    "ocpp": None,
+    "mqtt": None,
+    "thingspeak": None,
+}
+
+UPLINKS = ("wifi", "ocpp", "mqtt", "thingspeak")
+
+
+class ConfigError(Exception):
+    pass
+
+
+def merge(defaults, overrides):
+    """Recursive dict merge; `overrides` wins; neither argument is modified."""
+    out = {}
+    for key in defaults:
+        out[key] = defaults[key]
+    for key in overrides:
+        base = out.get(key)
+        value = overrides[key]
+        if isinstance(base, dict) and isinstance(value, dict):
+            out[key] = merge(base, value)
+        else:
+            out[key] = value
+    return out
+
+
+def validate(cfg):
+    """Raise ConfigError with a readable message for a config the board cannot use."""
+    if not isinstance(cfg.get("cp_id"), str) or not cfg["cp_id"]:
+        raise ConfigError("cp_id must be a non-empty string")
+    if len(cfg["cp_id"]) > 48:
+        raise ConfigError("cp_id is longer than 48 characters")
+    for name in UPLINKS:
+        section = cfg.get(name)
+        if section is not None and not isinstance(section, dict):
+            raise ConfigError("%s must be an object or absent" % name)
+    if cfg["wifi"] is not None and not cfg["wifi"].get("ssid"):
+        raise ConfigError("wifi.ssid is missing")
+    if cfg["ocpp"] is not None and not str(cfg["ocpp"].get("url", "")).startswith(("ws://", "wss://")):
+        raise ConfigError("ocpp.url must start with ws:// or wss://")
+    if cfg["mqtt"] is not None and not str(cfg["mqtt"].get("url", "")).startswith(("mqtt://", "mqtts://")):
+        raise ConfigError("mqtt.url must start with mqtt:// or mqtts://")
+    for key in ("pins", "calibration", "limits", "intervals"):
+        if not isinstance(cfg.get(key), dict):
+            raise ConfigError("%s must be an object" % key)
+    return cfg
+
+
+def load(flash, name="config.json"):
+    """(config, error): the merged config and None, or the defaults and a message."""
+    try:
+        raw = flash.read_json(name)
+    except OSError:
+        return merge(DEFAULTS, {}), None
+    except ValueError as exc:
+        return merge(DEFAULTS, {}), "config.json is not valid JSON (%s); running with defaults, uplinks off" % exc
+    if not isinstance(raw, dict):
+        return merge(DEFAULTS, {}), "config.json must hold a JSON object; running with defaults"
+    try:
+        return validate(merge(DEFAULTS, raw)), None
+    except ConfigError as exc:
+        return merge(DEFAULTS, {}), "config.json: %s; running with defaults, uplinks off" % exc

@@ -1,0 +1,65 @@
+"""Shared fixtures: the dual-runtime firmware scenarios and the heap report."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from harness import HEAP, HEAP_BYTES, BoardHarness  # noqa: E402
+
+from tools.board import MICROPYTHON  # noqa: E402
+
+RUNTIMES = ["cpython", f"micropython-{HEAP}"]
+HEAP_REPORT: list[tuple[str, int]] = []
+
+
+def pytest_generate_tests(metafunc):
+    if "runtime" in metafunc.fixturenames and metafunc.definition.get_closest_marker("dual_runtime"):
+        metafunc.parametrize("runtime", RUNTIMES)
+
+
+@pytest.fixture
+def runtime_name(runtime):
+    return runtime.split("-")[0]
+
+
+@pytest.fixture
+def board_factory(tmp_path, runtime_name):
+    """Build and boot boards for a test; every board is stopped afterwards."""
+    if runtime_name == "micropython" and not MICROPYTHON.exists():
+        pytest.fail(f"{MICROPYTHON} is missing: `make test` builds it (make micropython)")
+    boards = []
+
+    def make(config, world=None, flash=None, start=True):
+        harness = BoardHarness(runtime_name, flash or tmp_path / f"flash{len(boards)}", config, world)
+        boards.append(harness)
+        return harness.start() if start else harness
+
+    yield make
+    for harness in boards:
+        harness.stop()
+
+
+@pytest.fixture
+def record_heap(request):
+    """Record the peak heap a MicroPython scenario used (192 KiB minus the lowest free)."""
+
+    def record(min_free: int):
+        HEAP_REPORT.append((request.node.nodeid, HEAP_BYTES - min_free))
+
+    return record
+
+
+def pytest_terminal_summary(terminalreporter):
+    if not HEAP_REPORT:
+        return
+    terminalreporter.section(f"MicroPython Unix port, heap {HEAP}: peak heap used")
+    for nodeid, used in HEAP_REPORT:
+        terminalreporter.write_line(f"{used / 1024:7.1f} KiB of {HEAP_BYTES // 1024} KiB  {nodeid}")

@@ -1,0 +1,94 @@
+"""Drive a simulated board from a test: boot it, read its console, poke its world.
+
+`BoardHarness` wraps `tools.board.Board` (the same object `python -m tools.board` uses),
+capturing the serial console so a test can wait for lines. Runtimes: "micropython" (the
+Unix port at a 192 KiB heap) and "cpython".
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+from pathlib import Path
+
+from tools.board import Board, install_firmware
+
+HEAP = "192K"
+HEAP_BYTES = 192 * 1024
+
+
+class Console:
+    """A thread-safe, bounded capture of the board's serial output."""
+
+    def __init__(self, echo=False, limit=2_000_000):
+        self.text = ""
+        self.cond = threading.Condition()
+        self.echo = echo
+        self.limit = limit
+
+    def write(self, s: str) -> None:
+        with self.cond:
+            self.text = (self.text + s)[-self.limit:]
+            self.cond.notify_all()
+        if self.echo:
+            print(s, end="")
+
+    def flush(self) -> None:
+        pass
+
+    def wait_for(self, pattern: str, timeout: float = 20.0, start: int = 0) -> re.Match:
+        regex = re.compile(pattern, re.M)
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while True:
+                match = regex.search(self.text, start)
+                if match:
+                    return match
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(
+                        f"console never showed {pattern!r} within {timeout}s; last output:\n"
+                        + self.text[-3000:])
+                self.cond.wait(left)
+
+    def mark(self) -> int:
+        with self.cond:
+            return len(self.text)
+
+
+class BoardHarness:
+    def __init__(self, runtime: str, flash: Path, config: dict | None, world: dict | None = None,
+                 heap: str = HEAP, seed: int = 1):
+        self.runtime = runtime
+        self.flash = flash
+        flash.mkdir(parents=True, exist_ok=True)
+        if config is not None:
+            (flash / "config.json").write_text(json.dumps(config))
+        install_firmware(flash)
+        self.console = Console()
+        settings = {"dht_blocking_ms": 0}
+        settings.update(world or {})
+        self.board = Board(runtime, flash, heap=heap, seed=seed, world=settings,
+                           console=self.console)
+
+    def start(self) -> BoardHarness:
+        self.board.power_on()
+        return self
+
+    def control(self, cmd: str, **kwargs):
+        return self.board.handle(dict(kwargs, cmd=cmd))
+
+    def world(self) -> dict:
+        return self.control("state")["world"]
+
+    def wait_for(self, pattern: str, timeout: float = 20.0, start: int = 0) -> re.Match:
+        return self.console.wait_for(pattern, timeout, start)
+
+    def stop(self) -> None:
+        self.board.close()
+
+
+def sensor_reports(text: str) -> list[dict]:
+    return [json.loads(m) for m in re.findall(r"^sensors (\{.*\})$", text, re.M)]
