@@ -273,3 +273,47 @@ async def exchange(ws, frame) -> list:
 
 def run(coro, timeout: float = 60):
     return asyncio.run(asyncio.wait_for(coro, timeout))
+
+
+@pytest.fixture
+def mosquitto(tmp_path):
+    """A real Mosquitto broker on a free 127.0.0.1 port, stopped by PID afterwards."""
+    import shutil
+    import subprocess
+
+    binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+    port = free_port()
+    conf = tmp_path / "mosquitto.conf"
+    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
+    process = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT)
+
+    def accepting() -> bool:
+        with socket.socket() as sock:
+            return sock.connect_ex(("127.0.0.1", port)) == 0
+
+    try:
+        wait_until(accepting, timeout=10)
+        yield {"url": f"mqtt://127.0.0.1:{port}", "port": port, "pid": process.pid}
+    finally:
+        process.terminate()
+        try:
+            process.wait(5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def mqtt_publisher(port: int, client_id: str = "test-board"):
+    import paho.mqtt.client as mqtt
+
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id)
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    return client
+
+
+def publish(client, topic: str, payload, qos: int = 1) -> None:
+    if not isinstance(payload, (str, bytes)):
+        payload = json.dumps(payload)
+    client.publish(topic, payload, qos=qos).wait_for_publish(5)

@@ -1,0 +1,95 @@
+"""MQTT ingest against the embedded broker and against a real Mosquitto: telemetry stored,
+bad payloads counted (never fatal), per-station loss from ``seq``, persistent session."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.server.conftest import http, mqtt_publisher, publish, wait_until
+
+
+@pytest.fixture(params=["embedded", "mosquitto"])
+def ingest_server(request, start_server):
+    if request.param == "embedded":
+        app = start_server()
+        return app, app.ports["mqtt"]
+    broker = request.getfixturevalue("mosquitto")
+    app = start_server({"mqtt.url": broker["url"]})
+    assert app.broker is None  # an external broker means no embedded one
+    return app, broker["port"]
+
+
+def _telemetry(seq: int, **extra) -> dict:
+    return {"ts": int(time.time()), "seq": seq, "t": 21.5, "rh": 40, "v": 230.2, "a": 15.8,
+            "w": 3637, "wh": 1200 + seq, "cp": "C", "st": "Charging", "lim": 16, "rssi": -60,
+            "heap": 150000, "up": 100 + seq, "tmcu": 30.1, **extra}
+
+
+def _stored(app) -> int:
+    return http(app, "GET", "/api/v1/stats")[1]["telemetry_stored"]
+
+
+def test_telemetry_is_validated_stored_and_served_as_a_series(ingest_server):
+    app, port = ingest_server
+    board = mqtt_publisher(port)
+    for seq in (1, 2, 3):
+        publish(board, "picocharge/CP-TEL/telemetry", _telemetry(seq))
+    wait_until(lambda: _stored(app) == 3)
+    _, series = http(app, "GET", "/api/v1/chargepoints/CP-TEL/telemetry")
+    assert [row["seq"] for row in series] == [1, 2, 3]
+    assert series[0]["v"] == 230.2 and series[0]["st"] == "Charging" and series[0]["cp"] == "C"
+    _, record = http(app, "GET", "/api/v1/chargepoints/CP-TEL")
+    assert record["telemetry"]["online"] is True and record["telemetry"]["received"] == 3
+    board.loop_stop()
+
+
+def test_bad_payloads_are_counted_and_never_stop_the_ingest(ingest_server):
+    app, port = ingest_server
+    board = mqtt_publisher(port)
+    publish(board, "picocharge/CP-BAD/telemetry", b"{not json")
+    publish(board, "picocharge/CP-BAD/telemetry", {"ts": 1, "seq": "one"})
+    publish(board, "picocharge/CP-BAD/telemetry", {"ts": 1})
+    publish(board, "picocharge/CP-BAD/telemetry", _telemetry(1, st="Flying"))
+    publish(board, "picocharge/CP-BAD/telemetry", _telemetry(1, pad="x" * 300))
+    publish(board, "picocharge/CP-BAD/state", "sleepy")
+    publish(board, "picocharge/CP-BAD/telemetry", _telemetry(1))
+    wait_until(lambda: _stored(app) == 1)
+    counters = http(app, "GET", "/api/v1/telemetry/stats")[1]["counters"]
+    assert counters["invalid"] == 6
+    assert counters["invalid.json"] == 1 and counters["invalid.schema"] == 3
+    assert counters["invalid.size"] == 1 and counters["invalid.state"] == 1
+    _, record = http(app, "GET", "/api/v1/chargepoints/CP-BAD")
+    assert record["telemetry"]["invalid"] == 6
+    board.loop_stop()
+
+
+def test_loss_is_counted_from_seq_gaps_but_a_reboot_is_not_loss(ingest_server):
+    app, port = ingest_server
+    board = mqtt_publisher(port)
+    for seq in (1, 2, 5, 6):          # 3 and 4 lost
+        publish(board, "picocharge/CP-LOSS/telemetry", _telemetry(seq))
+    publish(board, "picocharge/CP-LOSS/telemetry", _telemetry(6))     # redelivered duplicate
+    for seq in (0, 1, 2):             # reboot: counter starts again
+        publish(board, "picocharge/CP-LOSS/telemetry", _telemetry(seq, up=seq))
+    wait_until(lambda: _stored(app) == 7)
+    _, record = http(app, "GET", "/api/v1/chargepoints/CP-LOSS")
+    telemetry = record["telemetry"]
+    assert (telemetry["received"], telemetry["lost"], telemetry["duplicates"],
+            telemetry["reboots"]) == (7, 2, 1, 1)
+    board.loop_stop()
+
+
+def test_persistent_session_delivers_what_was_published_while_the_server_was_down(
+        mosquitto, start_server, tmp_path):
+    app = start_server({"mqtt.url": mosquitto["url"]})
+    app.stop()
+    board = mqtt_publisher(mosquitto["port"])
+    publish(board, "picocharge/CP-AWAY/telemetry", _telemetry(1))
+    publish(board, "picocharge/CP-AWAY/telemetry", _telemetry(2))
+    board.loop_stop()
+    again = start_server({"mqtt.url": mosquitto["url"]})
+    wait_until(lambda: _stored(again) == 2, timeout=10)
+    _, series = http(again, "GET", "/api/v1/chargepoints/CP-AWAY/telemetry")
+    assert [row["seq"] for row in series] == [1, 2]
