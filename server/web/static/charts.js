@@ -24,7 +24,8 @@ function drawLineChart(canvas, points, color) {
   }
   for (const x of [x0, (x0 + x1) / 2, x1]) {
     const label = new Date(x * 1000).toLocaleTimeString([], {hour: "2-digit", minute: "2-digit", second: "2-digit"});
-    ctx.fillText(label, Math.min(Math.max(X(x) - 22, left), w - right - 48), h - 5);
+    const width = ctx.measureText(label).width;
+    ctx.fillText(label, Math.min(Math.max(X(x) - width / 2, left), w - right - width), h - 5);
   }
   ctx.strokeStyle = color; ctx.lineWidth = 2; ctx.beginPath();
   points.forEach(([x, y], i) => i ? ctx.lineTo(X(x), Y(y)) : ctx.moveTo(X(x), Y(y)));
