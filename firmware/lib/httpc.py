@@ -1,0 +1,304 @@
+"""A small asynchronous HTTP/1.1 client over asyncio streams (MicroPython and CPython).
+
+Never blocks the event loop; every request has one overall timeout. One request per
+connection (`Connection: close`), which is what a Pico W can afford.
+
+API
+---
+    resp = await httpc.request(method, url, body=None, headers=None, timeout=10,
+                               sink=None, source=None, source_len=None,
+                               max_body=4096, ssl_ctx=None)
+    resp = await httpc.get(url, **kw)          # request("GET", url, **kw)
+    resp = await httpc.post(url, body, **kw)   # request("POST", url, body, **kw)
+    resp = await httpc.put(url, body, **kw)    # request("PUT", url, body, **kw)
+
+- `url`: `http://host[:port]/path?query` or `https://...`; `user:password@host` in the
+  URL adds HTTP Basic authorisation.
+- `body`: bytes or str (str is sent as UTF-8), or a dict/list (sent as JSON with
+  `Content-Type: application/json`). `headers`: dict of extra request headers.
+- `source` + `source_len`: stream the request body from a file-like object with
+  `read(n)` (e.g. a file opened on flash) instead of `body`; `source_len` bytes are sent.
+- `sink`: an object with `write(bytes)` (e.g. a file opened "wb" on flash): the response
+  body is streamed into it in small chunks and `resp.body` is None. Without a sink the
+  body is kept in memory, at most `max_body` bytes (`HTTPError` beyond).
+- Responses with Content-Length, `Transfer-Encoding: chunked`, or neither (read to EOF)
+  are handled.
+- `timeout`: seconds for the whole exchange (connect, send, receive); `asyncio`'s
+  TimeoutError (MicroPython: `asyncio.TimeoutError`) on expiry.
+- `ssl_ctx`: an SSL context for https (see `ssl_context()`); default: a context that
+  checks nothing. `ssl_context(cadata=None)` builds one that checks the server
+  certificate against the given CA (DER bytes) when one is given. A board or port without
+  an `ssl` module raises `HTTPError("https needs the ssl module")`.
+
+`Response`: `status` (int), `reason` (str), `headers` (dict, lower-case names, at most
+`MAX_HEADERS` kept), `body` (bytes or None when sunk), `length` (body bytes received).
+Errors: `HTTPError` (malformed URL or response, body too large), `OSError` (network),
+the timeout error above.
+
+`parse_url(url) -> (scheme, host, port, path, userinfo_or_None)` is public: the
+WebSocket client reuses it.
+"""
+
+import asyncio
+import binascii
+import json
+
+MAX_HEADERS = 24
+MAX_LINE = 1024
+CHUNK = 512
+
+
+class HTTPError(Exception):
+    pass
+
+
+class Response:
+    def __init__(self):
+        self.status = 0
+        self.reason = ""
+        self.headers = {}
+        self.body = None
+        self.length = 0
+
+    def json(self):
+        return json.loads(self.body)
+
+    def __repr__(self):
+        return "<Response %d %s, %d bytes>" % (self.status, self.reason, self.length)
+
+
+def parse_url(url):
+    """(scheme, host, port, path, userinfo) of an http(s)/ws(s) URL; HTTPError if bad."""
+    if not isinstance(url, str) or "://" not in url:
+        raise HTTPError("not an absolute URL: %r" % (url,))
+    scheme, rest = url.split("://", 1)
+    scheme = scheme.lower()
+    if scheme not in ("http", "https", "ws", "wss"):
+        raise HTTPError("unsupported scheme: %s" % scheme)
+    slash = rest.find("/")
+    if slash < 0:
+        netloc, path = rest, "/"
+    else:
+        netloc, path = rest[:slash], rest[slash:]
+    if "?" in netloc:
+        netloc, query = netloc.split("?", 1)
+        path = "/?" + query
+    userinfo = None
+    if "@" in netloc:
+        userinfo, netloc = netloc.rsplit("@", 1)
+    port = 443 if scheme in ("https", "wss") else 80
+    if netloc.startswith("["):
+        end = netloc.find("]")
+        host = netloc[1:end]
+        if netloc[end + 1:end + 2] == ":":
+            port = int(netloc[end + 2:])
+    elif ":" in netloc:
+        host, p = netloc.rsplit(":", 1)
+        try:
+            port = int(p)
+        except ValueError:
+            raise HTTPError("bad port in %r" % (url,))
+    else:
+        host = netloc
+    if not host:
+        raise HTTPError("no host in %r" % (url,))
+    return scheme, host, port, path, userinfo
+
+
+def basic_auth(user, password):
+    """The value of an `Authorization: Basic` header."""
+    token = binascii.b2a_base64(("%s:%s" % (user, password)).encode())
+    return "Basic " + token.decode().strip()
+
+
+def ssl_context(cadata=None):
+    """An SSL client context: the server certificate is checked against `cadata` (DER
+    bytes of the CA) when given, not checked otherwise. HTTPError if there is no ssl."""
+    try:
+        import ssl
+    except ImportError:
+        raise HTTPError("https needs the ssl module")
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    if cadata:
+        ctx.verify_mode = ssl.CERT_REQUIRED
+        ctx.load_verify_locations(cadata=cadata)
+    else:
+        if hasattr(ctx, "check_hostname"):
+            ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+async def open_stream(host, port, secure, ssl_ctx=None):
+    """(reader, writer) to host:port, TLS if `secure`."""
+    if secure:
+        if ssl_ctx is None:
+            ssl_ctx = ssl_context()
+        return await asyncio.open_connection(host, port, ssl=ssl_ctx, server_hostname=host)
+    return await asyncio.open_connection(host, port)
+
+
+async def close_stream(writer):
+    try:
+        writer.close()
+        await writer.wait_closed()
+    except Exception:
+        pass
+
+
+async def read_line(reader):
+    line = await reader.readline()
+    if len(line) > MAX_LINE:
+        raise HTTPError("header line too long")
+    return line
+
+
+async def read_some(reader, n):
+    """Up to n bytes (at least 1); b"" at EOF."""
+    return await reader.read(n)
+
+
+async def _read_exact_to(reader, n, out, resp, max_body):
+    while n > 0:
+        data = await reader.read(min(n, CHUNK))
+        if not data:
+            raise HTTPError("connection closed inside the body")
+        n -= len(data)
+        _deliver(data, out, resp, max_body)
+
+
+def _deliver(data, out, resp, max_body):
+    resp.length += len(data)
+    if out is None:
+        return
+    if isinstance(out, list):
+        if resp.length > max_body:
+            raise HTTPError("response body larger than %d bytes" % max_body)
+        out.append(data)
+    else:
+        out.write(data)
+
+
+async def _exchange(method, url, body, headers, sink, source, source_len, max_body, ssl_ctx):
+    scheme, host, port, path, userinfo = parse_url(url)
+    ctype = None
+    if isinstance(body, (dict, list)):
+        body = json.dumps(body).encode()
+        ctype = "application/json"
+    elif isinstance(body, str):
+        body = body.encode()
+    reader, writer = await open_stream(host, port, scheme in ("https", "wss"), ssl_ctx)
+    try:
+        default_port = 443 if scheme == "https" else 80
+        hostline = host if port == default_port else "%s:%d" % (host, port)
+        head = "%s %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\nUser-Agent: PicoCharge\r\n" % (
+            method, path, hostline)
+        extra = headers or {}
+        if userinfo is not None and "Authorization" not in extra:
+            user, _, password = userinfo.partition(":")
+            head += "Authorization: %s\r\n" % basic_auth(user, password)
+        if ctype and "Content-Type" not in extra:
+            head += "Content-Type: %s\r\n" % ctype
+        if source is not None:
+            head += "Content-Length: %d\r\n" % source_len
+        elif body is not None:
+            head += "Content-Length: %d\r\n" % len(body)
+        elif method in ("POST", "PUT"):
+            head += "Content-Length: 0\r\n"
+        for key in extra:
+            head += "%s: %s\r\n" % (key, extra[key])
+        writer.write((head + "\r\n").encode())
+        await writer.drain()
+        if source is not None:
+            left = source_len
+            while left > 0:
+                chunk = source.read(min(CHUNK, left))
+                if not chunk:
+                    raise HTTPError("source ended %d bytes early" % left)
+                writer.write(chunk)
+                await writer.drain()
+                left -= len(chunk)
+        elif body:
+            writer.write(body)
+            await writer.drain()
+        resp = Response()
+        status = await read_line(reader)
+        parts = status.decode().strip().split(" ", 2)
+        if len(parts) < 2 or not parts[0].startswith("HTTP/"):
+            raise HTTPError("not an HTTP response: %r" % (status[:40],))
+        try:
+            resp.status = int(parts[1])
+        except ValueError:
+            raise HTTPError("bad status line")
+        resp.reason = parts[2] if len(parts) > 2 else ""
+        while True:
+            line = await read_line(reader)
+            if not line:
+                raise HTTPError("connection closed inside the headers")
+            if line in (b"\r\n", b"\n"):
+                break
+            text = line.decode()
+            if ":" in text and len(resp.headers) < MAX_HEADERS:
+                name, value = text.split(":", 1)
+                resp.headers[name.strip().lower()] = value.strip()
+        out = sink
+        if sink is None:
+            out = []
+        if method == "HEAD" or resp.status in (204, 304) or 100 <= resp.status < 200:
+            pass
+        elif resp.headers.get("transfer-encoding", "").lower() == "chunked":
+            while True:
+                size_line = (await read_line(reader)).decode().strip()
+                if not size_line:
+                    raise HTTPError("connection closed inside a chunked body")
+                try:
+                    size = int(size_line.split(";", 1)[0], 16)
+                except ValueError:
+                    raise HTTPError("bad chunk size %r" % size_line)
+                if size == 0:
+                    while True:  # trailers up to the blank line
+                        line = await read_line(reader)
+                        if not line or line in (b"\r\n", b"\n"):
+                            break
+                    break
+                await _read_exact_to(reader, size, out, resp, max_body)
+                await read_line(reader)  # the CRLF after each chunk
+        elif "content-length" in resp.headers:
+            try:
+                n = int(resp.headers["content-length"])
+            except ValueError:
+                raise HTTPError("bad Content-Length")
+            await _read_exact_to(reader, n, out, resp, max_body)
+        else:
+            while True:
+                data = await reader.read(CHUNK)
+                if not data:
+                    break
+                _deliver(data, out, resp, max_body)
+        if sink is None:
+            resp.body = b"".join(out)
+        return resp
+    finally:
+        await close_stream(writer)
+
+
+async def request(method, url, body=None, headers=None, timeout=10, sink=None, source=None,
+                  source_len=None, max_body=4096, ssl_ctx=None):
+    """One HTTP exchange; see the module docstring."""
+    if source is not None and source_len is None:
+        raise HTTPError("source needs source_len")
+    return await asyncio.wait_for(
+        _exchange(method, url, body, headers, sink, source, source_len, max_body, ssl_ctx),
+        timeout)
+
+
+async def get(url, **kw):
+    return await request("GET", url, **kw)
+
+
+async def post(url, body=None, **kw):
+    return await request("POST", url, body, **kw)
+
+
+async def put(url, body=None, **kw):
+    return await request("PUT", url, body, **kw)

@@ -1,0 +1,86 @@
+"""The firmware's HTTP client, on both runtimes, against a local HTTP server."""
+
+import hashlib
+import json
+
+import pytest
+from scripts import run_snippet
+
+SNIPPET = r'''
+import asyncio, json, hashlib, binascii
+import httpc
+
+BASE = %(base)r
+
+class Sink:
+    def __init__(self):
+        self.h = hashlib.sha256()
+        self.n = 0
+    def write(self, data):
+        self.h.update(data)
+        self.n += len(data)
+
+async def main():
+    out = {}
+    r = await httpc.get(BASE + "/plain/a.bin", max_body=10000)
+    out["plain"] = [r.status, r.length, binascii.hexlify(hashlib.sha256(r.body).digest()).decode()]
+    s = Sink()
+    r = await httpc.get(BASE + "/chunked/a.bin", sink=s)
+    out["chunked"] = [r.status, s.n, binascii.hexlify(s.h.digest()).decode(), r.body is None]
+    r = await httpc.get(BASE + "/eof/small.txt")
+    out["eof"] = [r.status, r.body.decode()]
+    r = await httpc.get(BASE + "/missing")
+    out["missing"] = [r.status, r.body.decode()]
+    try:
+        await httpc.get(BASE + "/plain/a.bin", max_body=100)
+        out["too_big"] = "no error"
+    except httpc.HTTPError as exc:
+        out["too_big"] = "HTTPError"
+    r = await httpc.post(BASE + "/up?x=1", {"k": 1}, headers={"X-Test": "yes"})
+    out["post"] = [r.status, r.body.decode()]
+    with open("upload.bin", "wb") as fh:
+        fh.write(b"0123456789" * 300)
+    with open("upload.bin", "rb") as fh:
+        r = await httpc.put("http://diag:pw@" + BASE[7:] + "/put/log.txt", source=fh, source_len=3000)
+    out["put"] = [r.status, r.body.decode()]
+    try:
+        await httpc.get(BASE + "/slow/x", timeout=0.5)
+        out["timeout"] = "no error"
+    except asyncio.TimeoutError:
+        out["timeout"] = "TimeoutError"
+    try:
+        await httpc.get("http://127.0.0.1:1/")
+        out["refused"] = "no error"
+    except OSError:
+        out["refused"] = "OSError"
+    print("RESULT " + json.dumps(out))
+
+asyncio.run(main())
+'''
+
+
+@pytest.mark.dual_runtime
+def test_http_client_reads_every_body_framing_streams_uploads_and_times_out(runtime_name, http_server, tmp_path):
+    blob = bytes(range(256)) * 20
+    http_server.files["/plain/a.bin"] = blob
+    http_server.files["/chunked/a.bin"] = blob
+    http_server.files["/eof/small.txt"] = b"read to the end"
+    http_server.files["/slow/x"] = b"late"
+    out = run_snippet(runtime_name, SNIPPET % {"base": http_server.url}, tmp_path)
+    result = json.loads(out.split("RESULT ", 1)[1])
+    digest = hashlib.sha256(blob).hexdigest()
+    assert result["plain"] == [200, len(blob), digest]
+    assert result["chunked"] == [200, len(blob), digest, True]
+    assert result["eof"] == [200, "read to the end"]
+    assert result["missing"] == [404, "not found"]
+    assert result["too_big"] == "HTTPError"
+    assert result["post"] == [200, "stored 8"]
+    assert result["put"] == [201, "stored 3000"]
+    assert result["timeout"] == "TimeoutError"
+    assert result["refused"] == "OSError"
+    posts = [u for u in http_server.uploads if u[0] == "POST"]
+    assert posts[0][1] == "/up?x=1" and json.loads(posts[0][3]) == {"k": 1}
+    assert posts[0][2]["Content-Type"] == "application/json" and posts[0][2]["X-Test"] == "yes"
+    puts = [u for u in http_server.uploads if u[0] == "PUT"]
+    assert puts[0][3] == b"0123456789" * 300
+    assert puts[0][2]["Authorization"] == "Basic ZGlhZzpwdw=="
