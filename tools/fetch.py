@@ -191,10 +191,11 @@ def main(argv=None) -> int:
     parser.add_argument("what", choices=["micropython", "umqtt", "all"])
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
     args = parser.parse_args(argv)
+    cache = args.cache.resolve()  # make runs in other directories
     if args.what in ("micropython", "all"):
-        build_micropython(args.cache)
+        build_micropython(cache)
     if args.what in ("umqtt", "all"):
-        fetch_umqtt(args.cache)
+        fetch_umqtt(cache)
     return 0
 
 
