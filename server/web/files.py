@@ -22,7 +22,9 @@ def _store_upload(cp_id: str | None, filename: str | None):
     svc = services()
     limit = svc.config.http["max_upload_bytes"]
     try:
-        if request.files:
+        # Only multipart bodies are parsed as forms; anything else is the file itself
+        # (touching request.files first would consume a urlencoded-looking body).
+        if request.mimetype == "multipart/form-data" and request.files:
             upload = next(iter(request.files.values()))
             row = svc.diagnostics.save(cp_id, upload.filename or filename, upload.stream, limit)
         else:

@@ -1,0 +1,88 @@
+"""``python -m server`` prints its URLs, and SIGTERM loses nothing it accepted."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import websockets
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _start(tmp_path) -> tuple[subprocess.Popen, dict]:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "server", "--data-dir", str(tmp_path / "var"), "--ocpp-host",
+         "127.0.0.1", "--ocpp-port", "0", "--http-host", "127.0.0.1", "--http-port", "0",
+         "--mqtt-port", "0", "--auto-register", "--log-level", "WARNING"],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    lines = []
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        lines.append(line)
+        match = re.match(r"PORTS ocpp=(\d+) http=(\d+) mqtt=(\d+)", line)
+        if match:
+            return process, {"ocpp": int(match[1]), "http": int(match[2]), "mqtt": int(match[3]),
+                             "output": "".join(lines)}
+        if process.poll() is not None:
+            break
+    process.kill()
+    raise AssertionError("server did not start:\n" + "".join(lines))
+
+
+def test_sigterm_after_accepted_messages_loses_nothing(tmp_path):
+    process, info = _start(tmp_path)
+    try:
+        assert f"PicoCharge dashboard: http://127.0.0.1:{info['http']}/" in info["output"]
+        board = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="board-shutdown")
+        board.connect("127.0.0.1", info["mqtt"])
+        board.loop_start()
+        for seq in range(1, 201):
+            board.publish("picocharge/CP-SIG/telemetry",
+                          json.dumps({"ts": time.time(), "seq": seq, "v": 230.0}),
+                          qos=1).wait_for_publish(5)
+        board.loop_stop()
+
+        async def ocpp_traffic():
+            async with websockets.connect(f"ws://127.0.0.1:{info['ocpp']}/ocpp/CP-SIG",
+                                          subprotocols=["ocpp1.6"]) as ws:
+                frames = [[2, "b", "BootNotification", {"chargePointVendor": "V",
+                                                        "chargePointModel": "M"}]]
+                frames += [[2, f"s{i}", "StatusNotification",
+                            {"connectorId": 1, "errorCode": "NoError",
+                             "status": "Charging" if i % 2 else "Available"}] for i in range(50)]
+                frames.append([2, "tx", "StartTransaction", {"connectorId": 1, "idTag": "T",
+                                                             "meterStart": 5,
+                                                             "timestamp": "2024-01-01T00:00:00Z"}])
+                for frame in frames:
+                    await ws.send(json.dumps(frame))
+                    answer = json.loads(await ws.recv())
+                    assert answer[0] == 3, answer
+                return answer[2]["transactionId"]
+
+        tx_id = asyncio.run(ocpp_traffic())
+        process.send_signal(signal.SIGTERM)
+        out, _ = process.communicate(timeout=30)
+        assert process.returncode == 0, out
+        assert "PicoCharge stopped" in out
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+    db = sqlite3.connect(tmp_path / "var" / "picocharge.db")
+    assert db.execute("SELECT COUNT(*) FROM telemetry WHERE cp_id='CP-SIG'").fetchone()[0] == 200
+    assert db.execute("SELECT COUNT(*) FROM status_history WHERE cp_id='CP-SIG'").fetchone()[0] == 50
+    assert db.execute("SELECT id FROM transactions").fetchall() == [(tx_id,)]
+    assert db.execute("SELECT ocpp_online FROM chargepoints WHERE id='CP-SIG'").fetchone() == (0,)
