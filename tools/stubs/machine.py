@@ -9,20 +9,18 @@ event loop, as hardware timers do on the board.
 """
 
 import _thread
+import heapq
 import sys
 
 import simworld
 
 try:
-    from time import sleep_ms, ticks_add, ticks_diff, ticks_ms
+    from time import sleep_ms, ticks_diff, ticks_ms
 except ImportError:
     import time as _time
 
     def ticks_ms():
         return _time.monotonic_ns() // 1000000
-
-    def ticks_add(a, b):
-        return a + b
 
     def ticks_diff(a, b):
         return a - b
@@ -184,47 +182,61 @@ class PWM(_Bound):
 
 
 class _TimerService:
-    """One thread that fires every Timer and checks every WDT of the process."""
+    """One thread that fires every Timer and checks every WDT of the process.
+
+    Deadlines sit in a heap (a fleet simulator has thousands of timers); a re-armed or
+    stopped timer leaves a stale entry that is skipped by its generation number.
+    """
 
     def __init__(self):
-        self.timers = []
+        self.heap = []
         self.watchdogs = []
         self.lock = _thread.allocate_lock()
         self.running = False
+        self.seq = 0
+        self._last = ticks_ms()
+        self._mono = 0
 
-    def add(self, timer):
+    def now(self):
+        """Milliseconds that never wrap (ticks_ms wraps after 2**30 ms on MicroPython)."""
         with self.lock:
-            if timer not in self.timers:
-                self.timers.append(timer)
-            if not self.running:
-                self.running = True
-                _thread.start_new_thread(self._loop, ())
+            t = ticks_ms()
+            self._mono += ticks_diff(t, self._last)
+            self._last = t
+            return self._mono
 
-    def remove(self, timer):
+    def _start(self):
+        if not self.running:
+            self.running = True
+            _thread.start_new_thread(self._loop, ())
+
+    def schedule(self, timer, deadline):
         with self.lock:
-            if timer in self.timers:
-                self.timers.remove(timer)
+            self.seq += 1
+            heapq.heappush(self.heap, (deadline, self.seq, timer, timer._generation))
+            self._start()
 
     def add_wdt(self, wdt):
         with self.lock:
             self.watchdogs.append(wdt)
-            if not self.running:
-                self.running = True
-                _thread.start_new_thread(self._loop, ())
+            self._start()
 
     def _loop(self):
         while True:
-            now = ticks_ms()
+            now = self.now()
+            due = []
             with self.lock:
-                due = [t for t in self.timers if ticks_diff(now, t._deadline) >= 0]
-                expired = [d for d in self.watchdogs if ticks_diff(now, d._deadline) >= 0]
+                while self.heap and self.heap[0][0] <= now:
+                    entry = heapq.heappop(self.heap)
+                    if entry[3] == entry[2]._generation:
+                        due.append(entry)
+                expired = [d for d in self.watchdogs if d._deadline <= now]
+                for wdt in expired:
+                    self.watchdogs.remove(wdt)
             for wdt in expired:
-                with self.lock:
-                    if wdt in self.watchdogs:
-                        self.watchdogs.remove(wdt)
                 wdt._expire()
-            for timer in due:
-                timer._fire(now)
+            for entry in due:
+                entry[2]._fire(entry[0], now)
             sleep_ms(1)
 
 
@@ -238,7 +250,7 @@ class Timer(_Bound):
     def __init__(self, id=-1, mode=PERIODIC, period=-1, freq=-1, callback=None, tick_hz=1000):
         self._callback = None
         self._period = 0
-        self._deadline = 0
+        self._generation = 0
         if callback is not None or period != -1 or freq != -1:
             self.init(mode=mode, period=period, freq=freq, callback=callback)
 
@@ -248,21 +260,20 @@ class Timer(_Bound):
         if period < 0:
             period = 0xFFFFFFFF
         self._mode = mode
-        self._period = int(period)
+        self._period = max(1, int(period))
         self._callback = callback
-        self._deadline = ticks_add(ticks_ms(), self._period)
-        _service.add(self)
+        self._generation += 1
+        _service.schedule(self, _service.now() + self._period)
 
     def deinit(self):
-        _service.remove(self)
+        self._generation += 1
 
-    def _fire(self, now):
+    def _fire(self, deadline, now):
         if self._mode == Timer.PERIODIC:
-            self._deadline = ticks_add(self._deadline, self._period)
-            if ticks_diff(now, self._deadline) > self._period:
-                self._deadline = ticks_add(now, self._period)  # skipped ticks are lost
-        else:
-            _service.remove(self)
+            nxt = deadline + self._period
+            if nxt <= now:
+                nxt = now + self._period  # skipped ticks are lost, as on the board
+            _service.schedule(self, nxt)
         cb = self._callback
         if cb is not None:
             try:
@@ -277,11 +288,11 @@ class WDT(_Bound):
         if not 1 <= timeout <= 8388:
             raise ValueError("timeout exceeds 8388")
         self._timeout = timeout
-        self._deadline = ticks_add(ticks_ms(), timeout)
+        self._deadline = _service.now() + timeout
         _service.add_wdt(self)
 
     def feed(self):
-        self._deadline = ticks_add(ticks_ms(), self._timeout)
+        self._deadline = _service.now() + self._timeout
 
     def _expire(self):
         self._w().request_reset("watchdog")
