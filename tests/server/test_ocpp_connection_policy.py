@@ -21,6 +21,7 @@ from tests.server.conftest import (
     raw_socket,
     register,
     run,
+    wait_until,
 )
 
 
@@ -175,4 +176,4 @@ def test_tls_endpoint_serves_wss_when_a_certificate_is_configured(tmp_path, star
             assert answer[2]["status"] == "Accepted"
 
     run(scenario())
-    assert http(app, "GET", "/api/v1/chargepoints/CP-TLS")[1]["ocpp"]["online"] is False
+    wait_until(lambda: http(app, "GET", "/api/v1/chargepoints/CP-TLS")[1]["ocpp"]["online"] is False)
