@@ -1,0 +1,212 @@
+"""Energy metering: RMS current and voltage over whole mains cycles, real power, and a
+monotonic, persisted energy register.
+
+Front ends (docs/hardware.md): a current transformer (SCT-013-030 with burden) on ADC1
+(GP27) and a ZMPT101B voltage module on ADC2 (GP28), both biased at 1.65 V; the config's
+`calibration.amps_per_adc_v` / `volts_per_adc_v` turn ADC volts into amps and volts.
+
+`Meter.measure()` samples both channels, interleaved, at evenly paced instants over
+`cycles` whole mains cycles into preallocated `array('H')` buffers (no lists of floats on a
+small heap), tracks each channel's DC offset, and computes I rms, V rms and real power
+P = mean(v * i).
+
+`Register` integrates power into Wh and persists it with bounded flash wear: a write
+when `persist_wh` has accumulated (and at least `persist_min_s` since the last write), at
+most every `persist_max_s` while anything changed, and on demand (`save()`: stop, unplug,
+reboot). A power cut loses at most that much; the register never goes backwards.
+"""
+
+import array
+import math
+import time
+
+NOISE_FLOOR_A = 0.25  # below this the CT reads its own noise: report 0
+MIN_MAINS_V = 50.0  # a working voltage front end sees the mains
+
+
+def zeros(n):
+    """A preallocated array('H') of n zeros."""
+    buf = array.array("H")
+    for _ in range(n):
+        buf.append(0)
+    return buf
+
+
+class Meter:
+    def __init__(self, machine, pins, calibration, samples=64, cycles=1):
+        self.adc_i = machine.ADC(machine.Pin(pins["current_adc"]))
+        self.adc_v = machine.ADC(machine.Pin(pins["voltage_adc"]))
+        self.samples = samples
+        self.cycles = cycles
+        self.buf_i = zeros(samples)
+        self.buf_v = zeros(samples)
+        self.buf_t = zeros(samples)  # microseconds since the first pair
+        self.hz = calibration.get("mains_hz", 50) or 50
+        self.period_us = min(60000, int(1000000 * cycles / self.hz))
+        self.retries = 0
+        self.k_i = 3.3 / 65535 * calibration["amps_per_adc_v"]
+        self.k_v = 3.3 / 65535 * calibration["volts_per_adc_v"]
+        self.off_i = calibration["meter_bias_v"] / 3.3 * 65535
+        self.off_v = self.off_i
+        self.first = True
+        self.current_a = None
+        self.voltage_v = None
+        self.power_w = None
+        self.ok = True
+        self.measured_ms = None
+
+    def sample(self):
+        """Fill the buffers: `samples` pairs evenly over `cycles` mains periods, with the
+        time each pair was actually taken (an interrupt may delay a read). Returns the
+        longest gap between pairs, in microseconds."""
+        n = self.samples
+        period_us = self.period_us
+        step = period_us // n
+        read_i = self.adc_i.read_u16
+        read_v = self.adc_v.read_u16
+        bi = self.buf_i
+        bv = self.buf_v
+        bt = self.buf_t
+        t0 = time.ticks_us()
+        prev = 0
+        gap = 0
+        for k in range(n):
+            target = k * step
+            while True:
+                t = time.ticks_diff(time.ticks_us(), t0)
+                if t >= target:
+                    break
+            bi[k] = read_i()
+            bv[k] = read_v()
+            bt[k] = t
+            if t - prev > gap:
+                gap = t - prev
+            prev = t
+        return gap
+
+    def compute(self):
+        """RMS and power of the sampled buffers (time-weighted over the whole cycles, so a
+        delayed read does not bias them); updates the DC offset tracking."""
+        n = self.samples
+        bi = self.buf_i
+        bv = self.buf_v
+        bt = self.buf_t
+        period = self.period_us
+        # each pair stands for the time from the midpoint before it to the midpoint after
+        # it; the window is whole cycles, so it wraps around (trapezoid on a periodic signal)
+        sum_w = 0
+        sum_i = 0
+        sum_v = 0
+        for k in range(n):
+            w = self._weight(k, n, bt, period)
+            sum_w += w
+            sum_i += bi[k] * w
+            sum_v += bv[k] * w
+        mean_i = sum_i / sum_w
+        mean_v = sum_v / sum_w
+        if self.first:
+            self.off_i = mean_i
+            self.off_v = mean_v
+            self.first = False
+        else:  # offset tracking: the mean over whole cycles is the DC offset
+            self.off_i += (mean_i - self.off_i) * 0.5
+            self.off_v += (mean_v - self.off_v) * 0.5
+        oi = self.off_i
+        ov = self.off_v
+        sii = 0.0
+        svv = 0.0
+        siv = 0.0
+        for k in range(n):
+            w = self._weight(k, n, bt, period)
+            di = bi[k] - oi
+            dv = bv[k] - ov
+            sii += di * di * w
+            svv += dv * dv * w
+            siv += di * dv * w
+        irms = math.sqrt(sii / sum_w) * self.k_i
+        vrms = math.sqrt(svv / sum_w) * self.k_v
+        power = siv / sum_w * self.k_i * self.k_v
+        return irms, vrms, power
+
+    @staticmethod
+    def _weight(k, n, bt, period):
+        before = bt[k - 1] if k > 0 else bt[n - 1] - period
+        after = bt[k + 1] if k < n - 1 else bt[0] + period
+        return after - before
+
+    def measure(self):
+        """One measurement; returns True if the front ends look alive."""
+        for _ in range(3):  # an interrupt that held the CPU too long spoils a measurement
+            if self.sample() <= self.period_us // 6:
+                break
+            self.retries += 1
+        irms, vrms, power = self.compute()
+        self.measured_ms = time.ticks_ms()
+        if vrms < MIN_MAINS_V:
+            # no mains seen: a broken voltage front end (or no supply at all)
+            self.ok = False
+            self.current_a = None
+            self.voltage_v = None
+            self.power_w = None
+            return False
+        self.ok = True
+        if irms < NOISE_FLOOR_A:
+            irms = 0.0
+            power = 0.0
+        if power < 0:
+            power = 0.0
+        self.current_a = irms
+        self.voltage_v = vrms
+        self.power_w = power
+        return True
+
+
+class Register:
+    """The energy register (Wh): integrates power, persists with bounded wear."""
+
+    def __init__(self, flash, name="energy.json", persist_wh=50.0, persist_min_s=60,
+                 persist_max_s=900):
+        self.flash = flash
+        self.name = name
+        self.persist_wh = persist_wh
+        self.persist_min_s = persist_min_s
+        self.persist_max_s = persist_max_s
+        self.wh = 0.0
+        self.saved_wh = 0.0
+        self.saved_ms = time.ticks_ms()
+        self.writes = 0
+        self.load()
+
+    def load(self):
+        try:
+            data = self.flash.read_json(self.name)
+            self.wh = float(data.get("wh", 0.0))
+        except (OSError, ValueError, AttributeError, TypeError):
+            self.wh = 0.0
+        self.saved_wh = self.wh
+
+    def add(self, wh):
+        if wh > 0:
+            self.wh += wh
+        self.maybe_save()
+
+    def maybe_save(self):
+        pending = self.wh - self.saved_wh
+        if pending <= 0:
+            return False
+        age_s = time.ticks_diff(time.ticks_ms(), self.saved_ms) / 1000
+        if (pending >= self.persist_wh and age_s >= self.persist_min_s) or age_s >= self.persist_max_s:
+            return self.save()
+        return False
+
+    def save(self):
+        if self.wh == self.saved_wh:
+            return False
+        try:
+            self.flash.write_json(self.name, {"wh": round(self.wh, 3)})
+        except OSError:
+            return False  # a full flash keeps the register in RAM; retried next time
+        self.saved_wh = self.wh
+        self.saved_ms = time.ticks_ms()
+        self.writes += 1
+        return True

@@ -1,0 +1,469 @@
+"""The station: sensors, meter, control pilot, contactor and the safety timer of one
+connector. The charge point (OCPP) and the app drive it through the calls listed in
+docs/firmware.md; nothing here knows about networks.
+
+Two contexts run the station:
+
+- the **safety timer** (`machine.Timer`, every `station.safety_ms`, outside the event
+  loop: a soft IRQ on the rp2 port, a thread in the host stand-in) reads the pilot for one
+  PWM period, classifies and debounces it, checks the diode and the RP2040 temperature,
+  and OPENS the contactor when the pilot leaves C/D (unplug = A, EV stopped = B, E, F), the
+  diode is missing, or a fault is active. If the cooperative loop has not metered for
+  `station.meter_stale_ms` (a blocked socket, a long REPL command), the timer meters the
+  current itself so over-current still trips. It never closes the contactor.
+- the **sampling task** (`run()`, every `station.meter_ms`): meter (RMS, power, energy),
+  DHT11 (every `intervals.sensors_s`, >= 2 s), fault evaluation (over-temperature,
+  over-current, welded contactor, meter failure), the pilot offer, and closing the
+  contactor when the EV asks (C/D), the charge point allows it, something is offered and
+  no current flows through the open contactor (welded check before every close).
+
+Configuration: `pins`, `calibration`, `limits`, `intervals.sensors_s`, and an optional
+`station` section (defaults in `DEFAULTS` below; the fleet simulator raises the periods).
+"""
+
+import asyncio
+import time
+
+from meter import Meter, Register
+from pilot import Classifier, Pilot
+from sensors import Dht11, McuTemp
+
+DEFAULTS = {
+    "safety_ms": 20,  # safety timer period
+    "safety_window_us": 1100,  # pilot read window per tick (one 1 kHz period + margin)
+    "pilot_debounce": 2,  # equal readings before a pilot state is accepted
+    "meter_ms": 250,  # sampling task period
+    "meter_samples": 64,  # sample pairs per measurement
+    "meter_cycles": 1,  # whole mains cycles per measurement
+    "meter_stale_ms": 600,  # the timer meters itself when the loop is older than this
+    "persist_wh": 50,  # energy register: write after this many Wh ...
+    "persist_min_s": 60,  # ... but not more often than this ...
+    "persist_max_s": 900,  # ... and at least this often while it changes
+    "over_current_ms": 5000,  # IEC 61851: the EV has 5 s to follow a lower PWM duty
+    "welded_a": 1.0,  # current through an open contactor that means "welded"
+    "stop_grace_ms": 3000,  # open anyway if the EV keeps state C this long after a stop
+    "temp_hysteresis_c": 5.0,  # an over-temperature clears this far below the limit
+    "mcu_every": 25,  # RP2040 temperature every N safety ticks
+}
+
+# fault flags, worst first (faults() reports them in this order)
+WELDED = 0
+PILOT_E = 1
+PILOT_F = 2
+DIODE = 3
+OVER_CURRENT = 4
+HOT = 5
+MCU_HOT = 6
+METER = 7
+NFLAGS = 8
+CODES = ("PowerSwitchFailure", "EVCommunicationError", "InternalError", "EVCommunicationError",
+         "OverCurrentFailure", "HighTemperature", "HighTemperature", "PowerMeterFailure")
+
+
+def options(config):
+    out = {}
+    for key in DEFAULTS:
+        out[key] = DEFAULTS[key]
+    extra = config.get("station")
+    if isinstance(extra, dict):
+        for key in extra:
+            out[key] = extra[key]
+    return out
+
+
+class Station:
+    def __init__(self, config, flash, machine=None, dht=None):
+        if machine is None:
+            import machine
+        if dht is None:
+            import dht
+        self.machine = machine
+        self.config = config
+        self.opts = opts = options(config)
+        pins = config["pins"]
+        cal = config["calibration"]
+        self.limits = config["limits"]
+        self.relay_pin = machine.Pin(pins["relay"], machine.Pin.OUT, value=0)
+        self.pilot = Pilot(machine, pins, cal)
+        self.classifier = Classifier(opts["pilot_debounce"])
+        self.meter = Meter(machine, pins, cal, opts["meter_samples"], opts["meter_cycles"])
+        # the timer's own meter (own buffers: it may run while the loop is mid-measurement)
+        self.safety_meter = Meter(machine, pins, cal, max(16, opts["meter_samples"] // 2), 1)
+        self.register = Register(flash, "energy.json", opts["persist_wh"], opts["persist_min_s"],
+                                 opts["persist_max_s"])
+        interval_ms = int(config["intervals"].get("sensors_s", 5) * 1000)
+        self.dht = Dht11(dht, machine, pins["dht"], interval_ms, cal.get("dht_offset_c", 0.0))
+        self.mcu = McuTemp(machine, cal.get("mcu_temp_offset_c", 0.0))
+        self.timer = None
+        # control inputs
+        self._allowed = False
+        self._limit = None
+        self._stop_ms = None
+        # contactor bookkeeping (written by both contexts; plain ints and bools)
+        self._relay = False
+        self.closed_ms = None
+        self.opened_ms = None
+        self.open_reason = None
+        self.opens = 0
+        self._opens_seen = 0
+        # safety timer bookkeeping
+        self.ticks = 0
+        self.tick_ms = None
+        self.max_tick_gap_ms = 0
+        self.safety_meterings = 0
+        # faults: flags plus the numbers their messages show
+        self.flags = [False] * NFLAGS
+        self.fault_value = [0.0] * NFLAGS
+        self._oc_since = None
+        self._welded_count = 0
+        self._meter_bad = 0
+        self.cycles = 0
+        self.cycle_ms = None
+        self._e_ms = None
+        self._p_prev = 0.0
+        self._last_pilot = "A"
+        self.energy_listeners = []  # callables(wh) when the register is saved (optional)
+
+    # -- life ------------------------------------------------------------------------------
+    def start(self):
+        """Start the safety timer (outside the event loop)."""
+        if self.timer is None:
+            self.mcu.read()
+            self.timer = self.machine.Timer(-1, mode=self.machine.Timer.PERIODIC,
+                                            period=int(self.opts["safety_ms"]),
+                                            callback=self._tick)
+
+    def stop(self):
+        """Stop the timer, open the contactor, persist the register (clean reboot path)."""
+        if self.timer is not None:
+            self.timer.deinit()
+            self.timer = None
+        self.pilot.offer(0)
+        self._open("shutdown")
+        self.register.save()
+
+    async def run(self):
+        """The sampling task: one cycle every `station.meter_ms`."""
+        period = int(self.opts["meter_ms"])
+        while True:
+            try:
+                self.cycle()
+            except Exception as exc:  # a sensor glitch must never end the sampling task
+                self.last_error = repr(exc)
+            await asyncio.sleep_ms(period)
+
+    # -- the contract used by the charge point ------------------------------------------
+    def pilot_state(self):
+        return self.classifier.state
+
+    def plugged(self):
+        return self.classifier.state in ("B", "C", "D")
+
+    def ev_wants_energy(self):
+        return self.classifier.state in ("C", "D")
+
+    def set_charging_allowed(self, flag):
+        flag = bool(flag)
+        if flag != self._allowed:
+            self._allowed = flag
+            self._stop_ms = None if flag else time.ticks_ms()
+            self._control()
+
+    def set_limit_a(self, amps):
+        self._limit = None if amps is None else float(amps)
+        self._control()
+
+    def offered_a(self):
+        return self.pilot.offered
+
+    def relay_closed(self):
+        return self._relay
+
+    def charging_allowed(self):
+        return self._allowed
+
+    def limit_a(self):
+        return self._limit
+
+    def faults(self):
+        """[(ChargePointErrorCode, info)] active now, worst first."""
+        out = []
+        flags = self.flags
+        val = self.fault_value
+        for i in range(NFLAGS):
+            if flags[i]:
+                out.append((CODES[i], self._info(i, val[i])))
+        return out
+
+    def warnings(self):
+        """Non-fatal problems (the connector keeps working): [(code, info)]."""
+        out = []
+        if self.dht.state() != "ok" and (self.dht.last_error or self.dht.read_ms is not None):
+            out.append(("OtherError", "DHT11 %s: %s" % (self.dht.state(), self.dht.last_error)))
+        return out
+
+    def energy_wh(self):
+        return self.register.wh
+
+    def power_w(self):
+        return self.meter.power_w
+
+    def current_a(self):
+        return self.meter.current_a
+
+    def voltage_v(self):
+        return self.meter.voltage_v
+
+    def temperature_c(self):
+        return self.dht.temperature()
+
+    def humidity(self):
+        return self.dht.humidity()
+
+    def mcu_temperature_c(self):
+        return self.mcu.value
+
+    def clear_faults(self):
+        """Forget latched faults (a technician after a repair; `ev.clear()`)."""
+        for i in range(NFLAGS):
+            self.flags[i] = False
+        self._welded_count = 0
+        self._oc_since = None
+
+    # -- internals ----------------------------------------------------------------------
+    def _info(self, i, v):
+        if i == WELDED:
+            return "%.1f A with the contactor open" % v
+        if i == PILOT_E:
+            return "pilot short (state E)"
+        if i == PILOT_F:
+            return "pilot stuck low (state F)"
+        if i == DIODE:
+            return "pilot diode missing (low %.1f V)" % v
+        if i == OVER_CURRENT:
+            return "%.1f A over the %.0f A offered" % (v, self._oc_limit())
+        if i == HOT:
+            return "enclosure %.0f C (limit %.0f C)" % (v, self.limits["over_temp_c"])
+        if i == MCU_HOT:
+            return "MCU %.0f C (limit %.0f C)" % (v, self.limits["mcu_over_temp_c"])
+        return "no mains voltage on the meter"
+
+    def _oc_limit(self):
+        return self.pilot.offered if self.pilot.offered > 0 else self.max_current()
+
+    def max_current(self):
+        return float(self.limits["max_current_a"])
+
+    def _open(self, reason):
+        self.relay_pin.value(0)
+        if self._relay:
+            self._relay = False
+            self.opened_ms = time.ticks_ms()
+            self.open_reason = reason
+            self.opens += 1
+
+    def _close(self):
+        self.relay_pin.value(1)
+        self._relay = True
+        self.closed_ms = time.ticks_ms()
+
+    def _fatal(self):
+        flags = self.flags
+        for i in range(NFLAGS):
+            if flags[i]:
+                return True
+        return False
+
+    def _tick(self, _timer=None):
+        """Safety timer callback: runs outside the event loop; only ever opens."""
+        now = time.ticks_ms()
+        if self.tick_ms is not None:
+            gap = time.ticks_diff(now, self.tick_ms)
+            if gap > self.max_tick_gap_ms:
+                self.max_tick_gap_ms = gap
+        self.tick_ms = now
+        self.ticks += 1
+        pwm_on = self.pilot.pwm_on()
+        high, low = self.pilot.sample(self.opts["safety_window_us"])
+        state = self.classifier.feed(high, low, pwm_on)
+        flags = self.flags
+        flags[PILOT_E] = state == "E"
+        flags[PILOT_F] = state == "F"
+        if self.classifier.diode_missing():
+            flags[DIODE] = True
+            self.fault_value[DIODE] = low / 10
+        elif state == "A":
+            flags[DIODE] = False
+        if self.ticks % self.opts["mcu_every"] == 0:
+            t = self.mcu.read()
+            limit = self.limits["mcu_over_temp_c"]
+            if t >= limit:
+                flags[MCU_HOT] = True
+                self.fault_value[MCU_HOT] = t
+            elif t < limit - self.opts["temp_hysteresis_c"]:
+                flags[MCU_HOT] = False
+        if self._relay:
+            measured = self.meter.measured_ms
+            if measured is None or time.ticks_diff(now, measured) > self.opts["meter_stale_ms"]:
+                # the loop is stalled: meter here so over-current still trips
+                sm = self.safety_meter
+                sm.measure()
+                self.safety_meterings += 1
+                if sm.current_a is not None and sm.current_a > self._oc_limit() + self.limits["over_current_margin_a"]:
+                    if self._oc_since is None:
+                        self._oc_since = now
+                    elif time.ticks_diff(now, self._oc_since) >= self.opts["over_current_ms"]:
+                        flags[OVER_CURRENT] = True
+                        self.fault_value[OVER_CURRENT] = sm.current_a
+            if state != "C" and state != "D":
+                self._open("pilot " + state)
+            elif self._fatal():
+                self._open("fault")
+
+    def cycle(self):
+        """One sampling-task cycle (also callable directly by tests and the simulator)."""
+        now = time.ticks_ms()
+        self.cycles += 1
+        self.cycle_ms = now
+        relay_before = self._relay
+        opened_before = self.opened_ms
+        ok = self.meter.measure()
+        now = time.ticks_ms()
+        self._integrate(now)
+        flags = self.flags
+        # meter failure: two bad measurements in a row
+        if ok:
+            self._meter_bad = 0
+            flags[METER] = False
+        else:
+            self._meter_bad += 1
+            if self._meter_bad >= 2:
+                flags[METER] = True
+        current = self.meter.current_a or 0.0
+        # welded contactor: current while it has been open for the whole measurement
+        opened_long = (not relay_before and not self._relay and
+                       (opened_before is None or time.ticks_diff(now, opened_before) > 300))
+        if ok and opened_long and current >= self.opts["welded_a"]:
+            self._welded_count += 1
+            if self._welded_count >= 2:
+                flags[WELDED] = True
+                self.fault_value[WELDED] = current
+        else:
+            self._welded_count = 0
+        # over-current against what the pilot offers (the EV has over_current_ms to follow)
+        if ok and self._relay and current > self._oc_limit() + self.limits["over_current_margin_a"]:
+            if self._oc_since is None:
+                self._oc_since = now
+            elif time.ticks_diff(now, self._oc_since) >= self.opts["over_current_ms"]:
+                flags[OVER_CURRENT] = True
+                self.fault_value[OVER_CURRENT] = current
+        elif ok:
+            self._oc_since = None
+        # environment
+        self.dht.poll()
+        t = self.dht.temperature()
+        limit = self.limits["over_temp_c"]
+        if t is not None:
+            if t >= limit:
+                flags[HOT] = True
+                self.fault_value[HOT] = t
+            elif t < limit - self.opts["temp_hysteresis_c"]:
+                flags[HOT] = False
+        # unplug clears the faults that belong to the EV
+        state = self.classifier.state
+        if state == "A" and self._last_pilot != "A":
+            flags[OVER_CURRENT] = False
+            self._oc_since = None
+            self.register.save()
+        self._last_pilot = state
+        if self._fatal() and self._relay:
+            self._open("fault")
+        self._control()
+        if self.opens != self._opens_seen:
+            self._opens_seen = self.opens
+            self.register.save()  # every stop persists the register
+        else:
+            self.register.maybe_save()
+
+    def _integrate(self, now):
+        p = self.meter.power_w or 0.0
+        last = self._e_ms
+        self._e_ms = now
+        if last is None:
+            self._p_prev = p
+            return
+        dt = time.ticks_diff(now, last)
+        if dt <= 0:
+            return
+        opened = self.opened_ms
+        closed = self.closed_ms
+        prev = self._p_prev
+        if opened is not None and 0 <= time.ticks_diff(opened, last) <= dt:
+            # the contactor opened during the interval: the old power flowed until then
+            t1 = time.ticks_diff(opened, last)
+            wms = prev * t1 + p * (dt - t1)
+        elif closed is not None and 0 <= time.ticks_diff(closed, last) <= dt:
+            t1 = time.ticks_diff(closed, last)
+            wms = p * (dt - t1)
+        else:
+            wms = (prev + p) * dt / 2
+        self._p_prev = p
+        if wms > 0:
+            self.register.add(wms / 3600000.0)
+
+    def _control(self):
+        """Apply the pilot offer and close the contactor when everything allows it."""
+        state = self.classifier.state
+        plugged = state in ("B", "C", "D")
+        fatal = self._fatal()
+        amps = self.max_current()
+        if self._limit is not None and self._limit < amps:
+            amps = self._limit
+        offer = self._allowed and plugged and not fatal
+        offered = self.pilot.offer(amps if offer else 0)
+        if not self._relay:
+            if offer and offered > 0 and state in ("C", "D") and not self.flags[WELDED]:
+                self._close()
+                # the timer may have seen the pilot change meanwhile: re-check
+                if self.classifier.state not in ("C", "D") or self._fatal():
+                    self._open("pilot " + self.classifier.state)
+        elif not offer or offered <= 0:
+            # the PWM is off: the EV goes to B and the timer opens; force it after a grace
+            since = self._stop_ms
+            if since is None:
+                self._stop_ms = since = time.ticks_ms()
+            if time.ticks_diff(time.ticks_ms(), since) >= self.opts["stop_grace_ms"]:
+                self._open("stop timeout")
+        if self._allowed and offer and offered > 0:
+            self._stop_ms = None
+
+    def snapshot(self):
+        """Everything `ev.status()` / `ev.sensors()` shows, plain values."""
+        d = self.dht
+        return {
+            "pilot": self.classifier.state,
+            "pilot_high_v": self.classifier.high_dv / 10,
+            "pilot_low_v": self.classifier.low_dv / 10,
+            "duty": self.pilot.duty,
+            "offered_a": self.pilot.offered,
+            "allowed": self._allowed,
+            "limit_a": self._limit,
+            "relay": self._relay,
+            "open_reason": self.open_reason,
+            "faults": self.faults(),
+            "warnings": self.warnings(),
+            "v": self.meter.voltage_v,
+            "a": self.meter.current_a,
+            "w": self.meter.power_w,
+            "wh": self.register.wh,
+            "wh_writes": self.register.writes,
+            "t": d.temperature(),
+            "rh": d.humidity(),
+            "dht": d.state(),
+            "dht_reads": d.reads,
+            "dht_timeouts": d.timeouts,
+            "dht_checksum": d.checksum_errors,
+            "tmcu": self.mcu.value,
+            "ticks": self.ticks,
+            "max_tick_gap_ms": self.max_tick_gap_ms,
+        }
