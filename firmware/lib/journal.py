@@ -1,0 +1,220 @@
+"""The persistent transaction-message journal.
+
+StartTransaction, StopTransaction and transaction MeterValues are written to flash before
+they are sent, one file per message (`<dir>/<seq>`), each written atomically (temp file +
+rename, `storage.Flash`) and framed with a CRC-32 line, so a power cut leaves a record
+whole or absent. The sender delivers the oldest record, waits for the central system's
+answer and only then removes it: delivery is in order, and a record is resent after an
+outage or a reboot until it was answered. A resent record keeps its OCPP message id, so
+the central system can recognise a redelivery (the only duplicate possible is a record
+whose answer arrived in the few milliseconds before a power cut, before its removal).
+
+Transaction ids: a transaction is known locally by `lid` (the sequence number of its
+StartTransaction). Records of that transaction carry `lid`; when the StartTransaction is
+answered the central system's transactionId is stored in `<dir>/txids` and substituted
+into later records when they are sent, so a StopTransaction queued before the
+StartTransaction was answered still carries the real transactionId.
+
+A full flash, defined rule: the journal holds at most `max_records` records; when it is
+full, or a write fails with FlashFull, the oldest MeterValues record is dropped to make
+room for a Start/StopTransaction; a new MeterValues record is dropped when no MeterValues
+record can make room. Start/StopTransaction records are never dropped for space (if even
+they cannot be written the journal keeps them in RAM, bounded, and says so). Every drop
+is logged and counted in `dropped`.
+"""
+
+import binascii
+import json
+
+from storage import FlashFull
+
+START = "StartTransaction"
+STOP = "StopTransaction"
+METER = "MeterValues"
+
+
+def _frame(obj):
+    text = json.dumps(obj)
+    return ("%08x\n" % (binascii.crc32(text.encode()) & 0xFFFFFFFF)) + text
+
+
+def _unframe(raw):
+    nl = raw.find(b"\n")
+    if nl != 8:
+        raise ValueError("no frame header")
+    body = raw[9:]
+    if int(raw[:8], 16) != binascii.crc32(body) & 0xFFFFFFFF:
+        raise ValueError("CRC mismatch")
+    return json.loads(body)
+
+
+class Journal:
+    def __init__(self, flash, log=print, directory="journal", max_records=120, ram_max=4):
+        self.flash = flash
+        self.log = log
+        self.dir = directory + "/"
+        self.max_records = max_records
+        self.ram_max = ram_max
+        flash.makedirs(directory)
+        self.seqs = []  # sequence numbers on flash, oldest first (ints, bounded)
+        self.ram = []  # records that could not be written (bounded)
+        self.dropped = 0
+        self.degraded = None
+        self.txids = {}
+        for name in flash.listdir(directory):
+            if name.isdigit():
+                self.seqs.append(int(name))
+            elif name.endswith(".tmp"):
+                flash.remove(self.dir + name)
+        self.seqs.sort()
+        try:
+            raw = flash.read_json(self.dir + "txids")
+            for key in raw:
+                self.txids[int(key)] = raw[key]
+        except (OSError, ValueError):
+            pass
+        self.next_seq = (self.seqs[-1] + 1) if self.seqs else 1
+        try:
+            meta = flash.read_json(self.dir + "meta")
+            self.next_seq = max(self.next_seq, int(meta.get("next", 1)))
+        except (OSError, ValueError):
+            pass
+
+    def __len__(self):
+        return len(self.seqs) + len(self.ram)
+
+    def _name(self, seq):
+        return self.dir + "%08d" % seq
+
+    def _write(self, seq, rec):
+        self.flash.write_bytes(self._name(seq), _frame(rec).encode())
+
+    def _drop_oldest_meter(self):
+        for seq in self.seqs:
+            try:
+                rec = self.read(seq)
+            except (OSError, ValueError):
+                rec = None
+            if rec is None or rec["a"] == METER:
+                self.remove(seq)
+                self.dropped += 1
+                self.degraded = "journal full: dropped the oldest MeterValues"
+                self.log("journal: full, dropped MeterValues record %d" % seq)
+                return True
+        return False
+
+    def add(self, action, payload, lid, uid):
+        """Journal a transaction message; returns its sequence number (None if dropped)."""
+        seq = self.next_seq
+        self.next_seq += 1
+        if seq % 16 == 1:
+            try:
+                self.flash.write_json(self.dir + "meta", {"next": seq + 16})
+            except OSError:
+                pass
+        if lid is None:
+            lid = seq  # a StartTransaction names its transaction
+        rec = {"s": seq, "a": action, "p": payload, "l": lid, "id": uid, "n": 0}
+        for _ in range(3):
+            if len(self.seqs) >= self.max_records and not self._drop_oldest_meter():
+                break
+            try:
+                self._write(seq, rec)
+                self.seqs.append(seq)
+                return seq
+            except FlashFull:
+                if not self._drop_oldest_meter():
+                    break
+            except OSError as exc:
+                self.log("journal: write failed: %s" % exc)
+                break
+        if action == METER:
+            self.dropped += 1
+            self.degraded = "journal full: new MeterValues not journaled"
+            self.log("journal: full, MeterValues for transaction %d dropped" % lid)
+            return None
+        if len(self.ram) >= self.ram_max:
+            self.ram.pop(0)
+            self.dropped += 1
+        self.ram.append(rec)
+        self.degraded = "flash full: %s kept in RAM only" % action
+        self.log("journal: flash full, %s kept in RAM only (lost on power loss)" % action)
+        return seq
+
+    def read(self, seq):
+        return _unframe(self.flash.read_bytes(self._name(seq)))
+
+    def head(self):
+        """The oldest record (dict with s, a, p, l, id, n) or None. Unreadable records
+        (cannot happen with atomic writes, but flash can rot) are dropped and logged."""
+        while self.seqs:
+            seq = self.seqs[0]
+            try:
+                return self.read(seq)
+            except (OSError, ValueError) as exc:
+                self.log("journal: record %d unreadable (%s), dropped" % (seq, exc))
+                self.remove(seq)
+                self.dropped += 1
+        if self.ram:
+            return self.ram[0]
+        return None
+
+    def remove(self, seq):
+        if seq in self.seqs:
+            self.flash.remove(self._name(seq))
+            self.seqs.remove(seq)
+            return
+        for rec in self.ram:
+            if rec["s"] == seq:
+                self.ram.remove(rec)
+                return
+
+    def update(self, rec):
+        """Persist a changed record (its attempt count)."""
+        if rec["s"] in self.seqs:
+            try:
+                self._write(rec["s"], rec)
+            except OSError:
+                pass
+
+    def set_txid(self, lid, txid):
+        self.txids[lid] = txid
+        self._save_txids()
+
+    def forget_tx(self, lid):
+        if lid in self.txids:
+            del self.txids[lid]
+            self._save_txids()
+
+    def _save_txids(self):
+        while len(self.txids) > 16:  # bounded: transactions long finished
+            del self.txids[min(self.txids)]
+        try:
+            out = {}
+            for lid in self.txids:
+                out[str(lid)] = self.txids[lid]
+            self.flash.write_json(self.dir + "txids", out)
+        except OSError as exc:
+            self.log("journal: cannot save transaction ids: %s" % exc)
+
+    def has_tx(self, lid):
+        """True if a record of transaction `lid` is still queued."""
+        for seq in self.seqs:
+            try:
+                if self.read(seq)["l"] == lid:
+                    return True
+            except (OSError, ValueError):
+                pass
+        return False
+
+    def payload_for_send(self, rec):
+        """The payload to send, with the real transactionId; None if it is unknown (the
+        StartTransaction of this transaction was dropped)."""
+        p = rec["p"]
+        if rec["a"] == START:
+            return p
+        txid = self.txids.get(rec["l"])
+        if txid is None:
+            return None
+        p["transactionId"] = txid
+        return p

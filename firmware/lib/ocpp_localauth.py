@@ -1,0 +1,158 @@
+"""OCPP 1.6 Local Auth List Management and the authorization cache.
+
+The local list (SendLocalList full/differential with version numbers, GetLocalListVersion)
+and the cache (Authorize / StartTransaction answers, ClearCache) are persisted in
+`ocpp/locallist.json` and `ocpp/authcache.json`. Entries are kept compactly as
+`idTag -> [status, expiry_unix_or_0, parentIdTag_or_None]`; both are bounded
+(LocalAuthListMaxLength, CACHE_MAX with the oldest entry evicted).
+"""
+
+import clock as clock_mod
+import ocpp_rpc
+
+CACHE_MAX = 24
+
+
+def _entry(info):
+    if not isinstance(info, dict):
+        raise ocpp_rpc.CallError(ocpp_rpc.TYPE_VIOLATION, "idTagInfo must be an object")
+    ocpp_rpc.check(info, {"status": "!e:Accepted|Blocked|Expired|Invalid|ConcurrentTx",
+                          "expiryDate": "t", "parentIdTag": "s20"}, "idTagInfo.")
+    expiry = int(clock_mod.parse_iso(info["expiryDate"])) if "expiryDate" in info else 0
+    return [info["status"], expiry, info.get("parentIdTag")]
+
+
+def id_tag_info(entry):
+    out = {"status": entry[0]}
+    if entry[1]:
+        out["expiryDate"] = clock_mod.iso(entry[1])
+    if entry[2]:
+        out["parentIdTag"] = entry[2]
+    return out
+
+
+class LocalAuth:
+    HANDLERS = {
+        "SendLocalList": ("send_local_list", {"listVersion": "!i", "localAuthorizationList": "a",
+                                              "updateType": "!e:Differential|Full"}),
+        "GetLocalListVersion": ("get_local_list_version", {}),
+    }
+
+    def __init__(self, cp):
+        self.cp = cp
+        self.flash = cp.flash
+        self.version = 0
+        self.list = {}
+        self.cache = {}
+        self.cache_order = []
+        try:
+            raw = self.flash.read_json("ocpp/locallist.json")
+            self.version = raw["v"]
+            self.list = raw["l"]
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+        try:
+            self.cache = self.flash.read_json("ocpp/authcache.json")
+            self.cache_order = list(self.cache)
+        except (OSError, ValueError):
+            self.cache = {}
+
+    def _save_list(self):
+        self.flash.makedirs("ocpp")
+        self.flash.write_json("ocpp/locallist.json", {"v": self.version, "l": self.list})
+
+    def _save_cache(self):
+        try:
+            self.flash.makedirs("ocpp")
+            self.flash.write_json("ocpp/authcache.json", self.cache)
+        except OSError:
+            pass
+
+    def _valid(self, entry):
+        if entry[0] != "Accepted":
+            return False
+        return not entry[1] or not self.cp.clock.synced or entry[1] > self.cp.clock.now()
+
+    def lookup(self, tag):
+        """(source, entry) from the local list first, then the cache; (None, None)."""
+        cfg = self.cp.cfg
+        if cfg.get("LocalAuthListEnabled") and tag in self.list:
+            return "list", self.list[tag]
+        if cfg.get("AuthorizationCacheEnabled") and tag in self.cache:
+            entry = self.cache[tag]
+            if entry[0] == "Accepted" and not self._valid(entry):
+                entry = ["Expired", entry[1], entry[2]]
+            return "cache", entry
+        return None, None
+
+    def accepted_locally(self, tag):
+        src, entry = self.lookup(tag)
+        return entry is not None and self._valid(entry)
+
+    def known(self, tag):
+        return self.lookup(tag)[1] is not None
+
+    def remember(self, tag, info):
+        """Update the cache from an idTagInfo the central system sent."""
+        if not self.cp.cfg.get("AuthorizationCacheEnabled") or not isinstance(info, dict):
+            return
+        try:
+            entry = _entry(info)
+        except ocpp_rpc.CallError:
+            return
+        if tag in self.list:
+            return  # the local list has priority; the cache does not shadow it
+        if tag in self.cache_order:
+            self.cache_order.remove(tag)
+        self.cache[tag] = entry
+        self.cache_order.append(tag)
+        while len(self.cache_order) > CACHE_MAX:
+            del self.cache[self.cache_order.pop(0)]
+        self._save_cache()
+
+    def clear_cache(self):
+        self.cache = {}
+        self.cache_order = []
+        self._save_cache()
+        return "Accepted"
+
+    def send_local_list(self, p):
+        cfg = self.cp.cfg
+        if not cfg.get("LocalAuthListEnabled"):
+            return {"status": "NotSupported"}
+        entries = p.get("localAuthorizationList") or []
+        if len(entries) > cfg.get("SendLocalListMaxLength"):
+            return {"status": "Failed"}
+        parsed = []
+        for item in entries:
+            ocpp_rpc.check(item, {"idTag": "!s20", "idTagInfo": "o"}, "localAuthorizationList.")
+            parsed.append((item["idTag"], _entry(item["idTagInfo"]) if "idTagInfo" in item else None))
+        version = p["listVersion"]
+        if p["updateType"] == "Full":
+            new = {}
+            for tag, entry in parsed:
+                if entry is not None:
+                    new[tag] = entry
+        else:
+            if version <= self.version:
+                return {"status": "VersionMismatch"}
+            new = dict(self.list)
+            for tag, entry in parsed:
+                if entry is None:
+                    new.pop(tag, None)
+                else:
+                    new[tag] = entry
+        if len(new) > cfg.get("LocalAuthListMaxLength"):
+            return {"status": "Failed"}
+        self.list = new
+        self.version = version if new or p["updateType"] == "Differential" else version
+        try:
+            self._save_list()
+        except OSError:
+            return {"status": "Failed"}
+        return {"status": "Accepted"}
+
+    def get_local_list_version(self, p):
+        if not self.cp.cfg.get("LocalAuthListEnabled"):
+            return {"listVersion": -1}
+        return {"listVersion": self.version if self.list else 0}
