@@ -1,6 +1,10 @@
 """MQTT ingest: subscribes ``picocharge/+/telemetry`` and ``picocharge/+/state`` with QoS 1
 on a persistent session, validates every payload (bad ones are counted and logged, never
-fatal), accounts per-station loss from ``seq``, and hands rows to the batching store."""
+fatal), accounts per-station loss from ``seq``, and hands rows to the batching store.
+
+A telemetry message is acknowledged to the broker (PUBACK) only once its row is committed,
+so a crash between receipt and commit makes the broker deliver it again to the persistent
+session instead of losing it; the ``seq`` accounting drops the redelivered duplicates."""
 
 from __future__ import annotations
 
@@ -51,7 +55,8 @@ class MqttIngest:
     def start(self, broker: dict, wait: float = 15.0) -> None:
         self.broker = broker
         client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
-                             client_id=self.config.mqtt["client_id"], clean_session=False)
+                             client_id=self.config.mqtt["client_id"], clean_session=False,
+                             manual_ack=True)
         if broker.get("username"):
             client.username_pw_set(broker["username"], broker.get("password"))
         if broker.get("tls"):
@@ -93,11 +98,20 @@ class MqttIngest:
 
     # Messages -------------------------------------------------------------------
     def _on_message(self, client, userdata, message) -> None:
+        mid, qos = message.mid, message.qos
+
+        def acknowledge() -> None:
+            if qos > 0:
+                client.ack(mid, qos)
+
         try:
-            self.handle(message.topic, message.payload)
+            deferred = self.handle(message.topic, message.payload, acknowledge)
         except Exception:  # a bad message must never stop the ingest
             self.counters["errors"] += 1
             log.exception("MQTT message on %s could not be handled", message.topic)
+            deferred = False
+        if not deferred:
+            acknowledge()
 
     def _invalid(self, cp_id: str | None, reason: str, detail: str) -> None:
         self.counters["invalid"] += 1
@@ -108,7 +122,8 @@ class MqttIngest:
             self.store.save_telemetry_stats(stats.as_row())
         log.warning("invalid MQTT message from %s (%s): %s", cp_id, reason, detail)
 
-    def handle(self, topic: str, payload: bytes) -> None:
+    def handle(self, topic: str, payload: bytes, acknowledge=None) -> bool:
+        """Process one message; True if `acknowledge` will be called once it is stored."""
         self.counters["received"] += 1
         parts = topic.split("/")
         if len(parts) != 3 or parts[0] != self.prefix or not parts[1]:
@@ -118,9 +133,10 @@ class MqttIngest:
         if kind == "state":
             self._handle_state(cp_id, payload)
         elif kind == "telemetry":
-            self._handle_telemetry(cp_id, payload)
+            return self._handle_telemetry(cp_id, payload, acknowledge)
         else:
             self._invalid(cp_id, "topic", topic)
+        return False
 
     def _handle_state(self, cp_id: str, payload: bytes) -> None:
         state = payload.decode("utf-8", "replace").strip()
@@ -131,36 +147,37 @@ class MqttIngest:
         self.fleet.set_telemetry_online(
             cp_id, state == "online", "MQTT last will" if state == "offline" else "MQTT online")
 
-    def _handle_telemetry(self, cp_id: str, payload: bytes) -> None:
+    def _handle_telemetry(self, cp_id: str, payload: bytes, acknowledge=None) -> bool:
         if len(payload) > self.max_payload:
             self._invalid(cp_id, "size", f"{len(payload)} bytes > {self.max_payload}")
-            return
+            return False
         try:
             data = json.loads(payload)
         except ValueError as exc:
             self._invalid(cp_id, "json", str(exc))
-            return
+            return False
         errors = list(TELEMETRY_VALIDATOR.iter_errors(data))
         if errors:
             error = best_match(errors)
             where = "/".join(str(p) for p in error.absolute_path) or "payload"
             self._invalid(cp_id, "schema", f"{where}: {error.message}")
-            return
+            return False
         now = time.time()
         stats = self.stations.setdefault(cp_id, StationTelemetryStats(cp_id))
         if not stats.observe(data["seq"], data.get("up"), now):
             self.counters["duplicates"] += 1
             self.store.save_telemetry_stats(stats.as_row())
-            return
+            return False
         row = {"cp_id": cp_id, "ts": float(data["ts"]), "received_at": now, "seq": data["seq"]}
         for column in TELEMETRY_COLUMNS:
             row[column] = data.get(column)
-        self.store.add_telemetry(row)
+        self.store.add_telemetry(row, on_committed=acknowledge)
         self.store.save_telemetry_stats(stats.as_row())
         self.counters["telemetry_accepted"] += 1
         self.fleet.set_telemetry_online(cp_id, True, "telemetry received", now)
         if self.on_telemetry is not None:
             self.on_telemetry(cp_id, row)
+        return acknowledge is not None
 
     def stats(self) -> dict:
         return {

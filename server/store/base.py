@@ -106,7 +106,8 @@ class Store(ABC):
 
     # Telemetry --------------------------------------------------------------
     @abstractmethod
-    def add_telemetry(self, row: Row) -> None: ...
+    def add_telemetry(self, row: Row, on_committed=None) -> None:
+        """Queue a telemetry row; `on_committed()` runs once it is durably stored."""
 
     @abstractmethod
     def list_telemetry(self, cp_id: str, since: float | None = None,

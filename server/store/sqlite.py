@@ -94,11 +94,12 @@ class SQLiteStore(Store):
         self._writer.start()
 
     # Writer ------------------------------------------------------------------
-    def _submit(self, kind: str, sql: str, params: Any = (), many: bool = False) -> None:
+    def _submit(self, kind: str, sql: str, params: Any = (), many: bool = False,
+                on_committed=None) -> None:
         if self._closed:
             raise RuntimeError("store is closed")
         self._accepted[kind] += len(params) if many else 1
-        self._queue.put((kind, sql, params, many))
+        self._queue.put((kind, sql, params, many, on_committed))
 
     def _write_loop(self) -> None:
         next_retention = time.monotonic() + self.retention_check_seconds
@@ -138,7 +139,7 @@ class SQLiteStore(Store):
         conn = self._write_conn
         try:
             conn.execute("BEGIN")
-            for _kind, sql, params, many in batch:
+            for _kind, sql, params, many, _done in batch:
                 if many:
                     conn.executemany(sql, params)
                 else:
@@ -151,11 +152,21 @@ class SQLiteStore(Store):
                 self._commit_one(item)
             return
         self._batches += 1
-        for kind, _sql, params, many in batch:
+        for kind, _sql, params, many, done in batch:
             self._committed[kind] += len(params) if many else 1
+            self._notify(done)
+
+    @staticmethod
+    def _notify(done) -> None:
+        if done is None:
+            return
+        try:
+            done()
+        except Exception:  # a failing acknowledgement must not stop the writer
+            log.exception("commit callback failed")
 
     def _commit_one(self, item) -> None:
-        kind, sql, params, many = item
+        kind, sql, params, many, done = item
         try:
             with self._write_conn:
                 if many:
@@ -166,6 +177,8 @@ class SQLiteStore(Store):
         except sqlite3.Error:
             self._failed += 1
             log.exception("write %s failed: %s %r", kind, sql, params)
+            return  # not acknowledged: an MQTT sender's broker will deliver it again
+        self._notify(done)
 
     def sync(self, timeout: float = 10.0) -> None:
         if self._closed:
@@ -404,11 +417,11 @@ class SQLiteStore(Store):
                          f"ORDER BY ts, id LIMIT ?", (*params, limit))
 
     # Telemetry ------------------------------------------------------------------
-    def add_telemetry(self, row: Row) -> None:
+    def add_telemetry(self, row: Row, on_committed=None) -> None:
         cols = ("cp_id", "ts", "received_at", "seq", *TELEMETRY_COLUMNS)
         self._submit("telemetry",
                      f"INSERT INTO telemetry ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
-                     tuple(row.get(c) for c in cols))
+                     tuple(row.get(c) for c in cols), on_committed=on_committed)
 
     def list_telemetry(self, cp_id, since=None, until=None, limit=1000) -> list[Row]:
         # The newest `limit` rows, returned oldest first for charting.

@@ -1,0 +1,41 @@
+"""Telemetry accepted from the broker is acknowledged only once it is committed: a server
+that dies between receipt and commit gets the messages again from the broker."""
+
+from conftest import http, make_config, mqtt_publisher, publish, wait_until
+
+from server.fleet import Fleet
+from server.mqtt.ingest import MqttIngest, parse_broker_url
+from server.store.sqlite import SQLiteStore
+
+
+class StoreThatNeverCommits(SQLiteStore):
+    """Takes rows like the real store but dies before committing them (a crash)."""
+
+    def __init__(self, path):
+        super().__init__(path)
+        self.taken = []
+
+    def add_telemetry(self, row, on_committed=None):
+        self.taken.append(row["seq"])
+
+
+def test_telemetry_received_but_not_committed_is_delivered_again_after_a_crash(
+        mosquitto, start_server, tmp_path):
+    config = make_config(tmp_path, {"mqtt.url": mosquitto["url"]})
+    doomed_store = StoreThatNeverCommits(tmp_path / "doomed.db")
+    ingest = MqttIngest(config, doomed_store, Fleet(doomed_store))
+    ingest.start(parse_broker_url(mosquitto["url"]))
+    board = mqtt_publisher(mosquitto["port"])
+    for seq in (1, 2, 3):
+        publish(board, "picocharge/CP-CRASH/telemetry", {"ts": 1795000000 + seq, "seq": seq, "t": 20.0})
+    wait_until(lambda: doomed_store.taken == [1, 2, 3], timeout=10)
+    # The crash: the process vanishes without a DISCONNECT and without acknowledging.
+    ingest.client.loop_stop()
+    ingest.client.socket().close()
+    doomed_store.close()
+
+    app = start_server({"mqtt.url": mosquitto["url"]})  # same client id, persistent session
+    wait_until(lambda: http(app, "GET", "/api/v1/stats")[1]["telemetry_stored"] == 3, timeout=15)
+    _, series = http(app, "GET", "/api/v1/chargepoints/CP-CRASH/telemetry")
+    assert [row["seq"] for row in series] == [1, 2, 3]
+    board.loop_stop()
