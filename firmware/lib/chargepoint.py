@@ -23,6 +23,7 @@ PowerLoss (or the reset reason recorded before a reboot).
 """
 
 import asyncio
+import gc
 import random
 import sys
 import time
@@ -31,12 +32,9 @@ import clock as clock_mod
 import connector_state
 import journal as journal_mod
 import ocpp_core
-import ocpp_firmware
 import ocpp_localauth
 import ocpp_reservation
 import ocpp_rpc
-import ocpp_smart
-import ocpp_trigger
 import ocpp_ws
 from ocpp_rpc import CallError
 
@@ -49,6 +47,13 @@ KNOWN_ACTIONS = ("Authorize", "BootNotification", "DiagnosticsStatusNotification
                  "StatusNotification", "StopTransaction", "CertificateSigned",
                  "DeleteCertificate", "ExtendedTriggerMessage", "GetInstalledCertificateIds",
                  "GetLog", "InstallCertificate", "SignedUpdateFirmware")
+# Feature modules loaded when first needed (and the firmware one unloaded after use):
+# their code is most of the charge point's heap on a board.
+FEATURES = {"smart": ("ocpp_smart", "SmartCharging"), "trigger": ("ocpp_trigger", "Trigger"),
+            "fw": ("ocpp_firmware", "Firmware")}
+ROUTES = {"SetChargingProfile": "smart", "ClearChargingProfile": "smart",
+          "GetCompositeSchedule": "smart", "TriggerMessage": "trigger",
+          "UpdateFirmware": "fw", "GetDiagnostics": "fw"}
 UNITS = {"Energy.Active.Import.Register": "Wh", "Power.Active.Import": "W",
          "Current.Import": "A", "Current.Offered": "A", "Voltage": "V", "Temperature": "Celsius"}
 
@@ -77,14 +82,14 @@ class ChargePoint:
         self.core = ocpp_core.Core(self)
         self.auth = ocpp_localauth.LocalAuth(self)
         self.resv = ocpp_reservation.Reservation(self)
-        self.smart = ocpp_smart.SmartCharging(self)
-        self.trigger = ocpp_trigger.Trigger(self)
-        self.fw = ocpp_firmware.Firmware(self)
-        self.handlers = {}
-        for feature in (self.core, self.auth, self.resv, self.smart, self.trigger, self.fw):
-            for action in feature.HANDLERS:
-                meth, spec = feature.HANDLERS[action]
-                self.handlers[action] = (getattr(feature, meth), spec)
+        self.features = {}
+        self.fw_version = "1.0.0"
+        try:
+            self.fw_version = flash.read_json("fw/version.json")["version"]
+        except (OSError, ValueError, KeyError):
+            pass
+        if flash.exists("fw/install.json"):
+            self.feature("fw")  # an update on trial, or one to roll back
         self.call_timeout = int(ocpp.get("call_timeout_s", 30))
         self.backoff_min = float(ocpp.get("reconnect_min_s", 1))
         self.ws = None
@@ -133,6 +138,45 @@ class ChargePoint:
             self.save_state()
 
     # -- small helpers -------------------------------------------------------------------
+    def feature(self, name):
+        f = self.features.get(name)
+        if f is None:
+            mod, cls = FEATURES[name]
+            f = getattr(__import__(mod), cls)(self)
+            self.features[name] = f
+        return f
+
+    def unload(self, name):
+        if name in self.features:
+            del self.features[name]
+            mod = FEATURES[name][0]
+            if mod in sys.modules:
+                del sys.modules[mod]
+            gc.collect()
+
+    def release_fw(self):
+        """Unload the firmware-management code once nothing is going on."""
+        f = self.features.get("fw")
+        if f is not None and not f.busy and not f.diag_busy and f.trial is None and not f.announce:
+            self.unload("fw")
+
+    @property
+    def smart(self):
+        return self.feature("smart")
+
+    @property
+    def fw(self):
+        return self.feature("fw")
+
+    def fw_state(self, diag=False):
+        f = self.features.get("fw")
+        if f is None:
+            return "Idle"
+        return f.diag_status if diag else f.status
+
+    def has_profiles(self):
+        return "smart" in self.features or self.flash.exists("ocpp/profiles.json")
+
     def log(self, text):
         if len(self.events) >= EVENTS_MAX:
             self.events.pop(0)
@@ -186,10 +230,11 @@ class ChargePoint:
         self.log("ocpp: charge point %s -> %s" % (self.cp_id, self.url))
         asyncio.create_task(self._tick_loop())
         asyncio.create_task(self._sender())
-        if self.fw.needs_reboot:
+        fw = self.features.get("fw")
+        if fw is not None and fw.needs_reboot:
             self.reboot("Hard")
-        if self.fw.trial is not None:
-            asyncio.create_task(self.fw.trial_watch())
+        if fw is not None and fw.trial is not None:
+            asyncio.create_task(fw.trial_watch())
         failures = 0
         while True:
             ws = ocpp_ws.WebSocket(max_size=int(self.ocpp_conf.get("max_message", 8192)))
@@ -235,7 +280,7 @@ class ChargePoint:
 
     def boot_payload(self):
         return {"chargePointVendor": "PicoCharge", "chargePointModel": "PicoCharge-W",
-                "chargePointSerialNumber": self.cp_id[:25], "firmwareVersion": self.fw.version,
+                "chargePointSerialNumber": self.cp_id[:25], "firmwareVersion": self.fw_version,
                 "meterType": "PicoCharge CT+ZMPT"}
 
     def on_boot_result(self, res):
@@ -267,7 +312,8 @@ class ChargePoint:
             self.log("ocpp: BootNotification %s (interval %s)" % (res["status"], res.get("interval")))
             if self.registration == "Accepted":
                 self.accepted_once = True
-                self.fw.on_accepted()
+                if "fw" in self.features:
+                    self.fw.on_accepted()
                 return
             await asyncio.sleep(max(1, res.get("interval") or 30))
 
@@ -362,15 +408,21 @@ class ChargePoint:
     async def _dispatch(self, ws, uid, action, body):
         if self.registration == "Rejected":
             return  # a rejected charge point does not answer the central system
-        entry = self.handlers.get(action)
-        if entry is None:
+        feature = None
+        if action in ROUTES:
+            feature = self.feature(ROUTES[action])
+        else:
+            for f in (self.core, self.auth, self.resv):
+                if action in f.HANDLERS:
+                    feature = f
+        if feature is None:
             code = ocpp_rpc.NOT_SUPPORTED if action in KNOWN_ACTIONS else ocpp_rpc.NOT_IMPLEMENTED
             await self._send(ws, ocpp_rpc.error(uid, code, "%s is not handled here" % action))
             return
-        handler, spec = entry
+        meth, spec = feature.HANDLERS[action]
         try:
             ocpp_rpc.check(body, spec)
-            res = handler(body)
+            res = getattr(feature, meth)(body)
             text = ocpp_rpc.result(uid, res)
         except CallError as exc:
             text = ocpp_rpc.error(uid, exc.code, exc.description)
@@ -619,7 +671,8 @@ class ChargePoint:
             self.station.set_charging_allowed(False)
         except Exception:
             self.finishing = False
-        self.smart.end_transaction()
+        if self.has_profiles():
+            self.smart.end_transaction()
         if self.scheduled_avail is not None:
             self.available = self.scheduled_avail
             self.scheduled_avail = None
@@ -825,7 +878,7 @@ class ChargePoint:
         tx = self.tx
         allow = tx is not None and not tx.get("susp") and plugged
         st.set_charging_allowed(allow)
-        limit = self.smart.limit_now()
+        limit = self.smart.limit_now() if self.has_profiles() else None
         if limit != self.limit_a:
             self.limit_a = limit
             st.set_limit_a(limit)
@@ -854,5 +907,5 @@ class ChargePoint:
                                                         "idTag": tx["tag"], "meterStart": tx["wh0"]},
                 "limit_a": None if self.limit_a == -1 else self.limit_a,
                 "queued": len(self.journal) + len(self.outbox), "journal_dropped": self.journal.dropped,
-                "journal_degraded": self.journal.degraded, "firmware": self.fw.version,
-                "firmware_status": self.fw.status}
+                "journal_degraded": self.journal.degraded, "firmware": self.fw_version,
+                "firmware_status": self.fw_state()}

@@ -104,6 +104,7 @@ class Firmware:
                     flash.write_json("fw/install.json", plan)
                     self.trial = plan
                     self.version = plan["version"]
+        cp.fw_version = self.version
             elif plan.get("state") == "failed":
                 self.announce = "InstallationFailed"
                 flash.remove("fw/install.json")
@@ -132,6 +133,7 @@ class Firmware:
                 flash.remove(path)
         flash.write_json("fw/install.json", {"state": "failed", "version": plan.get("version")})
         self.version = plan.get("prev", self.version)
+        self.cp.fw_version = self.version
         self.trial = None
 
     def install(self, version, files):
@@ -163,6 +165,7 @@ class Firmware:
         if self.announce:
             self.notify(self.announce)
             self.announce = None
+            self.cp.release_fw()
 
     async def trial_watch(self):
         """Roll back a trial that does not reach Accepted in time."""
@@ -235,6 +238,7 @@ class Firmware:
                         await asyncio.sleep(interval)
             if result is None:
                 self.notify("DownloadFailed")
+                self.cp.release_fw()
                 return
             self.notify("Downloaded")
             while cp.tx is not None:
@@ -252,6 +256,7 @@ class Firmware:
                 self.rollback(plan)
                 self.flash.remove("fw/install.json")
                 self.notify("InstallationFailed")
+                self.cp.release_fw()
                 return
             cp.log("firmware: %s installed, rebooting on trial" % result[0])
             cp.reboot("Hard")
@@ -316,3 +321,4 @@ class Firmware:
             self.flash.remove("fw/diag.txt")
         finally:
             self.diag_busy = False
+            cp.release_fw()

@@ -20,9 +20,9 @@ class Trigger:
         if what == "BootNotification":
             cp.queue("BootNotification", cp.boot_payload(), cp.on_boot_result)
         elif what == "DiagnosticsStatusNotification":
-            cp.queue(what, {"status": cp.fw.diag_status})
+            cp.queue(what, {"status": cp.fw_state(True)})
         elif what == "FirmwareStatusNotification":
-            cp.queue(what, {"status": cp.fw.status})
+            cp.queue(what, {"status": cp.fw_state()})
         elif what == "Heartbeat":
             cp.queue("Heartbeat", {}, cp.on_heartbeat)
         elif what == "MeterValues":
