@@ -1,6 +1,14 @@
-"""Board entry point: the rp2 port runs this after boot.py."""
+"""Board entry point: the rp2 port runs this after boot.py. In safe mode the app is not
+started and the REPL stays free; otherwise `app` (the running App) is what `import ev`
+finds."""
 
-import app
+import bootmode
 
-board = app.Board()
-board.run()
+safe, why = bootmode.check()
+if safe:
+    print("safe mode (%s): application not started; REPL free. ev.safe_mode(False) and a reset leave it." % why)
+else:
+    from app import App
+
+    app = App()
+    app.run()

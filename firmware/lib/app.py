@@ -1,95 +1,344 @@
-"""The board application: read the config, bring up the hardware and the uplinks, run.
+"""The board application: read the config, bring up the station, the connector logic,
+the uplinks and the field tools, run them on one event loop.
+
+    App(flash=None, machine=None, network=None, dht=None, ntptime=None, console=print)
+    App().run()
 
 Built as an object from a flash directory and the hardware modules, so one process can
-hold many boards (fleet simulator). `main.py` builds one and calls `run()`.
+hold many boards (fleet simulator). `main.py` builds one as `__main__.app`, which the REPL
+helpers (`import ev`) find.
+
+Tasks: the station's sampling task (its safety timer runs outside the loop), Wi-Fi and
+NTP, the connector logic (OCPP `ChargePoint` when config.json has an `ocpp` section, else
+`LocalPoint`: local mode, see local_point.py), MQTT telemetry, ThingSpeak, the console
+REPL, the watchdog feeder and the console report. Every task is guarded: a crash is
+logged and the task restarted after a pause; the watchdog (`app.watchdog_ms`, default
+8000, max 8388) is fed only while the station's sampling task keeps cycling.
 """
 
 import asyncio
 import gc
 import json
+import time
 
 import config as config_mod
+from clock import Clock
+from logfile import Log
+from station import Station
 from storage import Flash
 
-WIFI_STATUS_TEXT = {
-    0: "down",
-    1: "joining",
-    2: "no IP yet",
-    3: "up",
-    -1: "failed",
-    -2: "no such network",
-    -3: "wrong password",
+DEFAULTS = {
+    "watchdog_ms": 8000,  # 0 switches the watchdog off
+    "healthy_ms": 5000,  # the sampling task must have cycled this recently to feed it
+    "report_s": 0,  # a "sensors {...}" line on the console every N s (0: off)
+    "ntp_every_s": 21600,
+    "log_bytes": 16384,
 }
 
 
-class Board:
-    def __init__(self, flash=None, machine=None, dht=None, network=None, console=print):
+def app_options(config):
+    out = {}
+    for key in DEFAULTS:
+        out[key] = DEFAULTS[key]
+    extra = config.get("app")
+    if isinstance(extra, dict):
+        for key in extra:
+            out[key] = extra[key]
+    if "report_s" in config["intervals"]:
+        out["report_s"] = config["intervals"]["report_s"]
+    return out
+
+
+class App:
+    def __init__(self, flash=None, machine=None, network=None, dht=None, ntptime=None,
+                 console=print):
         if machine is None:
             import machine
+        if network is None:
+            try:
+                import network
+            except ImportError:
+                network = None
         if dht is None:
             import dht
-        if network is None:
-            import network
         self.machine = machine
-        self.dht_mod = dht
         self.network = network
+        self.dht_mod = dht
+        self.ntptime = ntptime
         self.flash = flash or Flash("")
+        self.start_ms = time.ticks_ms()
         self.say = console
-        self.config, error = config_mod.load(self.flash)
-        if error:
-            self.say("config: " + error)
-        pins = self.config["pins"]
-        self.dht = dht.DHT11(machine.Pin(pins["dht"]))
-        self.adc_temp = machine.ADC(4)
-        self.wlan = None
-        self.reports = 0
-
-    def read_sensors(self):
-        """One reading of every sensor; a sensor that fails is left out, never fatal."""
-        out = {}
+        rtc = None
         try:
-            self.dht.measure()
-            out["t"] = self.dht.temperature() + self.config["calibration"]["dht_offset_c"]
-            out["rh"] = self.dht.humidity()
-        except Exception as exc:  # OSError timeout or the driver's checksum Exception
-            out["dht_error"] = str(exc) or type(exc).__name__
-        volts = self.adc_temp.read_u16() * 3.3 / 65535
-        out["tmcu"] = round(27 - (volts - 0.706) / 0.001721, 1)
+            rtc = machine.RTC()
+        except Exception:
+            pass
+        self.clock = Clock(rtc)
+        self.log = Log(self.flash, echo=console, clock=self.clock)
+        self.config, error = config_mod.load(self.flash)
+        self.opts = app_options(self.config)
+        self.log.max_bytes = self.opts["log_bytes"]
+        if error:
+            self.log("config: " + error)
+        cfg = self.config
+        self.station = Station(cfg, self.flash, machine, dht)
+        self.wifi = None
+        if cfg["wifi"] is not None and network is not None:
+            from wifi import Wifi
+
+            self.wifi = Wifi(network, cfg["wifi"], self.log)
+        self.point = self._connector_logic()
+        self.telemetry = None
+        if cfg["mqtt"] is not None:
+            from telemetry import Telemetry
+
+            self.telemetry = Telemetry(cfg, self.station, self.clock, self.status, self.wifi,
+                                       self.log)
+        self.thingspeak = None
+        if cfg["thingspeak"] is not None:
+            from thingspeak import ThingSpeak
+
+            self.thingspeak = ThingSpeak(cfg, self.station, self.clock, self.status, self.wifi,
+                                         self.log)
+        self.console = None
+        self.wdt = None
+        self.reports = 0
+        self.task_errors = 0
+        self.rebooting = False
+
+    def _connector_logic(self):
+        cfg = self.config
+        if cfg["ocpp"] is not None:
+            try:
+                from chargepoint import ChargePoint
+            except ImportError as exc:
+                self.log("ocpp: charge point module missing (%s); local mode" % exc)
+            else:
+                self.mode = "ocpp"
+                return ChargePoint(cfg, self.station, self.flash, self.clock, log=self.log,
+                                   on_reset=self.on_reset)
+        from local_point import LocalPoint
+
+        self.mode = "local"
+        return LocalPoint(cfg, self.station, self.flash, self.clock, log=self.log)
+
+    # -- what the helpers and uplinks ask -----------------------------------------------
+    def status(self):
+        """The connector's ChargePointStatus as the connector logic derives it."""
+        try:
+            return self.point.summary().get("status")
+        except Exception:
+            return None
+
+    def uptime_s(self):
+        return time.ticks_diff(time.ticks_ms(), self.start_ms) // 1000
+
+    def uplinks_text(self):
+        parts = []
+        if self.wifi is None:
+            parts.append("wifi off")
+        else:
+            parts.append("wifi " + ("up" if self.wifi.is_up() else "down"))
+        parts.append("ntp " + (self.clock.source or "not synced") if self.clock.synced else "time not synced")
+        if self.mode == "ocpp":
+            s = self.point.summary()
+            parts.append("ocpp " + str(s.get("connection", s.get("state", "?"))))
+        else:
+            parts.append("ocpp off (local mode)")
+        if self.telemetry is None:
+            parts.append("mqtt off")
+        else:
+            t = self.telemetry
+            parts.append("mqtt %s (%d sent, %d buffered)" % (
+                "connected" if t.connected() else "down", t.published, len(t.buffer)))
+        if self.thingspeak is None:
+            parts.append("thingspeak off")
+        else:
+            ts = self.thingspeak
+            parts.append("thingspeak %d updates, %d backlog" % (ts.updates, len(ts.backlog)))
+        return ", ".join(parts)
+
+    def report(self):
+        """The console's sensors line (dht_error when the DHT11's last read failed)."""
+        st = self.station
+        out = {}
+        t = st.temperature_c()
+        if t is not None and st.dht.consecutive_errors == 0:
+            out["t"] = t
+            out["rh"] = st.humidity()
+        elif st.dht.last_error:
+            out["dht_error"] = st.dht.last_error
+        tm = st.mcu_temperature_c()
+        if tm is not None:
+            out["tmcu"] = round(tm, 1)
+        for key, value in (("v", st.voltage_v()), ("a", st.current_a()), ("w", st.power_w())):
+            if value is not None:
+                out[key] = round(value, 1)
+        out["wh"] = round(st.energy_wh(), 3)
+        out["cp"] = st.pilot_state()
+        out["st"] = self.status()
         if hasattr(gc, "mem_free"):
             out["heap"] = gc.mem_free()
         return out
 
-    async def join_wifi(self, timeout_s=15):
-        wifi = self.config["wifi"]
-        if wifi is None:
-            self.say("wifi: no wifi section in config.json, staying offline")
-            return False
-        self.wlan = self.network.WLAN(self.network.STA_IF)
-        self.wlan.active(True)
-        self.wlan.connect(wifi["ssid"], wifi.get("password", ""))
-        self.say("wifi: joining " + wifi["ssid"])
-        status = None
-        for _ in range(timeout_s * 10):
-            status = self.wlan.status()
-            if status == 3 or status < 0:
-                break
-            await asyncio.sleep(0.1)
-        text = WIFI_STATUS_TEXT.get(status, str(status))
-        if status == 3:
-            self.say("wifi: up %s rssi %d" % (self.wlan.ifconfig()[0], self.wlan.status("rssi")))
-            return True
-        self.say("wifi: not connected (status %s: %s)" % (status, text))
-        return False
+    def selftest(self):
+        """PASS/FAIL per sensor, the contactor and the pilot; True if all pass."""
+        st = self.station
+        results = []
 
-    async def main(self, reports=None):
-        self.say("PicoCharge %s booting" % self.config["cp_id"])
-        await self.join_wifi()
-        period = self.config["intervals"]["sensors_s"]
-        while reports is None or self.reports < reports:
+        def check(name, ok, text):
+            results.append(ok)
+            print("%s %-8s %s" % ("PASS" if ok else "FAIL", name, text))
+
+        d = st.dht
+        if d.due():
+            d.poll()
+        t = d.temperature()
+        check("dht11", t is not None and 0 <= t <= 50 and d.humidity() is not None,
+              "%s C %s %%RH (reads %d, timeouts %d, checksum errors %d)" % (
+                  t, d.humidity(), d.reads, d.timeouts, d.checksum_errors))
+        tm = st.mcu.read()
+        check("mcu", -10 <= tm <= 85, "%.1f C" % tm)
+        m = st.meter
+        ok = m.measure()
+        check("meter", ok and 180 <= m.voltage_v <= 260,
+              "%s V %s A (mains %s)" % (_r(m.voltage_v), _r(m.current_a), "seen" if ok else "not seen"))
+        high, low = st.pilot.sample(2200)
+        state = st.pilot_state()
+        levels = {"A": 120, "B": 90, "C": 60, "D": 30}
+        expect = levels.get(state)
+        pilot_ok = expect is not None and abs(high - expect) <= 15
+        if st.pilot.pwm_on():
+            pilot_ok = pilot_ok and low <= -100
+        check("pilot", pilot_ok, "state %s, high %.1f V, low %.1f V, %s" % (
+            state, high / 10, low / 10,
+            "PWM %.1f%% (%s A)" % (st.pilot.duty * 100 / 65535, _r(st.pilot.offered))
+            if st.pilot.pwm_on() else "steady +12 V (no offer)"))
+        if st.relay_closed():
+            check("relay", not st.flags[0], "closed, %s A flowing" % _r(m.current_a))
+        else:
+            flowing = m.current_a or 0.0
+            check("relay", flowing < st.opts["welded_a"] and not st.flags[0],
+                  "open, %.2f A through it%s" % (flowing, " (welded?)" if flowing >= st.opts["welded_a"] else ""))
+        ticks = st.ticks
+        time.sleep_ms(3 * st.opts["safety_ms"] + 20)
+        check("safety", st.ticks > ticks, "timer every %d ms, %d ticks, max gap %d ms" % (
+            st.opts["safety_ms"], st.ticks, st.max_tick_gap_ms))
+        free = self.flash.free_bytes()
+        check("flash", free < 0 or free > 16384, "%s bytes free, energy register %.3f Wh" % (
+            free, st.energy_wh()))
+        passed = 0
+        for r in results:
+            passed += 1 if r else 0
+        print("selftest %d/%d passed" % (passed, len(results)))
+        return passed == len(results)
+
+    # -- life ---------------------------------------------------------------------------
+    def on_reset(self, kind):
+        """The charge point asks for a reset ("Hard" / "Soft")."""
+        self.reboot("OCPP %s reset" % kind)
+
+    def shutdown(self, why):
+        self.log("reboot: %s" % why)
+        self.station.stop()
+        if self.telemetry is not None:
+            self.telemetry.shutdown()
+
+    def reboot(self, why="REPL"):
+        """Clean reboot path: contactor open, energy persisted, MQTT offline, reset."""
+        if self.rebooting:
+            return
+        self.rebooting = True
+        try:
+            self.shutdown(why)
+        finally:
+            self.machine.reset()
+
+    async def guard(self, name, factory):
+        """Run a task forever: a crash is logged and the task restarted after a pause."""
+        while True:
+            try:
+                await factory()
+                return
+            except Exception as exc:
+                self.task_errors += 1
+                self.log("task %s failed: %r; restarting" % (name, exc))
+                await asyncio.sleep(2)
+
+    async def ntp(self):
+        if self.ntptime is None:
+            try:
+                import ntptime
+            except ImportError:
+                return
+            self.ntptime = ntptime
+        while True:
+            await self.wifi.event.wait()
+            try:
+                ts = self.ntptime.time()
+                if ts < 946684800 + 86400 * 365 * 20:  # an epoch of 2000 (older ports)
+                    ts += 946684800
+                self.clock.set(ts, "ntp")
+                self.log("ntp: time set to %s" % self.clock.iso())
+                await asyncio.sleep(self.opts["ntp_every_s"])
+            except (OSError, ValueError) as exc:
+                self.log("ntp: failed (%s)" % exc)
+                await asyncio.sleep(30)
+
+    async def watchdog(self):
+        ms = self.opts["watchdog_ms"]
+        if not ms:
+            return
+        self.wdt = self.machine.WDT(timeout=min(8388, int(ms)))
+        healthy = self.opts["healthy_ms"]
+        while True:
+            last = self.station.cycle_ms
+            if last is not None and time.ticks_diff(time.ticks_ms(), last) < healthy:
+                self.wdt.feed()
+            await asyncio.sleep_ms(1000)
+
+    async def reporter(self):
+        period = self.opts["report_s"]
+        if not period:
+            return
+        while True:
             gc.collect()
-            self.say("sensors " + json.dumps(self.read_sensors()))
+            self.say("sensors " + json.dumps(self.report()))
             self.reports += 1
             await asyncio.sleep(period)
 
-    def run(self, reports=None):
-        asyncio.run(self.main(reports))
+    async def main(self):
+        self.log("PicoCharge %s booting (%s mode)" % (self.config["cp_id"], self.mode))
+        self.station.start()
+        if self.wifi is None:
+            self.log("wifi: no wifi section in config.json, staying offline")
+        from console import Console
+
+        self.console = Console()
+        tasks = [asyncio.create_task(self.guard("station", self.station.run))]
+        if self.wifi is not None:
+            tasks.append(asyncio.create_task(self.guard("wifi", self.wifi.run)))
+            tasks.append(asyncio.create_task(self.guard("ntp", self.ntp)))
+        tasks.append(asyncio.create_task(self.guard("connector", self.point.run)))
+        if self.telemetry is not None:
+            tasks.append(asyncio.create_task(self.guard("mqtt", self.telemetry.run)))
+        if self.thingspeak is not None:
+            tasks.append(asyncio.create_task(self.guard("thingspeak", self.thingspeak.run)))
+        tasks.append(asyncio.create_task(self.guard("console", self.console.run)))
+        tasks.append(asyncio.create_task(self.guard("watchdog", self.watchdog)))
+        tasks.append(asyncio.create_task(self.guard("report", self.reporter)))
+        gc.collect()
+        self.log("ready: %s" % self.uplinks_text())
+        while True:
+            await asyncio.sleep(3600)
+
+    def run(self):
+        try:
+            asyncio.run(self.main())
+        finally:
+            if not self.rebooting:
+                self.station.stop()
+
+
+def _r(v):
+    return "--" if v is None else "%.1f" % v
