@@ -1,7 +1,9 @@
 """Firmware bundles served for UpdateFirmware, and diagnostics uploads from GetDiagnostics.
 
 A bundle is a directory ``<firmware_dir>/<name>/`` holding ``manifest.json`` and the files
-it lists: ``{"version": "...", "files": [{"path": "lib/x.py", "size": n, "sha256": "..."}]}``.
+it lists: ``{"version": "...", "files": {"lib/x.py": {"size": n, "sha256": "..."}, ...}}``,
+the format the firmware's UpdateFirmware (firmware/lib/ocpp_firmware.py) downloads: the
+files are fetched relative to the manifest's URL.
 """
 
 from __future__ import annotations
@@ -30,14 +32,13 @@ def build_bundle(source: Path, bundle_dir: Path, version: str) -> dict:
     """Copy every file under ``source`` into ``bundle_dir`` and write its manifest."""
     source, bundle_dir = Path(source), Path(bundle_dir)
     bundle_dir.mkdir(parents=True, exist_ok=True)
-    files = []
+    files = {}
     for path in sorted(p for p in source.rglob("*") if p.is_file()):
         relative = path.relative_to(source).as_posix()
         target = bundle_dir / relative
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(path, target)
-        files.append({"path": relative, "size": target.stat().st_size,
-                      "sha256": sha256_file(target)})
+        files[relative] = {"size": target.stat().st_size, "sha256": sha256_file(target)}
     manifest = {"version": version, "created_at": int(time.time()), "files": files}
     (bundle_dir / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
@@ -64,16 +65,20 @@ class FirmwareLibrary:
         except ValueError as exc:
             return {"name": name, "valid": False, "problems": [f"manifest.json: {exc}"]}
         problems = []
-        for entry in manifest.get("files", []):
-            file_path = (path / entry.get("path", "")).resolve()
+        files = manifest.get("files")
+        if not isinstance(files, dict):
+            return {"name": name, "valid": False,
+                    "problems": ["manifest.json: files must map paths to {size, sha256}"]}
+        for relative, entry in files.items():
+            file_path = (path / relative).resolve()
             if path.resolve() not in file_path.parents:
-                problems.append(f"{entry.get('path')}: outside the bundle")
+                problems.append(f"{relative}: outside the bundle")
             elif not file_path.is_file():
-                problems.append(f"{entry['path']}: missing")
-            elif sha256_file(file_path) != entry.get("sha256"):
-                problems.append(f"{entry['path']}: sha256 mismatch")
+                problems.append(f"{relative}: missing")
+            elif not isinstance(entry, dict) or sha256_file(file_path) != entry.get("sha256"):
+                problems.append(f"{relative}: sha256 mismatch")
         return {"name": name, "version": manifest.get("version"),
-                "files": manifest.get("files", []), "valid": not problems, "problems": problems}
+                "files": files, "valid": not problems, "problems": problems}
 
     def names(self) -> list[str]:
         return sorted(p.name for p in self.root.iterdir()

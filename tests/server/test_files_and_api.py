@@ -23,8 +23,8 @@ def test_firmware_bundle_is_listed_verified_and_served(server, tmp_path):
     assert status == 200 and bundles[0]["name"] == "v2.0.0" and bundles[0]["valid"] is True
     manifest_url = bundles[0]["manifest_url"]
     manifest = json.loads(urllib.request.urlopen(manifest_url, timeout=10).read())
-    for entry in manifest["files"]:
-        url = manifest_url.rsplit("/", 1)[0] + "/" + entry["path"]
+    for relative, entry in manifest["files"].items():
+        url = manifest_url.rsplit("/", 1)[0] + "/" + relative
         assert hashlib.sha256(urllib.request.urlopen(url, timeout=10).read()).hexdigest() == entry["sha256"]
     (server.firmware.root / "v2.0.0" / "main.py").write_text("tampered\n")
     _, bundles = http(server, "GET", "/api/v1/firmware")
