@@ -104,10 +104,10 @@ class Firmware:
                     flash.write_json("fw/install.json", plan)
                     self.trial = plan
                     self.version = plan["version"]
-        cp.fw_version = self.version
             elif plan.get("state") == "failed":
                 self.announce = "InstallationFailed"
                 flash.remove("fw/install.json")
+        cp.fw_version = self.version
 
     # -- install / commit / rollback ------------------------------------------------------
     def _copy(self, src, dst):

@@ -36,6 +36,7 @@ class LocalAuth:
         "SendLocalList": ("send_local_list", {"listVersion": "!i", "localAuthorizationList": "a",
                                               "updateType": "!e:Differential|Full"}),
         "GetLocalListVersion": ("get_local_list_version", {}),
+        "ClearCache": ("clear_cache_call", {}),
     }
 
     def __init__(self, cp):
@@ -115,6 +116,9 @@ class LocalAuth:
         self.cache_order = []
         self._save_cache()
         return "Accepted"
+
+    def clear_cache_call(self, p):
+        return {"status": self.clear_cache()}
 
     def send_local_list(self, p):
         cfg = self.cp.cfg

@@ -8,7 +8,7 @@
     await ws.ping()            # a ping; `ws.last_rx` (ticks_ms) moves on every frame
     await ws.close(1000)       # close handshake, then the TCP connection
 
-- `ws://` and `wss://` (TLS through `httpc.ssl_context`); the server must agree the
+- `ws://` and `wss://` (TLS; `httpc.ssl_context` is loaded only for wss); the server must agree the
   requested subprotocol or `connect` raises `WSError` (the connection is refused).
 - HTTP Basic authorisation when `password` is given (OCPP security profiles 1 and 2).
 - Client frames are masked with a fresh random key; server frames must not be masked.
@@ -27,8 +27,6 @@ import struct
 import sys
 import time
 
-import httpc
-
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 OP_CONT = 0
 OP_TEXT = 1
@@ -40,8 +38,39 @@ OP_PONG = 10
 COPY_WRITES = sys.implementation.name != "micropython"
 
 
+MAX_LINE = 1024
+
+
 class WSError(Exception):
     pass
+
+
+def parse_url(url):
+    """(secure, host, port, path) of a ws:// or wss:// URL."""
+    if url.startswith("wss://"):
+        secure, rest = True, url[6:]
+    elif url.startswith("ws://"):
+        secure, rest = False, url[5:]
+    else:
+        raise WSError("not a ws:// or wss:// URL")
+    slash = rest.find("/")
+    netloc, path = (rest, "/") if slash < 0 else (rest[:slash], rest[slash:])
+    port = 443 if secure else 80
+    if ":" in netloc:
+        netloc, p = netloc.rsplit(":", 1)
+        port = int(p)
+    return secure, netloc, port, path
+
+
+def basic_auth(user, password):
+    return "Basic " + binascii.b2a_base64(("%s:%s" % (user, password)).encode()).decode().strip()
+
+
+async def _line(reader):
+    line = await reader.readline()
+    if len(line) > MAX_LINE:
+        raise WSError("header line too long")
+    return line
 
 
 def _sha1(data):
@@ -94,7 +123,7 @@ def _rand_bytes(n):
 
 
 class WebSocket:
-    def __init__(self, max_size=8192, frag_size=2048):
+    def __init__(self, max_size=4096, frag_size=1024):
         self.max_size = max_size
         self.frag_size = frag_size
         self.rbuf = bytearray(max_size)
@@ -115,34 +144,39 @@ class WebSocket:
         await asyncio.wait_for(self._connect(url, protocol, user, password, ssl_ctx), timeout)
 
     async def _connect(self, url, protocol, user, password, ssl_ctx):
-        scheme, host, port, path, _ = httpc.parse_url(url)
-        if scheme not in ("ws", "wss"):
-            raise WSError("not a ws:// or wss:// URL")
-        self.reader, self.writer = await httpc.open_stream(host, port, scheme == "wss", ssl_ctx)
+        secure, host, port, path = parse_url(url)
+        if secure:
+            if ssl_ctx is None:
+                import httpc
+                ssl_ctx = httpc.ssl_context()
+            self.reader, self.writer = await asyncio.open_connection(
+                host, port, ssl=ssl_ctx, server_hostname=host)
+        else:
+            self.reader, self.writer = await asyncio.open_connection(host, port)
         try:
             key = binascii.b2a_base64(_rand_bytes(16)).strip()
-            default = 443 if scheme == "wss" else 80
+            default = 443 if secure else 80
             req = ("GET %s HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                    "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n"
                    "Sec-WebSocket-Protocol: %s\r\n") % (
                 path, host if port == default else "%s:%d" % (host, port), key.decode(), protocol)
             if password is not None:
-                req += "Authorization: %s\r\n" % httpc.basic_auth(user, password)
+                req += "Authorization: %s\r\n" % basic_auth(user, password)
             self.writer.write((req + "\r\n").encode())
             await self.writer.drain()
-            status = await httpc.read_line(self.reader)
+            status = await _line(self.reader)
             parts = status.decode().split(" ", 2)
             if len(parts) < 2 or parts[1] != "101":
                 raise WSError("handshake refused: %s" % status.decode().strip())
             headers = {}
             while True:
-                line = await httpc.read_line(self.reader)
+                line = await _line(self.reader)
                 if not line:
                     raise WSError("connection closed during the handshake")
                 if line in (b"\r\n", b"\n"):
                     break
                 text = line.decode()
-                if ":" in text and len(headers) < httpc.MAX_HEADERS:
+                if ":" in text and len(headers) < 24:
                     name, value = text.split(":", 1)
                     headers[name.strip().lower()] = value.strip()
             if headers.get("upgrade", "").lower() != "websocket":
@@ -154,8 +188,7 @@ class WebSocket:
                 raise WSError("the server did not agree subprotocol %s (got %s)" % (protocol, agreed))
             self.protocol = agreed
         except BaseException:
-            await httpc.close_stream(self.writer)
-            self.writer = None
+            await self.abort()
             raise
         self.open = True
         self.close_code = None
@@ -164,9 +197,14 @@ class WebSocket:
     async def abort(self):
         """Drop the TCP connection without a close handshake."""
         self.open = False
-        if self.writer is not None:
-            await httpc.close_stream(self.writer)
-            self.writer = None
+        w = self.writer
+        self.writer = None
+        if w is not None:
+            try:
+                w.close()
+                await w.wait_closed()
+            except Exception:
+                pass
 
     async def close(self, code=1000, wait_s=2):
         """Close handshake: send a close frame, wait for the server's, drop the TCP link."""
