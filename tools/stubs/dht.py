@@ -7,20 +7,7 @@ sooner than it can convert) and `Exception("checksum error")` on a garbled frame
 """
 
 import simworld
-
-try:
-    from time import sleep_ms, ticks_diff, ticks_ms
-except ImportError:
-    import time as _time
-
-    def ticks_ms():
-        return _time.monotonic_ns() // 1000000
-
-    def ticks_diff(a, b):
-        return a - b
-
-    def sleep_ms(ms):
-        _time.sleep(ms / 1000)
+from simworld import sleep_ms, ticks_diff, ticks_ms
 
 ETIMEDOUT = 110
 MIN_INTERVAL_MS = 1000  # the DHT11 does not answer a start signal sooner than this

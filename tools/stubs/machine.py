@@ -13,21 +13,7 @@ import heapq
 import sys
 
 import simworld
-
-try:
-    from time import sleep_ms, ticks_diff, ticks_ms
-except ImportError:
-    import time as _time
-
-    def ticks_ms():
-        return _time.monotonic_ns() // 1000000
-
-    def ticks_diff(a, b):
-        return a - b
-
-    def sleep_ms(ms):
-        _time.sleep(ms / 1000)
-
+from simworld import sleep_ms, ticks_diff, ticks_ms
 
 PWRON_RESET = 1
 WDT_RESET = 3

@@ -6,17 +6,7 @@ network, -3 wrong password, 0 down. Cutting Wi-Fi in the world drops the link.
 """
 
 import simworld
-
-try:
-    from time import ticks_diff, ticks_ms
-except ImportError:
-    import time as _time
-
-    def ticks_ms():
-        return _time.monotonic_ns() // 1000000
-
-    def ticks_diff(a, b):
-        return a - b
+from simworld import ticks_diff, ticks_ms
 
 STA_IF = 0
 AP_IF = 1

@@ -14,18 +14,21 @@ stand-in object is bound to the world it was created for.
 import math
 
 try:
-    from time import ticks_diff, ticks_ms, ticks_us  # MicroPython
-except ImportError:  # CPython: the board runner installs the same functions
-    from time import monotonic_ns as _mono_ns
+    from time import sleep_ms, ticks_diff, ticks_ms, ticks_us  # MicroPython
+except ImportError:  # CPython without the board runner's additions
+    import time as _time
 
     def ticks_us():
-        return _mono_ns() // 1000
+        return _time.monotonic_ns() // 1000
 
     def ticks_ms():
-        return _mono_ns() // 1000000
+        return _time.monotonic_ns() // 1000000
 
     def ticks_diff(a, b):
         return a - b
+
+    def sleep_ms(ms):
+        _time.sleep(ms / 1000)
 
 
 # Default wiring of a Pico W board (docs/hardware.md). The firmware's config defaults are
