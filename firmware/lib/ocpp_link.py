@@ -1,0 +1,259 @@
+"""The charge point's link to the central system (a base class of
+chargepoint.ChargePoint, split out so each module compiles in a small heap): the
+WebSocket connection with backoff and jitter, BootNotification, heartbeats and pings,
+the one outstanding CALL, and answering the central system's CALLs."""
+
+import asyncio
+import random
+import sys
+import time
+
+import clock as clock_mod
+import ocpp_rpc
+import ocpp_ws
+from ocpp_rpc import CallError
+
+# Actions OCPP 1.6 knows that this charge point does not take as a CALL.
+KNOWN_ACTIONS = ("Authorize", "BootNotification", "DiagnosticsStatusNotification",
+                 "FirmwareStatusNotification", "Heartbeat", "MeterValues", "StartTransaction",
+                 "StatusNotification", "StopTransaction", "CertificateSigned",
+                 "DeleteCertificate", "ExtendedTriggerMessage", "GetInstalledCertificateIds",
+                 "GetLog", "InstallCertificate", "SignedUpdateFirmware")
+
+# CALLs of the central system -> the feature that handles them (loaded on demand)
+ROUTES = {"Reset": "core", "ChangeAvailability": "core", "GetConfiguration": "core",
+          "ChangeConfiguration": "core", "ClearCache": "auth", "UnlockConnector": "core",
+          "DataTransfer": "core", "RemoteStartTransaction": "core", "RemoteStopTransaction": "core",
+          "SendLocalList": "auth", "GetLocalListVersion": "auth", "ReserveNow": "resv",
+          "CancelReservation": "resv", "SetChargingProfile": "smart", "ClearChargingProfile": "smart",
+          "GetCompositeSchedule": "smart", "TriggerMessage": "trigger",
+          "UpdateFirmware": "fw", "GetDiagnostics": "fw"}
+
+
+class NotConnected(OSError):
+    pass
+
+
+class Link:
+    # -- connection ------------------------------------------------------------------------
+    def _ssl_ctx(self):
+        if not self.url.startswith("wss://"):
+            return None
+        import httpc
+        cadata = None
+        ca = self.ocpp_conf.get("ca_file")
+        if ca:
+            cadata = self.flash.read_bytes(ca)
+        return httpc.ssl_context(cadata)
+
+    def _backoff(self, failures):
+        top = min(float(self.cfg.get("ReconnectMaxInterval")), self.backoff_min * (2 ** min(failures, 10)))
+        return top * (0.5 + random.getrandbits(16) / 131072)
+
+    async def run(self):
+        self.log("ocpp: charge point %s -> %s" % (self.cp_id, self.url))
+        asyncio.create_task(self._tick_loop())
+        asyncio.create_task(self._sender())
+        fw = self.features.get("fw")
+        fw = fw[0] if fw is not None else None
+        if fw is not None and fw.needs_reboot:
+            self.reboot("Hard")
+        if fw is not None and fw.trial is not None:
+            asyncio.create_task(fw.trial_watch())
+        failures = 0
+        while True:
+            ws = self.ws_obj
+            if ws is None:  # allocated once: its buffers are reused across reconnects
+                ws = self.ws_obj = ocpp_ws.WebSocket(max_size=int(self.ocpp_conf.get("max_message", 4096)))
+            self.conn_state = "connecting"
+            try:
+                password = self.cfg.get("AuthorizationKey") or None
+                await ws.connect(self.url, "ocpp1.6", self.cp_id, password, self._ssl_ctx(),
+                                 timeout=15)
+            except Exception as exc:
+                failures += 1
+                delay = self._backoff(failures)
+                self.conn_state = "offline"
+                self.log("ocpp: connect failed (%r), retry in %.1fs" % (exc, delay))
+                await asyncio.sleep(delay)
+                continue
+            failures = 0
+            self.log("ocpp: connected")
+            self.ws = ws
+            self.conn_state = "connected"
+            reader = asyncio.create_task(self._reader(ws))
+            try:
+                await self._boot(ws)
+                if ws.open:
+                    self.sent_status = {}
+                    self.online.set()
+                    self.poke()
+                    await self._keepalive(ws)
+            except Exception as exc:
+                self.log("ocpp: session ended: %r" % (exc,))
+            self.online.clear()
+            self.conn_state = "offline"
+            await ws.abort()
+            self._fail_pending()
+            try:
+                await reader
+            except BaseException:
+                pass
+            self.ws = None
+            self.outbox = [m for m in self.outbox if m[0] not in ("StatusNotification", "Heartbeat")]
+            self.log("ocpp: disconnected")
+            failures += 1
+            await asyncio.sleep(self._backoff(failures))
+
+    def boot_payload(self):
+        return {"chargePointVendor": "PicoCharge", "chargePointModel": "PicoCharge-W",
+                "chargePointSerialNumber": self.cp_id[:25], "firmwareVersion": self.fw_version,
+                "meterType": "PicoCharge CT+ZMPT"}
+
+    def on_boot_result(self, res):
+        if "currentTime" in res:
+            self._set_time(res["currentTime"])
+        if res.get("status") == "Accepted" and res.get("interval", 0) > 0:
+            self.cfg.values["HeartbeatInterval"] = res["interval"]
+
+    def _set_time(self, text):
+        try:
+            self.clock.set(clock_mod.parse_iso(text), "ocpp")
+        except ValueError:
+            pass
+
+    async def _boot(self, ws):
+        if self.accepted_once and self.registration == "Accepted":
+            return
+        while ws.open:
+            try:
+                res = await self.call("BootNotification", self.boot_payload(), registered=False)
+            except CallError as exc:
+                self.log("ocpp: BootNotification refused: %s" % exc.code)
+                await asyncio.sleep(30)
+                continue
+            except asyncio.TimeoutError:
+                continue
+            self.on_boot_result(res)
+            self.registration = res["status"]
+            self.log("ocpp: BootNotification %s (interval %s)" % (res["status"], res.get("interval")))
+            if self.registration == "Accepted":
+                self.accepted_once = True
+                if "fw" in self.features:
+                    self.fw.on_accepted()
+                return
+            await asyncio.sleep(max(1, res.get("interval") or 30))
+
+    async def _keepalive(self, ws):
+        last_ping = time.ticks_ms()
+        while ws.open:
+            await asyncio.sleep(1)
+            now = time.ticks_ms()
+            hb = self.cfg.get("HeartbeatInterval")
+            if hb and time.ticks_diff(now, self.last_sent_ms) >= hb * 1000 and not self.has_queued("Heartbeat"):
+                self.queue("Heartbeat", {}, self.on_heartbeat)
+            pi = self.cfg.get("WebSocketPingInterval")
+            if pi:
+                if time.ticks_diff(now, last_ping) >= pi * 1000:
+                    last_ping = now
+                    try:
+                        await ws.ping()
+                    except Exception:
+                        break
+                if time.ticks_diff(now, ws.last_rx) > (2 * pi + 10) * 1000:
+                    self.log("ocpp: no answer to pings, reconnecting")
+                    break
+
+    def on_heartbeat(self, res):
+        if "currentTime" in res:
+            self._set_time(res["currentTime"])
+
+    # -- RPC -----------------------------------------------------------------------------
+    def _fail_pending(self):
+        p = self.pending_call
+        if p is not None and p[2] is None:
+            p[2] = ("lost", None)
+            p[1].set()
+
+    async def call(self, action, payload, uid=None, registered=True):
+        """Send one CALL and wait for its answer (payload dict). CallError if the central
+        system answered CALLERROR, NotConnected, asyncio.TimeoutError."""
+        async with self.call_lock:
+            ws = self.ws
+            if ws is None or not ws.open or (registered and not self.online.is_set()):
+                raise NotConnected("not connected")
+            if uid is None:
+                uid = self.uid()
+            box = [uid, asyncio.Event(), None]
+            self.pending_call = box
+            try:
+                await ws.send(ocpp_rpc.call(uid, action, payload))
+                self.last_sent_ms = time.ticks_ms()
+                self.calls_out += 1
+                await asyncio.wait_for(box[1].wait(), self.call_timeout)
+            finally:
+                self.pending_call = None
+            kind, body = box[2]
+            if kind == "lost":
+                raise NotConnected("connection lost")
+            if kind == ocpp_rpc.CALLERROR:
+                raise CallError(body[0], body[1], body[2])
+            if not isinstance(body, dict):
+                raise CallError(ocpp_rpc.FORMATION_VIOLATION, "answer is not an object")
+            return body
+
+    async def _reader(self, ws):
+        while True:
+            text = await ws.recv()
+            if text is None:
+                break
+            try:
+                kind, uid, action, body = ocpp_rpc.parse(text)
+            except CallError as exc:
+                self.log("ocpp: bad frame from the central system: %s" % exc.description)
+                if exc.details:
+                    await self._send(ws, ocpp_rpc.error(exc.details, exc.code, exc.description))
+                continue
+            if kind == ocpp_rpc.CALL:
+                self.calls_in += 1
+                await self._dispatch(ws, uid, action, body)
+            else:
+                p = self.pending_call
+                if p is not None and p[0] == uid and p[2] is None:
+                    p[2] = (kind, body)
+                    p[1].set()
+                else:
+                    self.log("ocpp: answer to an unknown call %s ignored" % uid)
+        self._fail_pending()
+
+    async def _send(self, ws, text):
+        try:
+            await ws.send(text)
+        except Exception as exc:
+            self.log("ocpp: send failed: %r" % (exc,))
+
+    async def _dispatch(self, ws, uid, action, body):
+        if self.registration == "Rejected":
+            return  # a rejected charge point does not answer the central system
+        feature = None
+        if action in ROUTES:
+            feature = self.feature(ROUTES[action])
+        else:
+            code = ocpp_rpc.NOT_SUPPORTED if action in KNOWN_ACTIONS else ocpp_rpc.NOT_IMPLEMENTED
+            await self._send(ws, ocpp_rpc.error(uid, code, "%s is not handled here" % action))
+            return
+        meth, spec = feature.HANDLERS[action]
+        try:
+            ocpp_rpc.check(body, spec)
+            res = getattr(feature, meth)(body)
+            text = ocpp_rpc.result(uid, res)
+        except CallError as exc:
+            text = ocpp_rpc.error(uid, exc.code, exc.description)
+        except Exception as exc:
+            self.log("ocpp: %s failed: %r" % (action, exc))
+            sys.print_exception(exc)
+            text = ocpp_rpc.error(uid, ocpp_rpc.INTERNAL_ERROR, "%s failed" % action)
+        self.log("ocpp: %s -> %s" % (action, text[:80]))
+        await self._send(ws, text)
+        self.poke()
+
