@@ -8,6 +8,9 @@ safe, why = bootmode.check()
 if safe:
     print("safe mode (%s): application not started; REPL free. ev.safe_mode(False) and a reset leave it." % why)
 else:
+    import gc
+
+    gc.collect()
     from app import App
 
     app = App()

@@ -25,6 +25,7 @@ PICO_W_MODULES = {
     "deflate", "dht", "errno", "framebuf", "gc", "hashlib", "heapq", "io", "json", "machine",
     "math", "micropython", "mip", "network", "ntptime", "os", "platform", "random", "re", "rp2",
     "select", "socket", "ssl", "struct", "sys", "time", "uctypes", "vfs",
+    "__main__",  # the module main.py runs in (ev.py finds the running app there)
 }
 # Installed on the board by the deploy step (mpremote mip install umqtt.simple).
 INSTALLED_MODULES = {"umqtt", "umqtt.simple"}

@@ -84,18 +84,21 @@ class App:
         self.station = Station(cfg, self.flash, machine, dht)
         self.wifi = None
         if cfg["wifi"] is not None and network is not None:
+            gc.collect()  # load modules into a clean heap: less fragmentation
             from wifi import Wifi
 
             self.wifi = Wifi(network, cfg["wifi"], self.log)
         self.point = self._connector_logic()
         self.telemetry = None
         if cfg["mqtt"] is not None:
+            gc.collect()  # load modules into a clean heap: less fragmentation
             from telemetry import Telemetry
 
             self.telemetry = Telemetry(cfg, self.station, self.clock, self.status, self.wifi,
                                        self.log)
         self.thingspeak = None
         if cfg["thingspeak"] is not None:
+            gc.collect()  # load modules into a clean heap: less fragmentation
             from thingspeak import ThingSpeak
 
             self.thingspeak = ThingSpeak(cfg, self.station, self.clock, self.status, self.wifi,
@@ -110,6 +113,7 @@ class App:
         cfg = self.config
         if cfg["ocpp"] is not None:
             try:
+                gc.collect()  # load modules into a clean heap: less fragmentation
                 from chargepoint import ChargePoint
             except ImportError as exc:
                 self.log("ocpp: charge point module missing (%s); local mode" % exc)
@@ -117,6 +121,7 @@ class App:
                 self.mode = "ocpp"
                 return ChargePoint(cfg, self.station, self.flash, self.clock, log=self.log,
                                    on_reset=self.on_reset)
+        gc.collect()  # load modules into a clean heap: less fragmentation
         from local_point import LocalPoint
 
         self.mode = "local"
@@ -177,7 +182,13 @@ class App:
         out["wh"] = round(st.energy_wh(), 3)
         out["cp"] = st.pilot_state()
         out["st"] = self.status()
+        out["lim"] = st.offered_a()
+        out["relay"] = st.relay_closed()
+        faults = st.faults()
+        if faults:
+            out["faults"] = [f[0] for f in faults]
         if hasattr(gc, "mem_free"):
+            gc.collect()  # the live heap, not how much garbage waits for a collection
             out["heap"] = gc.mem_free()
         return out
 
@@ -312,6 +323,7 @@ class App:
         self.station.start()
         if self.wifi is None:
             self.log("wifi: no wifi section in config.json, staying offline")
+        gc.collect()  # load modules into a clean heap: less fragmentation
         from console import Console
 
         self.console = Console()

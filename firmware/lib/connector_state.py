@@ -37,14 +37,6 @@ STATUS_CODES = {
     "Faulted": 8,
 }
 
-ERROR_CODES = (
-    "ConnectorLockFailure", "EVCommunicationError", "GroundFailure", "HighTemperature",
-    "InternalError", "LocalListConflict", "NoError", "OtherError", "OverCurrentFailure",
-    "OverVoltage", "PowerMeterFailure", "PowerSwitchFailure", "ReaderFailure",
-    "ResetFailure", "UnderVoltage", "WeakSignal",
-)
-
-
 def plugged(pilot):
     return pilot in ("B", "C", "D")
 

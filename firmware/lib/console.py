@@ -19,7 +19,7 @@ class Console:
         if namespace is None:
             import __main__
 
-            namespace = __main__.__dict__ if hasattr(__main__, "__dict__") else globals()
+            namespace = __main__.__dict__
         self.ns = namespace
         self.out = out
         self.poll_ms = poll_ms

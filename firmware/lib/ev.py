@@ -10,6 +10,7 @@
     ev.selftest()    check every sensor, the contactor and the pilot: PASS/FAIL lines
     ev.start(tag)    authorise a session locally (as a card would)
     ev.stop()        stop the running session
+    ev.report()      one machine-readable line: report {json}
     ev.clear()       forget latched faults (after a repair)
     ev.reboot()      clean reboot (contactor open, energy saved, MQTT offline)
     ev.safe_mode()   reboot into safe mode (app not started); ev.safe_mode(False) leaves it
@@ -160,6 +161,13 @@ def stop():
     """Stop the running session."""
     ok = _app().point.local_stop("Local")
     print("stop     %s" % ("done" if ok is not False else "no session"))
+
+
+def report():
+    """One machine-readable line: `report {json}` (what the console report shows)."""
+    import json
+
+    print("report " + json.dumps(_app().report()))
 
 
 def clear():

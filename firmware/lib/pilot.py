@@ -109,7 +109,9 @@ class Pilot:
             if v < lo:
                 lo = v
             n += 1
-            if n >= 8 and time.ticks_diff(time.ticks_us(), start) >= window_us:
+            if n >= 24 and time.ticks_diff(time.ticks_us(), start) >= window_us:
+                break
+            if n >= 2000:  # a very fast ADC: enough samples of the window
                 break
         k = self.dv_per_raw
         return int((hi - self.bias_raw) * k), int((lo - self.bias_raw) * k)

@@ -103,6 +103,7 @@ class Station:
         self._relay = False
         self.closed_ms = None
         self.opened_ms = None
+        self.offer_ms = None
         self.open_reason = None
         self.opens = 0
         self._opens_seen = 0
@@ -395,21 +396,25 @@ class Station:
         dt = time.ticks_diff(now, last)
         if dt <= 0:
             return
-        opened = self.opened_ms
-        closed = self.closed_ms
         prev = self._p_prev
-        if opened is not None and 0 <= time.ticks_diff(opened, last) <= dt:
-            # the contactor opened during the interval: the old power flowed until then
-            t1 = time.ticks_diff(opened, last)
+        # a step the station made itself (contactor opened or closed, offer changed) splits
+        # the interval: the old power flowed until the step, the new one after it
+        step = self._step_ms()
+        if step is not None and 0 <= time.ticks_diff(step, last) <= dt:
+            t1 = time.ticks_diff(step, last)
             wms = prev * t1 + p * (dt - t1)
-        elif closed is not None and 0 <= time.ticks_diff(closed, last) <= dt:
-            t1 = time.ticks_diff(closed, last)
-            wms = p * (dt - t1)
         else:
             wms = (prev + p) * dt / 2
         self._p_prev = p
         if wms > 0:
             self.register.add(wms / 3600000.0)
+
+    def _step_ms(self):
+        latest = None
+        for t in (self.opened_ms, self.closed_ms, self.offer_ms):
+            if t is not None and (latest is None or time.ticks_diff(t, latest) > 0):
+                latest = t
+        return latest
 
     def _control(self):
         """Apply the pilot offer and close the contactor when everything allows it."""
@@ -420,9 +425,14 @@ class Station:
         if self._limit is not None and self._limit < amps:
             amps = self._limit
         offer = self._allowed and plugged and not fatal
+        before = self.pilot.duty
         offered = self.pilot.offer(amps if offer else 0)
+        if self.pilot.duty != before:
+            self.offer_ms = time.ticks_ms()
         if not self._relay:
-            if offer and offered > 0 and state in ("C", "D") and not self.flags[WELDED]:
+            # close only after a measurement with the contactor open showed no current
+            if (offer and offered > 0 and state in ("C", "D") and not self.flags[WELDED]
+                    and self._welded_count == 0 and self.meter.measured_ms is not None):
                 self._close()
                 # the timer may have seen the pilot change meanwhile: re-check
                 if self.classifier.state not in ("C", "D") or self._fatal():

@@ -1,0 +1,144 @@
+"""A charging session end to end on the simulated world, on CPython and on MicroPython at
+192 KiB: plug in, authorise, charge at the offered current, smart-charging limit, the EV
+suspending, stopping, unplugging; energy and power against the simulated load."""
+
+import re
+import time
+
+import pytest
+from stationkit import boot, report, wait_until, wait_world
+
+LOCAL = {"local": {"free_vend": False}, "limits": {"max_current_a": 20.0},
+         "intervals": {"sensors_s": 2}}
+
+
+def duty_for(amps):
+    return amps / 0.6 / 100
+
+
+@pytest.mark.dual_runtime
+def test_plug_authorise_limit_suspend_stop_unplug(board_factory, runtime_name, record_heap):
+    board = boot(board_factory, LOCAL, world={"ev_demand_a": 32.0})
+    board.control("plug")
+    board.wait_for(r"^status: Preparing$")
+    w = board.world()
+    assert w["pilot"]["state"] == "B" and not w["relay_closed"]
+    assert w["pilot"]["offered_a"] == 0  # steady +12 V until someone authorises
+
+    mark = board.console.mark()
+    board.control("console", line='ev.start("TAG-1")')
+    board.wait_for(r"^status: Charging$", start=mark)
+    # charging at the offered current: max_current_a 20 A, the EV would take 32 A
+    w = wait_world(board, lambda w: w["relay_closed"] and w["current_a"] > 19, what="charging")
+    assert w["pilot"]["state"] == "C"
+    assert w["pilot"]["duty"] == pytest.approx(duty_for(20), abs=0.001)
+    assert w["current_a"] == pytest.approx(20.0, abs=0.01)
+
+    # smart charging: a 10 A limit changes the PWM duty and the EV follows
+    board.control("console", line="app.station.set_limit_a(10)")
+    w = wait_world(board, lambda w: abs(w["pilot"]["duty"] - duty_for(10)) < 0.001,
+                   what="duty for 10 A")
+    assert w["pilot"]["offered_a"] == pytest.approx(10.0, abs=0.01)
+    r = wait_world(board, lambda w: True) and report(board)
+    assert r["lim"] == pytest.approx(10.0, abs=0.01)
+
+    # the EV pauses itself: SuspendedEV, contactor open, PWM still offered
+    mark = board.console.mark()
+    board.control("ev", suspended=True)
+    board.wait_for(r"^status: SuspendedEV$", start=mark)
+    w = board.world()
+    assert not w["relay_closed"] and w["pilot"]["state"] == "B"
+    assert w["pilot"]["offered_a"] == pytest.approx(10.0, abs=0.01)
+    mark = board.console.mark()
+    board.control("ev", suspended=False)
+    board.wait_for(r"^status: Charging$", start=mark)
+    wait_world(board, lambda w: w["relay_closed"], what="contactor closed again")
+
+    # a limit of 0 offers nothing: SuspendedEVSE
+    mark = board.console.mark()
+    board.control("console", line="app.station.set_limit_a(0)")
+    board.wait_for(r"^status: SuspendedEVSE$", start=mark)
+    wait_world(board, lambda w: not w["relay_closed"], timeout=5, what="relay open")
+    board.control("console", line="app.station.set_limit_a(None)")
+    board.wait_for(r"^status: Charging$", start=mark)
+
+    # stop at the REPL: Finishing while the cable is in, Available after unplugging
+    mark = board.console.mark()
+    board.control("console", line="ev.stop()")
+    board.wait_for(r"^status: Finishing$", start=mark)
+    w = wait_world(board, lambda w: not w["relay_closed"], timeout=5, what="relay open")
+    assert w["pilot"]["offered_a"] == 0
+    board.control("unplug")
+    board.wait_for(r"^status: Available$", start=mark)
+    board.wait_for(r"^local: session ended \(Local\), \d+\.\d+ Wh$")
+    if runtime_name == "micropython":
+        record_heap(report(board)["heap"])
+
+
+@pytest.mark.dual_runtime
+def test_unplug_while_charging_opens_the_relay_within_100_ms(board_factory):
+    board = boot(board_factory, {"intervals": {"sensors_s": 2}})  # free vend
+    board.control("plug", demand_a=16)
+    board.wait_for(r"^status: Charging$")
+    wait_world(board, lambda w: w["relay_closed"] and w["current_a"] > 15, what="charging")
+    before = board.world()["ticks_ms"]
+    board.control("unplug")
+    w = wait_world(board, lambda w: not w["relay_closed"], timeout=5, what="relay open")
+    opened = [t for t in w["relay_open_events"] if t >= before]
+    assert opened, w["relay_open_events"]
+    latency = opened[0] - before
+    assert latency <= 100, f"relay opened {latency} ms after the unplug"
+    board.wait_for(r"^status: Available$")
+    print(f"unplug -> relay open: {latency} ms")
+
+
+@pytest.mark.dual_runtime
+def test_safety_timer_opens_the_relay_while_the_event_loop_is_blocked(board_factory):
+    board = boot(board_factory, {"intervals": {"sensors_s": 2}})
+    board.control("plug", demand_a=16)
+    wait_world(board, lambda w: w["relay_closed"] and w["current_a"] > 15, what="charging")
+    mark = board.console.mark()
+    # a technician's long command holds the event loop for 3 s
+    board.control("console", line="import time; time.sleep(3); print('loop free again')")
+    board.wait_for(r"^>>> import time; time\.sleep\(3\)", start=mark)
+    before = board.world()["ticks_ms"]
+    board.control("unplug")
+    w = wait_world(board, lambda w: not w["relay_closed"], timeout=5, what="relay open")
+    assert not re.search(r"^loop free again$", board.console.text[mark:], re.M), \
+        "the loop was not blocked"
+    opened = [t for t in w["relay_open_events"] if t >= before]
+    assert opened and opened[0] - before <= 100, (before, w["relay_open_events"])
+    board.wait_for(r"^loop free again$", start=mark)
+    board.wait_for(r"^status: Available$", start=mark)
+
+
+@pytest.mark.dual_runtime
+def test_energy_and_power_match_the_simulated_load_within_2_percent(board_factory):
+    board = boot(board_factory, {"intervals": {"sensors_s": 2}}, world={"mains_v": 235.0})
+    board.control("plug", demand_a=16)
+    wait_world(board, lambda w: w["relay_closed"] and w["current_a"] > 15, what="charging")
+    wait_until(lambda: report(board).get("a", 0) > 15, what="the meter sees the load")
+    powers = []
+    for _ in range(4):
+        r = report(board)
+        w = board.world()
+        powers.append((r["w"], w["power_w"], r["a"], w["current_a"], r["v"], w["mains_v"]))
+        time.sleep(0.3)  # a new measurement each time (station.meter_ms = 250)
+    for fw_w, world_w, fw_a, world_a, fw_v, world_v in powers:
+        assert fw_w == pytest.approx(world_w, rel=0.02)
+        assert fw_a == pytest.approx(world_a, rel=0.02)
+        assert fw_v == pytest.approx(world_v, rel=0.02)
+    wait_world(board, lambda w: w["energy_wh"] >= 8.0, timeout=30, what="8 Wh delivered")
+    board.control("ev", suspended=True)  # charging pauses: both registers stop moving
+    wait_world(board, lambda w: not w["relay_closed"], what="relay open")
+    w = board.world()
+    r = report(board)
+    r = report(board)  # one more sampling cycle after the contactor opened
+    assert r["wh"] == pytest.approx(w["energy_wh"], rel=0.02), (r, w["energy_wh"])
+    # the stop persisted the register: a power cut keeps it
+    mark = board.console.mark()
+    board.control("power_cut")
+    board.wait_for(r"^ready: ", start=mark, timeout=40)
+    board.control("console", line="import ev")
+    after = report(board)
+    assert after["wh"] == pytest.approx(r["wh"], abs=0.002)
