@@ -119,27 +119,44 @@ class ChargePoint(ocpp_link.Link, ocpp_tx.Transactions):
 
     # -- small helpers -------------------------------------------------------------------
     def feature(self, name):
+        """The feature object, its module imported on first use. Only the features that
+        hold live state (profiles, a reservation, a firmware job) stay loaded; others are
+        dropped before another one is loaded: code paging for a small heap."""
         entry = self.features.get(name)
         if entry is None:
-            gc.collect()
+            self.unload_idle(0, name)
             mod, cls = FEATURES[name]
-            entry = [getattr(__import__(mod), cls)(self), 0]
+            try:
+                module = __import__(mod)
+            except MemoryError:
+                if mod in sys.modules:
+                    del sys.modules[mod]
+                gc.collect()
+                module = __import__(mod)
+            entry = [getattr(module, cls)(self), 0]
             self.features[name] = entry
         entry[1] = time.ticks_ms()
         return entry[0]
 
-    def unload_idle(self, idle_ms=60000):
+    def pinned(self, name):
+        if name == "smart":
+            return self.flash.exists("ocpp/profiles.json")
+        if name == "resv":
+            return self.flash.exists("ocpp/reservation.json")
+        return name == "fw"  # released by release_fw
+
+    def unload_idle(self, idle_ms=60000, keep=None):
         """Drop feature code not used for a while (the heap of a board is small)."""
         now = time.ticks_ms()
+        dropped = False
         for name in list(self.features):
-            if name == "smart" and self.flash.exists("ocpp/profiles.json"):
+            if name == keep or self.pinned(name):
                 continue
-            if name == "resv" and self.flash.exists("ocpp/reservation.json"):
-                continue
-            if name == "fw":
-                continue  # released by release_fw
-            if time.ticks_diff(now, self.features[name][1]) > idle_ms:
-                self.unload(name)
+            if time.ticks_diff(now, self.features[name][1]) >= idle_ms:
+                self.unload(name, False)
+                dropped = True
+        if dropped or idle_ms == 0:
+            gc.collect()
 
     @property
     def core(self):
@@ -162,13 +179,14 @@ class ChargePoint(ocpp_link.Link, ocpp_tx.Transactions):
             return None
         return self.resv.active()
 
-    def unload(self, name):
+    def unload(self, name, collect=True):
         if name in self.features:
             del self.features[name]
             mod = FEATURES[name][0]
             if mod in sys.modules:
                 del sys.modules[mod]
-            gc.collect()
+            if collect:
+                gc.collect()
 
     def release_fw(self):
         """Unload the firmware-management code once nothing is going on."""

@@ -216,7 +216,11 @@ class Link:
                 continue
             if kind == ocpp_rpc.CALL:
                 self.calls_in += 1
-                await self._dispatch(ws, uid, action, body)
+                try:
+                    await self._dispatch(ws, uid, action, body)
+                except Exception as exc:  # e.g. MemoryError loading a feature
+                    self.log("ocpp: %s failed: %r" % (action, exc))
+                    await self._send(ws, ocpp_rpc.error(uid, ocpp_rpc.INTERNAL_ERROR, "%s failed" % action))
             else:
                 p = self.pending_call
                 if p is not None and p[0] == uid and p[2] is None:

@@ -37,7 +37,7 @@ class CallError(Exception):
     """A CALLERROR to send (raised by a handler) or received (from the central system)."""
 
     def __init__(self, code, description="", details=None):
-        Exception.__init__(self, code, description)
+        super().__init__(code, description)
         self.code = code
         self.description = description
         self.details = details

@@ -1,0 +1,115 @@
+"""Run the firmware's ChargePoint in a child process (CPython or the MicroPython Unix port
+at 192 KiB) on the station test double, driven through a file: the test writes
+`ev.json` ({"pilot": "C", "exit": false, ...}) in the child's directory, the child applies
+it every 100 ms and, when told to exit, prints `HEAP <lowest free bytes>` (MicroPython),
+sampled after a gc.collect() every 0.5 s, so it counts live data (code included)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tools.board import MICROPYTHON, STUBS, STUBS_CPYTHON
+
+HERE = Path(__file__).resolve().parent
+LIB = HERE.parents[1] / "firmware" / "lib"
+
+CHILD = r'''
+import sys
+sys.path.append(%(here)r)
+import asyncio, gc, json
+from fakestation import FakeStation
+from storage import Flash
+from clock import Clock
+from chargepoint import ChargePoint
+cfg = json.loads(%(config)r)
+st = FakeStation()
+cp = ChargePoint(cfg, st, Flash("flash"), Clock(), on_reset=lambda k: print("RESET", k))
+low = [1 << 30]
+async def driver():
+    n = 0
+    while True:
+        await asyncio.sleep(0.1)
+        st.tick(0.1 * 60)
+        n += 1
+        if n %% 5 == 0 and hasattr(gc, "mem_free"):
+            gc.collect()  # live data only: the lowest free heap after a collection
+            low[0] = min(low[0], gc.mem_free())
+        try:
+            with open("ev.json") as fh:
+                cmd = json.loads(fh.read())
+        except (OSError, ValueError):
+            continue
+        if "pilot" in cmd:
+            st.pilot = cmd["pilot"]
+        if cmd.get("start"):
+            cmd["start"] = None
+            print("local_start", cp.local_start(cmd.get("tag", "CARD1")))
+        st.fault_list = [tuple(f) for f in cmd.get("faults", [])]
+        if cmd.get("exit"):
+            print("HEAP", low[0])
+            print("SUMMARY", json.dumps(cp.summary()))
+            sys.exit(0)
+async def main():
+    asyncio.create_task(driver())
+    await cp.run()
+asyncio.run(main())
+'''
+
+
+class ChargePointProcess:
+    def __init__(self, runtime: str, workdir: Path, config: dict):
+        self.dir = workdir
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.state: dict = {}
+        code = CHILD % {"here": str(HERE), "config": json.dumps(config)}
+        env = dict(os.environ)
+        if runtime == "micropython":
+            env["MICROPYPATH"] = os.pathsep.join([".frozen", str(LIB), str(STUBS)])
+            cmd = [str(MICROPYTHON), "-X", "heapsize=192K", "-c", code]
+        else:
+            env["PYTHONPATH"] = os.pathsep.join([str(LIB), str(STUBS), str(STUBS_CPYTHON)])
+            cmd = [sys.executable, "-u", "-c", "import hostcompat\n" + code]
+        self.out = open(workdir / "console.txt", "w")
+        self.proc = subprocess.Popen(cmd, cwd=workdir, env=env, stdout=self.out,
+                                     stderr=subprocess.STDOUT)
+
+    def ev(self, **changes) -> None:
+        self.state.update(changes)
+        tmp = self.dir / "ev.json.tmp"
+        tmp.write_text(json.dumps(self.state))
+        os.replace(tmp, self.dir / "ev.json")
+        self.state.pop("start", None)
+
+    def console(self) -> str:
+        return (self.dir / "console.txt").read_text()
+
+    def finish(self, timeout: float = 20) -> str:
+        self.ev(exit=True)
+        try:
+            self.proc.wait(timeout)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait()
+            self.out.close()
+        return self.console()
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.out.close()
+
+
+def wait_until(predicate, timeout: float = 30, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
