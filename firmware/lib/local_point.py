@@ -41,6 +41,9 @@ class LocalPoint:
         self.info = None
         self.sessions = 0
         self.last_session = None
+        self._candidate = None
+        self._candidate_ms = 0
+        self.settle_ms = section.get("settle_ms", 400)
 
     def local_start(self, id_tag="LOCAL"):
         if self.tx is not None:
@@ -125,6 +128,16 @@ class LocalPoint:
         status, code, info = connector_state.derive(
             st.pilot_state(), st.relay_closed(), self.tx is not None, self.tx_stopping,
             self.authorized is not None, self.available, False, st.faults(), st.offered_a())
+        # a new status is reported once it held for `local.settle_ms` (the EV needs a moment
+        # to answer the PWM, the station a cycle to re-offer after a fault clears: no
+        # Preparing -> SuspendedEV -> Charging flicker); faults at once
+        candidate = (status, code)
+        now = time.ticks_ms()
+        if candidate != self._candidate:
+            self._candidate = candidate
+            self._candidate_ms = now
+        if status != "Faulted" and time.ticks_diff(now, self._candidate_ms) < self.settle_ms:
+            return
         if status != self.status or code != self.error_code:
             self.status = status
             self.error_code = code

@@ -108,7 +108,8 @@ class Meter:
             sum_v += bv[k] * w
         mean_i = sum_i / sum_w
         mean_v = sum_v / sum_w
-        if self.first:
+        if self.first or abs(mean_i - self.off_i) > 1000 or abs(mean_v - self.off_v) > 1000:
+            # first measurement, or back from a failure: seed the offsets afresh
             self.off_i = mean_i
             self.off_v = mean_v
             self.first = False
@@ -149,6 +150,7 @@ class Meter:
         if vrms < MIN_MAINS_V:
             # no mains seen: a broken voltage front end (or no supply at all)
             self.ok = False
+            self.first = True  # its offsets mean nothing: re-seed when it comes back
             self.current_a = None
             self.voltage_v = None
             self.power_w = None

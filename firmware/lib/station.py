@@ -255,18 +255,24 @@ class Station:
     def max_current(self):
         return float(self.limits["max_current_a"])
 
+    # The timer (an IRQ) may open while the loop closes: the flag is written before the pin
+    # on both sides and re-checked after closing, so the pin can end up open while the
+    # flag says closed (the safe side, corrected by the next tick), never the reverse.
     def _open(self, reason):
+        was = self._relay
+        self._relay = False
         self.relay_pin.value(0)
-        if self._relay:
-            self._relay = False
+        if was:
             self.opened_ms = time.ticks_ms()
             self.open_reason = reason
             self.opens += 1
 
     def _close(self):
-        self.relay_pin.value(1)
         self._relay = True
         self.closed_ms = time.ticks_ms()
+        self.relay_pin.value(1)
+        if not self._relay:  # the timer opened meanwhile
+            self.relay_pin.value(0)
 
     def _fatal(self):
         flags = self.flags
