@@ -4,6 +4,7 @@ recorder on 127.0.0.1."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -104,6 +105,9 @@ class Broker:
         self.proc = None
 
 
+_SUBSCRIBERS = itertools.count(1)
+
+
 class Subscriber:
     """A paho-mqtt client that records every message (topic, payload, qos, retain)."""
 
@@ -112,7 +116,8 @@ class Subscriber:
 
         self.messages = []
         self.cond = threading.Condition()
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="test-sub")
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
+                                  client_id="test-sub-%d" % next(_SUBSCRIBERS))
         self.client.on_message = self._on_message
         self.client.connect("127.0.0.1", port)
         for topic in topics:
