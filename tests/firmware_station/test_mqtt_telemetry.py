@@ -34,7 +34,7 @@ def test_telemetry_follows_the_contract_and_presence_is_retained(board_factory, 
                  and json.loads(m[1]).get("a", 0) > 15, timeout=40, what="a charging report")
         online = sub.wait(lambda m: m[0] == "picocharge/PICO-0042/state" and m[1] == b"online")
         reports = [m for m in sub.messages if m[0].endswith("/telemetry")]
-        for topic, payload, qos, _retain in reports:
+        for _topic, payload, qos, _retain in reports:
             assert len(payload) <= 256, payload
             assert qos == 1, "telemetry is published with QoS 1"
             body = json.loads(payload)
