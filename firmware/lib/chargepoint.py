@@ -32,6 +32,7 @@ import clock as clock_mod
 import journal as journal_mod
 import ocpp_config
 import ocpp_link
+import ocpp_localauth  # noqa: F401  (every authorisation needs it: imported while the heap is fresh)
 import ocpp_tx
 from ocpp_rpc import CallError
 
@@ -139,6 +140,8 @@ class ChargePoint(ocpp_link.Link, ocpp_tx.Transactions):
         return entry[0]
 
     def pinned(self, name):
+        if name == "auth":
+            return True
         if name == "smart":
             return self.flash.exists("ocpp/profiles.json")
         if name == "resv":

@@ -1,6 +1,6 @@
 """Run the firmware's ChargePoint in a child process (CPython or the MicroPython Unix port
 at 192 KiB) on the station test double, driven through a file: the test writes
-`ev.json` ({"pilot": "C", "exit": false, ...}) in the child's directory, the child applies
+`ev.json` ({"pilot": "C", "taps": n, "tag": ..., "exit": false}) in the child's directory, the child applies
 it every 100 ms and, when told to exit, prints `HEAP <lowest free bytes>` (MicroPython),
 sampled after a gc.collect() every 0.5 s, so it counts live data (code included)."""
 
@@ -28,26 +28,42 @@ from clock import Clock
 from chargepoint import ChargePoint
 cfg = json.loads(%(config)r)
 st = FakeStation()
+try:  # the station's energy register survives reboots (persisted, like the real one)
+    with open("wh.txt") as fh:
+        st.wh = float(fh.read())
+except (OSError, ValueError):
+    pass
 cp = ChargePoint(cfg, st, Flash("flash"), Clock(), on_reset=lambda k: print("RESET", k))
 low = [1 << 30]
+def read_cmd():
+    try:
+        with open("ev.json") as fh:
+            return json.loads(fh.read())
+    except (OSError, ValueError):
+        return None
+first = read_cmd() or {}
+seen = [first.get("taps", 0)]  # a card tap before this boot is not replayed
 async def driver():
     n = 0
     while True:
         await asyncio.sleep(0.1)
         st.tick(0.1 * 60)
         n += 1
+        if n %% 5 == 0:
+            with open("wh.tmp", "w") as fh:
+                fh.write("%%.3f" %% st.wh)
+            import os
+            os.rename("wh.tmp", "wh.txt")
         if n %% 5 == 0 and hasattr(gc, "mem_free"):
             gc.collect()  # live data only: the lowest free heap after a collection
             low[0] = min(low[0], gc.mem_free())
-        try:
-            with open("ev.json") as fh:
-                cmd = json.loads(fh.read())
-        except (OSError, ValueError):
+        cmd = read_cmd()
+        if cmd is None:
             continue
         if "pilot" in cmd:
             st.pilot = cmd["pilot"]
-        if cmd.get("start"):
-            cmd["start"] = None
+        if cmd.get("taps", 0) > seen[0]:
+            seen[0] = cmd["taps"]
             print("local_start", cp.local_start(cmd.get("tag", "CARD1")))
         st.fault_list = [tuple(f) for f in cmd.get("faults", [])]
         if cmd.get("exit"):
@@ -74,16 +90,18 @@ class ChargePointProcess:
         else:
             env["PYTHONPATH"] = os.pathsep.join([str(LIB), str(STUBS), str(STUBS_CPYTHON)])
             cmd = [sys.executable, "-u", "-c", "import hostcompat\n" + code]
-        self.out = open(workdir / "console.txt", "w")
+        self.out = open(workdir / "console.txt", "a")
         self.proc = subprocess.Popen(cmd, cwd=workdir, env=env, stdout=self.out,
                                      stderr=subprocess.STDOUT)
 
-    def ev(self, **changes) -> None:
+    def ev(self, start=False, **changes) -> None:
+        """Change what the EV does; start=True presents the card (`tag`) once."""
         self.state.update(changes)
+        if start:
+            self.state["taps"] = self.state.get("taps", 0) + 1
         tmp = self.dir / "ev.json.tmp"
         tmp.write_text(json.dumps(self.state))
         os.replace(tmp, self.dir / "ev.json")
-        self.state.pop("start", None)
 
     def console(self) -> str:
         return (self.dir / "console.txt").read_text()
