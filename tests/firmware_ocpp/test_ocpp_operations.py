@@ -9,6 +9,7 @@ on), with the station test double (tests/firmware_ocpp/fakestation.py).
 Every message the charge point sends must validate against the OCPP 1.6 schemas."""
 
 import json
+import re
 
 import pytest
 from cprunner import ChargePointProcess, wait_until
@@ -207,4 +208,4 @@ def test_a_charging_session_is_reported_with_monotonic_meter_values(
         assert s in statuses, statuses
     assert cs.invalid == [], cs.invalid
     if runtime_name == "micropython":
-        record_heap(int(out.split("HEAP ", 1)[1].split()[0]))
+        record_heap(int(re.search(r"^HEAP (\d+)$", out, re.M).group(1)))

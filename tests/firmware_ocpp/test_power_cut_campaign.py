@@ -37,7 +37,7 @@ def test_a_hundred_power_cuts_lose_and_duplicate_no_transaction(tmp_path):
             cp = ChargePointProcess(RUNTIME, work, config)
             phase = cut % 4
             if phase == 0 or rng.random() < 0.5:  # cut after the link is up, or while booting
-                cs.wait(lambda: cs.connects > connects, 30, "the charge point to reconnect")
+                cs.wait(lambda c=connects: cs.connects > c, 30, "the charge point to reconnect")
             if phase == 0:  # a new session: plug in, present a card
                 cp.ev(pilot="B")
                 time.sleep(rng.uniform(0.1, 0.4))
