@@ -24,7 +24,6 @@ import time
 import config as config_mod
 from clock import Clock
 from logfile import Log
-from station import Station
 from storage import Flash
 
 DEFAULTS = {
@@ -81,6 +80,16 @@ class App:
         if error:
             self.log("config: " + error)
         cfg = self.config
+        if cfg["ocpp"] is not None:
+            # the biggest module first, into the cleanest heap (less fragmentation)
+            gc.collect()
+            try:
+                import chargepoint  # noqa: F401
+            except ImportError:
+                pass
+        gc.collect()
+        from station import Station
+
         self.station = Station(cfg, self.flash, machine, dht)
         self.wifi = None
         if cfg["wifi"] is not None and network is not None:
@@ -137,112 +146,6 @@ class App:
 
     def uptime_s(self):
         return time.ticks_diff(time.ticks_ms(), self.start_ms) // 1000
-
-    def uplinks_text(self):
-        parts = []
-        if self.wifi is None:
-            parts.append("wifi off")
-        else:
-            parts.append("wifi " + ("up" if self.wifi.is_up() else "down"))
-        parts.append("ntp " + (self.clock.source or "not synced") if self.clock.synced else "time not synced")
-        if self.mode == "ocpp":
-            s = self.point.summary()
-            parts.append("ocpp " + str(s.get("connection", s.get("state", "?"))))
-        else:
-            parts.append("ocpp off (local mode)")
-        if self.telemetry is None:
-            parts.append("mqtt off")
-        else:
-            t = self.telemetry
-            parts.append("mqtt %s (%d sent, %d buffered)" % (
-                "connected" if t.connected() else "down", t.published, len(t.buffer)))
-        if self.thingspeak is None:
-            parts.append("thingspeak off")
-        else:
-            ts = self.thingspeak
-            parts.append("thingspeak %d updates, %d backlog" % (ts.updates, len(ts.backlog)))
-        return ", ".join(parts)
-
-    def report(self):
-        """The console's sensors line (dht_error when the DHT11's last read failed)."""
-        st = self.station
-        out = {}
-        t = st.temperature_c()
-        if t is not None and st.dht.consecutive_errors == 0:
-            out["t"] = t
-            out["rh"] = st.humidity()
-        elif st.dht.last_error:
-            out["dht_error"] = st.dht.last_error
-        tm = st.mcu_temperature_c()
-        if tm is not None:
-            out["tmcu"] = round(tm, 1)
-        for key, value in (("v", st.voltage_v()), ("a", st.current_a()), ("w", st.power_w())):
-            if value is not None:
-                out[key] = round(value, 1)
-        out["wh"] = round(st.energy_wh(), 3)
-        out["cp"] = st.pilot_state()
-        out["st"] = self.status()
-        out["lim"] = st.offered_a()
-        out["relay"] = st.relay_closed()
-        faults = st.faults()
-        if faults:
-            out["faults"] = [f[0] for f in faults]
-        if hasattr(gc, "mem_free"):
-            gc.collect()  # the live heap, not how much garbage waits for a collection
-            out["heap"] = gc.mem_free()
-        return out
-
-    def selftest(self):
-        """PASS/FAIL per sensor, the contactor and the pilot; True if all pass."""
-        st = self.station
-        results = []
-
-        def check(name, ok, text):
-            results.append(ok)
-            print("%s %-8s %s" % ("PASS" if ok else "FAIL", name, text))
-
-        d = st.dht
-        if d.due():
-            d.poll()
-        t = d.temperature()
-        check("dht11", t is not None and 0 <= t <= 50 and d.humidity() is not None,
-              "%s C %s %%RH (reads %d, timeouts %d, checksum errors %d)" % (
-                  t, d.humidity(), d.reads, d.timeouts, d.checksum_errors))
-        tm = st.mcu.read()
-        check("mcu", -10 <= tm <= 85, "%.1f C" % tm)
-        m = st.meter
-        ok = m.measure()
-        check("meter", ok and 180 <= m.voltage_v <= 260,
-              "%s V %s A (mains %s)" % (_r(m.voltage_v), _r(m.current_a), "seen" if ok else "not seen"))
-        high, low = st.pilot.sample(2200)
-        state = st.pilot_state()
-        levels = {"A": 120, "B": 90, "C": 60, "D": 30}
-        expect = levels.get(state)
-        pilot_ok = expect is not None and abs(high - expect) <= 15
-        if st.pilot.pwm_on():
-            pilot_ok = pilot_ok and low <= -100
-        check("pilot", pilot_ok, "state %s, high %.1f V, low %.1f V, %s" % (
-            state, high / 10, low / 10,
-            "PWM %.1f%% (%s A)" % (st.pilot.duty * 100 / 65535, _r(st.pilot.offered))
-            if st.pilot.pwm_on() else "steady +12 V (no offer)"))
-        if st.relay_closed():
-            check("relay", not st.flags[0], "closed, %s A flowing" % _r(m.current_a))
-        else:
-            flowing = m.current_a or 0.0
-            check("relay", flowing < st.opts["welded_a"] and not st.flags[0],
-                  "open, %.2f A through it%s" % (flowing, " (welded?)" if flowing >= st.opts["welded_a"] else ""))
-        ticks = st.ticks
-        time.sleep_ms(3 * st.opts["safety_ms"] + 20)
-        check("safety", st.ticks > ticks, "timer every %d ms, %d ticks, max gap %d ms" % (
-            st.opts["safety_ms"], st.ticks, st.max_tick_gap_ms))
-        free = self.flash.free_bytes()
-        check("flash", free < 0 or free > 16384, "%s bytes free, energy register %.3f Wh" % (
-            free, st.energy_wh()))
-        passed = 0
-        for r in results:
-            passed += 1 if r else 0
-        print("selftest %d/%d passed" % (passed, len(results)))
-        return passed == len(results)
 
     # -- life ---------------------------------------------------------------------------
     def on_reset(self, kind):
@@ -308,13 +211,22 @@ class App:
                 self.wdt.feed()
             await asyncio.sleep_ms(1000)
 
+    def _forget(self, name):
+        """Drop a module loaded for a moment (diagnostics) so its code leaves the heap."""
+        import sys
+
+        if name in sys.modules:
+            del sys.modules[name]
+
     async def reporter(self):
         period = self.opts["report_s"]
         if not period:
             return
+        import diag
+
         while True:
             gc.collect()
-            self.say("sensors " + json.dumps(self.report()))
+            self.say("sensors " + json.dumps(diag.report(self)))
             self.reports += 1
             await asyncio.sleep(period)
 
@@ -340,7 +252,11 @@ class App:
         tasks.append(asyncio.create_task(self.guard("watchdog", self.watchdog)))
         tasks.append(asyncio.create_task(self.guard("report", self.reporter)))
         gc.collect()
-        self.log("ready: %s" % self.uplinks_text())
+        import diag
+
+        self.log("ready: %s" % diag.uplinks_text(self))
+        del diag
+        self._forget("diag")
         while True:
             await asyncio.sleep(3600)
 
@@ -351,6 +267,3 @@ class App:
             if not self.rebooting:
                 self.station.stop()
 
-
-def _r(v):
-    return "--" if v is None else "%.1f" % v

@@ -20,6 +20,8 @@ They find the running application as `__main__.app`.
 
 import gc
 
+import diag
+
 
 def _app():
     import __main__
@@ -44,7 +46,7 @@ def status():
     """Connector status, pilot, contactor, meter, faults and uplinks."""
     app = _app()
     st = app.station
-    s = st.snapshot()
+    s = diag.snapshot(st)
     summary = app.point.summary()
     print("station  %s  status %s" % (app.config["cp_id"], app.status()))
     print("pilot    %s  high %s V  low %s V  offered %s A%s" % (
@@ -60,7 +62,7 @@ def status():
     print("faults   %s" % ("none" if not faults else "; ".join("%s: %s" % f for f in faults)))
     if s["warnings"]:
         print("warnings %s" % "; ".join("%s: %s" % w for w in s["warnings"]))
-    print("uplinks  %s" % app.uplinks_text())
+    print("uplinks  %s" % diag.uplinks_text(app))
     print("board    up %d s  heap free %s  safety ticks %d (max gap %d ms)" % (
         app.uptime_s(), gc.mem_free() if hasattr(gc, "mem_free") else "--", s["ticks"],
         s["max_tick_gap_ms"]))
@@ -69,7 +71,7 @@ def status():
 def sensors():
     """Every sensor with its raw level and error counters."""
     st = _app().station
-    s = st.snapshot()
+    s = diag.snapshot(st)
     d = st.dht
     print("dht11    %s C  %s %%RH  state %s  reads %d  timeouts %d  checksum errors %d%s" % (
         _fmt(s["t"]), _fmt(s["rh"]), s["dht"], s["dht_reads"], s["dht_timeouts"],
@@ -148,7 +150,7 @@ def wifi():
 
 def selftest():
     """Check each sensor, the contactor and the pilot; prints PASS/FAIL lines."""
-    return _app().selftest()
+    return diag.selftest(_app())
 
 
 def start(id_tag="LOCAL"):
@@ -167,7 +169,7 @@ def report():
     """One machine-readable line: `report {json}` (what the console report shows)."""
     import json
 
-    print("report " + json.dumps(_app().report()))
+    print("report " + json.dumps(diag.report(_app())))
 
 
 def clear():

@@ -204,6 +204,11 @@ class Station:
         return out
 
     def energy_wh(self):
+        """The register, brought up to this instant with the last measured power (0 once
+        the contactor is open), so a transaction stopped between two sampling cycles
+        counts its last fraction of a second."""
+        if self._e_ms is not None:
+            self._integrate(time.ticks_ms(), self._p_prev if self._relay else 0.0, False)
         return self.register.wh
 
     def power_w(self):
@@ -392,8 +397,9 @@ class Station:
         else:
             self.register.maybe_save()
 
-    def _integrate(self, now):
-        p = self.meter.power_w or 0.0
+    def _integrate(self, now, p=None, measured=True):
+        if p is None:
+            p = self.meter.power_w or 0.0
         last = self._e_ms
         self._e_ms = now
         if last is None:
@@ -411,7 +417,8 @@ class Station:
             wms = prev * t1 + p * (dt - t1)
         else:
             wms = (prev + p) * dt / 2
-        self._p_prev = p
+        if measured:
+            self._p_prev = p
         if wms > 0:
             self.register.add(wms / 3600000.0)
 
@@ -452,34 +459,3 @@ class Station:
                 self._open("stop timeout")
         if self._allowed and offer and offered > 0:
             self._stop_ms = None
-
-    def snapshot(self):
-        """Everything `ev.status()` / `ev.sensors()` shows, plain values."""
-        d = self.dht
-        return {
-            "pilot": self.classifier.state,
-            "pilot_high_v": self.classifier.high_dv / 10,
-            "pilot_low_v": self.classifier.low_dv / 10,
-            "duty": self.pilot.duty,
-            "offered_a": self.pilot.offered,
-            "allowed": self._allowed,
-            "limit_a": self._limit,
-            "relay": self._relay,
-            "open_reason": self.open_reason,
-            "faults": self.faults(),
-            "warnings": self.warnings(),
-            "v": self.meter.voltage_v,
-            "a": self.meter.current_a,
-            "w": self.meter.power_w,
-            "wh": self.register.wh,
-            "wh_writes": self.register.writes,
-            "t": d.temperature(),
-            "rh": d.humidity(),
-            "dht": d.state(),
-            "dht_reads": d.reads,
-            "dht_timeouts": d.timeouts,
-            "dht_checksum": d.checksum_errors,
-            "tmcu": self.mcu.value,
-            "ticks": self.ticks,
-            "max_tick_gap_ms": self.max_tick_gap_ms,
-        }
