@@ -58,7 +58,7 @@ lint: $(VENV)/.installed
 firmware: $(VENV)/.installed
 	$(PY) -m tools.deploy build
 
-deploy: firmware micropython
+deploy: $(VENV)/.installed
 	$(PY) -m tools.deploy flash --port $(PORT) --config $(BOARD_CONFIG)
 
 repl: $(VENV)/.installed
