@@ -17,7 +17,7 @@ def uplinks_text(app):
         parts.append("wifi off")
     else:
         parts.append("wifi " + ("up" if app.wifi.is_up() else "down"))
-    parts.append("ntp " + (app.clock.source or "not synced") if app.clock.synced else "time not synced")
+    parts.append("time from " + str(app.clock.source) if app.clock.synced else "time not synced")
     if app.mode == "ocpp":
         s = app.point.summary()
         parts.append("ocpp " + str(s.get("connection", s.get("state", "?"))))

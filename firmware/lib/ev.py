@@ -57,7 +57,10 @@ def status():
     print("meter    %s V  %s A  %s W  register %s Wh" % (
         _fmt(s["v"]), _fmt(s["a"]), _fmt(s["w"]), _fmt(s["wh"], "", 3)))
     tx = summary.get("transaction")
-    print("session  %s" % ("none" if not tx else tx))
+    if not tx:
+        print("session  none")
+    else:
+        print("session  " + "  ".join("%s %s" % (k, tx[k]) for k in sorted(tx)))
     faults = s["faults"]
     print("faults   %s" % ("none" if not faults else "; ".join("%s: %s" % f for f in faults)))
     if s["warnings"]:

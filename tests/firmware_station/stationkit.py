@@ -14,11 +14,8 @@ import subprocess
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import pytest
-
-from tools.deploy import compile_file
 
 
 def report(board, timeout=20.0) -> dict:
@@ -57,26 +54,13 @@ def wait_world(board, predicate, timeout=20.0, what="world condition"):
 BOOTED = []  # boards of the running test (their consoles are shown when it fails)
 
 
-def deploy_mpy(flash: Path) -> None:
-    """Replace the modules under lib/ by .mpy files compiled with mpy-cross, as `make
-    deploy` puts them on a board (boot.py and main.py stay source)."""
-    for src in sorted((flash / "lib").rglob("*.py")):
-        result = compile_file(src, src.with_suffix(".mpy"))
-        assert result.returncode == 0, result.stderr
-        src.unlink()
-
-
-def boot(board_factory, config, world=None, mpy=False):
-    """Boot a board and wait until its app is ready (console REPL task running).
-    `mpy=True`: the firmware as `make deploy` installs it (compiled .mpy modules)."""
+def boot(board_factory, config, world=None):
+    """Boot a board and wait until its app is ready (console REPL task running)."""
     cfg = {"cp_id": "PICO-0007"}
     cfg.update(config)
     settings = {"dht_blocking_ms": 0}
     settings.update(world or {})
-    board = board_factory(cfg, world=settings, start=not mpy)
-    if mpy:
-        deploy_mpy(board.flash)
-        board.start()
+    board = board_factory(cfg, world=settings)
     BOOTED.append(board)
     board.wait_for(r"^ready: ", timeout=40)
     board.control("console", line="import ev")
