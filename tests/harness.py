@@ -66,7 +66,7 @@ class BoardHarness:
         flash.mkdir(parents=True, exist_ok=True)
         if config is not None:
             (flash / "config.json").write_text(json.dumps(config))
-        install_firmware(flash)
+        install_firmware(flash, runtime=runtime)
         self.console = Console()
         settings = {"dht_blocking_ms": 0}
         settings.update(world or {})

@@ -3,7 +3,8 @@
     python -m tools.board --runtime {cpython,micropython} --flash DIR [--control HOST:PORT]
 
 DIR is the board's flash: the firmware is installed into it the way `make deploy` installs
-it on a board (boot.py, main.py, lib/, umqtt.simple; only changed files are copied), and
+it on a board (boot.py and main.py as source, lib/ and umqtt.simple compiled to .mpy; only
+changed files are copied; CPython gets the lib/ sources, as it cannot load .mpy), and
 its `config.json` is the board's config. The child process is the board: MicroPython Unix
 port with a 192 KiB heap, or CPython. Its output is the board's serial console; lines typed
 on this process's stdin go to the board's console input.
@@ -17,6 +18,7 @@ the child; the world (EV on the cable, temperature, Wi-Fi) survives it.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import queue
@@ -60,6 +62,22 @@ COMMANDS = {
 }
 
 
+def check_micropython() -> None:
+    """The Unix port exists and its frozen stand-ins are the ones in tools/stubs/."""
+    from tools.fetch import stand_ins_digest
+
+    if not MICROPYTHON.exists():
+        raise SystemExit(f"{MICROPYTHON} is missing: run `make micropython` first")
+    stamp = MICROPYTHON.with_name("micropython.stamp")
+    try:
+        frozen = json.loads(stamp.read_text()).get("frozen_stand_ins")
+    except (OSError, ValueError):
+        frozen = None
+    if frozen != stand_ins_digest():
+        raise SystemExit("the hardware stand-ins in tools/stubs/ changed since the MicroPython "
+                         "build froze them: run `make micropython`")
+
+
 def read_board_config(flash: Path) -> dict:
     try:
         return json.loads((flash / "config.json").read_text())
@@ -72,16 +90,43 @@ def wiring_from_config(config: dict) -> dict:
     return {k: v for k, v in pins.items() if isinstance(v, (int, str))}
 
 
-def install_firmware(flash: Path, firmware: Path = FIRMWARE, mplib: Path = MPLIB) -> list[str]:
-    """Copy the firmware into a flash directory as `make deploy` does; only changed files."""
-    copied = []
+def compiled(src: Path) -> Path:
+    """The architecture-neutral .mpy of a source file, cached by content hash."""
+    from tools.deploy import compile_file
+
+    data = src.read_bytes()
+    out = CACHE / "mpy" / (hashlib.sha256(data).hexdigest()[:32] + ".mpy")
+    if not out.exists():
+        tmp = out.with_name(out.name + ".%d.tmp" % os.getpid())
+        result = compile_file(src, tmp, arch=None)
+        if result.returncode != 0:
+            raise SystemExit(f"mpy-cross rejected {src}:\n{result.stderr}")
+        os.replace(tmp, out)
+    return out
+
+
+def install_firmware(flash: Path, firmware: Path = FIRMWARE, mplib: Path = MPLIB,
+                     runtime: str = "micropython") -> list[str]:
+    """Install the firmware into a flash directory as `make deploy` does on a board: the
+    modules under lib/ (and umqtt.simple) as compiled .mpy, boot.py and main.py as source;
+    only changed files are written. For the CPython runtime, which cannot load .mpy, the
+    modules are installed as source."""
+    as_mpy = runtime == "micropython"
     pairs = []
-    for src in sorted(firmware.rglob("*.py")):
-        pairs.append((src, flash / src.relative_to(firmware)))
+    sources = sorted(firmware.rglob("*.py"))
     umqtt = mplib / "umqtt" / "simple.py"
     if umqtt.exists():
-        pairs.append((umqtt, flash / "lib" / "umqtt" / "simple.py"))
-    for src, dst in pairs:
+        sources.append(umqtt)
+    for src in sources:
+        rel = Path("lib/umqtt/simple.py") if src == umqtt else src.relative_to(firmware)
+        if as_mpy and rel.parts[0] == "lib":
+            pairs.append((compiled(src), flash / rel.with_suffix(".mpy"), flash / rel))
+        else:
+            pairs.append((src, flash / rel, flash / rel.with_suffix(".mpy")))
+    copied = []
+    for src, dst, other in pairs:
+        if other != dst and other.exists():
+            other.unlink()  # a stale module of the other kind would shadow this one
         data = src.read_bytes()
         if dst.exists() and dst.read_bytes() == data:
             continue
@@ -124,12 +169,11 @@ class Board:
 
     # -- child lifecycle ----------------------------------------------------------------
     def command_line(self) -> list[str]:
-        boot = str(STUBS / "boardboot.py")
         if self.runtime == "micropython":
-            if not MICROPYTHON.exists():
-                raise SystemExit(f"{MICROPYTHON} is missing: run `make micropython` first")
-            return [str(MICROPYTHON), "-X", f"heapsize={self.heap}", boot]
-        return [sys.executable, "-u", boot]
+            check_micropython()
+            # the stand-ins and this boot script are frozen into the test build
+            return [str(MICROPYTHON), "-X", f"heapsize={self.heap}", "-m", "boardboot"]
+        return [sys.executable, "-u", str(STUBS / "boardboot.py")]
 
     def child_env(self, reset_cause: int) -> dict:
         config = read_board_config(self.flash)
@@ -356,7 +400,7 @@ def main(argv=None) -> int:
     flash = args.flash.resolve()
     flash.mkdir(parents=True, exist_ok=True)
     if not args.no_install:
-        install_firmware(flash)
+        install_firmware(flash, runtime=args.runtime)
     board = Board(args.runtime, flash, heap=args.heap, seed=args.seed,
                   world=json.loads(args.world), stdin_passthrough=True)
     stop = threading.Event()

@@ -30,6 +30,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CACHE = Path(os.environ.get("PICOCHARGE_CACHE", ROOT / ".cache"))
+STAND_INS = ROOT / "tools" / "stubs"
 
 MICROPYTHON_VERSION = "1.25.0"
 MICROPYTHON_SOURCE = "pool/main/m/micropython/micropython_1.25.0+ds.orig.tar.xz"
@@ -117,10 +118,32 @@ def run_make(cmd: list[str], what: str) -> None:
         sys.exit(f"[fetch] building {what} failed")
 
 
+def stand_in_sources() -> list[Path]:
+    return sorted(STAND_INS.glob("*.py"))
+
+
+def stand_ins_digest() -> str:
+    """Hash of the hardware stand-ins frozen into the build (tools.board checks it)."""
+    digest = hashlib.sha256()
+    for path in stand_in_sources():
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def frozen_manifest() -> str:
+    """asyncio, as on a Pico, plus the hardware stand-ins: frozen code lives in the binary,
+    not on the heap, as a board's own drivers do, so the 192 KiB heap is the firmware's."""
+    lines = ['include("$(MPY_DIR)/extmod/asyncio")']
+    for path in stand_in_sources():
+        lines.append(f"module({path.name!r}, base_path={str(path.parent)!r})")
+    return "\n".join(lines) + "\n"
+
+
 def build_micropython(cache: Path) -> Path:
     binary = cache / "bin" / "micropython"
     stamp = cache / "bin" / "micropython.stamp"
-    wanted = json.dumps({"version": MICROPYTHON_VERSION, "flags": MAKE_FLAGS})
+    wanted = json.dumps({"version": MICROPYTHON_VERSION, "flags": MAKE_FLAGS,
+                         "frozen_stand_ins": stand_ins_digest()})
     if binary.exists() and stamp.exists() and stamp.read_text() == wanted:
         return binary
     for tool in ("gcc", "make"):
@@ -140,7 +163,7 @@ def build_micropython(cache: Path) -> Path:
     # directory is populated, and our manifest freezes nothing from it.
     (src / "lib" / "micropython-lib" / "README.md").touch()
     manifest = cache / "unix-manifest.py"
-    manifest.write_text('include("$(MPY_DIR)/extmod/asyncio")\n')
+    manifest.write_text(frozen_manifest())
     log("building the MicroPython Unix port (about a minute on 2 cores)")
     jobs = f"-j{os.cpu_count() or 2}"
     # mpy-cross first and on its own: the port's make would pass FROZEN_MANIFEST down to it.
@@ -149,7 +172,10 @@ def build_micropython(cache: Path) -> Path:
            f"FROZEN_MANIFEST={manifest}", *MAKE_FLAGS]
     run_make(cmd, "the MicroPython Unix port")
     binary.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copy2(src / "ports" / "unix" / "build-standard" / "micropython", binary)
+    # Replace by rename: a running test may be executing the old binary.
+    fresh = binary.with_name("micropython.new")
+    shutil.copy2(src / "ports" / "unix" / "build-standard" / "micropython", fresh)
+    os.replace(fresh, binary)
     stamp.write_text(wanted)
     version = subprocess.run([str(binary), "-c", "import sys; print(sys.version)"],
                              capture_output=True, text=True).stdout.strip()

@@ -49,7 +49,7 @@ def _unframe(raw):
 
 
 class Journal:
-    def __init__(self, flash, log=print, directory="journal", max_records=120, ram_max=4):
+    def __init__(self, flash, log=print, directory="ocpp/journal", max_records=120, ram_max=4):
         self.flash = flash
         self.log = log
         self.dir = directory + "/"

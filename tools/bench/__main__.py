@@ -36,7 +36,7 @@ import tempfile
 import threading
 import time
 import urllib.request
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import psutil
@@ -383,7 +383,7 @@ def main(argv=None) -> int:
     sweep = [int(s) for s in args.sweep.split(",") if s.strip()]
 
     workdir = Path(tempfile.mkdtemp(prefix="picocharge-bench-"))
-    started = datetime.now(timezone.utc)
+    started = datetime.now(UTC)
     results = {"started": started.isoformat(timespec="seconds"), "machine": machine_info(),
                "settings": {"paper_hold_s": hold, "sweep_hold_s": args.sweep_hold, "ramp": args.ramp,
                             "paper_telemetry_s": 60, "sweep_interval_s": 10},
@@ -430,8 +430,8 @@ def main(argv=None) -> int:
     finally:
         for proc in processes:
             proc.stop()
-    results["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    results["duration_s"] = round((datetime.now(timezone.utc) - started).total_seconds(), 1)
+    results["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
+    results["duration_s"] = round((datetime.now(UTC) - started).total_seconds(), 1)
     paths = report.write(results, args.out, started)
     log(f"done in {results['duration_s']} s: " + ", ".join(str(p) for p in paths))
     log(f"logs and data of this run: {workdir}")

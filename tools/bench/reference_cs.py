@@ -13,7 +13,7 @@ import asyncio
 import itertools
 import logging
 import signal
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import websockets
 from ocpp.routing import on
@@ -24,7 +24,7 @@ HEARTBEAT_S = 300
 
 
 def now_iso() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class BareChargePoint(ChargePoint):
