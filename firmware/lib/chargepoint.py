@@ -32,7 +32,6 @@ import clock as clock_mod
 import journal as journal_mod
 import ocpp_config
 import ocpp_link
-import ocpp_localauth  # noqa: F401  (every authorisation needs it: imported while the heap is fresh)
 import ocpp_tx
 from ocpp_rpc import CallError
 
@@ -140,8 +139,6 @@ class ChargePoint(ocpp_link.Link, ocpp_tx.Transactions):
         return entry[0]
 
     def pinned(self, name):
-        if name == "auth":
-            return True
         if name == "smart":
             return self.flash.exists("ocpp/profiles.json")
         if name == "resv":
@@ -161,26 +158,14 @@ class ChargePoint(ocpp_link.Link, ocpp_tx.Transactions):
         if dropped or idle_ms == 0:
             gc.collect()
 
-    @property
-    def core(self):
-        return self.feature("core")
-
-    @property
-    def auth(self):
-        return self.feature("auth")
-
-    @property
-    def resv(self):
-        return self.feature("resv")
-
     def resv_matches(self, tag, parent=None):
-        return self.reservation() is None or self.resv.matches(tag, parent)
+        return self.reservation() is None or self.feature("resv").matches(tag, parent)
 
     def reservation(self):
         """The active reservation or None (without loading the module when none exists)."""
         if "resv" not in self.features and not self.flash.exists("ocpp/reservation.json"):
             return None
-        return self.resv.active()
+        return self.feature("resv").active()
 
     def unload(self, name, collect=True):
         if name in self.features:
@@ -197,14 +182,6 @@ class ChargePoint(ocpp_link.Link, ocpp_tx.Transactions):
         f = f[0] if f is not None else None
         if f is not None and not f.busy and not f.diag_busy and f.trial is None and not f.announce:
             self.unload("fw")
-
-    @property
-    def smart(self):
-        return self.feature("smart")
-
-    @property
-    def fw(self):
-        return self.feature("fw")
 
     def fw_state(self, diag=False):
         f = self.features.get("fw")
@@ -341,7 +318,7 @@ class ChargePoint(ocpp_link.Link, ocpp_tx.Transactions):
             await asyncio.sleep(1)
             return
         lid = rec["l"]
-        if rec["a"] == journal_mod.START:
+        if rec["a"] == "StartTransaction":
             txid = res.get("transactionId")
             if isinstance(txid, int):
                 j.set_txid(lid, txid)
@@ -350,7 +327,7 @@ class ChargePoint(ocpp_link.Link, ocpp_tx.Transactions):
                 tx["txid"] = txid
                 self.save_state()
             info = res.get("idTagInfo") or {}
-            self.auth.remember(rec["p"]["idTag"], info)
+            self.feature("auth").remember(rec["p"]["idTag"], info)
             if info.get("status") != "Accepted" and tx is not None and tx["lid"] == lid:
                 self.log("ocpp: transaction %s idTag %s" % (txid, info.get("status")))
                 if self.cfg.get("StopTransactionOnInvalidId"):
@@ -358,10 +335,10 @@ class ChargePoint(ocpp_link.Link, ocpp_tx.Transactions):
                 else:
                     tx["susp"] = True
                     self.save_state()
-        elif rec["a"] == journal_mod.STOP:
+        elif rec["a"] == "StopTransaction":
             j.forget_tx(lid)
             if "idTagInfo" in res and "idTag" in rec["p"]:
-                self.auth.remember(rec["p"]["idTag"], res["idTagInfo"])
+                self.feature("auth").remember(rec["p"]["idTag"], res["idTagInfo"])
         j.remove(rec["s"])
 
     def summary(self):

@@ -1,149 +1,103 @@
 """OCPP 1.6 configuration keys (read by every part; Get/ChangeConfiguration in ocpp_core).
 
 Configuration: every key the Core profile requires plus the optional ones we implement
-and our own. A key is (default, kind, flags): kind "i" integer, "b" boolean, "s" string,
-"csl:<allowed>" comma-separated list of allowed values (measurands); flags "r" read-only,
-"R" reboot required, "w" write-only (never shown). Changed values are persisted in
-`ocpp/config.json` and survive a reboot.
+and our own. `TABLE` holds one line per key, `name|kind|flags|default` (one string, not a
+dict of tuples: it is parsed for the one key asked, which keeps it small on the heap):
+kind "i" integer, "b" boolean (default 1/0), "s" string, "m" comma-separated list of
+measurands (`ocpp_core.MEASURANDS`); flags "r" read-only, "R" reboot required, "w"
+write-only (never shown). Changed values are persisted in `ocpp/config.json` and survive
+a reboot; parsing and checking a new value lives in ocpp_core (loaded when the central
+system changes a key).
 """
 
-MEASURANDS = ("Energy.Active.Import.Register", "Power.Active.Import", "Current.Import",
-              "Current.Offered", "Voltage", "Temperature")
-_M = "csl:" + "|".join(MEASURANDS)
+TABLE = """
+AllowOfflineTxForUnknownId|b||0
+AuthorizationCacheEnabled|b||1
+AuthorizeRemoteTxRequests|b||1
+ClockAlignedDataInterval|i||0
+ConnectionTimeOut|i||60
+ConnectorPhaseRotation|s||0.RST,1.RST
+GetConfigurationMaxKeys|i|r|64
+HeartbeatInterval|i||300
+LocalAuthorizeOffline|b||1
+LocalPreAuthorize|b||0
+MeterValuesAlignedData|m||Energy.Active.Import.Register
+MeterValuesAlignedDataMaxLength|i|r|6
+MeterValuesSampledData|m||Energy.Active.Import.Register,Power.Active.Import
+MeterValuesSampledDataMaxLength|i|r|6
+MeterValueSampleInterval|i||60
+MinimumStatusDuration|i||0
+NumberOfConnectors|i|r|1
+ResetRetries|i||1
+StopTransactionOnEVSideDisconnect|b||1
+StopTransactionOnInvalidId|b||1
+StopTxnAlignedData|m||
+StopTxnAlignedDataMaxLength|i|r|6
+StopTxnSampledData|m||Energy.Active.Import.Register
+StopTxnSampledDataMaxLength|i|r|6
+SupportedFeatureProfiles|s|r|Core,FirmwareManagement,LocalAuthListManagement,Reservation,SmartCharging,RemoteTrigger
+SupportedFeatureProfilesMaxLength|i|r|6
+TransactionMessageAttempts|i||3
+TransactionMessageRetryInterval|i||30
+UnlockConnectorOnEVSideDisconnect|b|r|0
+WebSocketPingInterval|i||60
+LocalAuthListEnabled|b||1
+LocalAuthListMaxLength|i|r|64
+SendLocalListMaxLength|i|r|32
+ReserveConnectorZeroSupported|b|r|0
+ChargeProfileMaxStackLevel|i|r|8
+ChargingScheduleAllowedChargingRateUnit|s|r|Current,Power
+ChargingScheduleMaxPeriods|i|r|24
+MaxChargingProfilesInstalled|i|r|8
+ConnectorSwitch3to1PhaseSupported|b|r|0
+AuthorizationKey|s|wR|
+FirmwareTrialTimeout|i||300
+ReconnectMaxInterval|i||60
+"""
 
-KEYS = {
-    # Core
-    "AllowOfflineTxForUnknownId": (False, "b", ""),
-    "AuthorizationCacheEnabled": (True, "b", ""),
-    "AuthorizeRemoteTxRequests": (True, "b", ""),
-    "ClockAlignedDataInterval": (0, "i", ""),
-    "ConnectionTimeOut": (60, "i", ""),
-    "ConnectorPhaseRotation": ("0.RST,1.RST", "s", ""),
-    "GetConfigurationMaxKeys": (64, "i", "r"),
-    "HeartbeatInterval": (300, "i", ""),
-    "LocalAuthorizeOffline": (True, "b", ""),
-    "LocalPreAuthorize": (False, "b", ""),
-    "MeterValuesAlignedData": ("Energy.Active.Import.Register", _M, ""),
-    "MeterValuesAlignedDataMaxLength": (6, "i", "r"),
-    "MeterValuesSampledData": ("Energy.Active.Import.Register,Power.Active.Import", _M, ""),
-    "MeterValuesSampledDataMaxLength": (6, "i", "r"),
-    "MeterValueSampleInterval": (60, "i", ""),
-    "MinimumStatusDuration": (0, "i", ""),
-    "NumberOfConnectors": (1, "i", "r"),
-    "ResetRetries": (1, "i", ""),
-    "StopTransactionOnEVSideDisconnect": (True, "b", ""),
-    "StopTransactionOnInvalidId": (True, "b", ""),
-    "StopTxnAlignedData": ("", _M, ""),
-    "StopTxnAlignedDataMaxLength": (6, "i", "r"),
-    "StopTxnSampledData": ("Energy.Active.Import.Register", _M, ""),
-    "StopTxnSampledDataMaxLength": (6, "i", "r"),
-    "SupportedFeatureProfiles": (
-        "Core,FirmwareManagement,LocalAuthListManagement,Reservation,SmartCharging,RemoteTrigger",
-        "s", "r"),
-    "SupportedFeatureProfilesMaxLength": (6, "i", "r"),
-    "TransactionMessageAttempts": (3, "i", ""),
-    "TransactionMessageRetryInterval": (30, "i", ""),
-    "UnlockConnectorOnEVSideDisconnect": (False, "b", "r"),
-    "WebSocketPingInterval": (60, "i", ""),
-    # Local Auth List Management
-    "LocalAuthListEnabled": (True, "b", ""),
-    "LocalAuthListMaxLength": (64, "i", "r"),
-    "SendLocalListMaxLength": (32, "i", "r"),
-    # Reservation
-    "ReserveConnectorZeroSupported": (False, "b", "r"),
-    # Smart Charging
-    "ChargeProfileMaxStackLevel": (8, "i", "r"),
-    "ChargingScheduleAllowedChargingRateUnit": ("Current,Power", "s", "r"),
-    "ChargingScheduleMaxPeriods": (24, "i", "r"),
-    "MaxChargingProfilesInstalled": (8, "i", "r"),
-    "ConnectorSwitch3to1PhaseSupported": (False, "b", "r"),
-    # Security whitepaper (profiles 1/2): the Basic-auth password, write-only
-    "AuthorizationKey": ("", "s", "wR"),
-    # Ours
-    "FirmwareTrialTimeout": (300, "i", ""),
-    "ReconnectMaxInterval": (60, "i", ""),
-}
+
+def row(key):
+    """[name, kind, flags, default text] of a key, or None if there is no such key."""
+    i = TABLE.find("\n%s|" % key)
+    if i < 0 or "\n" in key:
+        return None
+    return TABLE[i + 1:TABLE.find("\n", i + 1)].split("|")
 
 
 class Config:
     def __init__(self, flash, ocpp_section, log=print):
         self.flash = flash
         self.log = log
-        self.values = {}
+        v = self.values = {}
+        sec = ocpp_section or {}
         try:
             saved = flash.read_json("ocpp/config.json")
-            for key in saved:
-                if key in KEYS:
-                    self.values[key] = saved[key]
         except (OSError, ValueError):
-            pass
+            saved = {}
         # the config file's ocpp section may preset keys ("keys": {...})
-        preset = (ocpp_section or {}).get("keys") or {}
-        for key in preset:
-            if key in KEYS and key not in self.values:
-                self.values[key] = preset[key]
-        if "AuthorizationKey" not in self.values and (ocpp_section or {}).get("password"):
-            self.values["AuthorizationKey"] = ocpp_section["password"]
+        for src in (saved, sec.get("keys") or {}):
+            for key in src:
+                if key not in v and row(key):
+                    v[key] = src[key]
+        if "AuthorizationKey" not in v and sec.get("password"):
+            v["AuthorizationKey"] = sec["password"]
 
     def get(self, key):
         if key in self.values:
             return self.values[key]
-        return KEYS[key][0]
+        r = row(key)
+        if r is None:
+            raise KeyError(key)
+        k = r[1]
+        if k == "i":
+            return int(r[3])
+        if k == "b":
+            return r[3] == "1"
+        return r[3]
 
     def list(self, key):
         value = self.get(key)
         return [v.strip() for v in value.split(",") if v.strip()] if value else []
-
-    def text(self, key):
-        value = self.get(key)
-        if isinstance(value, bool):
-            return "true" if value else "false"
-        return str(value)
-
-    def parse(self, key, text):
-        """The typed value of `text` for `key`; ValueError if it does not fit."""
-        kind = KEYS[key][1]
-        if kind == "b":
-            low = text.lower()
-            if low not in ("true", "false"):
-                raise ValueError("boolean")
-            return low == "true"
-        if kind == "i":
-            value = int(text)
-            if value < 0:
-                raise ValueError("negative")
-            return value
-        if kind.startswith("csl:"):
-            allowed = kind[4:].split("|")
-            parts = [v.strip() for v in text.split(",") if v.strip()]
-            if len(parts) > 6:
-                raise ValueError("too many")
-            for p in parts:
-                if p not in allowed:
-                    raise ValueError("unknown measurand")
-            return ",".join(parts)
-        if len(text) > 500:
-            raise ValueError("too long")
-        return text
-
-    def change(self, key, text):
-        """ChangeConfiguration status."""
-        if key not in KEYS:
-            return "NotSupported"
-        flags = KEYS[key][2]
-        if "r" in flags:
-            return "Rejected"
-        try:
-            value = self.parse(key, text)
-        except ValueError:
-            return "Rejected"
-        if key == "AuthorizationKey" and not (16 <= len(value) <= 40):
-            return "Rejected"
-        if key == "HeartbeatInterval" and value < 1:
-            return "Rejected"
-        self.values[key] = value
-        self.save()
-        return "RebootRequired" if "R" in flags else "Accepted"
 
     def save(self):
         try:
@@ -151,20 +105,3 @@ class Config:
             self.flash.write_json("ocpp/config.json", self.values)
         except OSError as exc:
             self.log("ocpp: cannot save configuration: %s" % exc)
-
-    def entries(self, keys=None, max_keys=64):
-        """(configurationKey list, unknownKey list) for GetConfiguration."""
-        known = []
-        unknown = []
-        names = keys if keys else sorted(KEYS)
-        for key in names:
-            if key not in KEYS or (keys and "w" in KEYS[key][2]):
-                if keys:
-                    unknown.append(key)
-                continue
-            if "w" in KEYS[key][2]:
-                continue
-            if len(known) >= max_keys:
-                break
-            known.append({"key": key, "readonly": "r" in KEYS[key][2], "value": self.text(key)})
-        return known, unknown

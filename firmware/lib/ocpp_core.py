@@ -1,10 +1,86 @@
 """OCPP 1.6 Core profile: the operations the central system calls (Reset,
-ChangeAvailability, Get/ChangeConfiguration, ClearCache, UnlockConnector, DataTransfer,
-Remote Start/Stop). Loaded when the central system first calls one of them; the
-charge point's own Core messages live in chargepoint.py and ocpp_tx.py."""
+ChangeAvailability, Get/ChangeConfiguration, UnlockConnector, DataTransfer,
+Remote Start/Stop), and checking a new configuration value. Loaded when the central
+system first calls one of them; the charge point's own Core messages live in
+chargepoint.py and ocpp_tx.py."""
 
+import asyncio
+
+import ocpp_config
 import ocpp_rpc
 from ocpp_rpc import CallError
+
+MEASURANDS = ("Energy.Active.Import.Register", "Power.Active.Import", "Current.Import",
+              "Current.Offered", "Voltage", "Temperature")
+
+
+def parse_value(kind, text):
+    """The typed value of `text` for a key of `kind`; ValueError if it does not fit."""
+    if kind == "b":
+        low = text.lower()
+        if low not in ("true", "false"):
+            raise ValueError("boolean")
+        return low == "true"
+    if kind == "i":
+        value = int(text)
+        if value < 0:
+            raise ValueError("negative")
+        return value
+    if kind == "m":
+        parts = [v.strip() for v in text.split(",") if v.strip()]
+        if len(parts) > 6:
+            raise ValueError("too many")
+        for p in parts:
+            if p not in MEASURANDS:
+                raise ValueError("unknown measurand")
+        return ",".join(parts)
+    if len(text) > 500:
+        raise ValueError("too long")
+    return text
+
+
+def change(cfg, key, text):
+    """ChangeConfiguration status."""
+    r = ocpp_config.row(key)
+    if r is None:
+        return "NotSupported"
+    flags = r[2]
+    if "r" in flags:
+        return "Rejected"
+    try:
+        value = parse_value(r[1], text)
+    except ValueError:
+        return "Rejected"
+    if key == "AuthorizationKey" and not (16 <= len(value) <= 40):
+        return "Rejected"
+    if key == "HeartbeatInterval" and value < 1:
+        return "Rejected"
+    cfg.values[key] = value
+    cfg.save()
+    return "RebootRequired" if "R" in flags else "Accepted"
+
+
+def text_of(value):
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def entries(cfg, keys=None, max_keys=64):
+    """(configurationKey list, unknownKey list) for GetConfiguration."""
+    known = []
+    unknown = []
+    names = keys if keys else sorted(line.split("|")[0] for line in ocpp_config.TABLE.split("\n") if line)
+    for key in names:
+        r = ocpp_config.row(key)
+        if r is None or "w" in r[2]:
+            if keys:
+                unknown.append(key)
+            continue
+        if len(known) >= max_keys:
+            break
+        known.append({"key": key, "readonly": "r" in r[2], "value": text_of(cfg.get(key))})
+    return known, unknown
 
 
 class Core:
@@ -25,14 +101,26 @@ class Core:
         self.cp = cp
 
     def reset(self, p):
-        self.cp.request_reset(p["type"])
+        cp = self.cp
+        if cp.resetting is None:
+            cp.resetting = kind = p["type"]
+            asyncio.create_task(_reset(cp, kind))
         return {"status": "Accepted"}
 
     def change_availability(self, p):
         cid = p["connectorId"]
         if cid not in (0, 1):
             return {"status": "Rejected"}
-        return {"status": self.cp.change_availability(p["type"] == "Operative")}
+        cp = self.cp
+        operative = p["type"] == "Operative"
+        if not operative and cp.tx is not None:
+            cp.scheduled_avail = False
+            return {"status": "Scheduled"}
+        cp.scheduled_avail = None
+        cp.available = operative
+        cp.save_state()
+        cp.poke()
+        return {"status": "Accepted"}
 
     def get_configuration(self, p):
         keys = p.get("key")
@@ -41,16 +129,22 @@ class Core:
                 if not isinstance(k, str):
                     raise CallError(ocpp_rpc.TYPE_VIOLATION, "key must hold strings")
         cfg = self.cp.cfg
-        known, unknown = cfg.entries(keys, cfg.get("GetConfigurationMaxKeys"))
+        known, unknown = entries(cfg, keys, cfg.get("GetConfigurationMaxKeys"))
         out = {"configurationKey": known}
         if unknown:
             out["unknownKey"] = unknown
         return out
 
     def change_configuration(self, p):
-        status = self.cp.cfg.change(p["key"], p["value"])
+        cp = self.cp
+        key = p["key"]
+        status = change(cp.cfg, key, p["value"])
         if status == "Accepted":
-            self.cp.config_changed(p["key"])
+            if key == "MeterValueSampleInterval":
+                cp.next_sample = 0
+            if key == "ClockAlignedDataInterval":
+                cp.next_aligned = 0
+            cp.poke()
         return {"status": status}
 
     def unlock_connector(self, p):
@@ -73,12 +167,37 @@ class Core:
         cid = p.get("connectorId", 1)
         if cid != 1:
             return {"status": "Rejected"}
+        cp = self.cp
         profile = p.get("chargingProfile")
         if profile is not None:
-            self.cp.smart.validate(profile, 1)
+            cp.feature("smart").validate(profile, 1)
             if profile.get("chargingProfilePurpose") != "TxProfile":
                 return {"status": "Rejected"}
-        return {"status": self.cp.remote_start(p["idTag"], profile)}
+        tag = p["idTag"]
+        if cp.tx is not None or not cp.available or cp.connector_status() in ("Faulted", "Unavailable") \
+                or not cp.resv_matches(tag):
+            return {"status": "Rejected"}
+        cp.remote_profile = profile
+        if cp.cfg.get("AuthorizeRemoteTxRequests"):
+            cp.authorize(tag)
+        else:
+            cp.arm(tag, None)
+        return {"status": "Accepted"}
 
     def remote_stop(self, p):
-        return {"status": self.cp.remote_stop(p["transactionId"])}
+        tx = self.cp.tx
+        if tx is None or tx.get("txid") != p["transactionId"]:
+            return {"status": "Rejected"}
+        self.cp.stop_transaction("Remote")
+        return {"status": "Accepted"}
+
+
+async def _reset(cp, kind):
+    await asyncio.sleep_ms(200)  # the answer to Reset goes out first
+    if cp.tx is not None:
+        cp.stop_transaction("HardReset" if kind == "Hard" else "SoftReset")
+    for _ in range(100 if kind == "Soft" else 30):
+        if not len(cp.journal) and not cp.outbox:
+            break
+        await asyncio.sleep_ms(100)
+    cp.reboot(kind)

@@ -13,21 +13,31 @@ import ocpp_rpc
 import ocpp_ws
 from ocpp_rpc import CallError
 
-# Actions OCPP 1.6 knows that this charge point does not take as a CALL.
-KNOWN_ACTIONS = ("Authorize", "BootNotification", "DiagnosticsStatusNotification",
-                 "FirmwareStatusNotification", "Heartbeat", "MeterValues", "StartTransaction",
-                 "StatusNotification", "StopTransaction", "CertificateSigned",
-                 "DeleteCertificate", "ExtendedTriggerMessage", "GetInstalledCertificateIds",
-                 "GetLog", "InstallCertificate", "SignedUpdateFirmware")
+# CALLs of the central system -> the feature that handles them (loaded on demand), and
+# ("-") the actions OCPP 1.6 knows that this charge point does not take as a CALL. One
+# string, not a dict: it is searched for the one action asked.
+ROUTES = """ Reset=core ChangeAvailability=core GetConfiguration=core ChangeConfiguration=core
+ ClearCache=auth UnlockConnector=core DataTransfer=core RemoteStartTransaction=core
+ RemoteStopTransaction=core SendLocalList=auth GetLocalListVersion=auth ReserveNow=resv
+ CancelReservation=resv SetChargingProfile=smart ClearChargingProfile=smart
+ GetCompositeSchedule=smart TriggerMessage=trigger UpdateFirmware=fw GetDiagnostics=fw
+ Authorize=- BootNotification=- DiagnosticsStatusNotification=- FirmwareStatusNotification=-
+ Heartbeat=- MeterValues=- StartTransaction=- StatusNotification=- StopTransaction=-
+ CertificateSigned=- DeleteCertificate=- ExtendedTriggerMessage=- GetInstalledCertificateIds=-
+ GetLog=- InstallCertificate=- SignedUpdateFirmware=-
+"""
 
-# CALLs of the central system -> the feature that handles them (loaded on demand)
-ROUTES = {"Reset": "core", "ChangeAvailability": "core", "GetConfiguration": "core",
-          "ChangeConfiguration": "core", "ClearCache": "auth", "UnlockConnector": "core",
-          "DataTransfer": "core", "RemoteStartTransaction": "core", "RemoteStopTransaction": "core",
-          "SendLocalList": "auth", "GetLocalListVersion": "auth", "ReserveNow": "resv",
-          "CancelReservation": "resv", "SetChargingProfile": "smart", "ClearChargingProfile": "smart",
-          "GetCompositeSchedule": "smart", "TriggerMessage": "trigger",
-          "UpdateFirmware": "fw", "GetDiagnostics": "fw"}
+
+def route(action):
+    """The feature name handling `action`, "-" for a known action not taken, or None."""
+    i = ROUTES.find(" %s=" % action)
+    if i < 0 or " " in action or "=" in action:
+        return None
+    i += len(action) + 2
+    j = i
+    while ROUTES[j] > " ":
+        j += 1
+    return ROUTES[i:j]
 
 
 class NotConnected(OSError):
@@ -140,7 +150,7 @@ class Link:
             if self.registration == "Accepted":
                 self.accepted_once = True
                 if "fw" in self.features:
-                    self.fw.on_accepted()
+                    self.feature("fw").on_accepted()
                 return
             await asyncio.sleep(max(1, res.get("interval") or 30))
 
@@ -239,11 +249,11 @@ class Link:
     async def _dispatch(self, ws, uid, action, body):
         if self.registration == "Rejected":
             return  # a rejected charge point does not answer the central system
-        feature = None
-        if action in ROUTES:
-            feature = self.feature(ROUTES[action])
+        name = route(action) if isinstance(action, str) else None
+        if name and name != "-":
+            feature = self.feature(name)
         else:
-            code = ocpp_rpc.NOT_SUPPORTED if action in KNOWN_ACTIONS else ocpp_rpc.NOT_IMPLEMENTED
+            code = ocpp_rpc.NOT_SUPPORTED if name else ocpp_rpc.NOT_IMPLEMENTED
             await self._send(ws, ocpp_rpc.error(uid, code, "%s is not handled here" % action))
             return
         meth, spec = feature.HANDLERS[action]

@@ -4,8 +4,13 @@ The local list (SendLocalList full/differential with version numbers, GetLocalLi
 and the cache (Authorize / StartTransaction answers, ClearCache) are persisted in
 `ocpp/locallist.json` and `ocpp/authcache.json`. Entries are kept compactly as
 `idTag -> [status, expiry_unix_or_0, parentIdTag_or_None]`; both are bounded
-(LocalAuthListMaxLength, CACHE_MAX with the oldest entry evicted).
+(LocalAuthListMaxLength, CACHE_MAX with the oldest entry evicted). Authorising an idTag
+(online, local list, cache, offline rules) lives here too: the module is loaded when a
+card is presented or an idTagInfo arrives and dropped again when idle (its state is on
+flash).
 """
+
+import asyncio
 
 import clock as clock_mod
 import ocpp_rpc
@@ -110,6 +115,42 @@ class LocalAuth:
         while len(self.cache_order) > CACHE_MAX:
             del self.cache[self.cache_order.pop(0)]
         self._save_cache()
+
+    async def authorize(self, tag):
+        """Authorise `tag` (a card, RemoteStartTransaction): arm the connector or refuse."""
+        cp = self.cp
+        cfg = cp.cfg
+        entry = self.lookup(tag)[1]
+        if entry is not None and cfg.get("LocalPreAuthorize") and self.accepted_locally(tag):
+            if cp.resv_matches(tag, entry[2]):
+                cp.arm(tag, entry[2])
+            return
+        if cp.online.is_set():
+            try:
+                res = await cp.call("Authorize", {"idTag": tag})
+            except (ocpp_rpc.CallError, OSError, asyncio.TimeoutError) as exc:
+                res = None
+                cp.log("ocpp: Authorize failed: %r" % (exc,))
+            if res is not None:
+                info = res.get("idTagInfo") or {}
+                cp.feature("auth").remember(tag, info)  # (this object may have been unloaded)
+                if info.get("status") == "Accepted" and cp.resv_matches(tag, info.get("parentIdTag")):
+                    cp.arm(tag, info.get("parentIdTag"))
+                else:
+                    cp.log("ocpp: %s not authorised (%s)" % (tag, info.get("status")))
+                return
+        # offline
+        auth = cp.feature("auth")
+        entry = auth.lookup(tag)[1]
+        if entry is not None:
+            if cfg.get("LocalAuthorizeOffline") and auth.accepted_locally(tag) and cp.resv_matches(tag, entry[2]):
+                cp.arm(tag, entry[2])
+            else:
+                cp.log("ocpp: %s refused offline (%s)" % (tag, entry[0]))
+        elif cfg.get("AllowOfflineTxForUnknownId") and cp.resv_matches(tag):
+            cp.arm(tag, None)
+        else:
+            cp.log("ocpp: %s unknown and offline: refused" % tag)
 
     def clear_cache(self):
         self.cache = {}

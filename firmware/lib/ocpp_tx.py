@@ -1,19 +1,15 @@
 """The transaction side of the charge point (a base class of chargepoint.ChargePoint, split
-out so each module compiles in a small heap): authorisation, Start/StopTransaction,
-sampled and clock-aligned meter values, connector status, availability, reset, and the
-1 s control tick that follows the station."""
+out so each module compiles in a small heap): Start/StopTransaction, sampled and
+clock-aligned meter values, connector status, reboot, and the 1 s control tick that
+follows the station. Authorisation lives in ocpp_localauth, the central system's
+RemoteStart/Stop, Reset and ChangeAvailability in ocpp_core (both loaded on demand)."""
 
 import asyncio
 import sys
 
 import clock as clock_mod
 import connector_state
-import journal as journal_mod
 from ocpp_rpc import CallError
-
-TX_DATA_MAX = 6
-UNITS = {"Energy.Active.Import.Register": "Wh", "Power.Active.Import": "W",
-         "Current.Import": "A", "Current.Offered": "A", "Voltage": "V", "Temperature": "Celsius"}
 
 
 class Transactions:
@@ -22,83 +18,33 @@ class Transactions:
         """A card presented (or `ev.start`): authorise, or stop our own transaction."""
         tx = self.tx
         if tx is not None:
-            if id_tag == tx["tag"] or (tx.get("parent") and self.auth.lookup(id_tag)[1] and
-                                       self.auth.lookup(id_tag)[1][2] == tx["parent"]):
+            if id_tag == tx["tag"] or (tx.get("parent") and
+                                       (self.feature("auth").lookup(id_tag)[1] or (0, 0, 0))[2] == tx["parent"]):
                 self.stop_transaction("Local", id_tag)
                 return "stopping"
             return "busy"
-        asyncio.create_task(self._authorize(id_tag))
+        self.authorize(id_tag)
         return "authorizing"
 
     def local_stop(self, reason="Local"):
         return self.stop_transaction(reason, self.tx["tag"] if self.tx else None)
 
-    def _arm(self, tag, parent):
+    def authorize(self, tag):
+        asyncio.create_task(self.feature("auth").authorize(tag))
+
+    def arm(self, tag, parent):
         self.armed = [tag, parent, self.clock.now() + self.cfg.get("ConnectionTimeOut")]
         self.log("ocpp: %s authorised" % tag)
         self.poke()
-
-    async def _authorize(self, tag, remote=False):
-        auth = self.auth
-        if auth.lookup(tag)[1] is not None and self.cfg.get("LocalPreAuthorize") and auth.accepted_locally(tag):
-            entry = auth.lookup(tag)[1]
-            if self.resv_matches(tag, entry[2]):
-                self._arm(tag, entry[2])
-            return
-        if self.online.is_set():
-            try:
-                res = await self.call("Authorize", {"idTag": tag})
-            except (CallError, OSError, asyncio.TimeoutError) as exc:
-                res = None
-                self.log("ocpp: Authorize failed: %r" % (exc,))
-            if res is not None:
-                info = res.get("idTagInfo") or {}
-                auth.remember(tag, info)
-                if info.get("status") == "Accepted" and self.resv_matches(tag, info.get("parentIdTag")):
-                    self._arm(tag, info.get("parentIdTag"))
-                else:
-                    self.log("ocpp: %s not authorised (%s)" % (tag, info.get("status")))
-                return
-        # offline
-        src, entry = auth.lookup(tag)
-        if entry is not None:
-            if self.cfg.get("LocalAuthorizeOffline") and auth.accepted_locally(tag) and self.resv_matches(tag, entry[2]):
-                self._arm(tag, entry[2])
-            else:
-                self.log("ocpp: %s refused offline (%s)" % (tag, entry[0]))
-        elif self.cfg.get("AllowOfflineTxForUnknownId") and self.resv_matches(tag):
-            self._arm(tag, None)
-        else:
-            self.log("ocpp: %s unknown and offline: refused" % tag)
-
-    def remote_start(self, tag, profile):
-        if self.tx is not None or not self.available or self.connector_status() in ("Faulted", "Unavailable"):
-            return "Rejected"
-        if not self.resv_matches(tag):
-            return "Rejected"
-        self.remote_profile = profile
-        if self.cfg.get("AuthorizeRemoteTxRequests"):
-            asyncio.create_task(self._authorize(tag, True))
-        else:
-            self._arm(tag, None)
-        return "Accepted"
-
-    def remote_stop(self, txid):
-        tx = self.tx
-        if tx is None or tx.get("txid") != txid:
-            return "Rejected"
-        self.stop_transaction("Remote")
-        return "Accepted"
 
     def _start_transaction(self, tag, parent):
         now = self.clock.now()
         wh = self.meter_wh()
         payload = {"connectorId": 1, "idTag": tag, "meterStart": wh,
                    "timestamp": clock_mod.iso(now)}
-        r = self.reservation()
-        if r is not None:
-            payload["reservationId"] = self.resv.consume()
-        lid = self.journal.add(journal_mod.START, payload, None, self.uid())
+        if self.reservation() is not None:
+            payload["reservationId"] = self.feature("resv").consume()
+        lid = self.journal.add("StartTransaction", payload, None, self.uid())
         self.tx = {"lid": lid, "tag": tag, "parent": parent, "start": int(now), "wh0": wh,
                    "txid": None, "susp": False}
         self.tx_data = []
@@ -111,9 +57,10 @@ class Transactions:
         self.log("ocpp: transaction #%d started for %s at %d Wh" % (lid, tag, wh))
         if self.remote_profile is not None:
             try:
-                pr = self.smart.validate(self.remote_profile, 1)
+                smart = self.feature("smart")
+                pr = smart.validate(self.remote_profile, 1)
                 pr["tx"] = None
-                self.smart.install(pr)
+                smart.install(pr)
             except CallError:
                 pass
             self.remote_profile = None
@@ -132,7 +79,7 @@ class Transactions:
         self._tx_sample("Transaction.End", now)
         if self.tx_data:
             payload["transactionData"] = self.tx_data
-        self.journal.add(journal_mod.STOP, payload, tx["lid"], self.uid())
+        self.journal.add("StopTransaction", payload, tx["lid"], self.uid())
         self.tx = None
         self.tx_data = []
         try:
@@ -141,7 +88,7 @@ class Transactions:
         except Exception:
             self.finishing = False
         if self.has_profiles():
-            self.smart.end_transaction()
+            self.feature("smart").end_transaction()
         if self.scheduled_avail is not None:
             self.available = self.scheduled_avail
             self.scheduled_avail = None
@@ -151,45 +98,49 @@ class Transactions:
         return True
 
     # -- meter values --------------------------------------------------------------------
-    def _reading(self, measurand):
-        st = self.station
-        try:
-            if measurand == "Energy.Active.Import.Register":
-                return "%d" % self.meter_wh()
-            if measurand == "Power.Active.Import":
-                v = st.power_w()
-            elif measurand == "Current.Import":
-                v = st.current_a()
-            elif measurand == "Current.Offered":
-                v = st.offered_a()
-            elif measurand == "Voltage":
-                v = st.voltage_v()
-            else:
-                v = st.temperature_c()
-        except Exception:
-            return None
-        return None if v is None else "%.1f" % v
-
     def sampled(self, measurands, context):
+        st = self.station
         out = []
         for m in measurands:
-            value = self._reading(m)
-            if value is None:
+            loc = "Outlet"
+            try:
+                if m == "Energy.Active.Import.Register":
+                    v = "%d" % self.meter_wh()
+                    u = "Wh"
+                else:
+                    if m == "Power.Active.Import":
+                        v = st.power_w()
+                        u = "W"
+                    elif m == "Current.Import":
+                        v = st.current_a()
+                        u = "A"
+                    elif m == "Current.Offered":
+                        v = st.offered_a()
+                        u = "A"
+                        loc = None
+                    elif m == "Voltage":
+                        v = st.voltage_v()
+                        u = "V"
+                    else:
+                        v = st.temperature_c()
+                        u = "Celsius"
+                        loc = "Body"
+                    if v is not None:
+                        v = "%.1f" % v
+            except Exception:
+                v = None
+            if v is None:
                 continue
-            sv = {"value": value, "context": context, "measurand": m, "unit": UNITS[m]}
-            if m == "Temperature":
-                sv["location"] = "Body"
-            elif m != "Current.Offered":
-                sv["location"] = "Outlet"
+            sv = {"value": v, "context": context, "measurand": m, "unit": u}
+            if loc:
+                sv["location"] = loc
             out.append(sv)
         return out
 
     def meter_values_payload(self, cid, context, measurands=None, ts=None):
         if measurands is None:
             measurands = self.cfg.list("MeterValuesSampledData")
-        values = self.sampled(measurands, context)
-        if not values:
-            values = self.sampled(["Energy.Active.Import.Register"], context)
+        values = self.sampled(measurands, context) or self.sampled(["Energy.Active.Import.Register"], context)
         p = {"connectorId": cid, "meterValue": [{"timestamp": clock_mod.iso(ts or self.clock.now()),
                                                  "sampledValue": values}]}
         tx = self.tx
@@ -198,29 +149,27 @@ class Transactions:
         return p
 
     def _tx_sample(self, context, ts=None, aligned=False):
-        key = "StopTxnAlignedData" if aligned else "StopTxnSampledData"
-        ms = self.cfg.list(key)
-        if not ms:
-            return
-        values = self.sampled(ms, context)
+        ms = self.cfg.list("StopTxnAlignedData" if aligned else "StopTxnSampledData")
+        values = self.sampled(ms, context) if ms else None
         if not values:
             return
-        if len(self.tx_data) >= TX_DATA_MAX:
-            self.tx_data.pop(1 if len(self.tx_data) > 1 else 0)
-        self.tx_data.append({"timestamp": clock_mod.iso(ts or self.clock.now()), "sampledValue": values})
+        d = self.tx_data
+        if len(d) >= 6:  # bounded: the first and the latest samples stay
+            d.pop(1 if len(d) > 1 else 0)
+        d.append({"timestamp": clock_mod.iso(ts or self.clock.now()), "sampledValue": values})
 
     def _meter_tick(self, now):
         tx = self.tx
-        interval = self.cfg.get("MeterValueSampleInterval")
+        cfg = self.cfg
+        interval = cfg.get("MeterValueSampleInterval")
         if tx is not None and interval and now >= self.next_sample:
             self.next_sample = now + interval
             p = self.meter_values_payload(1, "Sample.Periodic")
-            p.pop("transactionId", None)
             p["transactionId"] = 0
-            self.journal.add(journal_mod.METER, p, tx["lid"], self.uid())
+            self.journal.add("MeterValues", p, tx["lid"], self.uid())
             self._tx_sample("Sample.Periodic")
             self.save_state()
-        aligned = self.cfg.get("ClockAlignedDataInterval")
+        aligned = cfg.get("ClockAlignedDataInterval")
         if aligned:
             boundary = int(now) - int(now) % aligned
             if self.next_aligned == 0:
@@ -228,30 +177,21 @@ class Transactions:
             elif now >= self.next_aligned:
                 ts = self.next_aligned
                 self.next_aligned = boundary + aligned
-                ms = self.cfg.list("MeterValuesAlignedData")
+                ms = cfg.list("MeterValuesAlignedData")
                 if ms:
                     p = self.meter_values_payload(1, "Sample.Clock", ms, ts)
                     if tx is not None:
                         p["transactionId"] = 0
-                        self.journal.add(journal_mod.METER, p, tx["lid"], self.uid())
+                        self.journal.add("MeterValues", p, tx["lid"], self.uid())
                         self.save_state()
                     elif self.online.is_set():
                         self.queue("MeterValues", p)
                 if tx is not None:
                     self._tx_sample("Sample.Clock", ts, True)
 
-    # -- status, availability, control tick ----------------------------------------------
+    # -- status, control tick ----------------------------------------------------------
     def connector_status(self):
         return self.status_now.get(1, ("Available",))[0]
-
-    def _derive(self):
-        st = self.station
-        pilot = st.pilot_state()
-        faults = st.faults()
-        r = self.reservation()
-        return connector_state.derive(pilot, st.relay_closed(), self.tx is not None,
-                                      self.finishing, self.armed is not None, self.available,
-                                      r is not None, faults, st.offered_a())
 
     def resend_status(self, cid):
         if cid in self.sent_status:
@@ -259,14 +199,16 @@ class Transactions:
         self.poke()
 
     def _status_tick(self):
-        s1 = self._derive()
-        s0 = ("Available" if self.available else "Unavailable", "NoError", None)
-        self.status_now[0] = s0
-        self.status_now[1] = s1
+        st = self.station
+        sn = self.status_now
+        sn[0] = ("Available" if self.available else "Unavailable", "NoError", None)
+        sn[1] = connector_state.derive(st.pilot_state(), st.relay_closed(), self.tx is not None,
+                                       self.finishing, self.armed is not None, self.available,
+                                       self.reservation() is not None, st.faults(), st.offered_a())
         if not self.online.is_set():
             return
         for cid in (0, 1):
-            cur = self.status_now[cid]
+            cur = sn[cid]
             if self.sent_status.get(cid) != cur:
                 self.sent_status[cid] = cur
                 p = {"connectorId": cid, "status": cur[0], "errorCode": cur[1],
@@ -278,38 +220,6 @@ class Transactions:
                         self.outbox.remove(m)
                         break
                 self.queue("StatusNotification", p, None, True)
-
-    def change_availability(self, operative):
-        if not operative and self.tx is not None:
-            self.scheduled_avail = False
-            return "Scheduled"
-        self.scheduled_avail = None
-        self.available = operative
-        self.save_state()
-        self.poke()
-        return "Accepted"
-
-    def config_changed(self, key):
-        if key in ("MeterValueSampleInterval",):
-            self.next_sample = 0
-        if key == "ClockAlignedDataInterval":
-            self.next_aligned = 0
-        self.poke()
-
-    def request_reset(self, kind):
-        if self.resetting is None:
-            self.resetting = kind
-            asyncio.create_task(self._reset(kind))
-
-    async def _reset(self, kind):
-        await asyncio.sleep_ms(200)  # the answer to Reset goes out first
-        if self.tx is not None:
-            self.stop_transaction("HardReset" if kind == "Hard" else "SoftReset")
-        for _ in range(100 if kind == "Soft" else 30):
-            if not len(self.journal) and not self.outbox:
-                break
-            await asyncio.sleep_ms(100)
-        self.reboot(kind)
 
     def reboot(self, kind):
         if self.tx is not None:
@@ -347,7 +257,7 @@ class Transactions:
         tx = self.tx
         allow = tx is not None and not tx.get("susp") and plugged
         st.set_charging_allowed(allow)
-        limit = self.smart.limit_now() if self.has_profiles() else None
+        limit = self.feature("smart").limit_now() if self.has_profiles() else None
         if limit != self.limit_a:
             self.limit_a = limit
             st.set_limit_a(limit)
