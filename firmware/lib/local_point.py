@@ -36,7 +36,7 @@ class LocalPoint:
         self.tx = None  # {"id_tag", "start", "wh0"}
         self.tx_stopping = False
         self.available = True
-        self.status = "Available"
+        self.status = None  # the first derived status is logged (as a boot notification)
         self.error_code = "NoError"
         self.info = None
         self.sessions = 0

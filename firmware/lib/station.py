@@ -207,8 +207,16 @@ class Station:
         """The register, brought up to this instant with the last measured power (0 once
         the contactor is open), so a transaction stopped between two sampling cycles
         counts its last fraction of a second."""
-        if self._e_ms is not None:
-            self._integrate(time.ticks_ms(), self._p_prev if self._relay else 0.0, False)
+        last = self._e_ms
+        if last is not None:
+            step = self._step_ms()
+            if step is None or time.ticks_diff(step, last) < 0:
+                if self._relay:  # steady since the last measurement: its power still flows
+                    self._integrate(time.ticks_ms(), self._p_prev, False)
+            elif step == self.opened_ms and not self._relay:
+                # opened since: the old power flowed until the opening, nothing after it
+                self._integrate(time.ticks_ms(), 0.0, True)
+            # (closed or re-offered since: wait for the next measurement of the new power)
         return self.register.wh
 
     def power_w(self):

@@ -96,6 +96,7 @@ def test_unplug_while_charging_opens_the_relay_within_100_ms(board_factory):
 def test_safety_timer_opens_the_relay_while_the_event_loop_is_blocked(board_factory):
     board = boot(board_factory, {"intervals": {"sensors_s": 2}})
     board.control("plug", demand_a=16)
+    board.wait_for(r"^status: Charging$")
     wait_world(board, lambda w: w["relay_closed"] and w["current_a"] > 15, what="charging")
     mark = board.console.mark()
     # a technician's long command holds the event loop for 3 s
