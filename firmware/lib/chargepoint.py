@@ -33,15 +33,17 @@ import journal as journal_mod
 import ocpp_config
 import ocpp_link
 import ocpp_tx
+from micropython import const
 from ocpp_rpc import CallError
 
-OUTBOX_MAX = 8
-EVENTS_MAX = 40
-# Feature modules loaded when first needed (and the firmware one unloaded after use):
-# their code is most of the charge point's heap on a board.
-FEATURES = {"core": ("ocpp_core", "Core"), "auth": ("ocpp_localauth", "LocalAuth"),
-            "resv": ("ocpp_reservation", "Reservation"), "smart": ("ocpp_smart", "SmartCharging"), "trigger": ("ocpp_trigger", "Trigger"),
-            "fw": ("ocpp_firmware", "Firmware")}
+_OUTBOX_MAX = const(8)
+_EVENTS_MAX = const(40)
+
+
+def module_of(name):
+    """The module of a feature (loaded when first needed, dropped when idle: code paging;
+    feature code is most of the charge point's heap on a board); each defines `Feature`."""
+    return "ocpp_" + {"auth": "localauth", "resv": "reservation", "fw": "firmware"}.get(name, name)
 
 
 class ChargePoint(ocpp_link.Link, ocpp_tx.Transactions):
@@ -125,7 +127,7 @@ class ChargePoint(ocpp_link.Link, ocpp_tx.Transactions):
         entry = self.features.get(name)
         if entry is None:
             self.unload_idle(0, name)
-            mod, cls = FEATURES[name]
+            mod = module_of(name)
             try:
                 module = __import__(mod)
             except MemoryError:
@@ -133,7 +135,7 @@ class ChargePoint(ocpp_link.Link, ocpp_tx.Transactions):
                     del sys.modules[mod]
                 gc.collect()
                 module = __import__(mod)
-            entry = [getattr(module, cls)(self), 0]
+            entry = [module.Feature(self), 0]
             self.features[name] = entry
         entry[1] = time.ticks_ms()
         return entry[0]
@@ -155,6 +157,10 @@ class ChargePoint(ocpp_link.Link, ocpp_tx.Transactions):
             if time.ticks_diff(now, self.features[name][1]) >= idle_ms:
                 self.unload(name, False)
                 dropped = True
+        for mod in ("ocpp_check", "ocpp_info") if idle_ms else ():  # transient helpers
+            if mod in sys.modules:
+                del sys.modules[mod]
+                dropped = True
         if dropped or idle_ms == 0:
             gc.collect()
 
@@ -170,18 +176,11 @@ class ChargePoint(ocpp_link.Link, ocpp_tx.Transactions):
     def unload(self, name, collect=True):
         if name in self.features:
             del self.features[name]
-            mod = FEATURES[name][0]
+            mod = module_of(name)
             if mod in sys.modules:
                 del sys.modules[mod]
             if collect:
                 gc.collect()
-
-    def release_fw(self):
-        """Unload the firmware-management code once nothing is going on."""
-        f = self.features.get("fw")
-        f = f[0] if f is not None else None
-        if f is not None and not f.busy and not f.diag_busy and f.trial is None and not f.announce:
-            self.unload("fw")
 
     def fw_state(self, diag=False):
         f = self.features.get("fw")
@@ -194,7 +193,7 @@ class ChargePoint(ocpp_link.Link, ocpp_tx.Transactions):
         return "smart" in self.features or self.flash.exists("ocpp/profiles.json")
 
     def log(self, text):
-        if len(self.events) >= EVENTS_MAX:
+        if len(self.events) >= _EVENTS_MAX:
             self.events.pop(0)
         self.events.append("%s %s" % (clock_mod.iso(self.clock.now()), text))
         self._log(text)
@@ -230,7 +229,7 @@ class ChargePoint(ocpp_link.Link, ocpp_tx.Transactions):
     # -- outbox and journal ---------------------------------------------------------------
     def queue(self, action, payload, on_result=None, barrier=False):
         """Queue a non-transaction message (bounded; the oldest is dropped when full)."""
-        if len(self.outbox) >= OUTBOX_MAX:
+        if len(self.outbox) >= _OUTBOX_MAX:
             self.outbox.pop(0)
         self.outbox.append([action, payload, on_result,
                             self.journal.next_seq - 1 if barrier else 0])
@@ -244,17 +243,8 @@ class ChargePoint(ocpp_link.Link, ocpp_tx.Transactions):
 
     def pending(self):
         """What waits to be sent: ["<action> #<seq>", ...] (journal first, then outbox)."""
-        out = []
-        for seq in self.journal.seqs[:20]:
-            try:
-                out.append("%s #%d" % (self.journal.read(seq)["a"], seq))
-            except (OSError, ValueError):
-                pass
-        for rec in self.journal.ram:
-            out.append("%s #%d (RAM)" % (rec["a"], rec["s"]))
-        for m in self.outbox:
-            out.append(m[0])
-        return out
+        import ocpp_info
+        return ocpp_info.pending(self)
 
     def _next_outbox(self):
         head = self.journal.seqs[0] if self.journal.seqs else None
@@ -280,7 +270,7 @@ class ChargePoint(ocpp_link.Link, ocpp_tx.Transactions):
                     if m[2] is not None:
                         m[2](None)
                 except (OSError, asyncio.TimeoutError):
-                    if m[0] != "Heartbeat" and len(self.outbox) < OUTBOX_MAX:
+                    if m[0] != "Heartbeat" and len(self.outbox) < _OUTBOX_MAX:
                         self.outbox.insert(0, m)
                     await asyncio.sleep(1)
                 continue
@@ -317,37 +307,11 @@ class ChargePoint(ocpp_link.Link, ocpp_tx.Transactions):
         except OSError:
             await asyncio.sleep(1)
             return
-        lid = rec["l"]
-        if rec["a"] == "StartTransaction":
-            txid = res.get("transactionId")
-            if isinstance(txid, int):
-                j.set_txid(lid, txid)
-            tx = self.tx
-            if tx is not None and tx["lid"] == lid:
-                tx["txid"] = txid
-                self.save_state()
-            info = res.get("idTagInfo") or {}
-            self.feature("auth").remember(rec["p"]["idTag"], info)
-            if info.get("status") != "Accepted" and tx is not None and tx["lid"] == lid:
-                self.log("ocpp: transaction %s idTag %s" % (txid, info.get("status")))
-                if self.cfg.get("StopTransactionOnInvalidId"):
-                    self.stop_transaction("DeAuthorized")
-                else:
-                    tx["susp"] = True
-                    self.save_state()
-        elif rec["a"] == "StopTransaction":
-            j.forget_tx(lid)
-            if "idTagInfo" in res and "idTag" in rec["p"]:
-                self.feature("auth").remember(rec["p"]["idTag"], res["idTagInfo"])
+        if rec["a"] != "MeterValues":  # transaction ids, idTagInfo: ocpp_localauth
+            self.feature("auth").answered(rec, res)
         j.remove(rec["s"])
 
     def summary(self):
-        tx = self.tx
-        return {"connection": self.conn_state, "registration": self.registration,
-                "status": self.connector_status(), "available": self.available,
-                "transaction": None if tx is None else {"id": tx.get("txid"), "local": tx["lid"],
-                                                        "idTag": tx["tag"], "meterStart": tx["wh0"]},
-                "limit_a": None if self.limit_a == -1 else self.limit_a,
-                "queued": len(self.journal) + len(self.outbox), "journal_dropped": self.journal.dropped,
-                "journal_degraded": self.journal.degraded, "firmware": self.fw_version,
-                "firmware_status": self.fw_state()}
+        """dict: connection state, registration, status, transaction, limit (ocpp_info)."""
+        import ocpp_info
+        return ocpp_info.summary(self)

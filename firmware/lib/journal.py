@@ -33,21 +33,6 @@ STOP = "StopTransaction"
 METER = "MeterValues"
 
 
-def _frame(obj):
-    text = json.dumps(obj)
-    return ("%08x\n" % (binascii.crc32(text.encode()) & 0xFFFFFFFF)) + text
-
-
-def _unframe(raw):
-    nl = raw.find(b"\n")
-    if nl != 8:
-        raise ValueError("no frame header")
-    body = raw[9:]
-    if int(raw[:8], 16) != binascii.crc32(body) & 0xFFFFFFFF:
-        raise ValueError("CRC mismatch")
-    return json.loads(body)
-
-
 class Journal:
     def __init__(self, flash, log=print, directory="ocpp/journal", max_records=120, ram_max=4):
         self.flash = flash
@@ -87,7 +72,8 @@ class Journal:
         return self.dir + "%08d" % seq
 
     def _write(self, seq, rec):
-        self.flash.write_bytes(self._name(seq), _frame(rec).encode())
+        text = json.dumps(rec).encode()
+        self.flash.write_bytes(self._name(seq), b"%08x\n" % (binascii.crc32(text) & 0xFFFFFFFF) + text)
 
     def _drop_oldest_meter(self):
         for seq in self.seqs:
@@ -142,7 +128,13 @@ class Journal:
         return seq
 
     def read(self, seq):
-        return _unframe(self.flash.read_bytes(self._name(seq)))
+        raw = self.flash.read_bytes(self._name(seq))
+        body = raw[9:]
+        if raw.find(b"\n") != 8:
+            raise ValueError("no frame header")
+        if int(raw[:8], 16) != binascii.crc32(body) & 0xFFFFFFFF:
+            raise ValueError("CRC mismatch")
+        return json.loads(body)
 
     def head(self):
         """The oldest record (dict with s, a, p, l, id, n) or None. Unreadable records
@@ -196,16 +188,6 @@ class Journal:
             self.flash.write_json(self.dir + "txids", out)
         except OSError as exc:
             self.log("journal: cannot save transaction ids: %s" % exc)
-
-    def has_tx(self, lid):
-        """True if a record of transaction `lid` is still queued."""
-        for seq in self.seqs:
-            try:
-                if self.read(seq)["l"] == lid:
-                    return True
-            except (OSError, ValueError):
-                pass
-        return False
 
     def payload_for_send(self, rec):
         """The payload to send, with the real transactionId; None if it is unknown (the

@@ -179,7 +179,7 @@ class Core:
             return {"status": "Rejected"}
         cp.remote_profile = profile
         if cp.cfg.get("AuthorizeRemoteTxRequests"):
-            cp.authorize(tag)
+            asyncio.create_task(cp.feature("auth").authorize(tag))
         else:
             cp.arm(tag, None)
         return {"status": "Accepted"}
@@ -201,3 +201,6 @@ async def _reset(cp, kind):
             break
         await asyncio.sleep_ms(100)
     cp.reboot(kind)
+
+
+Feature = Core  # what chargepoint.ChargePoint.feature() builds

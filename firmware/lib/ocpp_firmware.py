@@ -110,6 +110,12 @@ class Firmware:
         cp.fw_version = self.version
 
     # -- install / commit / rollback ------------------------------------------------------
+
+    def release(self):
+        """Unload the firmware-management code once nothing is going on."""
+        if not self.busy and not self.diag_busy and self.trial is None and not self.announce:
+            self.cp.unload("fw")
+
     def _copy(self, src, dst):
         flash = self.flash
         tmp = flash.path(dst) + ".tmp"
@@ -165,7 +171,7 @@ class Firmware:
         if self.announce:
             self.notify(self.announce)
             self.announce = None
-            self.cp.release_fw()
+            self.release()
 
     async def trial_watch(self):
         """Roll back a trial that does not reach Accepted in time."""
@@ -238,7 +244,7 @@ class Firmware:
                         await asyncio.sleep(interval)
             if result is None:
                 self.notify("DownloadFailed")
-                self.cp.release_fw()
+                self.release()
                 return
             self.notify("Downloaded")
             while cp.tx is not None:
@@ -256,7 +262,7 @@ class Firmware:
                 self.rollback(plan)
                 self.flash.remove("fw/install.json")
                 self.notify("InstallationFailed")
-                self.cp.release_fw()
+                self.release()
                 return
             cp.log("firmware: %s installed, rebooting on trial" % result[0])
             cp.reboot("Hard")
@@ -321,4 +327,7 @@ class Firmware:
             self.flash.remove("fw/diag.txt")
         finally:
             self.diag_busy = False
-            cp.release_fw()
+            self.release()
+
+
+Feature = Firmware  # what chargepoint.ChargePoint.feature() builds

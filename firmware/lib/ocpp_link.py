@@ -5,39 +5,12 @@ the one outstanding CALL, and answering the central system's CALLs."""
 
 import asyncio
 import random
-import sys
 import time
 
 import clock as clock_mod
 import ocpp_rpc
 import ocpp_ws
 from ocpp_rpc import CallError
-
-# CALLs of the central system -> the feature that handles them (loaded on demand), and
-# ("-") the actions OCPP 1.6 knows that this charge point does not take as a CALL. One
-# string, not a dict: it is searched for the one action asked.
-ROUTES = """ Reset=core ChangeAvailability=core GetConfiguration=core ChangeConfiguration=core
- ClearCache=auth UnlockConnector=core DataTransfer=core RemoteStartTransaction=core
- RemoteStopTransaction=core SendLocalList=auth GetLocalListVersion=auth ReserveNow=resv
- CancelReservation=resv SetChargingProfile=smart ClearChargingProfile=smart
- GetCompositeSchedule=smart TriggerMessage=trigger UpdateFirmware=fw GetDiagnostics=fw
- Authorize=- BootNotification=- DiagnosticsStatusNotification=- FirmwareStatusNotification=-
- Heartbeat=- MeterValues=- StartTransaction=- StatusNotification=- StopTransaction=-
- CertificateSigned=- DeleteCertificate=- ExtendedTriggerMessage=- GetInstalledCertificateIds=-
- GetLog=- InstallCertificate=- SignedUpdateFirmware=-
-"""
-
-
-def route(action):
-    """The feature name handling `action`, "-" for a known action not taken, or None."""
-    i = ROUTES.find(" %s=" % action)
-    if i < 0 or " " in action or "=" in action:
-        return None
-    i += len(action) + 2
-    j = i
-    while ROUTES[j] > " ":
-        j += 1
-    return ROUTES[i:j]
 
 
 class NotConnected(OSError):
@@ -46,16 +19,6 @@ class NotConnected(OSError):
 
 class Link:
     # -- connection ------------------------------------------------------------------------
-    def _ssl_ctx(self):
-        if not self.url.startswith("wss://"):
-            return None
-        import httpc
-        cadata = None
-        ca = self.ocpp_conf.get("ca_file")
-        if ca:
-            cadata = self.flash.read_bytes(ca)
-        return httpc.ssl_context(cadata)
-
     def _backoff(self, failures):
         top = min(float(self.cfg.get("ReconnectMaxInterval")), self.backoff_min * (2 ** min(failures, 10)))
         return top * (0.5 + random.getrandbits(16) / 131072)
@@ -78,8 +41,8 @@ class Link:
             self.conn_state = "connecting"
             try:
                 password = self.cfg.get("AuthorizationKey") or None
-                await ws.connect(self.url, "ocpp1.6", self.cp_id, password, self._ssl_ctx(),
-                                 timeout=15)
+                await ws.connect(self.url, "ocpp1.6", self.cp_id, password, self.ocpp_conf.get("ca_file"),
+                                 timeout=15, flash=self.flash)
             except Exception as exc:
                 failures += 1
                 delay = self._backoff(failures)
@@ -121,16 +84,9 @@ class Link:
                 "meterType": "PicoCharge CT+ZMPT"}
 
     def on_boot_result(self, res):
-        if "currentTime" in res:
-            self._set_time(res["currentTime"])
+        self.on_heartbeat(res)
         if res.get("status") == "Accepted" and res.get("interval", 0) > 0:
             self.cfg.values["HeartbeatInterval"] = res["interval"]
-
-    def _set_time(self, text):
-        try:
-            self.clock.set(clock_mod.parse_iso(text), "ocpp")
-        except ValueError:
-            pass
 
     async def _boot(self, ws):
         if self.accepted_once and self.registration == "Accepted":
@@ -176,7 +132,10 @@ class Link:
 
     def on_heartbeat(self, res):
         if "currentTime" in res:
-            self._set_time(res["currentTime"])
+            try:
+                self.clock.set(clock_mod.parse_iso(res["currentTime"]), "ocpp")
+            except ValueError:
+                pass
 
     # -- RPC -----------------------------------------------------------------------------
     def _fail_pending(self):
@@ -227,7 +186,8 @@ class Link:
             if kind == ocpp_rpc.CALL:
                 self.calls_in += 1
                 try:
-                    await self._dispatch(ws, uid, action, body)
+                    import ocpp_check  # the CALL handling (dropped again when idle)
+                    await ocpp_check.dispatch(self, ws, uid, action, body)
                 except Exception as exc:  # e.g. MemoryError loading a feature
                     self.log("ocpp: %s failed: %r" % (action, exc))
                     await self._send(ws, ocpp_rpc.error(uid, ocpp_rpc.INTERNAL_ERROR, "%s failed" % action))
@@ -245,29 +205,3 @@ class Link:
             await ws.send(text)
         except Exception as exc:
             self.log("ocpp: send failed: %r" % (exc,))
-
-    async def _dispatch(self, ws, uid, action, body):
-        if self.registration == "Rejected":
-            return  # a rejected charge point does not answer the central system
-        name = route(action) if isinstance(action, str) else None
-        if name and name != "-":
-            feature = self.feature(name)
-        else:
-            code = ocpp_rpc.NOT_SUPPORTED if name else ocpp_rpc.NOT_IMPLEMENTED
-            await self._send(ws, ocpp_rpc.error(uid, code, "%s is not handled here" % action))
-            return
-        meth, spec = feature.HANDLERS[action]
-        try:
-            ocpp_rpc.check(body, spec)
-            res = getattr(feature, meth)(body)
-            text = ocpp_rpc.result(uid, res)
-        except CallError as exc:
-            text = ocpp_rpc.error(uid, exc.code, exc.description)
-        except Exception as exc:
-            self.log("ocpp: %s failed: %r" % (action, exc))
-            sys.print_exception(exc)
-            text = ocpp_rpc.error(uid, ocpp_rpc.INTERNAL_ERROR, "%s failed" % action)
-        self.log("ocpp: %s -> %s" % (action, text[:80]))
-        await self._send(ws, text)
-        self.poke()
-

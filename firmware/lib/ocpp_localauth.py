@@ -152,6 +152,46 @@ class LocalAuth:
         else:
             cp.log("ocpp: %s unknown and offline: refused" % tag)
 
+    def answered(self, rec, res):
+        """The central system answered a journaled Start/StopTransaction: keep its
+        transactionId, cache the idTagInfo, stop (or suspend) a transaction it refused."""
+        cp = self.cp
+        j = cp.journal
+        lid = rec["l"]
+        if rec["a"] == "StartTransaction":
+            txid = res.get("transactionId")
+            if isinstance(txid, int):
+                j.set_txid(lid, txid)
+            tx = cp.tx
+            if tx is not None and tx["lid"] == lid:
+                tx["txid"] = txid
+                cp.save_state()
+            info = res.get("idTagInfo") or {}
+            self.remember(rec["p"]["idTag"], info)
+            if info.get("status") != "Accepted" and tx is not None and tx["lid"] == lid:
+                cp.log("ocpp: transaction %s idTag %s" % (txid, info.get("status")))
+                if cp.cfg.get("StopTransactionOnInvalidId"):
+                    cp.stop_transaction("DeAuthorized")
+                else:
+                    tx["susp"] = True
+                    cp.save_state()
+        elif rec["a"] == "StopTransaction":
+            j.forget_tx(lid)
+            if "idTagInfo" in res and "idTag" in rec["p"]:
+                self.remember(rec["p"]["idTag"], res["idTagInfo"])
+
+    def local_start(self, id_tag):
+        cp = self.cp
+        tx = cp.tx
+        if tx is not None:
+            if id_tag == tx["tag"] or (tx.get("parent") and
+                                       (self.lookup(id_tag)[1] or (0, 0, 0))[2] == tx["parent"]):
+                cp.stop_transaction("Local", id_tag)
+                return "stopping"
+            return "busy"
+        asyncio.create_task(self.authorize(id_tag))
+        return "authorizing"
+
     def clear_cache(self):
         self.cache = {}
         self.cache_order = []
@@ -201,3 +241,6 @@ class LocalAuth:
         if not self.cp.cfg.get("LocalAuthListEnabled"):
             return {"listVersion": -1}
         return {"listVersion": self.version if self.list else 0}
+
+
+Feature = LocalAuth  # what chargepoint.ChargePoint.feature() builds

@@ -88,3 +88,6 @@ class Reservation:
         self._save()
         self.cp.poke()
         return {"status": "Accepted"}
+
+
+Feature = Reservation  # what chargepoint.ChargePoint.feature() builds

@@ -269,3 +269,6 @@ class SmartCharging:
         return {"status": "Accepted", "connectorId": cid, "scheduleStart": clock_mod.iso(t0),
                 "chargingSchedule": {"duration": p["duration"], "startSchedule": clock_mod.iso(t0),
                                      "chargingRateUnit": unit, "chargingSchedulePeriod": periods}}
+
+
+Feature = SmartCharging  # what chargepoint.ChargePoint.feature() builds

@@ -29,5 +29,9 @@ class Trigger:
             cp.queue("MeterValues", cp.meter_values_payload(1 if cid is None else cid, "Trigger"))
         else:
             for c in ((0, 1) if cid is None else (cid,)):
-                cp.resend_status(c)
+                cp.sent_status.pop(c, None)  # sent again by the control tick
+            cp.poke()
         return {"status": "Accepted"}
+
+
+Feature = Trigger  # what chargepoint.ChargePoint.feature() builds

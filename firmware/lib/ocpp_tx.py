@@ -16,21 +16,10 @@ class Transactions:
     # -- authorisation and transactions ----------------------------------------------------
     def local_start(self, id_tag):
         """A card presented (or `ev.start`): authorise, or stop our own transaction."""
-        tx = self.tx
-        if tx is not None:
-            if id_tag == tx["tag"] or (tx.get("parent") and
-                                       (self.feature("auth").lookup(id_tag)[1] or (0, 0, 0))[2] == tx["parent"]):
-                self.stop_transaction("Local", id_tag)
-                return "stopping"
-            return "busy"
-        self.authorize(id_tag)
-        return "authorizing"
+        return self.feature("auth").local_start(id_tag)
 
     def local_stop(self, reason="Local"):
         return self.stop_transaction(reason, self.tx["tag"] if self.tx else None)
-
-    def authorize(self, tag):
-        asyncio.create_task(self.feature("auth").authorize(tag))
 
     def arm(self, tag, parent):
         self.armed = [tag, parent, self.clock.now() + self.cfg.get("ConnectionTimeOut")]
@@ -158,68 +147,9 @@ class Transactions:
             d.pop(1 if len(d) > 1 else 0)
         d.append({"timestamp": clock_mod.iso(ts or self.clock.now()), "sampledValue": values})
 
-    def _meter_tick(self, now):
-        tx = self.tx
-        cfg = self.cfg
-        interval = cfg.get("MeterValueSampleInterval")
-        if tx is not None and interval and now >= self.next_sample:
-            self.next_sample = now + interval
-            p = self.meter_values_payload(1, "Sample.Periodic")
-            p["transactionId"] = 0
-            self.journal.add("MeterValues", p, tx["lid"], self.uid())
-            self._tx_sample("Sample.Periodic")
-            self.save_state()
-        aligned = cfg.get("ClockAlignedDataInterval")
-        if aligned:
-            boundary = int(now) - int(now) % aligned
-            if self.next_aligned == 0:
-                self.next_aligned = boundary + aligned
-            elif now >= self.next_aligned:
-                ts = self.next_aligned
-                self.next_aligned = boundary + aligned
-                ms = cfg.list("MeterValuesAlignedData")
-                if ms:
-                    p = self.meter_values_payload(1, "Sample.Clock", ms, ts)
-                    if tx is not None:
-                        p["transactionId"] = 0
-                        self.journal.add("MeterValues", p, tx["lid"], self.uid())
-                        self.save_state()
-                    elif self.online.is_set():
-                        self.queue("MeterValues", p)
-                if tx is not None:
-                    self._tx_sample("Sample.Clock", ts, True)
-
     # -- status, control tick ----------------------------------------------------------
     def connector_status(self):
         return self.status_now.get(1, ("Available",))[0]
-
-    def resend_status(self, cid):
-        if cid in self.sent_status:
-            del self.sent_status[cid]
-        self.poke()
-
-    def _status_tick(self):
-        st = self.station
-        sn = self.status_now
-        sn[0] = ("Available" if self.available else "Unavailable", "NoError", None)
-        sn[1] = connector_state.derive(st.pilot_state(), st.relay_closed(), self.tx is not None,
-                                       self.finishing, self.armed is not None, self.available,
-                                       self.reservation() is not None, st.faults(), st.offered_a())
-        if not self.online.is_set():
-            return
-        for cid in (0, 1):
-            cur = sn[cid]
-            if self.sent_status.get(cid) != cur:
-                self.sent_status[cid] = cur
-                p = {"connectorId": cid, "status": cur[0], "errorCode": cur[1],
-                     "timestamp": self.clock.iso()}
-                if cur[2]:
-                    p["info"] = str(cur[2])[:50]
-                for m in self.outbox:  # a newer status replaces a queued one
-                    if m[0] == "StatusNotification" and m[1]["connectorId"] == cid:
-                        self.outbox.remove(m)
-                        break
-                self.queue("StatusNotification", p, None, True)
 
     def reboot(self, kind):
         if self.tx is not None:
@@ -231,45 +161,91 @@ class Transactions:
             self.log("ocpp: no reset handler; not rebooting")
         self.resetting = None
 
-    def _tick(self):
-        st = self.station
-        now = self.clock.now()
-        plugged = st.plugged()
-        armed = self.armed
-        if armed is not None and now > armed[2]:
-            self.log("ocpp: %s authorised but no EV plugged in within ConnectionTimeOut" % armed[0])
-            self.armed = None
-        tx = self.tx
-        if tx is None:
-            if not plugged:
-                self.finishing = False
-            armed = self.armed
-            if armed is not None and plugged and self.available and not self.finishing \
-                    and not st.faults() and self.resetting is None:
-                self._start_transaction(armed[0], armed[1])
-        else:
-            if not plugged and self.cfg.get("StopTransactionOnEVSideDisconnect"):
-                self.stop_transaction("EVDisconnected")
-            elif st.faults():
-                if not self.fault_stopped:
-                    self.fault_stopped = True
-                    self.stop_transaction("EmergencyStop")
-        tx = self.tx
-        allow = tx is not None and not tx.get("susp") and plugged
-        st.set_charging_allowed(allow)
-        limit = self.feature("smart").limit_now() if self.has_profiles() else None
-        if limit != self.limit_a:
-            self.limit_a = limit
-            st.set_limit_a(limit)
-            self.log("ocpp: charging limit %s A" % limit)
-        self._meter_tick(now)
-        self._status_tick()
-        self.unload_idle()
-
     async def _tick_loop(self):
+        """The control tick: every second, or when poked."""
         while True:
             try:
-                self._tick()
+                st = self.station
+                now = self.clock.now()
+                plugged = st.plugged()
+                armed = self.armed
+                if armed is not None and now > armed[2]:
+                    self.log("ocpp: %s authorised but no EV plugged in within ConnectionTimeOut" % armed[0])
+                    self.armed = None
+                tx = self.tx
+                if tx is None:
+                    if not plugged:
+                        self.finishing = False
+                    armed = self.armed
+                    if armed is not None and plugged and self.available and not self.finishing \
+                            and not st.faults() and self.resetting is None:
+                        self._start_transaction(armed[0], armed[1])
+                else:
+                    if not plugged and self.cfg.get("StopTransactionOnEVSideDisconnect"):
+                        self.stop_transaction("EVDisconnected")
+                    elif st.faults():
+                        if not self.fault_stopped:
+                            self.fault_stopped = True
+                            self.stop_transaction("EmergencyStop")
+                tx = self.tx
+                allow = tx is not None and not tx.get("susp") and plugged
+                st.set_charging_allowed(allow)
+                limit = self.feature("smart").limit_now() if self.has_profiles() else None
+                if limit != self.limit_a:
+                    self.limit_a = limit
+                    st.set_limit_a(limit)
+                    self.log("ocpp: charging limit %s A" % limit)
+                # meter values: sampled (journaled) and clock-aligned
+                tx = self.tx
+                cfg = self.cfg
+                interval = cfg.get("MeterValueSampleInterval")
+                if tx is not None and interval and now >= self.next_sample:
+                    self.next_sample = now + interval
+                    p = self.meter_values_payload(1, "Sample.Periodic")
+                    p["transactionId"] = 0
+                    self.journal.add("MeterValues", p, tx["lid"], self.uid())
+                    self._tx_sample("Sample.Periodic")
+                    self.save_state()
+                aligned = cfg.get("ClockAlignedDataInterval")
+                if aligned:
+                    boundary = int(now) - int(now) % aligned
+                    if self.next_aligned == 0:
+                        self.next_aligned = boundary + aligned
+                    elif now >= self.next_aligned:
+                        ts = self.next_aligned
+                        self.next_aligned = boundary + aligned
+                        ms = cfg.list("MeterValuesAlignedData")
+                        if ms:
+                            p = self.meter_values_payload(1, "Sample.Clock", ms, ts)
+                            if tx is not None:
+                                p["transactionId"] = 0
+                                self.journal.add("MeterValues", p, tx["lid"], self.uid())
+                                self.save_state()
+                            elif self.online.is_set():
+                                self.queue("MeterValues", p)
+                        if tx is not None:
+                            self._tx_sample("Sample.Clock", ts, True)
+                # connector status (sent when it changed)
+                st = self.station
+                sn = self.status_now
+                sn[0] = ("Available" if self.available else "Unavailable", "NoError", None)
+                sn[1] = connector_state.derive(st.pilot_state(), st.relay_closed(), self.tx is not None,
+                                               self.finishing, self.armed is not None, self.available,
+                                               self.reservation() is not None, st.faults(), st.offered_a())
+                for cid in (0, 1) if self.online.is_set() else ():
+                    cur = sn[cid]
+                    if self.sent_status.get(cid) != cur:
+                        self.sent_status[cid] = cur
+                        p = {"connectorId": cid, "status": cur[0], "errorCode": cur[1],
+                             "timestamp": self.clock.iso()}
+                        if cur[2]:
+                            p["info"] = str(cur[2])[:50]
+                        for m in self.outbox:  # a newer status replaces a queued one
+                            if m[0] == "StatusNotification" and m[1]["connectorId"] == cid:
+                                self.outbox.remove(m)
+                                break
+                        self.queue("StatusNotification", p, None, True)
+                self.unload_idle()
             except Exception as exc:
                 self.log("ocpp: tick failed: %r" % (exc,))
                 sys.print_exception(exc)
@@ -278,4 +254,3 @@ class Transactions:
                 await asyncio.wait_for(self.wake.wait(), 1)
             except asyncio.TimeoutError:
                 pass
-

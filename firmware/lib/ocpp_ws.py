@@ -60,11 +60,13 @@ class WebSocket:
 
     # -- connection ------------------------------------------------------------------
     async def connect(self, url, protocol="ocpp1.6", user=None, password=None, ssl_ctx=None,
-                      timeout=10):
+                      timeout=10, flash=None):
+        """`ssl_ctx` (wss only): an SSL context, or the flash path of a DER CA certificate
+        (read from `flash`), or None (httpc's default context)."""
         import ocpp_wsopen  # the handshake code, only while connecting
         try:
-            await asyncio.wait_for(ocpp_wsopen.handshake(self, url, protocol, user, password, ssl_ctx),
-                                   timeout)
+            await asyncio.wait_for(ocpp_wsopen.handshake(self, url, protocol, user, password, ssl_ctx,
+                                                         flash), timeout)
         finally:
             sys.modules.pop("ocpp_wsopen", None)
 

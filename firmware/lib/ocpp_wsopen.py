@@ -94,12 +94,12 @@ def _rand_bytes(n):
     return out
 
 
-async def handshake(self, url, protocol, user, password, ssl_ctx):
+async def handshake(self, url, protocol, user, password, ssl_ctx, flash=None):
     secure, host, port, path = parse_url(url)
     if secure:
-        if ssl_ctx is None:
+        if ssl_ctx is None or isinstance(ssl_ctx, str):  # a CA file on flash, or none
             import httpc
-            ssl_ctx = httpc.ssl_context()
+            ssl_ctx = httpc.ssl_context(flash.read_bytes(ssl_ctx) if ssl_ctx else None)
         self.reader, self.writer = await asyncio.open_connection(
             host, port, ssl=ssl_ctx, server_hostname=host)
     else:

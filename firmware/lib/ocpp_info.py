@@ -1,0 +1,29 @@
+"""What the charge point tells the REPL, the diagnostics and DataTransfer "summary":
+`pending(cp)` and `summary(cp)`. Loaded when asked and dropped again (code paging)."""
+
+
+def pending(cp):
+    """What waits to be sent: ["<action> #<seq>", ...] (journal first, then outbox)."""
+    out = []
+    for seq in cp.journal.seqs[:20]:
+        try:
+            out.append("%s #%d" % (cp.journal.read(seq)["a"], seq))
+        except (OSError, ValueError):
+            pass
+    for rec in cp.journal.ram:
+        out.append("%s #%d (RAM)" % (rec["a"], rec["s"]))
+    for m in cp.outbox:
+        out.append(m[0])
+    return out
+
+
+def summary(cp):
+    tx = cp.tx
+    return {"connection": cp.conn_state, "registration": cp.registration,
+            "status": cp.connector_status(), "available": cp.available,
+            "transaction": None if tx is None else {"id": tx.get("txid"), "local": tx["lid"],
+                                                    "idTag": tx["tag"], "meterStart": tx["wh0"]},
+            "limit_a": None if cp.limit_a == -1 else cp.limit_a,
+            "queued": len(cp.journal) + len(cp.outbox), "journal_dropped": cp.journal.dropped,
+            "journal_degraded": cp.journal.degraded, "firmware": cp.fw_version,
+            "firmware_status": cp.fw_state()}
