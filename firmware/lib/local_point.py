@@ -136,7 +136,8 @@ class LocalPoint:
         if candidate != self._candidate:
             self._candidate = candidate
             self._candidate_ms = now
-        if status != "Faulted" and time.ticks_diff(now, self._candidate_ms) < self.settle_ms:
+        if (status != "Faulted" and self.status is not None
+                and time.ticks_diff(now, self._candidate_ms) < self.settle_ms):
             return
         if status != self.status or code != self.error_code:
             self.status = status

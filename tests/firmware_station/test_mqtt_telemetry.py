@@ -70,25 +70,25 @@ def test_reports_are_buffered_while_the_broker_is_away_and_sent_after_reconnecti
         board_factory, tmp_path):
     broker = Broker(tmp_path).start()
     try:
-        board = boot(board_factory, config(broker.port, buffer=5), world=WORLD)
+        board = boot(board_factory, config(broker.port, buffer=3), world=WORLD)
         sub = Subscriber(broker.port, ["picocharge/PICO-0042/telemetry"])
         sub.wait(lambda m: json.loads(m[1])["seq"] >= 2, what="first reports")
         sub.stop()
         broker.stop()
         board.wait_for(r"^mqtt: connection lost", timeout=30)
         mark = board.console.mark()
-        # 1 report per second, 5 kept: an 8 s outage drops the oldest ones
-        time.sleep(8)
+        # 1 report per second, 3 kept: a 5 s outage drops the oldest ones
+        time.sleep(5)
         broker.start()
         sub = Subscriber(broker.port, ["picocharge/PICO-0042/telemetry"])
         board.wait_for(r"^mqtt: connected to 127\.0\.0\.1", start=mark, timeout=30)
-        got = sub.wait(lambda m: len([x for x in sub.messages]) >= 6, timeout=30,
+        got = sub.wait(lambda m: len(sub.messages) >= 4, timeout=30,
                        what="backlog and new reports")
         seqs = [json.loads(m[1])["seq"] for m in got]
         sub.stop()
-        # the first ones after reconnecting are the 5 buffered ones, consecutive, then live
-        backlog = seqs[:5]
-        assert backlog == list(range(backlog[0], backlog[0] + 5)), seqs
+        # the first ones after reconnecting are the 3 buffered ones, consecutive, then live
+        backlog = seqs[:3]
+        assert backlog == list(range(backlog[0], backlog[0] + 3)), seqs
         assert seqs == sorted(seqs)
         board.control("console", line="print('dropped', app.telemetry.buffer.dropped)")
         dropped = int(board.wait_for(r"^dropped (\d+)$").group(1))
