@@ -209,14 +209,15 @@ class Station:
         counts its last fraction of a second."""
         last = self._e_ms
         if last is not None:
-            step = self._step_ms()
-            if step is None or time.ticks_diff(step, last) < 0:
+            now = time.ticks_ms()
+            step = self._first_step(last, now)
+            if step is None:
                 if self._relay:  # steady since the last measurement: its power still flows
-                    self._integrate(time.ticks_ms(), self._p_prev, False)
+                    self._integrate(now, self._p_prev, False)
             elif step == self.opened_ms and not self._relay:
-                # opened since: the old power flowed until the opening, nothing after it
-                self._integrate(time.ticks_ms(), 0.0, True)
-            # (closed or re-offered since: wait for the next measurement of the new power)
+                # opened first: the old power flowed until the opening, nothing after it
+                self._integrate(now, 0.0, True)
+            # (closed or re-offered first: wait for the next measurement of the new power)
         return self.register.wh
 
     def power_w(self):
@@ -419,8 +420,8 @@ class Station:
         prev = self._p_prev
         # a step the station made itself (contactor opened or closed, offer changed) splits
         # the interval: the old power flowed until the step, the new one after it
-        step = self._step_ms()
-        if step is not None and 0 <= time.ticks_diff(step, last) <= dt:
+        step = self._first_step(last, now)
+        if step is not None:
             t1 = time.ticks_diff(step, last)
             wms = prev * t1 + p * (dt - t1)
         else:
@@ -430,12 +431,17 @@ class Station:
         if wms > 0:
             self.register.add(wms / 3600000.0)
 
-    def _step_ms(self):
-        latest = None
+    def _first_step(self, last, now):
+        """The earliest step the station made in [last, now] (contactor, offer), or None:
+        the power measured before it flowed until then (a later step, such as the PWM
+        stopping after the contactor opened, changes nothing more)."""
+        span = time.ticks_diff(now, last)
+        first = None
         for t in (self.opened_ms, self.closed_ms, self.offer_ms):
-            if t is not None and (latest is None or time.ticks_diff(t, latest) > 0):
-                latest = t
-        return latest
+            if t is not None and 0 <= time.ticks_diff(t, last) <= span:
+                if first is None or time.ticks_diff(t, first) < 0:
+                    first = t
+        return first
 
     def _control(self):
         """Apply the pilot offer and close the contactor when everything allows it."""

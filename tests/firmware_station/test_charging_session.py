@@ -98,6 +98,7 @@ def test_safety_timer_opens_the_relay_while_the_event_loop_is_blocked(board_fact
     board.control("plug", demand_a=16)
     board.wait_for(r"^status: Charging$")
     wait_world(board, lambda w: w["relay_closed"] and w["current_a"] > 15, what="charging")
+    wait_world(board, lambda w: w["energy_wh"] > 2, what="2 Wh delivered")
     mark = board.console.mark()
     # a technician's long command holds the event loop for 3 s
     board.control("console", line="import time; time.sleep(3); print('loop free again')")
@@ -111,6 +112,9 @@ def test_safety_timer_opens_the_relay_while_the_event_loop_is_blocked(board_fact
     assert opened and opened[0] - before <= 100, (before, w["relay_open_events"])
     board.wait_for(r"^loop free again$", start=mark)
     board.wait_for(r"^status: Available$", start=mark)
+    # the energy that flowed while the loop was blocked is counted up to the opening only
+    w = board.world()
+    assert report(board)["wh"] == pytest.approx(w["energy_wh"], rel=0.02, abs=0.02)
 
 
 @pytest.mark.dual_runtime
