@@ -2,9 +2,12 @@
 started and the REPL stays free; otherwise `app` (the running App) is what `import ev`
 finds."""
 
+import sys
+
 import bootmode
 
 safe, why = bootmode.check()
+del sys.modules["bootmode"], bootmode  # not needed again: off the heap
 if safe:
     print("safe mode (%s): application not started; REPL free. ev.safe_mode(False) and a reset leave it." % why)
 else:

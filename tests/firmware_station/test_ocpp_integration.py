@@ -3,11 +3,13 @@
 statuses from the pilot, a remote start charges at the offered current, the
 transaction's meter values come from the station's register, unplugging stops it.
 
-CPython only, for now: on the MicroPython Unix port the whole board (hardware stand-ins
-and simulated world ~40 KB, station and app ~52 KB, the OCPP stack ~61 KB, as .mpy)
-leaves too little of a 192 KiB 64-bit heap for the WebSocket buffers and the board runs
-out of memory (MemoryError allocating 4096 bytes). The OCPP stack alone on a station test
-double fits (tests/firmware_ocpp); the station side alone fits (the other tests here)."""
+CPython only, for now. On the MicroPython Unix port (firmware as .mpy, stand-ins frozen)
+the whole board runs the session through to StopTransaction, but at 192 KiB the 64-bit heap
+is at 152 KB used / 42 KB free with the largest free block ~3.3 KB after boot, and the
+board runner's private link thread (simulation plumbing, not on a real board) then fails
+to allocate its 4 KB receive buffer, so the runner loses the board. The OCPP stack alone
+on a station test double fits (tests/firmware_ocpp); the station side alone fits (the
+other tests here, ~100-125 KiB)."""
 
 import sys
 from pathlib import Path
