@@ -45,6 +45,9 @@ def board_factory(tmp_path, runtime_name):
     yield make
     for harness in boards:
         harness.stop()
+        # captured by pytest: shown only when the test failed
+        print(f"--- console of {harness.flash.name} ({runtime_name}), last 4000 characters ---")
+        print(harness.console.text[-4000:])
 
 
 @pytest.fixture

@@ -155,13 +155,20 @@ class Link:
                 uid = self.uid()
             box = [uid, asyncio.Event(), None]
             self.pending_call = box
+            # an optional observer (the fleet simulator measures CALL -> answer latency)
+            observe = getattr(self, "call_observer", None)
+            outcome = "timeout"
+            t0 = None
             try:
                 await ws.send(ocpp_rpc.call(uid, action, payload))
-                self.last_sent_ms = time.ticks_ms()
+                self.last_sent_ms = t0 = time.ticks_ms()
                 self.calls_out += 1
                 await asyncio.wait_for(box[1].wait(), self.call_timeout)
+                outcome = "ok" if box[2][0] == ocpp_rpc.CALLRESULT else "error"
             finally:
                 self.pending_call = None
+                if observe is not None and t0 is not None:
+                    observe(action, time.ticks_diff(time.ticks_ms(), t0), outcome)
             kind, body = box[2]
             if kind == "lost":
                 raise NotConnected("connection lost")
