@@ -113,8 +113,10 @@ def test_safety_timer_opens_the_relay_while_the_event_loop_is_blocked(board_fact
     board.wait_for(r"^loop free again$", start=mark)
     board.wait_for(r"^status: Available$", start=mark)
     # the energy that flowed while the loop was blocked is counted up to the opening only
+    # (the firmware cannot know the unplug instant better than the contactor opening:
+    # up to 100 ms at 3.7 kW, about 0.1 Wh)
     w = board.world()
-    assert report(board)["wh"] == pytest.approx(w["energy_wh"], rel=0.02, abs=0.02)
+    assert report(board)["wh"] == pytest.approx(w["energy_wh"], abs=0.1)
 
 
 @pytest.mark.dual_runtime
