@@ -32,6 +32,8 @@ DEFAULTS = {
     "report_s": 0,  # a "sensors {...}" line on the console every N s (0: off)
     "ntp_every_s": 21600,
     "log_bytes": 16384,
+    "console": True,  # the REPL task on the serial console (the fleet simulator has none)
+    "collect": True,  # gc.collect() around start-up (a simulator of thousands skips it)
 }
 
 
@@ -235,10 +237,8 @@ class App:
         self.station.start()
         if self.wifi is None:
             self.log("wifi: no wifi section in config.json, staying offline")
-        gc.collect()  # load modules into a clean heap: less fragmentation
-        from console import Console
-
-        self.console = Console()
+        if self.opts["collect"]:
+            gc.collect()  # load modules into a clean heap: less fragmentation
         tasks = [asyncio.create_task(self.guard("station", self.station.run))]
         if self.wifi is not None:
             tasks.append(asyncio.create_task(self.guard("wifi", self.wifi.run)))
@@ -248,10 +248,15 @@ class App:
             tasks.append(asyncio.create_task(self.guard("mqtt", self.telemetry.run)))
         if self.thingspeak is not None:
             tasks.append(asyncio.create_task(self.guard("thingspeak", self.thingspeak.run)))
-        tasks.append(asyncio.create_task(self.guard("console", self.console.run)))
+        if self.opts["console"]:
+            from console import Console
+
+            self.console = Console()
+            tasks.append(asyncio.create_task(self.guard("console", self.console.run)))
         tasks.append(asyncio.create_task(self.guard("watchdog", self.watchdog)))
         tasks.append(asyncio.create_task(self.guard("report", self.reporter)))
-        gc.collect()
+        if self.opts["collect"]:
+            gc.collect()
         import diag
 
         self.log("ready: %s" % diag.uplinks_text(self))

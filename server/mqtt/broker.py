@@ -13,6 +13,20 @@ from amqtt.broker import Broker
 log = logging.getLogger(__name__)
 
 
+class SubscribedRetainedBroker(Broker):
+    """amqtt's broker, minus one bug: on every CONNECT, amqtt (0.11-0.12) sends the new
+    client the retained messages matching *every* subscription in the broker, not only the
+    client's own. Boards (umqtt.simple, which subscribes to nothing) then receive other
+    stations' retained presence messages while waiting for a PUBACK and fail. Retained
+    messages go only to sessions that hold the subscription."""
+
+    async def _publish_retained_messages_for_subscription(self, subscription, session):
+        holders = self._subscriptions.get(subscription[0], ())
+        if not any(holder is session for holder, _qos in holders):
+            return
+        await super()._publish_retained_messages_for_subscription(subscription, session)
+
+
 class EmbeddedBroker:
     def __init__(self, host: str = "127.0.0.1", port: int = 1883) -> None:
         self.host = host
@@ -53,7 +67,7 @@ class EmbeddedBroker:
             "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin":
                         {"allow_anonymous": True}},
         }
-        self._broker = Broker(config)
+        self._broker = SubscribedRetainedBroker(config)
         await self._broker.start()
         server = self._broker._servers["default"].instance
         self.port = server.sockets[0].getsockname()[1]
