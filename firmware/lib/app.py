@@ -21,10 +21,12 @@ import gc
 import json
 import time
 
-import config as config_mod
 from clock import Clock
 from logfile import Log
+from micropython import const
 from storage import Flash
+
+_GC_EVERY = const(8192)
 
 DEFAULTS = {
     "watchdog_ms": 8000,  # 0 switches the watchdog off
@@ -76,7 +78,11 @@ class App:
             pass
         self.clock = Clock(rtc)
         self.log = Log(self.flash, echo=console, clock=self.clock)
-        self.config, error = config_mod.load(self.flash)
+        import config
+
+        self.config, error = config.load(self.flash)
+        del config
+        self._forget("config")  # DEFAULTS and the checks are needed once: off the heap
         self.opts = app_options(self.config)
         self.log.max_bytes = self.opts["log_bytes"]
         if error:
@@ -142,7 +148,9 @@ class App:
     def status(self):
         """The connector's ChargePointStatus as the connector logic derives it."""
         try:
-            return self.point.summary().get("status")
+            if self.mode == "ocpp":  # without summary(): no ocpp_info load every report
+                return self.point.connector_status()
+            return self.point.status
         except Exception:
             return None
 
@@ -220,15 +228,28 @@ class App:
         if name in sys.modules:
             del sys.modules[name]
 
+    def report_line(self):
+        """The report as JSON (console report, `ev.report()`); the heap is the live heap
+        after a collection, measured before the diagnostics module is loaded for it."""
+        heap = None
+        if hasattr(gc, "mem_free"):
+            gc.collect()
+            heap = gc.mem_free()
+        import diag
+
+        out = diag.report(self)
+        del diag
+        self._forget("diag")
+        if heap is not None:
+            out["heap"] = heap
+        return json.dumps(out)
+
     async def reporter(self):
         period = self.opts["report_s"]
         if not period:
             return
-        import diag
-
         while True:
-            gc.collect()
-            self.say("sensors " + json.dumps(diag.report(self)))
+            self.say("sensors " + self.report_line())
             self.reports += 1
             await asyncio.sleep(period)
 
@@ -257,6 +278,10 @@ class App:
         tasks.append(asyncio.create_task(self.guard("report", self.reporter)))
         if self.opts["collect"]:
             gc.collect()
+            if hasattr(gc, "threshold"):
+                # collect after every few KB allocated: the allocator starts from the bottom
+                # again, so short-lived objects do not scatter over the free top of the heap
+                gc.threshold(_GC_EVERY)
         import diag
 
         self.log("ready: %s" % diag.uplinks_text(self))

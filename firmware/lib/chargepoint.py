@@ -37,7 +37,8 @@ from micropython import const
 from ocpp_rpc import CallError
 
 _OUTBOX_MAX = const(8)
-_EVENTS_MAX = const(40)
+_EVENTS_MAX = const(16)  # recent OCPP events for GetDiagnostics (the log file has all)
+_AUTH_IDLE_MS = const(3000)
 
 
 def module_of(name):
@@ -154,7 +155,10 @@ class ChargePoint(ocpp_link.Link, ocpp_tx.Transactions):
         for name in list(self.features):
             if name == keep or self.pinned(name):
                 continue
-            if time.ticks_diff(now, self.features[name][1]) >= idle_ms:
+            # local auth holds its list and cache while loaded (they live on flash): it
+            # leaves after a few seconds, the others after idle_ms
+            if time.ticks_diff(now, self.features[name][1]) >= (
+                    _AUTH_IDLE_MS if name == "auth" and idle_ms > _AUTH_IDLE_MS else idle_ms):
                 self.unload(name, False)
                 dropped = True
         for mod in ("ocpp_check", "ocpp_info") if idle_ms else ():  # transient helpers
