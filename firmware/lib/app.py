@@ -28,21 +28,18 @@ from storage import Flash
 
 _GC_EVERY = const(8192)
 
-DEFAULTS = {
-    "watchdog_ms": 8000,  # 0 switches the watchdog off
-    "healthy_ms": 5000,  # the sampling task must have cycled this recently to feed it
-    "report_s": 0,  # a "sensors {...}" line on the console every N s (0: off)
-    "ntp_every_s": 21600,
-    "log_bytes": 16384,
-    "console": True,  # the REPL task on the serial console (the fleet simulator has none)
-    "collect": True,  # gc.collect() around start-up (a simulator of thousands skips it)
-}
-
 
 def app_options(config):
-    out = {}
-    for key in DEFAULTS:
-        out[key] = DEFAULTS[key]
+    """The `app` section over the defaults (built per call: no module-level dict)."""
+    out = {
+        "watchdog_ms": 8000,  # 0 switches the watchdog off
+        "healthy_ms": 5000,  # the sampling task must have cycled this recently to feed it
+        "report_s": 0,  # a "sensors {...}" line on the console every N s (0: off)
+        "ntp_every_s": 21600,
+        "log_bytes": 16384,
+        "console": True,  # the REPL task on the serial console (the fleet simulator has none)
+        "collect": True,  # gc.collect() around start-up (a simulator of thousands skips it)
+    }
     extra = config.get("app")
     if isinstance(extra, dict):
         for key in extra:

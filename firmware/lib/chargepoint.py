@@ -38,7 +38,7 @@ from ocpp_rpc import CallError
 
 _OUTBOX_MAX = const(8)
 _EVENTS_MAX = const(16)  # recent OCPP events for GetDiagnostics (the log file has all)
-_AUTH_IDLE_MS = const(3000)
+_AUTH_IDLE_MS = const(1000)
 
 
 def module_of(name):
@@ -156,7 +156,7 @@ class ChargePoint(ocpp_link.Link, ocpp_tx.Transactions):
             if name == keep or self.pinned(name):
                 continue
             # local auth holds its list and cache while loaded (they live on flash): it
-            # leaves after a few seconds, the others after idle_ms
+            # leaves after a second idle, the others after idle_ms
             if time.ticks_diff(now, self.features[name][1]) >= (
                     _AUTH_IDLE_MS if name == "auth" and idle_ms > _AUTH_IDLE_MS else idle_ms):
                 self.unload(name, False)

@@ -18,52 +18,50 @@ Two contexts run the station:
   no current flows through the open contactor (welded check before every close).
 
 Configuration: `pins`, `calibration`, `limits`, `intervals.sensors_s`, and an optional
-`station` section (defaults in `DEFAULTS` below; the fleet simulator raises the periods).
+`station` section (defaults in `options()` below; the fleet simulator raises the periods).
 """
 
 import asyncio
 import time
 
 from meter import Meter, Register
+from micropython import const
 from pilot import Classifier, Pilot
 from sensors import Dht11, McuTemp
 
-DEFAULTS = {
-    "safety_ms": 20,  # safety timer period
-    "safety_window_us": 1100,  # pilot read window per tick (one 1 kHz period + margin)
-    "pilot_debounce": 2,  # equal readings before a pilot state is accepted
-    "meter_ms": 250,  # sampling task period
-    "meter_samples": 64,  # sample pairs per measurement
-    "meter_cycles": 1,  # whole mains cycles per measurement
-    "meter_stale_ms": 600,  # the timer meters itself when the loop is older than this
-    "persist_wh": 50,  # energy register: write after this many Wh ...
-    "persist_min_s": 60,  # ... but not more often than this ...
-    "persist_max_s": 900,  # ... and at least this often while it changes
-    "over_current_ms": 5000,  # IEC 61851: the EV has 5 s to follow a lower PWM duty
-    "welded_a": 1.0,  # current through an open contactor that means "welded"
-    "stop_grace_ms": 3000,  # open anyway if the EV keeps state C this long after a stop
-    "temp_hysteresis_c": 5.0,  # an over-temperature clears this far below the limit
-    "mcu_every": 25,  # RP2040 temperature every N safety ticks
-}
-
 # fault flags, worst first (faults() reports them in this order)
-WELDED = 0
-PILOT_E = 1
-PILOT_F = 2
-DIODE = 3
-OVER_CURRENT = 4
-HOT = 5
-MCU_HOT = 6
-METER = 7
-NFLAGS = 8
+_WELDED = const(0)
+_PILOT_E = const(1)
+_PILOT_F = const(2)
+_DIODE = const(3)
+_OVER_CURRENT = const(4)
+_HOT = const(5)
+_MCU_HOT = const(6)
+_METER = const(7)
+_NFLAGS = const(8)
 CODES = ("PowerSwitchFailure", "EVCommunicationError", "InternalError", "EVCommunicationError",
          "OverCurrentFailure", "HighTemperature", "HighTemperature", "PowerMeterFailure")
 
 
 def options(config):
-    out = {}
-    for key in DEFAULTS:
-        out[key] = DEFAULTS[key]
+    """The `station` section over the defaults (built per call: no module-level dict)."""
+    out = {
+        "safety_ms": 20,  # safety timer period
+        "safety_window_us": 1100,  # pilot read window per tick (one 1 kHz period + margin)
+        "pilot_debounce": 2,  # equal readings before a pilot state is accepted
+        "meter_ms": 250,  # sampling task period
+        "meter_samples": 64,  # sample pairs per measurement
+        "meter_cycles": 1,  # whole mains cycles per measurement
+        "meter_stale_ms": 600,  # the timer meters itself when the loop is older than this
+        "persist_wh": 50,  # energy register: write after this many Wh ...
+        "persist_min_s": 60,  # ... but not more often than this ...
+        "persist_max_s": 900,  # ... and at least this often while it changes
+        "over_current_ms": 5000,  # IEC 61851: the EV has 5 s to follow a lower PWM duty
+        "welded_a": 1.0,  # current through an open contactor that means "welded"
+        "stop_grace_ms": 3000,  # open anyway if the EV keeps state C this long after a stop
+        "temp_hysteresis_c": 5.0,  # an over-temperature clears this far below the limit
+        "mcu_every": 25,  # RP2040 temperature every N safety ticks
+    }
     extra = config.get("station")
     if isinstance(extra, dict):
         for key in extra:
@@ -113,8 +111,8 @@ class Station:
         self.max_tick_gap_ms = 0
         self.safety_meterings = 0
         # faults: flags plus the numbers their messages show
-        self.flags = [False] * NFLAGS
-        self.fault_value = [0.0] * NFLAGS
+        self.flags = [False] * _NFLAGS
+        self.fault_value = [0.0] * _NFLAGS
         self._oc_since = None
         self._welded_count = 0
         self._meter_bad = 0
@@ -191,7 +189,7 @@ class Station:
         out = []
         flags = self.flags
         val = self.fault_value
-        for i in range(NFLAGS):
+        for i in range(_NFLAGS):
             if flags[i]:
                 out.append((CODES[i], self._info(i, val[i])))
         return out
@@ -240,26 +238,26 @@ class Station:
 
     def clear_faults(self):
         """Forget latched faults (a technician after a repair; `ev.clear()`)."""
-        for i in range(NFLAGS):
+        for i in range(_NFLAGS):
             self.flags[i] = False
         self._welded_count = 0
         self._oc_since = None
 
     # -- internals ----------------------------------------------------------------------
     def _info(self, i, v):
-        if i == WELDED:
+        if i == _WELDED:
             return "%.1f A with the contactor open" % v
-        if i == PILOT_E:
+        if i == _PILOT_E:
             return "pilot short (state E)"
-        if i == PILOT_F:
+        if i == _PILOT_F:
             return "pilot stuck low (state F)"
-        if i == DIODE:
+        if i == _DIODE:
             return "pilot diode missing (low %.1f V)" % v
-        if i == OVER_CURRENT:
+        if i == _OVER_CURRENT:
             return "%.1f A over the %.0f A offered" % (v, self._oc_limit())
-        if i == HOT:
+        if i == _HOT:
             return "enclosure %.0f C (limit %.0f C)" % (v, self.limits["over_temp_c"])
-        if i == MCU_HOT:
+        if i == _MCU_HOT:
             return "MCU %.0f C (limit %.0f C)" % (v, self.limits["mcu_over_temp_c"])
         return "no mains voltage on the meter"
 
@@ -290,7 +288,7 @@ class Station:
 
     def _fatal(self):
         flags = self.flags
-        for i in range(NFLAGS):
+        for i in range(_NFLAGS):
             if flags[i]:
                 return True
         return False
@@ -308,21 +306,21 @@ class Station:
         high, low = self.pilot.sample(self.opts["safety_window_us"])
         state = self.classifier.feed(high, low, pwm_on)
         flags = self.flags
-        flags[PILOT_E] = state == "E"
-        flags[PILOT_F] = state == "F"
+        flags[_PILOT_E] = state == "E"
+        flags[_PILOT_F] = state == "F"
         if self.classifier.diode_missing():
-            flags[DIODE] = True
-            self.fault_value[DIODE] = low / 10
+            flags[_DIODE] = True
+            self.fault_value[_DIODE] = low / 10
         elif state == "A":
-            flags[DIODE] = False
+            flags[_DIODE] = False
         if self.ticks % self.opts["mcu_every"] == 0:
             t = self.mcu.read()
             limit = self.limits["mcu_over_temp_c"]
             if t >= limit:
-                flags[MCU_HOT] = True
-                self.fault_value[MCU_HOT] = t
+                flags[_MCU_HOT] = True
+                self.fault_value[_MCU_HOT] = t
             elif t < limit - self.opts["temp_hysteresis_c"]:
-                flags[MCU_HOT] = False
+                flags[_MCU_HOT] = False
         if self._relay:
             measured = self.meter.measured_ms
             if measured is None or time.ticks_diff(now, measured) > self.opts["meter_stale_ms"]:
@@ -334,8 +332,8 @@ class Station:
                     if self._oc_since is None:
                         self._oc_since = now
                     elif time.ticks_diff(now, self._oc_since) >= self.opts["over_current_ms"]:
-                        flags[OVER_CURRENT] = True
-                        self.fault_value[OVER_CURRENT] = sm.current_a
+                        flags[_OVER_CURRENT] = True
+                        self.fault_value[_OVER_CURRENT] = sm.current_a
             if state != "C" and state != "D":
                 self._open("pilot " + state)
             elif self._fatal():
@@ -355,11 +353,11 @@ class Station:
         # meter failure: two bad measurements in a row
         if ok:
             self._meter_bad = 0
-            flags[METER] = False
+            flags[_METER] = False
         else:
             self._meter_bad += 1
             if self._meter_bad >= 2:
-                flags[METER] = True
+                flags[_METER] = True
         current = self.meter.current_a or 0.0
         # welded contactor: current while it has been open for the whole measurement
         opened_long = (not relay_before and not self._relay and
@@ -367,8 +365,8 @@ class Station:
         if ok and opened_long and current >= self.opts["welded_a"]:
             self._welded_count += 1
             if self._welded_count >= 2:
-                flags[WELDED] = True
-                self.fault_value[WELDED] = current
+                flags[_WELDED] = True
+                self.fault_value[_WELDED] = current
         else:
             self._welded_count = 0
         # over-current against what the pilot offers (the EV has over_current_ms to follow)
@@ -376,8 +374,8 @@ class Station:
             if self._oc_since is None:
                 self._oc_since = now
             elif time.ticks_diff(now, self._oc_since) >= self.opts["over_current_ms"]:
-                flags[OVER_CURRENT] = True
-                self.fault_value[OVER_CURRENT] = current
+                flags[_OVER_CURRENT] = True
+                self.fault_value[_OVER_CURRENT] = current
         elif ok:
             self._oc_since = None
         # environment
@@ -386,14 +384,14 @@ class Station:
         limit = self.limits["over_temp_c"]
         if t is not None:
             if t >= limit:
-                flags[HOT] = True
-                self.fault_value[HOT] = t
+                flags[_HOT] = True
+                self.fault_value[_HOT] = t
             elif t < limit - self.opts["temp_hysteresis_c"]:
-                flags[HOT] = False
+                flags[_HOT] = False
         # unplug clears the faults that belong to the EV
         state = self.classifier.state
         if state == "A" and self._last_pilot != "A":
-            flags[OVER_CURRENT] = False
+            flags[_OVER_CURRENT] = False
             self._oc_since = None
             self.register.save()
         self._last_pilot = state
@@ -458,7 +456,7 @@ class Station:
             self.offer_ms = time.ticks_ms()
         if not self._relay:
             # close only after a measurement with the contactor open showed no current
-            if (offer and offered > 0 and state in ("C", "D") and not self.flags[WELDED]
+            if (offer and offered > 0 and state in ("C", "D") and not self.flags[_WELDED]
                     and self._welded_count == 0 and self.meter.measured_ms is not None):
                 self._close()
                 # the timer may have seen the pilot change meanwhile: re-check
