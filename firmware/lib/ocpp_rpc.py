@@ -14,6 +14,7 @@ PropertyConstraintViolation, a payload that is not an object -> FormationViolati
 """
 
 import json
+import sys
 
 CALL = 2
 CALLRESULT = 3
@@ -43,9 +44,17 @@ class CallError(Exception):
 
 def check(payload, spec, where=""):
     """Raise CallError if `payload` does not fit `spec` (see the module docstring); the
-    validator's code is in ocpp_check, loaded when a CALL of the central system arrives."""
+    validator's code is in ocpp_check, loaded when a CALL of the central system arrives;
+    loaded here for an answer's check (idTagInfo), it is dropped again at once."""
+    mods = sys.modules
+    loaded = "ocpp_check" in mods
     import ocpp_check
-    return ocpp_check.check(payload, spec, where)
+
+    try:
+        return ocpp_check.check(payload, spec, where)
+    finally:
+        if not loaded:
+            mods.pop("ocpp_check", None)
 
 
 def parse(text):
