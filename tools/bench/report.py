@@ -40,7 +40,7 @@ def table(results: dict) -> str:
 def ratios(results: dict) -> str:
     """Our server against the bare ocpp-package central system, step by step."""
     by_name = {run["name"]: run for run in results["runs"]}
-    out = ["| stations | CPU ours / reference | OCPP p99 ours / reference | msg/s ours / reference |",
+    out = ["| stations | CPU % ours / reference | OCPP p99 ms ours / reference | OCPP calls/s ours / reference |",
            "|---:|---:|---:|---:|"]
     for ours_name, ref_name in (("paper-embedded", "paper-reference"), ("sweep-embedded", "sweep-reference")):
         ours, ref = by_name.get(ours_name), by_name.get(ref_name)
@@ -58,7 +58,7 @@ def ratios(results: dict) -> str:
             out.append(f"| {step['stations']} | "
                        f"{ratio(step['server']['cpu_percent_mean'], other['server']['cpu_percent_mean'])} | "
                        f"{ratio(step['ocpp'].get('p99_ms'), other['ocpp'].get('p99_ms'))} | "
-                       f"{ratio(step.get('messages_per_s'), other.get('messages_per_s'))} |")
+                       f"{ratio(step.get('ocpp_per_s'), other.get('ocpp_per_s'))} |")
     return "\n".join(out) if len(out) > 2 else ""
 
 

@@ -21,6 +21,11 @@ class socket:  # noqa: N801 - MicroPython's name
 
     def connect(self, addr):
         self._s.connect(addr)
+        if self._s.type == SOCK_STREAM:
+            # umqtt.simple writes a PUBLISH in several small writes and then waits for the
+            # PUBACK: with Nagle's algorithm each publish waits for a delayed ACK. The host
+            # runs thousands of simulated boards on one loop and cannot afford that.
+            self._s.setsockopt(IPPROTO_TCP, _socket.TCP_NODELAY, 1)
 
     def settimeout(self, t):
         self._s.settimeout(t)
