@@ -76,6 +76,7 @@ class Stats:
 
     def __init__(self, rng):
         self.rng = rng
+        self.total_calls = 0  # never reset: the progress line's rate
         self.reset()
 
     def reset(self):
@@ -89,6 +90,7 @@ class Stats:
 
     def call_done(self, action, ms, outcome):
         self.calls += 1
+        self.total_calls += 1
         if outcome == "timeout":
             self.timeouts += 1
         elif outcome != "ok":
@@ -298,11 +300,11 @@ async def worker_main(opts):
             await asyncio.sleep(1)
             now = time.monotonic()
             emit({"event": "progress", "stations": len(fleet.stations), "connected": fleet.registered(),
-                  "sessions": fleet.sessions, "calls": fleet.stats.calls,
-                  "calls_per_s": round((fleet.stats.calls - last_calls) / (now - last_t), 1),
+                  "sessions": fleet.sessions, "calls": fleet.stats.total_calls,
+                  "calls_per_s": round((fleet.stats.total_calls - last_calls) / (now - last_t), 1),
                   "errors": fleet.stats.errors + fleet.stats.timeouts,
                   "telemetry": fleet.telemetry_acked()})
-            last_calls, last_t = fleet.stats.calls, now
+            last_calls, last_t = fleet.stats.total_calls, now
 
     asyncio.ensure_future(progress())
     while True:

@@ -111,6 +111,19 @@ def write(results: dict, out_dir: Path, started) -> list[Path]:
           f"sweep steps {results['settings']['sweep_hold_s']} s.",
           "",
           table(results)]
+    fw = results.get("firmware")
+    if fw:
+        md += ["", "Firmware heap on the MicroPython Unix port (64-bit) at 192 KiB, live data after a "
+               "collection (target: under 96 KiB during a session):", "",
+               "| what | peak used KiB | completed |", "|---|---:|---|"]
+        for name, label in (("charge_point", "charge point session (station test double)"),
+                            ("board", "complete board: app, station, OCPP, MQTT")):
+            r = fw.get(name, {})
+            if "error" in r:
+                md.append(f"| {label} | – | no: {r['error']} |")
+            else:
+                md.append(f"| {label} | {fmt(r.get('peak_used_kib'))} | "
+                          f"{'yes' if r.get('completed', r.get('transactions')) else 'no'} |")
     rat = ratios(results)
     if rat:
         md += ["", "Against the bare `ocpp`-package central system:", "", rat]
