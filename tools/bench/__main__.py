@@ -35,6 +35,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.error
 import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
@@ -115,9 +116,17 @@ def wait_port(port: int, timeout: float = 30) -> None:
     raise SystemExit(f"[bench] nothing listens on 127.0.0.1:{port} after {timeout}s")
 
 
-def get_json(url: str) -> dict:
-    with urllib.request.urlopen(url, timeout=10) as resp:
-        return json.load(resp)
+def get_json(url: str, attempts: int = 6) -> dict:
+    """GET a JSON document; a server too busy to answer in time is asked again (and the
+    step that needed it is reported as failed by the caller if it never answers)."""
+    for attempt in range(attempts):
+        try:
+            with urllib.request.urlopen(url, timeout=10) as resp:
+                return json.load(resp)
+        except (TimeoutError, urllib.error.URLError, ConnectionError):
+            if attempt == attempts - 1:
+                raise
+            time.sleep(2)
 
 
 class ResourceSampler:
@@ -208,7 +217,7 @@ class TelemetryProbe:
                     return True
             except OSError:
                 pass
-            time.sleep(0.01)
+            time.sleep(0.05)
         return False
 
     def take(self) -> dict:
@@ -269,12 +278,16 @@ def run_load(label: str, target: dict, steps: list[int], hold: float, meter_inte
                     "ocpp_per_s": round(event["ocpp"]["calls"] / max(event["window_s"], 1e-6), 1),
                     "server": resources, "simulator": sim_resources,
                 }
+                failures = []
                 if target.get("api"):
-                    stored = settle_stored(target["api"], event["telemetry"]["acked"], base, probe)
-                    record["telemetry"]["stored"] = stored
-                    record["telemetry"]["lost"] = max(0, event["telemetry"]["acked"] - stored)
+                    try:
+                        stored = settle_stored(target["api"], event["telemetry"]["acked"], base, probe)
+                        record["telemetry"]["stored"] = stored
+                        record["telemetry"]["lost"] = max(0, event["telemetry"]["acked"] - stored)
+                    except OSError as exc:
+                        failures.append(f"the server's API did not answer ({exc})")
                     record["mqtt_latency"] = probe.take() if probe else None
-                failures = step_failures(record)
+                failures += step_failures(record)
                 record["ok"] = not failures
                 record["failures"] = failures
                 records.append(record)
