@@ -17,7 +17,7 @@ from waitress.server import create_server
 from server.config import Config
 from server.files import DiagnosticsInbox, FirmwareLibrary
 from server.fleet import Fleet
-from server.mqtt.broker import EmbeddedBroker
+from server.mqtt.broker import BrokerProcess
 from server.mqtt.ingest import MqttIngest, parse_broker_url
 from server.ocpp.central import CentralSystem
 from server.ocpp.endpoint import OcppEndpoint
@@ -39,7 +39,7 @@ class Application:
         self.ports: dict[str, int] = {}
         self.store = self.fleet = self.central = self.ingest = None
         self.channels = self.bridge = self.firmware = self.diagnostics = None
-        self.broker: EmbeddedBroker | None = None
+        self.broker: BrokerProcess | None = None
         self.endpoint: OcppEndpoint | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: threading.Thread | None = None
@@ -99,7 +99,7 @@ class Application:
         if mqtt["url"]:
             broker = parse_broker_url(mqtt["url"])
         else:
-            self.broker = EmbeddedBroker(mqtt["embedded_host"], mqtt["embedded_port"])
+            self.broker = BrokerProcess(mqtt["embedded_host"], mqtt["embedded_port"])
             port = self.broker.start()
             broker = {"host": mqtt["embedded_host"], "port": port, "tls": False}
             self.ports["mqtt"] = port

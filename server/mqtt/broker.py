@@ -1,11 +1,21 @@
-"""The embedded MQTT broker (amqtt) on its own thread and event loop, so the first run
-needs nothing else installed. Anonymous access; bind it to 127.0.0.1 unless the boards
-on the LAN must reach it."""
+"""The embedded MQTT broker (amqtt), so the first run needs nothing else installed.
+Anonymous access; bind it to 127.0.0.1 unless the boards on the LAN must reach it.
+
+`BrokerProcess` (what the server uses) runs it in a child process, `python -m
+server.mqtt.broker`, started and stopped with the server: amqtt is pure Python, and in
+the server's own process it competed for the interpreter lock with the OCPP endpoint and
+the API (the benchmark saw the API stop answering at 500 stations). The child exits when
+the server's end of its stdin pipe closes, so a crashed server leaves no broker behind.
+`EmbeddedBroker` is the broker on a thread and event loop of the calling process."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import signal
+import subprocess
+import sys
 import threading
 
 from amqtt.broker import Broker
@@ -83,3 +93,81 @@ class EmbeddedBroker:
             log.exception("embedded broker shutdown failed")
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
+
+
+class BrokerProcess:
+    """The embedded broker in a child process; same interface as EmbeddedBroker."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 1883) -> None:
+        self.host = host
+        self.requested_port = port
+        self.port: int | None = None
+        self._proc: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 20.0) -> int:
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "server.mqtt.broker", "--host", self.host,
+             "--port", str(self.requested_port)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        result: list[str] = []
+        reader = threading.Thread(target=lambda: result.append(self._proc.stdout.readline()),
+                                  daemon=True)
+        reader.start()
+        reader.join(timeout)
+        line = result[0] if result else ""
+        if not line.startswith("PORT "):
+            self.stop()
+            raise RuntimeError("embedded MQTT broker did not start"
+                               + (f": {line.strip()}" if line else ""))
+        self.port = int(line.split()[1])
+        log.info("embedded MQTT broker (pid %d) listening on %s:%d", self._proc.pid, self.host, self.port)
+        return self.port
+
+    def stop(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _serve_child(host: str, port: int) -> int:
+    """Child process: run the broker until SIGTERM or until the parent's pipe closes."""
+    broker = EmbeddedBroker(host, port)
+    try:
+        bound = broker.start()
+    except RuntimeError as exc:
+        print(f"ERROR {exc}", flush=True)
+        return 1
+    print(f"PORT {bound}", flush=True)
+    done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    signal.signal(signal.SIGINT, lambda *_: done.set())
+
+    def watch_parent() -> None:
+        try:
+            while os.read(sys.stdin.fileno(), 1024):
+                pass
+        except OSError:
+            pass
+        done.set()
+
+    threading.Thread(target=watch_parent, daemon=True).start()
+    done.wait()
+    broker.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(description="the embedded MQTT broker (started by the server)")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=1883)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    raise SystemExit(_serve_child(args.host, args.port))
