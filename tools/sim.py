@@ -284,6 +284,11 @@ class Fleet:
 
 
 async def worker_main(opts):
+    # The protocol with the coordinator gets a private copy of stdout; anything else that
+    # prints (the firmware's console output, a timer callback's traceback) goes to stderr.
+    protocol = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
     host_imports()
     fleet = Fleet(opts, opts.first_index)
     fleet.loop = asyncio.get_running_loop()
@@ -291,8 +296,8 @@ async def worker_main(opts):
     await fleet.loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
 
     def emit(obj):
-        sys.stdout.write(json.dumps(obj) + "\n")
-        sys.stdout.flush()
+        protocol.write(json.dumps(obj) + "\n")
+        protocol.flush()
 
     async def progress():
         last_calls, last_t = 0, time.monotonic()
@@ -366,7 +371,11 @@ class Worker:
             if not line:
                 await self.replies.put(None)
                 return
-            msg = json.loads(line)
+            try:
+                msg = json.loads(line)
+            except ValueError:
+                sys.stderr.write(f"[sim] worker {self.index}: {line}")
+                continue
             if msg["event"] == "progress":
                 self.progress = msg
             else:
