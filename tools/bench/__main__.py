@@ -142,9 +142,20 @@ class ResourceSampler:
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
 
+    def _members(self) -> list[psutil.Process]:
+        """The measured processes and their children (the server's embedded broker)."""
+        out = []
+        for p in self.processes:
+            out.append(p)
+            try:
+                out.extend(p.children(recursive=True))
+            except psutil.Error:
+                pass
+        return out
+
     def _cpu_seconds(self) -> float:
         total = 0.0
-        for p in self.processes:
+        for p in self._members():
             try:
                 t = p.cpu_times()
                 total += t.user + t.system
@@ -159,7 +170,7 @@ class ResourceSampler:
             self.cpu.append(100.0 * (now_cpu - last_cpu) / max(1e-6, now_t - last_t))
             last_cpu, last_t = now_cpu, now_t
             rss = 0
-            for p in self.processes:
+            for p in self._members():
                 try:
                     rss += p.memory_info().rss
                 except psutil.Error:
