@@ -109,9 +109,12 @@ class Application:
     def _start_http(self) -> None:
         http = self.config.http
         app = create_app(self)
+        # asyncore_use_poll: waitress's default select() fails once the process holds more
+        # than 1 024 file descriptors, i.e. past ~1 000 connected charge points.
         self._http = create_server(app, host=http["host"], port=http["port"],
                                    threads=http["threads"], ident="PicoCharge",
-                                   max_request_body_size=http["max_upload_bytes"])
+                                   max_request_body_size=http["max_upload_bytes"],
+                                   asyncore_use_poll=True)
         self.ports["http"] = int(self._http.effective_port)
         self.public_url = (self.config.server["public_url"].rstrip("/")
                            or self.dashboard_url.rstrip("/"))
