@@ -311,20 +311,23 @@ async def worker_main(opts):
                   "telemetry": fleet.telemetry_acked()})
             last_calls, last_t = fleet.stats.total_calls, now
 
+    async def ramp(target):
+        fleet.connect_ms = []
+        await fleet.grow(target)
+        deadline = time.monotonic() + opts.connect_timeout
+        while fleet.registered() < len(fleet.stations) and time.monotonic() < deadline:
+            await asyncio.sleep(0.5)
+        emit({"event": "ramped", "stations": len(fleet.stations), "connected": fleet.registered(),
+              "connect_ms": fleet.connect_ms})
+
     asyncio.ensure_future(progress())
     while True:
         line = await reader.readline()
-        if not line:
-            return
+        if not line:  # the coordinator is gone: stop at once, whatever is in progress
+            os._exit(0)
         cmd = json.loads(line)
         if cmd["cmd"] == "step":
-            fleet.connect_ms = []
-            await fleet.grow(cmd["target"])
-            deadline = time.monotonic() + opts.connect_timeout
-            while fleet.registered() < len(fleet.stations) and time.monotonic() < deadline:
-                await asyncio.sleep(0.5)
-            emit({"event": "ramped", "stations": len(fleet.stations), "connected": fleet.registered(),
-                  "connect_ms": fleet.connect_ms})
+            asyncio.ensure_future(ramp(cmd["target"]))
         elif cmd["cmd"] == "mark":
             fleet.stats.reset()
             fleet.stats.telemetry_base = fleet.telemetry_acked()
@@ -409,8 +412,18 @@ async def coordinator(opts):
     for w in workers:
         asyncio.ensure_future(w.pump(loop))
     stop = asyncio.Event()
+
+    def on_signal():
+        stop.set()
+        for w in workers:  # workers exit as soon as their stdin closes
+            try:
+                w.proc.stdin.close()
+            except OSError:
+                pass
+        loop.call_later(5, loop.stop)
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, on_signal)
 
     def emit(obj):
         if opts.json:
@@ -468,13 +481,14 @@ async def coordinator(opts):
         for w in workers:
             try:
                 w.send({"cmd": "stop"})
-            except (BrokenPipeError, OSError):
+            except (BrokenPipeError, OSError, ValueError):
                 pass
         for w in workers:
             try:
                 w.proc.wait(30)
             except subprocess.TimeoutExpired:
                 w.proc.kill()
+                w.proc.wait()
         sys.stderr.write("\n")
 
 

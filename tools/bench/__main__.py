@@ -256,7 +256,7 @@ def run_load(label: str, target: dict, steps: list[int], hold: float, meter_inte
         cmd += ["--mqtt", target["mqtt_url"]]
     log(f"{label}: {' '.join(cmd[3:])}")
     sim = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=open(workdir / f"sim-{label}.log", "w"),
-                           text=True)
+                           text=True, start_new_session=True)
     sim_ps = psutil.Process(sim.pid)
     measured = [psutil.Process(pid) for pid in target["pids"]]
     probe = TelemetryProbe(target["mqtt_port"], target["api"]) if target.get("api") else None
@@ -312,8 +312,13 @@ def run_load(label: str, target: dict, steps: list[int], hold: float, meter_inte
         try:
             sim.wait(60)
         except subprocess.TimeoutExpired:
-            sim.kill()
-            sim.wait()
+            pass
+        # the simulator and its workers are one process group: none may outlive its run
+        try:
+            os.killpg(sim.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        sim.wait()
         if probe:
             probe.close()
     return records
