@@ -353,10 +353,14 @@ class Board:
             return COMMANDS
         raise ValueError(f"unknown command {cmd!r}; try {{\"cmd\": \"help\"}}")
 
-    def serve_control(self, host: str, port: int) -> socket.socket:
+    def serve_control(self, host: str, port: int, accept: bool = True) -> socket.socket:
         server = socket.create_server((host, port))
-        threading.Thread(target=self._accept_control, args=(server,), daemon=True).start()
+        if accept:
+            self.accept_control(server)
         return server
+
+    def accept_control(self, server: socket.socket) -> None:
+        threading.Thread(target=self._accept_control, args=(server,), daemon=True).start()
 
     def _accept_control(self, server: socket.socket) -> None:
         while True:
@@ -405,11 +409,14 @@ def main(argv=None) -> int:
                   world=json.loads(args.world), stdin_passthrough=True)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    board.power_on()
+    # The control line comes first on the console; requests wait in the listen queue until
+    # the board is powered.
     host, _, port = args.control.rpartition(":")
-    server = board.serve_control(host or "127.0.0.1", int(port))
+    server = board.serve_control(host or "127.0.0.1", int(port), accept=False)
     print("[board] control: %s:%d (JSON lines; {\"cmd\": \"help\"})" % server.getsockname()[:2],
           flush=True)
+    board.power_on()
+    board.accept_control(server)
 
     def forward_stdin():
         for line in sys.stdin:

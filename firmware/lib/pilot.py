@@ -78,6 +78,7 @@ class Pilot:
         # raw u16 -> pilot volts x10: v_adc = raw * 3.3 / 65535; pilot = (v_adc - bias) * k
         self.bias_raw = int(calibration["pilot_bias_v"] / 3.3 * 65535)
         self.dv_per_raw = 3.3 * calibration["pilot_v_per_adc_v"] * 10 / 65535
+        self.spread_raw = int(30 / self.dv_per_raw)  # 3 V between the levels: both were seen
         self.offered = 0.0
         self.duty = STEADY
         self.pwm.duty_u16(STEADY)
@@ -96,12 +97,18 @@ class Pilot:
         return self.duty != STEADY
 
     def sample(self, window_us=1100):
-        """(high, low) pilot levels in volts x10 over `window_us` microseconds."""
+        """(high, low) pilot levels in volts x10 over `window_us` microseconds.
+
+        While the PWM runs, a window that saw only one level is stretched (up to four
+        times): with a slow ADC path (the host's test bench, a busy core) a short high
+        phase can fall between samples, and one level alone would read as state F."""
         read = self.adc.read_u16
         hi = 0
         lo = 65535
         start = time.ticks_us()
         n = 0
+        limit = window_us * 4 if self.pwm_on() else window_us
+        spread = self.spread_raw
         while True:
             v = read()
             if v > hi:
@@ -109,8 +116,10 @@ class Pilot:
             if v < lo:
                 lo = v
             n += 1
-            if n >= 24 and time.ticks_diff(time.ticks_us(), start) >= window_us:
-                break
+            if n >= 24:
+                elapsed = time.ticks_diff(time.ticks_us(), start)
+                if elapsed >= window_us and (hi - lo > spread or elapsed >= limit):
+                    break
             if n >= 2000:  # a very fast ADC: enough samples of the window
                 break
         k = self.dv_per_raw
