@@ -71,7 +71,8 @@ class _Link:
 
     def _readline(self, buf):
         while b"\n" not in buf[0]:
-            chunk = self.sock.recv(4096)
+            # small reads: this thread shares the board's heap with the firmware
+            chunk = self.sock.recv(256)
             if not chunk:
                 return None
             buf[0] += chunk
