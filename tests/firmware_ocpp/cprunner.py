@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from tools.board import MICROPYTHON, STUBS, STUBS_CPYTHON
+from tools.board import MICROPYTHON, STUBS, STUBS_CPYTHON, check_micropython, install_firmware
 
 HERE = Path(__file__).resolve().parent
 LIB = HERE.parents[1] / "firmware" / "lib"
@@ -85,7 +85,11 @@ class ChargePointProcess:
         code = CHILD % {"here": str(HERE), "config": json.dumps(config)}
         env = dict(os.environ)
         if runtime == "micropython":
-            env["MICROPYPATH"] = os.pathsep.join([".frozen", str(LIB), str(STUBS)])
+            check_micropython()
+            # as on a board: the modules as compiled .mpy (loading them from source at
+            # 192 KiB needs the compiler's heap on top of the charge point's)
+            install_firmware(workdir / "fw")
+            env["MICROPYPATH"] = os.pathsep.join([".frozen", str(workdir / "fw" / "lib"), str(STUBS)])
             cmd = [str(MICROPYTHON), "-X", "heapsize=192K", "-c", code]
         else:
             env["PYTHONPATH"] = os.pathsep.join([str(LIB), str(STUBS), str(STUBS_CPYTHON)])

@@ -38,7 +38,7 @@ def errors_of(frame):
     return frame[2]
 
 
-@pytest.mark.parametrize("runtime_name", ["cpython"])
+@pytest.mark.dual_runtime
 def test_every_central_system_operation_is_answered_and_every_message_validates(
         cs, runtime_name, tmp_path):
     cp = ChargePointProcess(runtime_name, tmp_path / "cp", config(cs.url))
