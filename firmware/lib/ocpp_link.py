@@ -108,7 +108,12 @@ class Link:
                 if "fw" in self.features:
                     self.feature("fw").on_accepted()
                 return
-            await asyncio.sleep(max(1, res.get("interval") or 30))
+            # the retry interval; a TriggerMessage(BootNotification) ends it (ocpp_trigger)
+            self.boot_wake = wake = asyncio.Event()
+            try:
+                await asyncio.wait_for(wake.wait(), max(1, res.get("interval") or 30))
+            except asyncio.TimeoutError:
+                pass
 
     async def _keepalive(self, ws):
         last_ping = time.ticks_ms()

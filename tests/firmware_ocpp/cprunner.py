@@ -24,6 +24,7 @@ sys.path.append(%(here)r)
 import asyncio, gc, json
 from fakestation import FakeStation
 from storage import Flash
+%(flash_import)s
 from clock import Clock
 from chargepoint import ChargePoint
 cfg = json.loads(%(config)r)
@@ -78,11 +79,14 @@ asyncio.run(main())
 
 
 class ChargePointProcess:
-    def __init__(self, runtime: str, workdir: Path, config: dict):
+    def __init__(self, runtime: str, workdir: Path, config: dict, flash_module: str | None = None):
+        """flash_module: a module in tests/firmware_ocpp whose `Flash` replaces storage.Flash
+        (a test double of the flash, e.g. one that can be made full)."""
         self.dir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
         self.state: dict = {}
-        code = CHILD % {"here": str(HERE), "config": json.dumps(config)}
+        code = CHILD % {"here": str(HERE), "config": json.dumps(config),
+                        "flash_import": "from %s import Flash" % flash_module if flash_module else ""}
         env = dict(os.environ)
         if runtime == "micropython":
             check_micropython()

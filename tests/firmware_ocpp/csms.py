@@ -18,6 +18,14 @@ as a careful central system makes them: a redelivered StartTransaction, StopTran
 MeterValues (the charge point resends a journal record after a power cut that fell between
 the CS's answer and the record's removal) gets the same answer again and is counted in
 `redeliveries`, not stored twice.
+
+Switches for the failure scenarios (set them from the test, any time):
+
+    cs.fail_next["StartTransaction"] = 2   # answer the next 2 with CALLERROR InternalError
+    cs.delay["StartTransaction"] = 4.0     # answer after 4 s (the session reads nothing else meanwhile)
+    cs.parents["CHILD"] = "PARENT"          # idTagInfo.parentIdTag of a tag
+    cs.go_offline()                        # drop every session and refuse new connections
+    cs.go_online()                         # accept connections again
 """
 
 from __future__ import annotations
@@ -66,6 +74,20 @@ class Session(OcppChargePoint):
                 await validate_payload(msg, "1.6")
             except Exception as exc:
                 cs.invalid.append((raw_msg, repr(exc)))
+            with cs.lock:
+                cs.attempts.append((msg.action, msg.unique_id, time.monotonic()))
+                fail = cs.fail_next.get(msg.action, 0)
+                if fail:
+                    cs.fail_next[msg.action] = fail - 1
+                delay = cs.delay.get(msg.action, 0)
+            if fail:
+                with cs.lock:
+                    cs.failed.append((msg.action, msg.unique_id))
+                await super()._send(json.dumps([4, msg.unique_id, "InternalError",
+                                                "test: failing on purpose", {}]))
+                return
+            if delay:
+                await asyncio.sleep(delay)
             if msg.action in TX_ACTIONS and msg.unique_id in self.cs.answers:
                 cs.redeliveries.append((msg.action, msg.unique_id))
                 await self._send(self.cs.answers[msg.unique_id])
@@ -111,7 +133,7 @@ class Session(OcppChargePoint):
     @on(Action.authorize)
     def on_authorize(self, id_tag, **kw):
         self._note("Authorize", {"id_tag": id_tag})
-        return call_result.Authorize(id_tag_info={"status": self.cs.auth(id_tag)})
+        return call_result.Authorize(id_tag_info=self.cs.id_tag_info(id_tag))
 
     @on(Action.start_transaction)
     def on_start(self, **kw):
@@ -126,7 +148,7 @@ class Session(OcppChargePoint):
                                      "meter_stop": None, "reason": None, "values": [],
                                      "transaction_data": None}
         return call_result.StartTransaction(transaction_id=txid,
-                                            id_tag_info={"status": cs.auth(kw["id_tag"])})
+                                            id_tag_info=cs.id_tag_info(kw["id_tag"]))
 
     @on(Action.stop_transaction)
     def on_stop(self, **kw):
@@ -194,6 +216,12 @@ class CentralSystem:
         self.connects = 0
         self.boot_policy: dict[str, str] = {}
         self.tags: dict[str, str] = {}
+        self.parents: dict[str, str] = {}
+        self.fail_next: dict[str, int] = {}
+        self.delay: dict[str, float] = {}
+        self.attempts: list[tuple[str, str, float]] = []  # (action, message id, when) of every CALL
+        self.failed: list[tuple[str, str]] = []  # CALLs answered with CALLERROR on purpose
+        self.offline = False
         self.loop = asyncio.new_event_loop()
         self.server = None
         self.port = None
@@ -207,8 +235,17 @@ class CentralSystem:
     def auth(self, id_tag: str) -> str:
         return self.tags.get(id_tag, "Accepted")
 
+    def id_tag_info(self, id_tag: str) -> dict:
+        info = {"status": self.auth(id_tag)}
+        if id_tag in self.parents:
+            info["parent_id_tag"] = self.parents[id_tag]
+        return info
+
     # -- server -------------------------------------------------------------------------
     async def _process_request(self, connection, request):
+        if self.offline:
+            self.refused.append(request.path)
+            return connection.respond(503, "offline\n")
         if self.password is None:
             return None
         expected = "Basic " + base64.b64encode(
@@ -262,6 +299,19 @@ class CentralSystem:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(5)
 
+    def go_offline(self) -> None:
+        """Drop every session and refuse new connections until go_online()."""
+        self.offline = True
+
+        async def drop():
+            for session in list(self.sessions.values()):
+                await session._connection.close()
+        self.run(drop(), 10)
+        self.wait(lambda: not self.sessions, 10, "every session closed")
+
+    def go_online(self) -> None:
+        self.offline = False
+
     # -- driving it from a test ----------------------------------------------------------
     def run(self, coro, timeout: float = 60):
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
@@ -277,7 +327,8 @@ class CentralSystem:
         return self.run(session.call(payload, suppress=False), timeout)
 
     def raw(self, cp_id: str, frame: list, timeout: float = 30) -> list:
-        return self.run(self.session(cp_id).raw_call(frame), timeout)
+        """Send a hand-made frame; TimeoutError if it is not answered within `timeout`."""
+        return self.run(self.session(cp_id).raw_call(frame, timeout), timeout + 10)
 
     def wait(self, predicate, timeout: float = 30, what: str = "condition") -> None:
         deadline = time.monotonic() + timeout
