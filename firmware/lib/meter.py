@@ -44,6 +44,7 @@ class Meter:
         self.hz = calibration.get("mains_hz", 50) or 50
         self.period_us = min(60000, int(1000000 * cycles / self.hz))
         self.retries = 0
+        self.spoiled = 0  # measurements given up because every pass overran its window
         self.k_i = 3.3 / 65535 * calibration["amps_per_adc_v"]
         self.k_v = 3.3 / 65535 * calibration["volts_per_adc_v"]
         self.off_i = calibration["meter_bias_v"] / 3.3 * 65535
@@ -58,7 +59,9 @@ class Meter:
     def sample(self):
         """Fill the buffers: `samples` pairs evenly over `cycles` mains periods, with the
         time each pair was actually taken (an interrupt may delay a read). Returns the
-        longest gap between pairs, in microseconds."""
+        longest gap between pairs, in microseconds, or -1 if the pass overran the window
+        (a read delayed past the end of the cycles: the pairs no longer cover whole
+        cycles, and the 16-bit time buffer could not hold the times anyway)."""
         n = self.samples
         period_us = self.period_us
         step = period_us // n
@@ -80,6 +83,8 @@ class Meter:
                     # sleep most of the wait: on a host this lets other threads run (the
                     # safety timer); on the board sleep_us is an exact busy wait anyway
                     time.sleep_us(target - t - 120)
+            if t >= period_us:
+                return -1
             bi[k] = read_i()
             bv[k] = read_v()
             bt[k] = t
@@ -142,9 +147,15 @@ class Meter:
     def measure(self):
         """One measurement; returns True if the front ends look alive."""
         for _ in range(3):  # an interrupt that held the CPU too long spoils a measurement
-            if self.sample() <= self.period_us // 6:
+            gap = self.sample()
+            if 0 <= gap <= self.period_us // 6:
                 break
             self.retries += 1
+        if gap < 0:
+            # every pass overran: no measurement this time; the last readings stand (and
+            # go stale, which the station notices) and the front ends are not judged
+            self.spoiled += 1
+            return self.ok
         irms, vrms, power = self.compute()
         self.measured_ms = time.ticks_ms()
         if vrms < MIN_MAINS_V:
