@@ -36,6 +36,15 @@ def id_tag_info(entry):
     return out
 
 
+def _arm(cp, tag, parent):
+    """An authorised tag: arm the connector unless a reservation holds it for another
+    idTag (and another parent idTag)."""
+    if cp.resv_matches(tag, parent):
+        cp.arm(tag, parent)
+    else:
+        cp.log("ocpp: %s not authorised (connector reserved)" % tag)
+
+
 class LocalAuth:
     HANDLERS = {
         "SendLocalList": ("send_local_list", {"listVersion": "!i", "localAuthorizationList": "a",
@@ -122,8 +131,7 @@ class LocalAuth:
         cfg = cp.cfg
         entry = self.lookup(tag)[1]
         if entry is not None and cfg.get("LocalPreAuthorize") and self.accepted_locally(tag):
-            if cp.resv_matches(tag, entry[2]):
-                cp.arm(tag, entry[2])
+            _arm(cp, tag, entry[2])
             return
         if cp.online.is_set():
             try:
@@ -134,8 +142,8 @@ class LocalAuth:
             if res is not None:
                 info = res.get("idTagInfo") or {}
                 cp.feature("auth").remember(tag, info)  # (this object may have been unloaded)
-                if info.get("status") == "Accepted" and cp.resv_matches(tag, info.get("parentIdTag")):
-                    cp.arm(tag, info.get("parentIdTag"))
+                if info.get("status") == "Accepted":
+                    _arm(cp, tag, info.get("parentIdTag"))
                 else:
                     cp.log("ocpp: %s not authorised (%s)" % (tag, info.get("status")))
                 return
@@ -143,12 +151,12 @@ class LocalAuth:
         auth = cp.feature("auth")
         entry = auth.lookup(tag)[1]
         if entry is not None:
-            if cfg.get("LocalAuthorizeOffline") and auth.accepted_locally(tag) and cp.resv_matches(tag, entry[2]):
-                cp.arm(tag, entry[2])
+            if cfg.get("LocalAuthorizeOffline") and auth.accepted_locally(tag):
+                _arm(cp, tag, entry[2])
             else:
                 cp.log("ocpp: %s refused offline (%s)" % (tag, entry[0]))
-        elif cfg.get("AllowOfflineTxForUnknownId") and cp.resv_matches(tag):
-            cp.arm(tag, None)
+        elif cfg.get("AllowOfflineTxForUnknownId"):
+            _arm(cp, tag, None)
         else:
             cp.log("ocpp: %s unknown and offline: refused" % tag)
 

@@ -47,6 +47,14 @@ class Reservation:
             return True
         return tag == r["tag"] or (r["parent"] is not None and parent == r["parent"])
 
+    def end(self, why):
+        """The connector became Faulted or Unavailable: the reservation ends (§5.13)."""
+        r = self.current
+        if r is not None:
+            self.cp.log("ocpp: reservation %d ended: connector %s" % (r["id"], why))
+            self.current = None
+            self._save()
+
     def consume(self):
         """The reservation id a starting transaction takes over (and ends), or None."""
         r = self.active()

@@ -229,9 +229,12 @@ class Transactions:
                 st = self.station
                 sn = self.status_now
                 sn[0] = ("Available" if self.available else "Unavailable", "NoError", None)
+                reserved = self.reservation() is not None
                 sn[1] = connector_state.derive(st.pilot_state(), st.relay_closed(), self.tx is not None,
                                                self.finishing, self.armed is not None, self.available,
-                                               self.reservation() is not None, st.faults(), st.offered_a())
+                                               reserved, st.faults(), st.offered_a())
+                if reserved and sn[1][0] in ("Faulted", "Unavailable"):
+                    self.feature("resv").end(sn[1][0])  # a reservation ends there
                 for cid in (0, 1) if self.online.is_set() else ():
                     cur = sn[cid]
                     if self.sent_status.get(cid) != cur:
