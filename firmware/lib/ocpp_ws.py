@@ -15,8 +15,12 @@
 - Client frames are masked with a fresh random key; server frames must not be masked.
 - Fragmented messages are reassembled in one preallocated buffer of `max_size` bytes; a
   larger message is refused with close code 1009. Control frames may interleave; pings are
-  answered with pongs; a close frame is answered and ends `recv`.
-- Writes are serialised by a lock so frames from several tasks never interleave.
+  answered with pongs; a close frame is answered (unless the client sent one first) and
+  ends `recv`. A masked frame, RSV bits, a reserved opcode, a fragmented or long control
+  frame, a broken fragment sequence or a malformed close body fail the connection with
+  1002, text that is not UTF-8 with 1007 (RFC 6455 5.1-5.5, 7.4.1, 8.1).
+- Writes are serialised by a lock held for a whole message, so the fragments of one
+  message never interleave with another task's message (a pong waits for it).
 Nothing blocks the event loop: every read and write goes through asyncio streams.
 """
 
@@ -54,6 +58,7 @@ class WebSocket:
         self.writer = None
         self.lock = asyncio.Lock()
         self.open = False
+        self.close_sent = False
         self.close_code = None
         self.last_rx = time.ticks_ms()
         self.protocol = None
@@ -71,13 +76,18 @@ class WebSocket:
             sys.modules.pop("ocpp_wsopen", None)
 
     async def abort(self):
-        """Drop the TCP connection without a close handshake."""
+        """Drop the TCP connection without a close handshake (unsent bytes are dropped:
+        CPython's close() would wait for a peer that stopped reading)."""
         self.open = False
         w = self.writer
         self.writer = None
         if w is not None:
             try:
-                w.close()
+                t = getattr(w, "transport", None)  # CPython only
+                if t is not None:
+                    t.abort()
+                else:
+                    w.close()
                 await w.wait_closed()
             except Exception:
                 pass
@@ -141,7 +151,9 @@ class WebSocket:
                 fin = b0 & 0x80
                 op = b0 & 0x0F
                 n = b1 & 0x7F
-                if b1 & 0x80:  # a server must not mask
+                # a server must not mask; no extension is negotiated (RSV bits); reserved
+                # control opcodes (11-15)
+                if b1 & 0x80 or b0 & 0x70 or op > _OP_PONG:
                     await self._fail(1002)
                     return None
                 if n == 126:
@@ -161,14 +173,19 @@ class WebSocket:
                         await self._send_frame(_OP_PONG, cmv[:n])
                     elif op == _OP_CLOSE:
                         code = (self.cbuf[0] << 8 | self.cbuf[1]) if n >= 2 else 1005
+                        if n == 1 or (n and not (1000 <= code <= 1003 or 1007 <= code <= 1014
+                                                 or 3000 <= code <= 4999)):
+                            await self._fail(1002)
+                            return None
                         self.close_code = code
-                        try:
-                            await self._send_frame(_OP_CLOSE, struct.pack(">H", 1000 if code == 1005 else code))
-                        except Exception:
-                            pass
+                        if not self.close_sent:  # answer it, unless this answers ours
+                            try:
+                                await self._send_frame(_OP_CLOSE, struct.pack(">H", 1000 if code == 1005 else code))
+                            except Exception:
+                                pass
                         await self.abort()
                         return None
-                    continue  # pong or unknown control frame
+                    continue  # a pong
                 if op == _OP_CONT:
                     if msg_op is None:
                         await self._fail(1002)
@@ -202,35 +219,41 @@ class WebSocket:
     # -- writing -------------------------------------------------------------------------
     async def _send_frame(self, op, payload, fin=True):
         async with self.lock:
-            if self.writer is None:
-                raise OSError(107, "not connected")
-            n = len(payload)
-            buf = self.wbuf
-            buf[0] = (0x80 if fin else 0) | op
-            if n < 126:
-                buf[1] = 0x80 | n
-                h = 2
-            else:
-                buf[1] = 0x80 | 126
-                buf[2] = n >> 8
-                buf[3] = n & 0xFF
-                h = 4
-            key = random.getrandbits(32)
-            k0 = key >> 24
-            k1 = (key >> 16) & 0xFF
-            k2 = (key >> 8) & 0xFF
-            k3 = key & 0xFF
-            buf[h] = k0
-            buf[h + 1] = k1
-            buf[h + 2] = k2
-            buf[h + 3] = k3
-            h += 4
-            mask = (k0, k1, k2, k3)
-            for i in range(n):
-                buf[h + i] = payload[i] ^ mask[i & 3]
-            frame = memoryview(buf)[:h + n]
-            self.writer.write(bytes(frame) if COPY_WRITES else frame)
-            await self.writer.drain()
+            await self._write_frame(op, payload, fin)
+
+    async def _write_frame(self, op, payload, fin=True):
+        """One frame; the caller holds `lock`."""
+        if self.writer is None:
+            raise OSError(107, "not connected")
+        if op == _OP_CLOSE:
+            self.close_sent = True
+        n = len(payload)
+        buf = self.wbuf
+        buf[0] = (0x80 if fin else 0) | op
+        if n < 126:
+            buf[1] = 0x80 | n
+            h = 2
+        else:
+            buf[1] = 0x80 | 126
+            buf[2] = n >> 8
+            buf[3] = n & 0xFF
+            h = 4
+        key = random.getrandbits(32)
+        k0 = key >> 24
+        k1 = (key >> 16) & 0xFF
+        k2 = (key >> 8) & 0xFF
+        k3 = key & 0xFF
+        buf[h] = k0
+        buf[h + 1] = k1
+        buf[h + 2] = k2
+        buf[h + 3] = k3
+        h += 4
+        mask = (k0, k1, k2, k3)
+        for i in range(n):
+            buf[h + i] = payload[i] ^ mask[i & 3]
+        frame = memoryview(buf)[:h + n]
+        self.writer.write(bytes(frame) if COPY_WRITES else frame)
+        await self.writer.drain()
 
     async def send(self, text):
         """Send one text message; fragmented into frames of at most `frag_size` bytes."""
@@ -238,14 +261,14 @@ class WebSocket:
         mv = memoryview(data)
         n = len(data)
         step = self.frag_size
-        if n <= step:
-            await self._send_frame(_OP_TEXT, mv)
-            return
-        off = 0
-        while off < n:
-            end = min(n, off + step)
-            await self._send_frame(_OP_TEXT if off == 0 else _OP_CONT, mv[off:end], end == n)
-            off = end
+        async with self.lock:  # the whole message: no other message between its fragments
+            off = 0
+            while True:
+                end = min(n, off + step)
+                await self._write_frame(_OP_TEXT if off == 0 else _OP_CONT, mv[off:end], end == n)
+                off = end
+                if off >= n:
+                    break
 
     async def ping(self, payload=b"pc"):
         await self._send_frame(_OP_PING, payload)

@@ -130,8 +130,11 @@ async def handshake(self, url, protocol, user, password, ssl_ctx, flash=None):
             if ":" in text and len(headers) < 24:
                 name, value = text.split(":", 1)
                 headers[name.strip().lower()] = value.strip()
-        if headers.get("upgrade", "").lower() != "websocket":
+        if headers.get("upgrade", "").lower() != "websocket" or \
+                "upgrade" not in headers.get("connection", "").lower():
             raise ocpp_ws.WSError("the server did not upgrade to websocket")
+        if "sec-websocket-extensions" in headers:  # none was asked for (RFC 6455 4.1)
+            raise ocpp_ws.WSError("the server chose an extension")
         if headers.get("sec-websocket-accept", "").encode() != accept_key(key):
             raise ocpp_ws.WSError("bad Sec-WebSocket-Accept")
         agreed = headers.get("sec-websocket-protocol")
@@ -142,5 +145,6 @@ async def handshake(self, url, protocol, user, password, ssl_ctx, flash=None):
         await self.abort()
         raise
     self.open = True
+    self.close_sent = False
     self.close_code = None
     self.last_rx = time.ticks_ms()
