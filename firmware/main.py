@@ -1,6 +1,7 @@
 """Board entry point: the rp2 port runs this after boot.py. In safe mode the app is not
 started and the REPL stays free; otherwise `app` (the running App) is what `import ev`
-finds."""
+finds. If the app raises while a firmware update is on trial, `bootmode.crashed` rolls the
+update back and resets the board; any other crash ends at the REPL as before."""
 
 import sys
 
@@ -14,7 +15,14 @@ else:
     import gc
 
     gc.collect()
-    from app import App
+    try:
+        from app import App
 
-    app = App()
-    app.run()
+        app = App()
+        app.run()
+    except Exception as exc:
+        gc.collect()
+        import bootmode
+
+        bootmode.crashed(exc)
+        raise

@@ -2,24 +2,38 @@
 across a reboot, rolled back automatically) and GetDiagnostics (the log uploaded over
 HTTP).
 
-A bundle is `manifest.json` = {"version": "...", "files": {"lib/x.py": {"sha256": hex,
-"size": n}, ...}}; the files are fetched relative to the manifest URL (`location` may name
-the manifest or the directory that holds it) into `fw/stage/`, streamed to flash with
-their SHA-256 checked. Allowed paths: `lib/<name>.py|.mpy` and `main.py`, `boot.py`.
+A bundle is `manifest.json` = {"version": "...", "files": {"lib/x.mpy": {"sha256": hex,
+"size": n}, ...}} (server/files.py `build_bundle` writes it); `location` names the
+manifest (`.../manifest.json`) or the directory that holds it, and the files are fetched
+relative to it. Allowed paths: `lib/<name>.py|.mpy`, `main.py`, `boot.py`; `version` is at
+most 50 characters (it becomes BootNotification's firmwareVersion). The download starts
+at `retrieveDate`. `retries` is, as OCPP 1.6 words it, how many times the charge point
+tries before giving up (at least once; 3 when absent), `retryInterval` s apart (30 when
+absent). The manifest and every file are streamed to `fw/stage/` with their size and
+SHA-256 checked; a failed download leaves nothing behind.
 
 Installation (after the transaction, if one runs): `fw/install.json` records the plan
-("copying"), every target is backed up into `fw/backup/` and replaced by an atomic
-rename, then the plan becomes "trial" and the board reboots. A power cut while copying is
-rolled back on the next boot. On trial the new firmware must reach BootNotification
-Accepted within FirmwareTrialTimeout seconds and within 3 boots; then the update is
-committed (Installed). Otherwise the backups are restored, the board reboots into the
-old firmware and reports InstallationFailed. Every FirmwareStatusNotification state is
-sent: Downloading, Downloaded, DownloadFailed, Installing, Installed, InstallationFailed
-(Idle when asked with nothing going on).
+("copying"); every target is moved into `fw/backup/` and the staged file renamed into
+its place (renames only: atomic, no second copy on flash); a `lib/x.py` that would shadow
+a new `lib/x.mpy` is moved away too. Then the plan becomes "trial" and the board reboots.
+A power cut while copying is rolled back on the next boot. On trial the new firmware must
+reach BootNotification Accepted within FirmwareTrialTimeout seconds and within 3 boots,
+and must not crash (main.py rolls back a trial whose application raises); then the update
+is committed (Installed). Otherwise the backups are renamed back (`bootmode.restore`), the
+board reboots into the old firmware and reports InstallationFailed once it is Accepted.
+FirmwareStatusNotification: Downloading (each attempt), Downloaded or DownloadFailed,
+Installing, then after the reboot Installed or InstallationFailed; Idle only when
+triggered with nothing going on (ocpp_trigger).
+
+GetDiagnostics answers the fileName `diag-<id>-<unix time>.txt`, writes it to flash
+(header, summary, recent OCPP events, the log files oldest first) and PUTs it to
+`<location>/<fileName>` (`retries` and `retryInterval` as for UpdateFirmware);
+DiagnosticsStatusNotification Uploading (each attempt), then Uploaded or UploadFailed.
 """
 
 import asyncio
 import binascii
+import gc
 import hashlib
 import json
 
@@ -28,7 +42,13 @@ import httpc
 
 BASE_VERSION = "1.0.0"
 MAX_TRIAL_BOOTS = 3
-LOG_FILES = ("log.txt", "log.1.txt", "log.old")
+MAX_MANIFEST = 16384
+LOG_FILES = ("log.1.txt", "log.txt")
+
+
+def attempts(p):
+    """How many times to try (OCPP 1.6: `retries` = tries before giving up)."""
+    return max(1, p["retries"]) if "retries" in p else 3
 
 
 def path_allowed(path):
@@ -47,15 +67,49 @@ def path_allowed(path):
     return True
 
 
+def json_complete(fh):
+    """True if the JSON text in the binary file `fh` closes every bracket it opens
+    (MicroPython's parser accepts a document cut short); read in small chunks."""
+    depth = 0
+    in_str = esc = seen = False
+    while True:
+        chunk = fh.read(256)
+        if not chunk:
+            return seen and depth == 0 and not in_str
+        for c in chunk:
+            if in_str:
+                if esc:
+                    esc = False
+                elif c == 92:  # backslash
+                    esc = True
+                elif c == 34:  # quote
+                    in_str = False
+            elif c == 34:
+                in_str = seen = True
+            elif c == 123 or c == 91:  # { [
+                depth += 1
+                seen = True
+            elif c == 125 or c == 93:  # } ]
+                depth -= 1
+                if depth < 0:
+                    return False
+
+
 class HashSink:
-    def __init__(self, fh):
+    """A download's sink: hashes and counts what it writes to `fh`, refuses more than
+    `limit` bytes."""
+
+    def __init__(self, fh, limit):
         self.fh = fh
         self.h = hashlib.sha256()
         self.n = 0
+        self.limit = limit
 
     def write(self, data):
-        self.h.update(data)
         self.n += len(data)
+        if self.n > self.limit:
+            raise ValueError("more than %d bytes" % self.limit)
+        self.h.update(data)
         self.fh.write(data)
 
 
@@ -72,6 +126,7 @@ class Firmware:
         self.flash = cp.flash
         self.status = "Idle"
         self.diag_status = "Idle"
+        self.diag_name = None
         self.busy = False
         self.diag_busy = False
         self.version = BASE_VERSION
@@ -89,11 +144,12 @@ class Firmware:
             plan = None
         self.needs_reboot = False
         if plan is not None:
-            if plan.get("state") == "copying":
+            state = plan.get("state")
+            if state == "copying":
                 cp.log("firmware: install of %s was cut short, rolling back" % plan.get("version"))
                 self.rollback(plan)
                 self.needs_reboot = True
-            elif plan.get("state") == "trial":
+            elif state == "trial":
                 plan["boots"] = plan.get("boots", 0) + 1
                 if plan["boots"] > MAX_TRIAL_BOOTS:
                     cp.log("firmware: %s did not come up in %d boots, rolling back" % (
@@ -104,7 +160,8 @@ class Firmware:
                     flash.write_json("fw/install.json", plan)
                     self.trial = plan
                     self.version = plan["version"]
-            elif plan.get("state") == "failed":
+            else:  # "failed": rolled back before this boot
+                cp.log("firmware: %s was rolled back, running %s" % (plan.get("version"), self.version))
                 self.announce = "InstallationFailed"
                 flash.remove("fw/install.json")
         cp.fw_version = self.version
@@ -116,55 +173,55 @@ class Firmware:
         if not self.busy and not self.diag_busy and self.trial is None and not self.announce:
             self.cp.unload("fw")
 
-    def _copy(self, src, dst):
+    def clear(self, top):
+        """Remove the files under `top` (and one level of directories below it)."""
         flash = self.flash
-        tmp = flash.path(dst) + ".tmp"
-        with open(flash.path(src), "rb") as fi:
-            with open(tmp, "wb") as fo:
-                while True:
-                    chunk = fi.read(512)
-                    if not chunk:
-                        break
-                    fo.write(chunk)
-        import os
-        os.rename(tmp, flash.path(dst))
+        for name in flash.listdir(top):
+            path = top + "/" + name
+            for sub in flash.listdir(path):
+                flash.remove(path + "/" + sub)
+            flash.remove(path)
 
     def rollback(self, plan):
-        flash = self.flash
-        for path in plan.get("files", ()):
-            backup = "fw/backup/" + path
-            if flash.exists(backup):
-                self._copy(backup, path)
-            elif path in plan.get("new", ()):
-                flash.remove(path)
-        flash.write_json("fw/install.json", {"state": "failed", "version": plan.get("version")})
+        import bootmode  # the same code main.py uses after a crash on trial
+
+        bootmode.restore(self.flash, plan)
+        self.clear("fw/stage")
         self.version = plan.get("prev", self.version)
         self.cp.fw_version = self.version
         self.trial = None
 
-    def install(self, version, files):
-        """Swap the staged files in; the caller reboots."""
+    async def install(self, version, files):
+        """Swap the staged files in (renames; `bootmode.restore` undoes them); the caller
+        reboots."""
         flash = self.flash
-        new = [p for p in files if not flash.exists(p)]
+        self.clear("fw/backup")
+        drop = []
+        for path in files:  # a source module would shadow its new .mpy: move it away too
+            if path.endswith(".mpy") and path[:-4] + ".py" not in files and flash.exists(path[:-4] + ".py"):
+                drop.append(path[:-4] + ".py")
         plan = {"state": "copying", "version": version, "prev": self.version, "files": files,
-                "new": new}
+                "new": [p for p in files if not flash.exists(p)], "drop": drop}
         flash.write_json("fw/install.json", plan)
+        flash.makedirs("fw/backup/lib")
+        for path in drop:
+            flash.rename(path, "fw/backup/" + path)
         for path in files:
-            flash.makedirs("fw/backup/" + path.rsplit("/", 1)[0] if "/" in path else "fw/backup")
             if flash.exists(path):
-                self._copy(path, "fw/backup/" + path)
-            if "/" in path:
-                flash.makedirs(path.rsplit("/", 1)[0])
+                flash.rename(path, "fw/backup/" + path)
             flash.rename("fw/stage/" + path, path)
+            await asyncio.sleep_ms(0)
         plan["state"] = "trial"
         plan["boots"] = 0
         flash.write_json("fw/install.json", plan)
+        self.clear("fw/stage")
 
     def on_accepted(self):
         """BootNotification Accepted: commit a trial, report what happened."""
         if self.trial is not None:
             self.flash.write_json("fw/version.json", {"version": self.trial["version"]})
             self.flash.remove("fw/install.json")
+            self.clear("fw/backup")
             self.cp.log("firmware: %s committed" % self.trial["version"])
             self.trial = None
             self.announce = "Installed"
@@ -184,129 +241,156 @@ class Firmware:
             self.rollback(self.trial)
             self.cp.reboot("Hard")
 
-    def notify(self, status):
+    def notify(self, status, done=None):
         self.status = status
-        self.cp.queue("FirmwareStatusNotification", {"status": status})
+        self.cp.queue("FirmwareStatusNotification", {"status": status}, done)
 
     # -- UpdateFirmware -------------------------------------------------------------------
     def update(self, p):
-        if not self.busy:
+        if not self.busy and self.trial is None:
             self.busy = True
-            asyncio.create_task(self._update(p["location"], p["retrieveDate"],
-                                             p.get("retries", 1), p.get("retryInterval", 30)))
+            asyncio.create_task(self._update(p["location"], p["retrieveDate"], attempts(p),
+                                             p.get("retryInterval", 30)))
         return {}
 
-    async def _download(self, location):
-        base = location if location.endswith("/") else location.rsplit("/", 1)[0] + "/"
-        murl = location if location.endswith(".json") else base + "manifest.json"
-        if location.endswith(".json"):
-            base = location.rsplit("/", 1)[0] + "/"
-        resp = await httpc.get(murl, timeout=30, max_body=4096)
+    async def _get(self, url, path, limit):
+        """Stream `url` into `path` on flash: (HTTP status, bytes, sha256 hex)."""
+        with open(self.flash.path(path), "wb") as fh:
+            sink = HashSink(fh, limit)
+            resp = await httpc.get(url, sink=sink, timeout=60)
         if resp.status != 200:
-            raise OSError("manifest: HTTP %d" % resp.status)
-        manifest = json.loads(resp.body)
-        version = manifest["version"]
-        files = manifest["files"]
-        if not isinstance(version, str) or not isinstance(files, dict) or not files:
+            raise OSError("%s: HTTP %d" % (url, resp.status))
+        return sink.n, binascii.hexlify(sink.h.digest()).decode()
+
+    async def _download(self, location):
+        flash = self.flash
+        if location.endswith(".json"):
+            murl = location
+            base = location.rsplit("/", 1)[0] + "/"
+        else:  # the directory holding manifest.json
+            base = location if location.endswith("/") else location + "/"
+            murl = base + "manifest.json"
+        self.clear("fw/stage")
+        flash.makedirs("fw/stage/lib")
+        await self._get(murl, "fw/stage/manifest.json", MAX_MANIFEST)
+        with open(flash.path("fw/stage/manifest.json"), "rb") as fh:
+            if not json_complete(fh):
+                raise ValueError("manifest cut short")
+            fh.seek(0)
+            manifest = json.load(fh)
+        flash.remove("fw/stage/manifest.json")
+        version = manifest.get("version") if isinstance(manifest, dict) else None
+        files = manifest.get("files") if version else None
+        if not isinstance(version, str) or not 0 < len(version) <= 50 \
+                or not isinstance(files, dict) or not files:
             raise ValueError("bad manifest")
         names = sorted(files)
-        for path in names:
-            if not path_allowed(path):
-                raise ValueError("path not allowed: %s" % path)
-        self.flash.makedirs("fw/stage/lib")
+        need = 0
         for path in names:
             meta = files[path]
-            with open(self.flash.path("fw/stage/" + path), "wb") as fh:
-                sink = HashSink(fh)
-                resp = await httpc.get(base + path, sink=sink, timeout=60)
-            if resp.status != 200:
-                raise OSError("%s: HTTP %d" % (path, resp.status))
-            digest = binascii.hexlify(sink.h.digest()).decode()
-            if sink.n != meta["size"] or digest != meta["sha256"].lower():
+            if not path_allowed(path) or not isinstance(meta, dict) \
+                    or not isinstance(meta.get("size"), int) or not isinstance(meta.get("sha256"), str):
+                raise ValueError("bad manifest entry: %s" % path)
+            need += meta["size"]
+        free = flash.free_bytes()
+        if 0 <= free < need + 16384:
+            raise ValueError("%d bytes do not fit in %d free" % (need, free))
+        for path in names:
+            meta = files[path]
+            n, digest = await self._get(base + path, "fw/stage/" + path, meta["size"])
+            if n != meta["size"] or digest != meta["sha256"].lower():
                 raise ValueError("%s: size or sha256 mismatch" % path)
         return version, names
 
-    async def _update(self, location, retrieve, retries, interval):
+    async def _update(self, location, retrieve, tries, interval):
         cp = self.cp
         try:
             wait = clock_mod.parse_iso(retrieve) - cp.clock.now()
             if wait > 0:
+                cp.log("firmware: download of %s at %s" % (location, retrieve))
                 await asyncio.sleep(wait)
             result = None
-            for attempt in range(max(1, retries + 1)):
+            for attempt in range(tries):
                 self.notify("Downloading")
                 try:
                     result = await self._download(location)
                     break
                 except Exception as exc:
                     cp.log("firmware: download failed: %r" % (exc,))
-                    if attempt < retries:
+                    self.clear("fw/stage")
+                    if attempt < tries - 1:
                         await asyncio.sleep(interval)
             if result is None:
                 self.notify("DownloadFailed")
-                self.release()
                 return
+            gc.collect()
+            cp.log("firmware: %s downloaded (%d files), heap free %d" % (
+                result[0], len(result[1]), gc.mem_free() if hasattr(gc, "mem_free") else -1))
             self.notify("Downloaded")
             while cp.tx is not None:
                 await asyncio.sleep(1)
-            self.notify("Installing")
-            for _ in range(50):  # let the notification out before the reboot
-                if not cp.has_queued("FirmwareStatusNotification"):
+            answered = []
+            self.notify("Installing", answered.append)
+            for _ in range(100):  # let the central system hear it before the reboot
+                if answered:
                     break
                 await asyncio.sleep_ms(100)
             try:
-                self.install(result[0], result[1])
+                await self.install(result[0], result[1])
             except Exception as exc:
                 cp.log("firmware: install failed: %r" % (exc,))
-                plan = self.flash.read_json("fw/install.json")
-                self.rollback(plan)
+                try:
+                    self.rollback(self.flash.read_json("fw/install.json"))
+                except (OSError, ValueError):
+                    pass
                 self.flash.remove("fw/install.json")
                 self.notify("InstallationFailed")
-                self.release()
                 return
             cp.log("firmware: %s installed, rebooting on trial" % result[0])
             cp.reboot("Hard")
         finally:
             self.busy = False
+            self.release()
 
     # -- GetDiagnostics -------------------------------------------------------------------
     def diagnostics(self, p):
         cp = self.cp
-        name = "diag-%s-%d.txt" % (cp.cp_id, int(cp.clock.now()))
         if not self.diag_busy:
             self.diag_busy = True
-            asyncio.create_task(self._diagnostics(p["location"], name, p.get("retries", 1),
+            self.diag_name = "diag-%s-%d.txt" % (cp.cp_id, int(cp.clock.now()))
+            asyncio.create_task(self._diagnostics(p["location"], self.diag_name, attempts(p),
                                                   p.get("retryInterval", 30)))
-        return {"fileName": name}
+        return {"fileName": self.diag_name}
 
-    def _build_diag(self):
-        """Write the diagnostics file to flash (summary, recent OCPP events, log files)."""
+    async def _build_diag(self):
+        """Write the diagnostics file to flash (header, summary, recent OCPP events, the
+        log files oldest first); its size."""
         flash = self.flash
-        path = flash.path("fw/diag.txt")
-        with open(path, "w") as fh:
-            fh.write("PicoCharge diagnostics %s %s firmware %s\n" % (
-                self.cp.cp_id, self.cp.clock.iso(), self.version))
-            fh.write("summary " + json.dumps(self.cp.summary()) + "\n")
-            for line in self.cp.events:
-                fh.write(line + "\n")
+        cp = self.cp
+        with open(flash.path("fw/diag.txt"), "wb") as fh:
+            fh.write(("PicoCharge diagnostics %s %s firmware %s\nsummary %s\n" % (
+                cp.cp_id, cp.clock.iso(), self.version, json.dumps(cp.summary()))).encode())
+            for line in cp.events:
+                fh.write(line.encode() + b"\n")
             for name in LOG_FILES:
                 if flash.exists(name):
-                    fh.write("--- %s\n" % name)
-                    with open(flash.path(name)) as fi:
+                    fh.write(("--- %s\n" % name).encode())
+                    with open(flash.path(name), "rb") as fi:
                         while True:
                             chunk = fi.read(512)
                             if not chunk:
                                 break
                             fh.write(chunk)
+                            await asyncio.sleep_ms(0)
         return flash.size("fw/diag.txt")
 
-    async def _diagnostics(self, location, name, retries, interval):
+    async def _diagnostics(self, location, name, tries, interval):
         cp = self.cp
         try:
-            size = self._build_diag()
+            size = await self._build_diag()
             url = location.rstrip("/") + "/" + name
             ok = False
-            for attempt in range(max(1, retries + 1)):
+            for attempt in range(tries):
                 self.diag_status = "Uploading"
                 cp.queue("DiagnosticsStatusNotification", {"status": "Uploading"})
                 try:
@@ -320,12 +404,13 @@ class Firmware:
                     cp.log("diagnostics: upload failed: %r" % (exc,))
                 if ok:
                     break
-                if attempt < retries:
+                if attempt < tries - 1:
                     await asyncio.sleep(interval)
             self.diag_status = "Uploaded" if ok else "UploadFailed"
             cp.queue("DiagnosticsStatusNotification", {"status": self.diag_status})
-            self.flash.remove("fw/diag.txt")
+            cp.log("diagnostics: %s %s" % (name, self.diag_status))
         finally:
+            self.flash.remove("fw/diag.txt")
             self.diag_busy = False
             self.release()
 

@@ -1,0 +1,291 @@
+"""Firmware Management end to end, on both runtimes: a whole board (tools/board.py: the
+firmware installed in its flash directory as on a Pico W, booted from main.py, restarted
+by its own resets) against the independent central system (the `ocpp` package, schemas
+on: every message the board sends must validate) and an HTTP file server
+(fwkit.FileServer). Bundles are the current firmware as that runtime runs it (.mpy for
+MicroPython) with a main.py that prints which version booted.
+
+- a good bundle: Downloading, Downloaded, Installing, reboot, BootNotification with the
+  new firmwareVersion Accepted, Installed; the flash holds the bundle's files;
+- download failures (sha256 mismatch, body cut short, HTTP 404, server gone): as many
+  tries as `retries` says (OCPP 1.6: "how many times the Charge Point must try"), then
+  DownloadFailed, and nothing on flash changed;
+- a new firmware the central system rejects, and one that crashes at start-up: the board
+  rolls back by itself, boots the old firmware Accepted, InstallationFailed;
+- GetDiagnostics: the fileName, the file PUT to the location with the log in it,
+  Uploading/Uploaded; an unreachable location: UploadFailed after every attempt;
+- a retrieveDate in the future: nothing is fetched before it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from csms import CentralSystem
+from fwkit import MARK, FileServer, firmware_files, free_port, make_bundle
+from harness import sensor_reports
+from ocpp.v16 import call
+
+CP = "PICO-FW"
+KEY = "0123456789abcdef"
+OLD = "1.0.0"
+
+
+def iso(dt: datetime) -> str:
+    return dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def board_config(url: str, trial_s: int = 300) -> dict:
+    return {"cp_id": CP, "wifi": {"ssid": "workshop", "password": "secret"},
+            "ocpp": {"url": url, "password": KEY, "reconnect_min_s": 0.2,
+                     "keys": {"FirmwareTrialTimeout": trial_s}},
+            "intervals": {"report_s": 1}}
+
+
+@pytest.fixture
+def cs():
+    server = CentralSystem(password=KEY, heartbeat_s=5).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def files(tmp_path):
+    server = FileServer(tmp_path / "www")
+    yield server
+    server.close()
+
+
+def fw_statuses(cs) -> list[str]:
+    return [m["status"] for m in cs.of("FirmwareStatusNotification", CP)]
+
+
+def diag_statuses(cs) -> list[str]:
+    return [m["status"] for m in cs.of("DiagnosticsStatusNotification", CP)]
+
+
+def boot_versions(cs) -> list[str]:
+    return [m["firmware_version"] for m in cs.of("BootNotification", CP)]
+
+
+def accepted_boots(board) -> list[str]:
+    return re.findall(r"^ocpp: BootNotification (\w+)", board.console.text, re.M)
+
+
+def record_min_heap(board, runtime_name, record_heap):
+    if runtime_name == "micropython":
+        reports = [r for r in sensor_reports(board.console.text) if "heap" in r]
+        assert reports, "no heap report on the console"
+        record_heap(min(r["heap"] for r in reports))
+
+
+@pytest.fixture
+def boards():
+    """Boards of the test; their consoles (without the sensor reports) are printed at the
+    end, which pytest shows when the test failed."""
+    started = []
+    yield started
+    for board in started:
+        lines = [ln for ln in board.console.text.splitlines() if not ln.startswith("sensors ")]
+        print("--- console of %s without sensor reports ---" % board.flash.name)
+        print("\n".join(lines[-150:]))
+
+
+def start_board(board_factory, boards, cs, trial_s=300):
+    board = board_factory(board_config(cs.url, trial_s),
+                          world={"ap_ssid": "workshop", "ap_password": "secret"})
+    boards.append(board)
+    cs.wait(lambda: cs.booted(CP), 60, "BootNotification")
+    cs.wait(lambda: cs.last_status(CP) == "Available", 30, "Available")
+    return board
+
+
+DONE = {"Installed", "InstallationFailed", "DownloadFailed"}
+
+
+def update(cs, location, when=None, retries=1, retry_interval=1):
+    cs.call(CP, call.UpdateFirmware(location=location, retrieve_date=iso(when or datetime.now(UTC)),
+                                    retries=retries, retry_interval=retry_interval))
+
+
+def stage_files(flash):
+    return sorted(p.relative_to(flash).as_posix() for p in (flash / "fw").rglob("*") if p.is_file())
+
+
+def download_heap(board):
+    """Free heap the firmware logged after the download (MicroPython; -1 on CPython)."""
+    found = re.findall(r"downloaded \(\d+ files\), heap free (-?\d+)", board.console.text)
+    return int(found[-1]) if found else None
+
+
+@pytest.mark.dual_runtime
+def test_good_bundle_is_downloaded_installed_and_boots_accepted(
+        cs, files, board_factory, boards, runtime_name, record_heap):
+    board = start_board(board_factory, boards, cs)
+    old_files = firmware_files(board.flash)
+    manifest = make_bundle(runtime_name, files.root / "v2", "2.0.0")
+    assert len(manifest["files"]) > 30  # the whole firmware
+
+    update(cs, files.url + "/v2/manifest.json")
+    cs.wait(lambda: DONE & set(fw_statuses(cs)), 60, "the update to finish")
+    cs.wait(lambda: cs.last_status(CP) == "Available" and len(boot_versions(cs)) == 2, 30,
+            "Available after the update")
+    assert fw_statuses(cs) == ["Downloading", "Downloaded", "Installing", "Installed"]
+    assert boot_versions(cs) == [OLD, "2.0.0"]
+    assert accepted_boots(board) == ["Accepted", "Accepted"]
+    assert board.board.resets == ["hard"]
+    assert board.console.text.count(MARK) == 1 and "%s 2.0.0" % MARK in board.console.text
+    new_files = firmware_files(board.flash)
+    assert sorted(new_files) == sorted(old_files)  # nothing left over, nothing missing
+    for path in manifest["files"]:
+        assert new_files[path] == (files.root / "v2" / path).read_bytes(), path
+    assert new_files["main.py"] != old_files["main.py"]
+    assert json.loads((board.flash / "fw" / "version.json").read_text()) == {"version": "2.0.0"}
+    assert stage_files(board.flash) == ["fw/version.json"]  # no plan, stage or backup left
+    assert cs.invalid == []
+    record_min_heap(board, runtime_name, record_heap)
+    print("free heap after the download:", download_heap(board))
+
+
+@pytest.mark.dual_runtime
+def test_failed_downloads_change_nothing_on_flash(cs, files, board_factory, boards, runtime_name):
+    board = start_board(board_factory, boards, cs)
+    before = firmware_files(board.flash)
+    make_bundle(runtime_name, files.root / "v3", "3.0.0")
+    victim = "lib/app.mpy" if runtime_name == "micropython" else "lib/app.py"
+    # the same bundle with one file changed (same size, other content)
+    bad = files.root / "badsha"
+    make_bundle(runtime_name, bad, "3.0.0")
+    data = bytearray((bad / victim).read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (bad / victim).write_bytes(bytes(data))
+    files.faults["/v3/%s" % victim] = "truncate"
+    files.faults["/v3/404/manifest.json"] = "404"
+    cases = [
+        ("sha256 mismatch", files.url + "/badsha/manifest.json", "/badsha/%s" % victim),
+        ("body cut short", files.url + "/v3/manifest.json", "/v3/%s" % victim),
+        ("HTTP 404", files.url + "/v3/404", "/v3/404/manifest.json"),  # a directory location
+        ("server gone", "http://127.0.0.1:%d/v3/manifest.json" % free_port(), None),
+    ]
+    expected = []
+    for what, location, failing in cases:
+        failed_before = fw_statuses(cs).count("DownloadFailed")
+        update(cs, location, retries=3, retry_interval=1)
+        cs.wait(lambda n=failed_before: fw_statuses(cs).count("DownloadFailed") > n, 45,
+                "DownloadFailed (%s)" % what)
+        expected += ["Downloading"] * 3 + ["DownloadFailed"]
+        assert fw_statuses(cs) == expected, what
+        if failing is not None:
+            assert len(files.gets(failing)) == 3, what  # retries=3: three tries
+        assert firmware_files(board.flash) == before, what
+        assert stage_files(board.flash) == [], what
+    assert board.board.resets == [] and boot_versions(cs) == [OLD]
+    assert len(re.findall(r"firmware: download failed", board.console.text)) == 12
+    assert cs.invalid == []
+
+
+def rollback_scenario(cs, files, board_factory, boards, runtime_name, version, edits):
+    board = start_board(board_factory, boards, cs, trial_s=6)
+    before = firmware_files(board.flash)
+    make_bundle(runtime_name, files.root / "next", version, edits)
+    update(cs, files.url + "/next/manifest.json")
+    cs.wait(lambda: DONE & set(fw_statuses(cs)), 60, "the update to finish")
+    cs.wait(lambda: cs.last_status(CP) == "Available" and boot_versions(cs)[-1] == OLD
+            and len(board.board.resets) == 2, 30, "the old firmware Available again")
+    assert fw_statuses(cs) == ["Downloading", "Downloaded", "Installing", "InstallationFailed"]
+    assert board.board.resets == ["hard", "hard"]  # into the new firmware, back to the old
+    assert board.console.text.count(MARK) == 1  # the new main.py ran once, the old one since
+    assert firmware_files(board.flash) == before
+    assert stage_files(board.flash) == []  # never committed: no version.json, no backups left
+    assert cs.invalid == []
+    return board
+
+
+@pytest.mark.dual_runtime
+def test_firmware_rejected_by_the_central_system_is_rolled_back(
+        cs, files, board_factory, boards, runtime_name):
+    cs.boot_policy["2.0.0-rejected"] = "Rejected"
+    board = rollback_scenario(cs, files, board_factory, boards, runtime_name, "2.0.0-rejected", None)
+    versions = boot_versions(cs)
+    assert versions[0] == OLD and versions[-1] == OLD
+    assert set(versions[1:-1]) == {"2.0.0-rejected"}  # retried after the interval, then gave up
+    assert accepted_boots(board)[-1] == "Accepted"
+    assert "Rejected" in accepted_boots(board)
+    # while Rejected the board sent nothing but BootNotification
+    calls = [action for action, _ in cs.sent_calls()]
+    first_bad = calls.index("BootNotification", 1)
+    back = len(calls) - 1 - calls[::-1].index("BootNotification")
+    assert set(calls[first_bad:back]) == {"BootNotification"}
+    assert re.search(r"firmware: 2\.0\.0-rejected not accepted within 6s, rolling back",
+                     board.console.text)
+
+
+@pytest.mark.dual_runtime
+def test_firmware_that_crashes_at_start_up_is_rolled_back(
+        cs, files, board_factory, boards, runtime_name):
+    def crash(src):
+        marker = "    def __init__(self, flash=None, machine=None, network=None, dht=None, ntptime=None,\n" \
+                 "                 console=print):\n"
+        assert marker in src
+        return src.replace(marker, marker + '        raise RuntimeError("this firmware cannot start")\n', 1)
+
+    board = rollback_scenario(cs, files, board_factory, boards, runtime_name, "2.0.0-crash",
+                              {"lib/app.py": crash})
+    assert boot_versions(cs) == [OLD, OLD]  # the crashing firmware never got to OCPP
+    assert "firmware 2.0.0-crash crashed at start-up (RuntimeError('this firmware cannot start'" \
+        in board.console.text
+    log = (board.flash / "log.txt").read_text()
+    assert "firmware 2.0.0-crash crashed at start-up" in log
+
+
+@pytest.mark.dual_runtime
+def test_get_diagnostics_uploads_the_log(cs, files, board_factory, boards, runtime_name):
+    board = start_board(board_factory, boards, cs)
+    res = cs.call(CP, call.GetDiagnostics(location=files.url + "/diagnostics/" + CP, retries=1,
+                                          retry_interval=1))
+    assert re.fullmatch(r"diag-PICO-FW-\d+\.txt", res.file_name)
+    cs.wait(lambda: "Uploaded" in diag_statuses(cs) or "UploadFailed" in diag_statuses(cs), 30,
+            "the upload")
+    assert diag_statuses(cs) == ["Uploading", "Uploaded"]
+    assert len(files.uploads) == 1
+    _, method, path, headers, body = files.uploads[0]
+    assert (method, path) == ("PUT", "/diagnostics/%s/%s" % (CP, res.file_name))
+    assert int(headers["Content-Length"]) == len(body)
+    text = body.decode()
+    assert text.startswith("PicoCharge diagnostics %s " % CP)
+    assert "firmware %s\n" % OLD in text.splitlines()[0] + "\n"
+    log_part = text.split("--- log.txt\n", 1)[1]
+    on_flash = (board.flash / "log.txt").read_text()
+    assert len(log_part) > 200 and on_flash.startswith(log_part)  # the log as it was then
+    assert "PicoCharge %s booting" % CP in log_part
+    assert stage_files(board.flash) == []  # the file built for the upload is gone
+
+    # an unreachable location: every attempt, then UploadFailed
+    res = cs.call(CP, call.GetDiagnostics(location="http://127.0.0.1:%d/diag" % free_port(),
+                                          retries=3, retry_interval=1))
+    assert res.file_name
+    cs.wait(lambda: "UploadFailed" in diag_statuses(cs), 30, "UploadFailed")
+    assert diag_statuses(cs) == ["Uploading", "Uploaded"] + ["Uploading"] * 3 + ["UploadFailed"]
+    assert len(re.findall(r"diagnostics: upload failed", board.console.text)) == 3
+    assert len(files.uploads) == 1 and stage_files(board.flash) == []
+    assert cs.invalid == []
+
+
+@pytest.mark.dual_runtime
+def test_download_waits_for_the_retrieve_date(cs, files, board_factory, boards, runtime_name):
+    board = start_board(board_factory, boards, cs)
+    make_bundle(runtime_name, files.root / "later", "2.1.0")
+    retrieve = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=5)
+    update(cs, files.url + "/later", when=retrieve)  # the directory holding manifest.json
+    cs.wait(lambda: DONE & set(fw_statuses(cs)), 60, "the update to finish")
+    fetched = files.gets("/later/manifest.json")
+    assert fetched and min(fetched) >= retrieve.timestamp()
+    assert min(t for t, *_ in files.requests) >= retrieve.timestamp()
+    assert fw_statuses(cs) == ["Downloading", "Downloaded", "Installing", "Installed"]
+    cs.wait(lambda: len(boot_versions(cs)) == 2, 30, "the second boot")
+    assert boot_versions(cs) == [OLD, "2.1.0"] and board.board.resets == ["hard"]
+    assert "firmware: download of %s/later at %s" % (files.url, iso(retrieve)) in board.console.text
+    assert cs.invalid == []
