@@ -509,9 +509,11 @@ class ChargePointChild:
     def logged(self, fragment: str) -> list[tuple[int, str]]:
         return [e for e in self.logs() if fragment in e[1]]
 
-    def stop(self, timeout: float = 30) -> dict:
-        """Ask the child to finish; its final report: ticks, elapsed ms, state."""
-        (self.dir / "stop").write_text("")
+    def stop(self, timeout: float = 30, ask: bool = True) -> dict:
+        """Ask the child to finish (or, ask=False, let it run its `seconds`); its final
+        report: ticks, elapsed ms, state."""
+        if ask:
+            (self.dir / "stop").write_text("")
         try:
             self.proc.wait(timeout)
         finally:

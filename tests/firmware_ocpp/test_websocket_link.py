@@ -1,0 +1,412 @@
+"""The charge point's link to the central system (ocpp_link over ocpp_ws) against servers
+on 127.0.0.1, the whole ChargePoint running in a child process (CPython, or the MicroPython
+Unix port at 192 KiB with the firmware as .mpy; tests/firmware_ocpp/wsserver.py):
+refused upgrades and 401 retried with backoff, a close from the central system answered
+and followed by a new session, a message above the maximum size closed with 1009 and
+recovered from, reconnect delays that grow exponentially with jitter up to the configured
+maximum, wss:// with a CA certificate on flash, and an event loop that keeps running while
+the upgrade is never answered.
+
+Timing assertions are about order and shape (ratios, bounds with generous slack), never
+about speed: the machine is shared and noisy."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import re
+import ssl
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import websockets
+from wsserver import (
+    OP_CLOSE,
+    ChargePointChild,
+    Peer,
+    RawServer,
+    close_payload,
+    cp_config,
+    free_port_refusing,
+)
+
+KEY = "AUTH-KEY-0123456789abcdef"
+CP = "PICO-WS"
+RETRY = re.compile(r"connect failed \((.*)\), retry in ([0-9.]+)s")
+
+
+@pytest.fixture
+def servers():
+    started = []
+
+    def make(script, **kw):
+        s = RawServer(script, **kw).start()
+        started.append(s)
+        return s
+
+    yield make
+    for s in started:
+        s.stop()
+
+
+@pytest.fixture
+def children():
+    made = []
+
+    def make(*args, **kw):
+        c = ChargePointChild(*args, **kw)
+        made.append(c)
+        return c
+
+    yield make
+    for c in made:
+        c.kill()
+        print("--- %s, last 3000 characters ---\n%s" % (c.dir.name, c.output()[-3000:]))
+
+
+def retries(child) -> list[tuple[int, str, float]]:
+    """(ms since start, error, planned delay s) of every failed connection attempt."""
+    out = []
+    for ms, text in child.logs():
+        m = RETRY.search(text)
+        if m:
+            out.append((ms, m.group(1), float(m.group(2))))
+    return out
+
+
+@pytest.mark.dual_runtime
+def test_refused_upgrades_and_a_401_are_retried_with_backoff_until_a_session_boots(
+        runtime_name, servers, children, tmp_path):
+    """OCPP-J 1.6 3.1/3.2 and the security profile 1 of the OCPP 1.6 security whitepaper:
+    every upgrade request asks for `ocpp1.6` on /ocpp/<chargePointId> with Basic auth
+    chargePointId:AuthorizationKey. A 101 without Sec-WebSocket-Protocol (the central
+    system does not agree), a 101 naming another subprotocol and a 401 are each refused
+    (TCP dropped, no frame sent), logged, and retried after a growing delay; the fourth
+    attempt is accepted and the charge point boots."""
+    sessions = {}
+
+    async def script(conn):
+        await conn.read_request()
+        if conn.index == 0:
+            await conn.accept(protocol=None)
+        elif conn.index == 1:
+            await conn.accept(protocol="ocpp2.0.1")
+        elif conn.index == 2:
+            await conn.refuse(401, close=False)
+        else:
+            await conn.accept()
+            cs = Peer(conn)
+            await cs.answer(await cs.expect_call("BootNotification", 30))
+            await cs.expect_call("StatusNotification", 30)
+            sessions[conn.index] = cs
+            await cs.serve(60)
+            return
+        conn.eof = await conn.expect_eof(20)
+
+    server = servers(script)
+    child = children(runtime_name, tmp_path / "cp", cp_config(server.url, CP, KEY), seconds=50)
+    server.wait(lambda: 3 in sessions, 45, "the fourth connection to boot")
+    report = child.stop()
+    assert not server.errors, server.errors
+    assert report["registration"] == "Accepted" and report["conn"] == "connected", report
+
+    conns = server.conns
+    auth = "Basic " + base64.b64encode(("%s:%s" % (CP, KEY)).encode()).decode()
+    for c in conns[:4]:
+        assert c.request_line == "GET /ocpp/%s HTTP/1.1" % CP
+        assert c.headers["sec-websocket-protocol"] == "ocpp1.6"
+        assert c.headers["authorization"] == auth
+        assert c.headers["sec-websocket-version"] == "13"
+    for c in conns[:3]:
+        assert getattr(c, "eof", False) and not c.frames, "refused connection %d" % c.index
+    assert sessions[3].calls[0][2] == "BootNotification"
+
+    tries = retries(child)
+    assert len(tries) >= 3, child.output()
+    first3 = tries[:3]
+    assert "did not agree subprotocol ocpp1.6 (got None)" in first3[0][1]
+    assert "did not agree subprotocol ocpp1.6 (got ocpp2.0.1)" in first3[1][1]
+    assert "401" in first3[2][1]
+    delays = [d for _, _, d in first3]
+    assert delays[0] < delays[1] < delays[2], delays  # 0.2 s base: [0.2,0.4) [0.4,0.8) [0.8,1.6)
+    for k in range(3):  # the next attempt waited at least the planned delay
+        gap = conns[k + 1].t_open - conns[k].t_open
+        assert gap >= delays[k] - 0.1, (k, gap, delays)
+
+
+@pytest.mark.dual_runtime
+def test_a_close_from_the_central_system_is_answered_and_the_charge_point_reconnects(
+        runtime_name, servers, children, tmp_path):
+    """RFC 6455 5.5.1: the charge point answers the central system's close frame with a
+    close frame carrying the same code, drops TCP, and connects again; the new session
+    works (status reported again, a central-system CALL answered)."""
+    seen = {}
+
+    async def script(conn):
+        await conn.read_request()
+        await conn.accept()
+        cs = Peer(conn)
+        if conn.index == 0:
+            await cs.answer(await cs.expect_call("BootNotification", 30))
+            await cs.expect_call("StatusNotification", 30)
+            await cs.serve(0.5)
+            await conn.send_frame(OP_CLOSE, close_payload(1001, "restarting"))
+            seen["reply"] = await conn.recv_frame(10)
+            seen["eof"] = await conn.expect_eof(10)
+        else:
+            await cs.expect_call("StatusNotification", 30)
+            seen["answer"] = await cs.call("dt-1", "DataTransfer",
+                                           {"vendorId": "PicoCharge", "messageId": "echo", "data": "again"})
+            seen["second"] = cs
+            await cs.serve(60)
+
+    server = servers(script)
+    child = children(runtime_name, tmp_path / "cp", cp_config(server.url, CP, KEY), seconds=50)
+    server.wait(lambda: "second" in seen, 45, "the second session")
+    report = child.stop()
+    assert not server.errors, server.errors
+    reply = seen["reply"]
+    assert reply is not None and reply.op == OP_CLOSE and reply.close_code == 1001 and reply.masked
+    assert seen["eof"]
+    assert seen["answer"][0] == 3 and seen["answer"][2] == {"status": "Accepted", "data": "again"}
+    assert report["conn"] == "connected" and len(server.conns) == 2
+    texts = [t for _, t in child.logs()]
+    assert texts.count("ocpp: connected") == 2 and "ocpp: disconnected" in texts
+
+
+@pytest.mark.dual_runtime
+def test_a_message_above_the_maximum_size_closes_with_1009_and_the_next_session_works(
+        runtime_name, servers, children, tmp_path):
+    """RFC 6455 7.4.1: with `ocpp.max_message` 1024, a 3000-byte CALL of the central system
+    makes the charge point close with 1009 (message too big) without reading it into
+    memory; it reconnects and answers the next, smaller CALL."""
+    seen = {}
+
+    async def script(conn):
+        await conn.read_request()
+        await conn.accept()
+        cs = Peer(conn)
+        if conn.index == 0:
+            await cs.answer(await cs.expect_call("BootNotification", 30))
+            await cs.expect_call("StatusNotification", 30)
+            await cs.send([2, "big", "DataTransfer", {"vendorId": "PicoCharge", "messageId": "echo",
+                                                      "data": "x" * 3000}])
+            while True:
+                f = await conn.recv_frame(10)
+                if f is None or f.op == OP_CLOSE:
+                    break
+            seen["close"] = f
+            seen["eof"] = await conn.expect_eof(10)
+        else:
+            seen["answer"] = await cs.call("small", "DataTransfer",
+                                           {"vendorId": "PicoCharge", "messageId": "echo", "data": "y" * 100})
+            await cs.serve(60)
+
+    server = servers(script)
+    cfg = cp_config(server.url, CP, KEY, max_message=1024)
+    child = children(runtime_name, tmp_path / "cp", cfg, seconds=50)
+    server.wait(lambda: "answer" in seen, 45, "the answer in the second session")
+    report = child.stop()
+    assert not server.errors, server.errors
+    assert seen["close"] is not None and seen["close"].close_code == 1009, seen["close"]
+    assert seen["eof"]
+    assert seen["answer"][2] == {"status": "Accepted", "data": "y" * 100}
+    assert report["conn"] == "connected"
+
+
+@pytest.mark.dual_runtime
+def test_reconnect_delays_grow_exponentially_with_jitter_and_stay_within_the_maximum(
+        runtime_name, children, tmp_path):
+    """Against a port that refuses connections (reconnect_min_s 0.25, ReconnectMaxInterval
+    4 s): the planned delays double per failure with jitter in [0.5, 1) of the step (base
+    0.25 s: [0.25,0.5) [0.5,1) [1,2) [2,4) [2,4) ...), never exceed the maximum, and the
+    attempts really are that far apart. Three charge points run at once: two with the same
+    random seed plan the same delays, one with another seed plans different ones (the
+    jitter spreads a fleet's reconnects)."""
+    name = runtime_name
+    port = free_port_refusing()
+    url = "ws://127.0.0.1:%d/ocpp" % port
+    cfg = cp_config(url, CP, KEY, reconnect_min_s=0.25, keys={"ReconnectMaxInterval": 4})
+    kids = [children(name, tmp_path / ("cp%d" % i), cfg, seconds=16, seed=seed)
+            for i, seed in enumerate((1, 2, 1))]
+    for k in kids:
+        k.stop(60, ask=False)
+    plans = []
+    for k in kids:
+        tries = retries(k)
+        assert len(tries) >= 5, k.output()
+        delays = [d for _, _, d in tries]
+        plans.append(delays)
+        assert all("ECONNREFUSED" in e or "111" in e for _, e, _ in tries), tries[0]
+        # the planned delays: growing steps until the cap, never above it
+        assert all(0 < d <= 4.0 for d in delays), delays
+        assert delays[0] <= delays[1] <= delays[2] <= delays[3], delays
+        assert delays[3] >= 2 * delays[0], delays
+        assert all(d >= 1.9 for d in delays[3:]), delays  # capped steps: [2, 4)
+        # the attempts: each waited at least its delay, the capped ones not much more
+        times = [ms / 1000 for ms, _, _ in tries]
+        gaps = [b - a for a, b in zip(times, times[1:])]
+        for gap, d in zip(gaps, delays):
+            assert gap >= d - 0.06, (gaps, delays)
+        assert all(g <= 4.0 + 1.5 for g in gaps[3:]), gaps
+        capped = gaps[3:]
+        assert sum(capped) / len(capped) >= 2.5 * gaps[0], gaps
+    assert plans[0][:5] == plans[2][:5], plans  # same seed, same plan
+    assert plans[0][:5] != plans[1][:5], plans  # another seed, another plan
+
+
+@pytest.mark.dual_runtime
+def test_the_event_loop_keeps_running_while_the_upgrade_is_never_answered(
+        runtime_name, servers, children, tmp_path):
+    """The central system accepts TCP and never answers the upgrade: while the charge point
+    waits (its handshake timeout is 15 s), a 50 ms ticker task in the same process keeps
+    running (asserted: at least a quarter of its nominal ticks happened)."""
+
+    async def script(conn):
+        await conn.read_request()
+        await conn.expect_eof(60)
+
+    server = servers(script)
+    child = children(runtime_name, tmp_path / "cp", cp_config(server.url, CP, KEY), seconds=6)
+    server.wait(lambda: server.conns and server.conns[0].request_line, 30, "the upgrade request")
+    report = child.stop(60, ask=False)  # it runs its 6 s
+    assert report["ms"] >= 5000, report
+    assert report["conn"] == "connecting", report
+    assert report["ticks"] >= report["ms"] / 50 / 4, report
+    assert "ocpp: connected" not in [t for _, t in child.logs()]
+
+
+# -- wss:// ---------------------------------------------------------------------------------
+
+def make_cert(dir: Path, name: str) -> tuple[Path, Path, bytes]:
+    """A self-signed certificate for 127.0.0.1 (openssl CLI): (cert PEM, key PEM, cert DER)."""
+    crt, key, der = dir / (name + ".pem"), dir / (name + ".key"), dir / (name + ".der")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
+                    "-out", str(crt), "-days", "2", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
+    subprocess.run(["openssl", "x509", "-in", str(crt), "-outform", "DER", "-out", str(der)],
+                   check=True, capture_output=True)
+    return crt, key, der.read_bytes()
+
+
+class WssCentralSystem:
+    """A `websockets` server over TLS that answers BootNotification (and the other CALLs
+    with their default answers) and records the upgrade requests and CALLs."""
+
+    def __init__(self, cert: Path, key: Path):
+        self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.ctx.load_cert_chain(cert, key)
+        self.requests: list[tuple[str, object]] = []
+        self.calls: list[tuple[str, str]] = []
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+
+    async def _process_request(self, connection, request):
+        self.requests.append((request.path, request.headers))
+
+    async def _handler(self, ws):
+        from wsserver import default_answer
+        try:
+            async for text in ws:
+                msg = json.loads(text)
+                if msg[0] == 2:
+                    self.calls.append((ws.request.path, msg[2]))
+                    await ws.send(json.dumps([3, msg[1], default_answer(msg[2], msg[3])]))
+        except websockets.ConnectionClosed:
+            pass  # the charge point process ended
+
+    async def _serve(self):
+        self.server = await websockets.serve(self._handler, "127.0.0.1", 0, ssl=self.ctx,
+                                             subprotocols=["ocpp1.6"],
+                                             process_request=self._process_request,
+                                             ping_interval=None)
+        self.url = "wss://127.0.0.1:%d/ocpp" % self.server.sockets[0].getsockname()[1]
+
+    def start(self):
+        self.thread.start()
+        asyncio.run_coroutine_threadsafe(self._serve(), self.loop).result(10)
+        return self
+
+    def stop(self):
+        async def shutdown():
+            self.server.close()
+            await self.server.wait_closed()
+        try:
+            asyncio.run_coroutine_threadsafe(shutdown(), self.loop).result(10)
+        except Exception:
+            pass
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+
+
+@pytest.fixture
+def wss(tmp_path):
+    crt, key, der = make_cert(tmp_path, "server")
+    _, _, other = make_cert(tmp_path, "other")
+    cs = WssCentralSystem(crt, key).start()
+    yield cs, der, other
+    cs.stop()
+
+
+def wait_for(predicate, timeout, what):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError("timed out after %ss waiting for %s" % (timeout, what))
+
+
+def test_wss_with_the_configured_ca_boots__cpython_only_the_micropython_unix_build_has_no_ssl(
+        wss, children, tmp_path):
+    """Security profile 2 (Basic auth over TLS): with `ocpp.ca_file` naming the server's
+    self-signed certificate (DER, on flash) the charge point checks the certificate and the
+    host (127.0.0.1 in subjectAltName), connects over wss:// and completes a
+    BootNotification. CPython only: the MicroPython Unix port built here has no `ssl`
+    module (Debian strips mbedTLS); the next test covers that build."""
+    cs, der, _ = wss
+    cfg = cp_config(cs.url, CP, KEY, ca_file="ca.der")
+    child = children("cpython", tmp_path / "cp", cfg, seconds=40, files={"ca.der": der})
+    wait_for(lambda: ("/ocpp/" + CP, "StatusNotification") in cs.calls, 30, "a session over wss")
+    report = child.stop()
+    assert cs.calls[0] == ("/ocpp/" + CP, "BootNotification")
+    assert report["registration"] == "Accepted" and report["conn"] == "connected"
+    path, headers = cs.requests[0]
+    assert path == "/ocpp/" + CP
+    assert headers["Sec-WebSocket-Protocol"] == "ocpp1.6"
+    assert headers["Authorization"] == "Basic " + base64.b64encode(("%s:%s" % (CP, KEY)).encode()).decode()
+
+
+def test_wss_with_another_ca_is_refused__cpython_only_the_micropython_unix_build_has_no_ssl(
+        wss, children, tmp_path):
+    """With `ocpp.ca_file` naming a different certificate, the TLS handshake fails on the
+    certificate check: no upgrade request ever reaches the server, the failure is logged
+    and retried with backoff, and the charge point never registers."""
+    cs, _, other = wss
+    cfg = cp_config(cs.url, CP, KEY, ca_file="ca.der")
+    child = children("cpython", tmp_path / "cp", cfg, seconds=40, files={"ca.der": other})
+    wait_for(lambda: len(retries(child)) >= 3, 30, "three refused attempts")
+    report = child.stop()
+    assert cs.requests == [] and cs.calls == []
+    assert report["registration"] is None and report["conn"] != "connected"
+    assert all("CERTIFICATE_VERIFY_FAILED" in e for _, e, _ in retries(child)), retries(child)
+
+
+def test_wss_on_the_micropython_unix_build_without_ssl_fails_cleanly_and_retries(
+        wss, children, tmp_path):
+    """What the MicroPython Unix port built here (no `ssl` module) does with a wss:// URL:
+    each attempt fails with a clear error, is logged and retried with backoff; the charge
+    point keeps running (it does not crash) and nothing reaches the server. A Pico W's
+    MicroPython has `ssl`; this build cannot show the TLS path itself."""
+    cs, der, _ = wss
+    cfg = cp_config(cs.url, CP, KEY, ca_file="ca.der")
+    child = children("micropython", tmp_path / "cp", cfg, seconds=40, files={"ca.der": der})
+    wait_for(lambda: len(retries(child)) >= 3, 30, "three failed attempts")
+    report = child.stop()
+    assert cs.requests == []
+    assert report["conn"] != "connected" and report["ticks"] > 0
+    assert all("https needs the ssl module" in e for _, e, _ in retries(child)), retries(child)
