@@ -27,11 +27,13 @@ from tools.board import FIRMWARE, compiled
 MARK = "booted firmware bundle"
 
 
-def make_bundle(runtime: str, dest: Path, version: str, edits: dict | None = None) -> dict:
+def make_bundle(runtime: str, dest: Path, version: str, edits: dict | None = None,
+                mark_all: bool = False) -> dict:
     """Build a complete firmware bundle into `dest` (manifest.json + files).
 
     `edits` maps a firmware source path ("lib/app.py") to a function text -> text applied
-    before compiling. Returns the manifest."""
+    before compiling; `mark_all` gives every module a `_BUNDLE = version` constant, so
+    every file of the bundle differs from the installed firmware. Returns the manifest."""
     edits = dict(edits or {})
     main = (FIRMWARE / "main.py").read_text()
     edits_main = edits.pop("main.py", None)
@@ -45,9 +47,14 @@ def make_bundle(runtime: str, dest: Path, version: str, edits: dict | None = Non
         shutil.copyfile(FIRMWARE / "boot.py", tree / "boot.py")
         for src in sorted((FIRMWARE / "lib").glob("*.py")):
             rel = "lib/" + src.name
-            if rel in edits:
+            if rel in edits or mark_all:
+                text = src.read_text()
+                if rel in edits:
+                    text = edits.pop(rel)(text)
+                if mark_all:
+                    text += '\n_BUNDLE = "%s"\n' % version
                 changed = Path(tmp) / src.name
-                changed.write_text(edits.pop(rel)(src.read_text()))
+                changed.write_text(text)
                 src = changed
             if runtime == "micropython":
                 shutil.copyfile(compiled(src), tree / "lib" / (src.stem + ".mpy"))

@@ -14,20 +14,34 @@ MicroPython) with a main.py that prints which version booted.
   rolls back by itself, boots the old firmware Accepted, InstallationFailed;
 - GetDiagnostics: the fileName, the file PUT to the location with the log in it,
   Uploading/Uploaded; an unreachable location: UploadFailed after every attempt;
-- a retrieveDate in the future: nothing is fetched before it.
+- a retrieveDate in the future: nothing is fetched before it;
+- an update that arrives during a charging session is installed after it;
+- a power cut in the middle of an install is rolled back at the next boot; a new firmware
+  that keeps rebooting without being accepted is rolled back after three boots;
+- (MicroPython) a stale lib/x.py on flash does not shadow the bundle's lib/x.mpy;
+- the real central system (server/): its bundle and diagnostics endpoints, driven
+  through its REST API.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
+import time
+import urllib.error
+import urllib.request
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from csms import CentralSystem
 from fwkit import MARK, FileServer, firmware_files, free_port, make_bundle
 from harness import sensor_reports
 from ocpp.v16 import call
+
+from tools.board import FIRMWARE
 
 CP = "PICO-FW"
 KEY = "0123456789abcdef"
@@ -38,11 +52,11 @@ def iso(dt: datetime) -> str:
     return dt.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def board_config(url: str, trial_s: int = 300) -> dict:
+def board_config(url: str, trial_s: int = 300, password: str | None = KEY) -> dict:
     return {"cp_id": CP, "wifi": {"ssid": "workshop", "password": "secret"},
-            "ocpp": {"url": url, "password": KEY, "reconnect_min_s": 0.2,
-                     "keys": {"FirmwareTrialTimeout": trial_s}},
-            "intervals": {"report_s": 1}}
+            "ocpp": {"url": url, "password": password, "reconnect_min_s": 0.2,
+                     "keys": {"FirmwareTrialTimeout": trial_s, "MeterValueSampleInterval": 1}},
+            "limits": {"max_current_a": 16.0}, "intervals": {"report_s": 1}}
 
 
 @pytest.fixture
@@ -94,9 +108,11 @@ def boards():
         print("\n".join(lines[-150:]))
 
 
+WORLD = {"ap_ssid": "workshop", "ap_password": "secret", "ev_demand_a": 16.0}
+
+
 def start_board(board_factory, boards, cs, trial_s=300):
-    board = board_factory(board_config(cs.url, trial_s),
-                          world={"ap_ssid": "workshop", "ap_password": "secret"})
+    board = board_factory(board_config(cs.url, trial_s), world=WORLD)
     boards.append(board)
     cs.wait(lambda: cs.booted(CP), 60, "BootNotification")
     cs.wait(lambda: cs.last_status(CP) == "Available", 30, "Available")
@@ -126,8 +142,8 @@ def test_good_bundle_is_downloaded_installed_and_boots_accepted(
         cs, files, board_factory, boards, runtime_name, record_heap):
     board = start_board(board_factory, boards, cs)
     old_files = firmware_files(board.flash)
-    manifest = make_bundle(runtime_name, files.root / "v2", "2.0.0")
-    assert len(manifest["files"]) > 30  # the whole firmware
+    manifest = make_bundle(runtime_name, files.root / "v2", "2.0.0", mark_all=True)
+    assert len(manifest["files"]) > 30  # the whole firmware, every module changed
 
     update(cs, files.url + "/v2/manifest.json")
     cs.wait(lambda: DONE & set(fw_statuses(cs)), 60, "the update to finish")
@@ -142,7 +158,7 @@ def test_good_bundle_is_downloaded_installed_and_boots_accepted(
     assert sorted(new_files) == sorted(old_files)  # nothing left over, nothing missing
     for path in manifest["files"]:
         assert new_files[path] == (files.root / "v2" / path).read_bytes(), path
-    assert new_files["main.py"] != old_files["main.py"]
+        assert path == "boot.py" or new_files[path] != old_files[path], path
     assert json.loads((board.flash / "fw" / "version.json").read_text()) == {"version": "2.0.0"}
     assert stage_files(board.flash) == ["fw/version.json"]  # no plan, stage or backup left
     assert cs.invalid == []
@@ -289,3 +305,185 @@ def test_download_waits_for_the_retrieve_date(cs, files, board_factory, boards, 
     assert boot_versions(cs) == [OLD, "2.1.0"] and board.board.resets == ["hard"]
     assert "firmware: download of %s/later at %s" % (files.url, iso(retrieve)) in board.console.text
     assert cs.invalid == []
+
+
+@pytest.mark.dual_runtime
+def test_update_during_a_charging_session_is_installed_after_it(
+        cs, files, board_factory, boards, runtime_name, record_heap):
+    board = start_board(board_factory, boards, cs)
+    make_bundle(runtime_name, files.root / "v2", "2.0.0")
+    board.control("plug")
+    cs.wait(lambda: cs.last_status(CP) == "Preparing", 30, "Preparing")
+    cs.call(CP, call.RemoteStartTransaction(id_tag="CARD-1", connector_id=1))
+    cs.wait(lambda: cs.last_status(CP) == "Charging", 30, "Charging")
+    update(cs, files.url + "/v2/manifest.json")
+    cs.wait(lambda: "Downloaded" in fw_statuses(cs), 60, "Downloaded")
+    # the session goes on: meter values keep coming after the download, nothing installed
+    seen = len(cs.of("MeterValues", CP))
+    cs.wait(lambda: len(cs.of("MeterValues", CP)) >= seen + 2, 30, "meter values after Downloaded")
+    assert fw_statuses(cs) == ["Downloading", "Downloaded"]
+    assert board.world()["relay_closed"] is True and board.board.resets == []
+    board.control("unplug")
+    cs.wait(lambda: DONE & set(fw_statuses(cs)), 60, "the update to finish")
+    assert fw_statuses(cs) == ["Downloading", "Downloaded", "Installing", "Installed"]
+    stop = cs.of("StopTransaction", CP)
+    assert len(stop) == 1 and stop[0]["reason"] == "EVDisconnected"
+    order = [m[1] if m[1] != "FirmwareStatusNotification" else m[2]["status"]
+             for m in cs.messages if m[0] == CP]
+    assert order.index("StopTransaction") < order.index("Installing")
+    assert boot_versions(cs) == [OLD, "2.0.0"] and board.board.resets == ["hard"]
+    assert cs.invalid == []
+    record_min_heap(board, runtime_name, record_heap)
+
+
+def swap_halfway(flash, bundle: Path, version: str) -> list[str]:
+    """Leave `flash` as a power cut halfway through installing `bundle` leaves it: the plan
+    says "copying" (ocpp_firmware.Firmware.install's format), the first half of the files
+    moved into fw/backup/ and replaced by the bundle's."""
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    names = sorted(manifest["files"])
+    plan = {"state": "copying", "version": version, "prev": OLD, "files": names, "new": [],
+            "drop": []}
+    (flash / "fw" / "backup" / "lib").mkdir(parents=True)
+    (flash / "fw" / "install.json").write_text(json.dumps(plan))
+    for name in names[:len(names) // 2]:
+        os.replace(flash / name, flash / "fw" / "backup" / name)
+        shutil.copyfile(bundle / name, flash / name)
+    return names
+
+
+@pytest.mark.dual_runtime
+def test_power_cut_in_the_middle_of_an_install_is_rolled_back(
+        cs, files, board_factory, boards, runtime_name):
+    board = board_factory(board_config(cs.url), world=WORLD, start=False)
+    boards.append(board)
+    before = firmware_files(board.flash)
+    make_bundle(runtime_name, files.root / "v2", "2.0.0", mark_all=True)
+    names = swap_halfway(board.flash, files.root / "v2", "2.0.0")
+    assert firmware_files(board.flash) != before
+    board.start()
+    cs.wait(lambda: "InstallationFailed" in fw_statuses(cs), 60, "InstallationFailed")
+    assert fw_statuses(cs) == ["InstallationFailed"]
+    assert boot_versions(cs) == [OLD]  # the half-installed firmware never went online
+    assert board.board.resets == ["hard"]  # the rollback reboots into the restored files
+    assert "install of 2.0.0 was cut short, rolling back" in board.console.text
+    assert firmware_files(board.flash) == before and len(names) > 30
+    assert stage_files(board.flash) == []
+    assert cs.invalid == []
+
+
+@pytest.mark.dual_runtime
+def test_firmware_that_keeps_rebooting_is_rolled_back_after_three_boots(
+        cs, files, board_factory, boards, runtime_name):
+    cs.boot_policy["2.0.0-rejected"] = "Rejected"
+    board = start_board(board_factory, boards, cs)  # trial timeout 300 s: boots decide
+    before = firmware_files(board.flash)
+    make_bundle(runtime_name, files.root / "next", "2.0.0-rejected")
+    update(cs, files.url + "/next/manifest.json")
+    for boot in (1, 2, 3):  # each boot of the new firmware is cut after its BootNotification
+        cs.wait(lambda b=boot: boot_versions(cs).count("2.0.0-rejected") >= b, 60,
+                "boot %d of the new firmware" % boot)
+        board.control("power_cut")
+    cs.wait(lambda: "InstallationFailed" in fw_statuses(cs), 60, "InstallationFailed")
+    assert fw_statuses(cs) == ["Downloading", "Downloaded", "Installing", "InstallationFailed"]
+    assert boot_versions(cs) == [OLD] + ["2.0.0-rejected"] * 3 + [OLD]
+    assert board.board.resets == ["hard", "power", "power", "power", "hard"]
+    assert "2.0.0-rejected did not come up in 3 boots, rolling back" in board.console.text
+    assert firmware_files(board.flash) == before and stage_files(board.flash) == []
+    assert cs.invalid == []
+
+
+@pytest.mark.parametrize("runtime", ["micropython-192K"])
+def test_a_source_module_on_flash_does_not_shadow_the_new_mpy(
+        cs, files, board_factory, boards, runtime_name):
+    board = board_factory(board_config(cs.url), world=WORLD, start=False)
+    boards.append(board)
+    lib = board.flash / "lib"
+    (lib / "clock.mpy").unlink()  # an older deploy left the module as source
+    shutil.copyfile(FIRMWARE / "lib" / "clock.py", lib / "clock.py")
+    board.start()
+    cs.wait(lambda: cs.booted(CP), 60, "BootNotification")
+    make_bundle(runtime_name, files.root / "v2", "2.0.0",
+                {"lib/clock.py": lambda src: src + '\nprint("clock.mpy of the bundle")\n'})
+    update(cs, files.url + "/v2/manifest.json")
+    cs.wait(lambda: DONE & set(fw_statuses(cs)), 60, "the update to finish")
+    assert fw_statuses(cs) == ["Downloading", "Downloaded", "Installing", "Installed"]
+    assert "clock.mpy of the bundle" in board.console.text  # the new module ran
+    assert not (lib / "clock.py").exists()
+    assert (lib / "clock.mpy").read_bytes() == (files.root / "v2" / "lib" / "clock.mpy").read_bytes()
+    assert cs.invalid == []
+
+
+# -- the real central system ---------------------------------------------------------------
+
+def api(app, path, body=None):
+    """GET (or POST `body`) on the REST API; a GET of something not there yet is {}."""
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request("http://127.0.0.1:%d/api/v1%s" % (app.ports["http"], path),
+                                 data=data, method="POST" if data else "GET",
+                                 headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return json.load(resp)
+    except urllib.error.HTTPError as exc:
+        if exc.code == 404 and data is None:
+            return {}
+        raise
+
+
+def wait_api(probe, timeout=60.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = probe()
+        if last:
+            return last
+        time.sleep(0.2)
+    raise AssertionError("timed out waiting for %s; last value %r" % (what, last))
+
+
+@pytest.fixture
+def central(tmp_path):
+    from server.app import Application
+    from server.config import load_config
+
+    config = load_config(None, environ={}, overrides={
+        "server.data_dir": str(tmp_path / "var"),
+        "ocpp.host": "127.0.0.1", "ocpp.port": 0, "http.host": "127.0.0.1", "http.port": 0,
+        "mqtt.embedded_port": 0, "ocpp.auto_register": True,
+    })
+    app = Application(config).start()
+    yield app
+    app.stop()
+
+
+@pytest.mark.dual_runtime
+def test_the_central_system_serves_the_bundle_and_stores_the_diagnostics(
+        central, board_factory, boards, runtime_name):
+    board = board_factory(board_config("ws://127.0.0.1:%d/ocpp" % central.ports["ocpp"],
+                                       password=None), world=WORLD)
+    boards.append(board)
+    record = "/chargepoints/%s" % CP
+    wait_api(lambda: api(central, record).get("ocpp", {}).get("online"), what="OCPP online")
+    make_bundle(runtime_name, central.firmware.root / "v2", "2.0.0")
+    bundle = [b for b in api(central, "/firmware") if b["name"] == "v2"][0]
+    assert bundle["valid"] is True, bundle["problems"]
+    api(central, record + "/UpdateFirmware",
+        {"location": bundle["manifest_url"], "retrieveDate": iso(datetime.now(UTC))})
+    info = wait_api(lambda: (lambda r: r if r["firmware_status"] in DONE else None)(
+        api(central, record)), what="the update to finish")
+    assert info["firmware_status"] == "Installed" and info["firmware_version"] == "2.0.0"
+    events = api(central, record + "/events?kind=firmware_status")  # newest first
+    assert [e["detail"]["status"] for e in reversed(events)] == [
+        "Downloading", "Downloaded", "Installing", "Installed"]
+
+    answer = api(central, record + "/GetDiagnostics",
+                 {"location": "http://127.0.0.1:%d/diagnostics/%s" % (central.ports["http"], CP)})
+    name = answer["result"]["fileName"]
+    row = wait_api(lambda: [f for f in api(central, "/diagnostics?cp_id=" + CP)["files"]
+                            if f["filename"] == name], what="the diagnostics file")[0]
+    text = Path(row["path"]).read_text()
+    assert text.startswith("PicoCharge diagnostics %s " % CP) and " firmware 2.0.0\n" in text
+    assert "firmware: 2.0.0 committed" in text  # the log of the running firmware
+    wait_api(lambda: api(central, record)["diagnostics_status"] == "Uploaded",
+             what="DiagnosticsStatusNotification Uploaded")
