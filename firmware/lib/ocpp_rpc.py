@@ -59,7 +59,10 @@ def check(payload, spec, where=""):
 
 def parse(text):
     """(type, id, action_or_None, payload_or_error) of a frame; CallError(ProtocolError or
-    FormationViolation) with the id when known (`err.details` holds the id)."""
+    FormationViolation) otherwise, with `err.details` = the id of a malformed CALL, to
+    answer with CALLERROR; None when the frame is not to be answered: no usable id, a
+    malformed CALLRESULT/CALLERROR (answers are not answered) or an unknown message type
+    (OCPP-J 1.6 4.1.3: ignored)."""
     try:
         msg = json.loads(text)
     except ValueError:
@@ -78,9 +81,9 @@ def parse(text):
         return kind, uid, None, msg[2]
     if kind == CALLERROR:
         if len(msg) < 4:
-            raise CallError(PROTOCOL_ERROR, "a CALLERROR is [4, id, code, description, details]", uid)
+            raise CallError(PROTOCOL_ERROR, "a CALLERROR is [4, id, code, description, details]")
         return kind, uid, None, (msg[2], msg[3], msg[4] if len(msg) > 4 else {})
-    raise CallError(PROTOCOL_ERROR, "unknown message type %r" % (kind,), uid)
+    raise CallError(PROTOCOL_ERROR, "unknown message type %r" % (kind,))
 
 
 def call(uid, action, payload):
