@@ -3,7 +3,12 @@
 A bundle is a directory ``<firmware_dir>/<name>/`` holding ``manifest.json`` and the files
 it lists: ``{"version": "...", "files": {"lib/x.py": {"size": n, "sha256": "..."}, ...}}``,
 the format the firmware's UpdateFirmware (firmware/lib/ocpp_firmware.py) downloads: the
-files are fetched relative to the manifest's URL.
+files are fetched relative to the manifest's URL. The firmware installs only ``main.py``,
+``boot.py`` and ``lib/<name>.py|.mpy`` (name: letters, digits, ``_.-``, at most 40
+characters) and takes a version of at most 50 characters (BootNotification's
+firmwareVersion); ``describe`` reports anything else as a problem. Build a bundle from
+``build/firmware/`` (``make firmware``: the modules as .mpy, as a board runs them); one built
+from the sources makes a board compile them at import, which costs it heap.
 """
 
 from __future__ import annotations
@@ -28,12 +33,30 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+FIRMWARE_LIB_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,40}$")
+MAX_VERSION = 50
+
+
+def firmware_path_problem(relative: str) -> str | None:
+    """Why the firmware would refuse to install ``relative``, or None (the rule of
+    firmware/lib/ocpp_firmware.py ``path_allowed``)."""
+    if relative in ("main.py", "boot.py"):
+        return None
+    name = relative[4:] if relative.startswith("lib/") else None
+    if (name is None or ".." in name or not FIRMWARE_LIB_NAME.match(name)
+            or not name.endswith((".py", ".mpy"))):
+        return f"{relative}: the firmware installs only main.py, boot.py and lib/<name>.py|.mpy"
+    return None
+
+
 def build_bundle(source: Path, bundle_dir: Path, version: str) -> dict:
-    """Copy every file under ``source`` into ``bundle_dir`` and write its manifest."""
+    """Copy every file under ``source`` (``__pycache__`` left out) into ``bundle_dir`` and
+    write its manifest."""
     source, bundle_dir = Path(source), Path(bundle_dir)
     bundle_dir.mkdir(parents=True, exist_ok=True)
     files = {}
-    for path in sorted(p for p in source.rglob("*") if p.is_file()):
+    for path in sorted(p for p in source.rglob("*")
+                       if p.is_file() and "__pycache__" not in p.relative_to(source).parts):
         relative = path.relative_to(source).as_posix()
         target = bundle_dir / relative
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -69,14 +92,23 @@ class FirmwareLibrary:
         if not isinstance(files, dict):
             return {"name": name, "valid": False,
                     "problems": ["manifest.json: files must map paths to {size, sha256}"]}
+        version = manifest.get("version")
+        if not isinstance(version, str) or not 0 < len(version) <= MAX_VERSION:
+            problems.append(f"manifest.json: version must be a string of 1 to {MAX_VERSION} "
+                            "characters (BootNotification firmwareVersion)")
         for relative, entry in files.items():
             file_path = (path / relative).resolve()
-            if path.resolve() not in file_path.parents:
+            refused = firmware_path_problem(relative)
+            if refused:
+                problems.append(refused)
+            elif path.resolve() not in file_path.parents:
                 problems.append(f"{relative}: outside the bundle")
             elif not file_path.is_file():
                 problems.append(f"{relative}: missing")
             elif not isinstance(entry, dict) or sha256_file(file_path) != entry.get("sha256"):
                 problems.append(f"{relative}: sha256 mismatch")
+            elif entry.get("size") != file_path.stat().st_size:
+                problems.append(f"{relative}: size mismatch")
         return {"name": name, "version": manifest.get("version"),
                 "files": files, "valid": not problems, "problems": problems}
 

@@ -200,6 +200,9 @@ def test_failed_downloads_change_nothing_on_flash(cs, files, board_factory, boar
         assert stage_files(board.flash) == [], what
     assert board.board.resets == [] and boot_versions(cs) == [OLD]
     assert len(re.findall(r"firmware: download failed", board.console.text)) == 12
+    # nothing going on any more: asked, the board says Idle (the only time it may)
+    cs.call(CP, call.TriggerMessage(requested_message="FirmwareStatusNotification"))
+    cs.wait(lambda: fw_statuses(cs)[-1] == "Idle", 30, "Idle")
     assert cs.invalid == []
 
 
@@ -287,6 +290,8 @@ def test_get_diagnostics_uploads_the_log(cs, files, board_factory, boards, runti
     assert diag_statuses(cs) == ["Uploading", "Uploaded"] + ["Uploading"] * 3 + ["UploadFailed"]
     assert len(re.findall(r"diagnostics: upload failed", board.console.text)) == 3
     assert len(files.uploads) == 1 and stage_files(board.flash) == []
+    cs.call(CP, call.TriggerMessage(requested_message="DiagnosticsStatusNotification"))
+    cs.wait(lambda: diag_statuses(cs)[-1] == "Idle", 30, "Idle")
     assert cs.invalid == []
 
 
@@ -487,3 +492,23 @@ def test_the_central_system_serves_the_bundle_and_stores_the_diagnostics(
     assert "firmware: 2.0.0 committed" in text  # the log of the running firmware
     wait_api(lambda: api(central, record)["diagnostics_status"] == "Uploaded",
              what="DiagnosticsStatusNotification Uploaded")
+
+
+def test_the_bundle_library_flags_what_the_firmware_would_refuse(tmp_path):
+    from server.files import FirmwareLibrary, build_bundle
+
+    library = FirmwareLibrary(tmp_path / "firmware")
+    make_bundle("micropython", library.root / "good", "2.0.0")
+    assert library.describe("good")["valid"] is True
+    source = tmp_path / "src"
+    (source / "lib" / "umqtt").mkdir(parents=True)
+    (source / "lib" / "__pycache__").mkdir()
+    (source / "main.py").write_text("print('x')\n")
+    (source / "lib" / "umqtt" / "simple.mpy").write_bytes(b"M")
+    (source / "lib" / "__pycache__" / "app.cpython-311.pyc").write_bytes(b"x")
+    manifest = build_bundle(source, library.root / "bad", "9" * 51)
+    assert sorted(manifest["files"]) == ["lib/umqtt/simple.mpy", "main.py"]  # no __pycache__
+    info = library.describe("bad")
+    assert info["valid"] is False
+    assert any(p.startswith("manifest.json: version") for p in info["problems"])
+    assert any(p.startswith("lib/umqtt/simple.mpy: the firmware installs only") for p in info["problems"])
