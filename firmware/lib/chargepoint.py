@@ -292,8 +292,7 @@ class ChargePoint(ocpp_link.Link, ocpp_tx.Transactions):
         j = self.journal
         payload = j.payload_for_send(rec)
         if payload is None:
-            self.log("ocpp: %s #%d dropped: its StartTransaction never got a transactionId" % (rec["a"], rec["s"]))
-            j.remove(rec["s"])
+            j.give_up(rec, ": its StartTransaction never got a transactionId")
             return
         try:
             res = await self.call(rec["a"], payload, uid=rec["id"])
@@ -301,8 +300,7 @@ class ChargePoint(ocpp_link.Link, ocpp_tx.Transactions):
             rec["n"] += 1
             what = exc.code if isinstance(exc, CallError) else "timeout"
             if rec["n"] >= self.cfg.get("TransactionMessageAttempts"):
-                self.log("ocpp: %s #%d dropped after %d attempts (%s)" % (rec["a"], rec["s"], rec["n"], what))
-                j.remove(rec["s"])
+                j.give_up(rec, " after %d attempts (%s)" % (rec["n"], what))
                 return
             j.update(rec)
             self.log("ocpp: %s #%d attempt %d failed (%s)" % (rec["a"], rec["s"], rec["n"], what))

@@ -20,7 +20,8 @@ full, or a write fails with FlashFull, the oldest MeterValues record is dropped 
 room for a Start/StopTransaction; a new MeterValues record is dropped when no MeterValues
 record can make room. Start/StopTransaction records are never dropped for space (if even
 they cannot be written the journal keeps them in RAM, bounded, and says so). Every drop
-is logged and counted in `dropped`.
+is logged and counted in `dropped`, as is a record dropped after TransactionMessageAttempts
+CALLERRORs (`give_up`).
 """
 
 import binascii
@@ -160,6 +161,13 @@ class Journal:
             if rec["s"] == seq:
                 self.ram.remove(rec)
                 return
+
+    def give_up(self, rec, why):
+        """Drop a record the central system would not take (TransactionMessageAttempts
+        used up, or its StartTransaction never got a transactionId): logged, counted."""
+        self.remove(rec["s"])
+        self.dropped += 1
+        self.log("ocpp: %s #%d dropped%s" % (rec["a"], rec["s"], why))
 
     def update(self, rec):
         """Persist a changed record (its attempt count)."""
