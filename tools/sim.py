@@ -7,8 +7,8 @@ Every station is the firmware's `App` (firmware/lib/app.py: station, OCPP charge
 MQTT telemetry) built on its own simulated world (`tools/stubs/simworld.py`) and its own
 flash directory, with a simulated EV that arrives, presents an idTag, charges along a
 curve, suspends now and then, sometimes faults (over-temperature), is stopped or unplugs.
-Stations run as asyncio tasks in worker processes (`--workers`, default one per 4 000
-stations: a process may hold 20 000 sockets here and each station has two).
+Stations run as asyncio tasks in worker processes (`--workers`, default one per 1 000
+stations, so the fleet spreads over every core and one event loop's backlog stays short).
 
 `--runtime micropython --stations k` instead boots k separate MicroPython Unix-port
 boards (tools.board) for fidelity checks.
@@ -37,8 +37,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-STATIONS_PER_WORKER = 4000
+STATIONS_PER_WORKER = 1000
 SIM_MAINS_HZ = 5000
+SIM_PILOT_HZ = 10000
 ID_TAGS = ["SIMTAG%04d" % i for i in range(64)]
 
 
@@ -67,6 +68,52 @@ def host_imports():
     # with thousands of boards in one process, each call walks the whole process. CPython's
     # own collector keeps running; only the firmware's explicit calls become no-ops here.
     gc.collect = lambda generation=2: 0
+    # The firmware drops feature modules from sys.modules when idle, so a board's heap
+    # holds only the code in use. Here one copy of the code serves every station, and a
+    # drop would make the next station compile it again: keep the module objects and hand
+    # them back on re-import (the firmware keeps no state at module level, by rule).
+    if not any(isinstance(f, SharedFirmwareModules) for f in sys.meta_path):
+        sys.meta_path.insert(0, SharedFirmwareModules((ROOT / "firmware", ROOT / ".cache" / "mplib")))
+
+
+class SharedFirmwareModules:
+    """Meta-path finder: firmware modules are executed once per process and re-inserted
+    from this cache when the firmware imports them again after dropping them."""
+
+    def __init__(self, roots):
+        self.roots = tuple(str(r) + os.sep for r in roots)
+        self.cache = {}
+
+    def find_spec(self, name, path=None, target=None):
+        import importlib.machinery
+        import importlib.util
+
+        if name in self.cache:
+            return importlib.util.spec_from_loader(name, self)
+        spec = importlib.machinery.PathFinder.find_spec(name, path)
+        if spec is None or not (spec.origin or "").startswith(self.roots):
+            return None
+        spec.loader = _Remembering(spec.loader, self.cache)
+        return spec
+
+    def create_module(self, spec):
+        return self.cache[spec.name]
+
+    def exec_module(self, module):
+        pass  # executed once already
+
+
+class _Remembering:
+    def __init__(self, loader, cache):
+        self.loader = loader
+        self.cache = cache
+
+    def create_module(self, spec):
+        return self.loader.create_module(spec)
+
+    def exec_module(self, module):
+        self.loader.exec_module(module)
+        self.cache[module.__name__] = module
 
 
 class Stats:
@@ -122,6 +169,7 @@ class SimStation:
         self.world = simworld.World(name=self.cp_id, seed=opts.seed * 7919 + index, dht_blocking_ms=0)
         self.world.wifi_join_ms = 0
         self.world.mains_hz = SIM_MAINS_HZ
+        self.world.pilot_hz = SIM_PILOT_HZ
         self.world.ambient_c = self.rng.uniform(12, 30)
         self.world.reset_handler = self.on_reset
         root = fleet.flash_root / self.cp_id
@@ -239,9 +287,11 @@ class Fleet:
             "intervals": {"sensors_s": max(5, opts.telemetry_interval), "telemetry_s": opts.telemetry_interval},
             # The simulator trades sampling fidelity for scale (the firmware reads all of
             # this from config): the safety timer and the meter run less often than on a
-            # board, and the simulated mains runs at 5 kHz, so measuring one whole cycle
-            # takes 0.2 ms instead of 20 ms of a shared event loop.
-            "station": {"safety_ms": 10000, "meter_ms": 5000, "meter_samples": 8, "mcu_every": 30},
+            # board, the simulated mains runs at 5 kHz, so measuring one whole cycle takes
+            # 0.2 ms instead of 20 ms of a shared event loop, and the pilot waveform at
+            # 10 kHz, so a pilot read window is 0.11 ms instead of 1.1 ms.
+            "station": {"safety_ms": 10000, "meter_ms": 5000, "meter_samples": 8, "mcu_every": 30,
+                        "safety_window_us": 1100 * 1000 // SIM_PILOT_HZ},
             "calibration": {"mains_hz": SIM_MAINS_HZ},
             "app": {"watchdog_ms": 0, "report_s": 0, "console": False, "log_bytes": 4096,
                     "collect": False},

@@ -334,4 +334,15 @@ class Telemetry:
                         self.backoff = min(self.max_backoff_s, self.backoff * 2)
                 else:
                     self.keepalive_ping()
-            await asyncio.sleep_ms(200)
+            await asyncio.sleep_ms(self._idle_ms(next_ms, retry_ms))
+
+    def _idle_ms(self, next_ms, retry_ms):
+        """How long the loop may sleep: until the next report, reconnect attempt or
+        keep-alive ping is due (nothing else feeds it), at least 200 ms, at most 5 s."""
+        now = time.ticks_ms()
+        wait = time.ticks_diff(next_ms, now)
+        if self.client is None:
+            wait = min(wait, time.ticks_diff(retry_ms, now))
+        elif self.last_tx_ms is not None:
+            wait = min(wait, time.ticks_diff(self.last_tx_ms, now) + self.keepalive * 500)
+        return max(200, min(5000, wait))

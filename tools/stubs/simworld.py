@@ -130,6 +130,10 @@ class World:
         self.ev_demand_a = 16.0
         self.ev_battery_wh = None  # None: unlimited; else charging stops when full
         self.pilot_short = False  # state E: pilot shorted to PE
+        # the pilot waveform's frequency as the ADC sees it; None: the PWM's own (1 kHz).
+        # The fleet simulator speeds it up, as it does the mains, so a pilot read window
+        # can be a tenth as long (the duty, hence the offered current, is unchanged)
+        self.pilot_hz = None
         # mains and meter
         self.mains_v = 230.0
         self.mains_hz = 50.0
@@ -207,7 +211,7 @@ class World:
         high, low = self.pilot_levels()
         duty = self.pilot_duty()
         pin = self.wiring["pilot_pwm"]
-        freq = self.pwm[pin][0] if pin in self.pwm else 1000
+        freq = self.pilot_hz or (self.pwm[pin][0] if pin in self.pwm else 1000)
         period_us = 1000000 // max(1, freq)
         return high if (now_us % period_us) < duty * period_us else low
 
@@ -361,6 +365,7 @@ class World:
         "pilot_short": bool,
         "mains_v": float,
         "mains_hz": float,
+        "pilot_hz": float,
         "meter_broken": bool,
         "relay_welded": bool,
         "ambient_c": float,
