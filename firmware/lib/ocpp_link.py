@@ -50,7 +50,8 @@ class Link:
                 self.log("ocpp: connect failed (%r), retry in %.1fs" % (exc, delay))
                 await asyncio.sleep(delay)
                 continue
-            failures = 0
+            # `failures` counts on until a session gets online: a central system that
+            # accepts the upgrade and closes at once still sees growing delays
             self.log("ocpp: connected")
             self.ws = ws
             self.conn_state = "connected"
@@ -64,6 +65,7 @@ class Link:
                     await self._keepalive(ws)
             except Exception as exc:
                 self.log("ocpp: session ended: %r" % (exc,))
+            was_online = self.online.is_set()
             self.online.clear()
             self.conn_state = "offline"
             await ws.abort()
@@ -75,7 +77,7 @@ class Link:
             self.ws = None
             self.outbox = [m for m in self.outbox if m[0] not in ("StatusNotification", "Heartbeat")]
             self.log("ocpp: disconnected")
-            failures += 1
+            failures = 1 if was_online else failures + 1
             await asyncio.sleep(self._backoff(failures))
 
     def boot_payload(self):

@@ -410,3 +410,73 @@ def test_wss_on_the_micropython_unix_build_without_ssl_fails_cleanly_and_retries
     assert cs.requests == []
     assert report["conn"] != "connected" and report["ticks"] > 0
     assert all("https needs the ssl module" in e for _, e, _ in retries(child)), retries(child)
+
+
+@pytest.mark.dual_runtime
+def test_a_central_system_that_accepts_and_closes_at_once_sees_growing_reconnect_delays(
+        runtime_name, servers, children, tmp_path):
+    """A central system that completes the upgrade and closes at once (here with 1008, as
+    some do for an unknown charge point) must not be hammered: the delay before each new
+    attempt still grows (reconnect_min_s 0.25, ReconnectMaxInterval 4) until a session
+    gets through; asserted on the attempts the server saw (order and ratio only)."""
+
+    async def script(conn):
+        await conn.read_request()
+        await conn.accept()
+        await conn.send_frame(OP_CLOSE, close_payload(1008, "unknown charge point"))
+        while True:  # (its BootNotification may come first)
+            conn.reply = await conn.recv_frame(10)
+            if conn.reply is None or conn.reply.op == OP_CLOSE:
+                break
+        await conn.expect_eof(10)
+
+    server = servers(script)
+    cfg = cp_config(server.url, CP, KEY, reconnect_min_s=0.25, keys={"ReconnectMaxInterval": 4})
+    child = children(runtime_name, tmp_path / "cp", cfg, seconds=12)
+    report = child.stop(60, ask=False)
+    server.settle()
+    assert not server.errors, server.errors
+    opens = [c.t_open for c in server.conns]
+    gaps = [b - a for a, b in zip(opens, opens[1:])]
+    assert 4 <= len(opens) <= 10, gaps  # growing delays: ~6 attempts in 12 s, not dozens
+    assert all(c.reply is not None and c.reply.close_code == 1008 for c in server.conns[:-1])
+    assert gaps[2] > gaps[0] and max(gaps) >= 3 * gaps[0], gaps
+    assert all(g <= 4.0 + 1.5 for g in gaps), gaps
+    assert report["registration"] is None
+
+
+@pytest.mark.dual_runtime
+def test_a_central_system_that_stops_reading_and_answering_is_left_after_unanswered_pings(
+        runtime_name, servers, children, tmp_path):
+    """After the session is up, the central system stops reading and sends nothing more
+    (WebSocketPingInterval 1 s): the charge point's pings go unanswered, it gives the link
+    up once nothing arrived for 2 x interval + 10 s, and connects again; its event loop ran
+    throughout (ticker)."""
+    seen = {}
+
+    async def script(conn):
+        await conn.read_request()
+        await conn.accept()
+        cs = Peer(conn)
+        if conn.index == 0:
+            await cs.answer(await cs.expect_call("BootNotification", 30))
+            await cs.expect_call("StatusNotification", 30)
+            conn.reader.pause_reading()
+            seen["paused"] = time.monotonic()
+            await asyncio.sleep(40)
+        else:
+            seen["again"] = time.monotonic()
+            await cs.expect_call("StatusNotification", 30)
+            seen["status"] = True
+            await cs.serve(60)
+
+    server = servers(script)
+    cfg = cp_config(server.url, CP, KEY, keys={"WebSocketPingInterval": 1})
+    child = children(runtime_name, tmp_path / "cp", cfg, seconds=50)
+    server.wait(lambda: "status" in seen, 45, "a new session after the silent one")
+    report = child.stop()
+    assert not server.errors, server.errors
+    assert seen["again"] - seen["paused"] >= 12 - 1, "left before the ping timeout"
+    assert any("no answer to pings" in t for _, t in child.logs())
+    assert report["conn"] == "connected"
+    assert report["ticks"] >= report["ms"] / 50 / 4, report
