@@ -15,13 +15,26 @@ answered the central system's transactionId is stored in `<dir>/txids` and subst
 into later records when they are sent, so a StopTransaction queued before the
 StartTransaction was answered still carries the real transactionId.
 
-A full flash, defined rule: the journal holds at most `max_records` records; when it is
-full, or a write fails with FlashFull, the oldest MeterValues record is dropped to make
-room for a Start/StopTransaction; a new MeterValues record is dropped when no MeterValues
-record can make room. Start/StopTransaction records are never dropped for space (if even
-they cannot be written the journal keeps them in RAM, bounded, and says so). Every drop
-is logged and counted in `dropped`, as is a record dropped after TransactionMessageAttempts
-CALLERRORs (`give_up`).
+Capacity: the journal holds at most `max_records` records; at the limit the oldest
+MeterValues record is dropped to make room for any new record.
+
+A full flash, defined rule (a write fails with FlashFull or another OSError):
+- to make room for a Start/StopTransaction the oldest MeterValues records are dropped and
+  the write is tried again; a new MeterValues record is dropped instead (no churn);
+- a record that still cannot be written: a MeterValues is dropped; a StopTransaction is
+  kept in RAM and never dropped (sent in order after the records on flash, lost only by a
+  power cut); a StartTransaction is refused (`add` returns None) and the charge point
+  does not start that transaction: no energy flows without a persisted StartTransaction;
+- from then on the journal is `full`: every new record takes the same way (a record on
+  flash never overtakes one in RAM), the charge point refuses new transactions and
+  reports it (StatusNotification Faulted, errorCode OtherError, info "flash full:
+  journal", on connector 0 at once and on connector 1 when no transaction runs); a running
+  transaction goes on;
+- `recover(now)`, called by the control tick, probes the flash every PROBE_S seconds once
+  the RAM records are delivered; a record-sized write that succeeds ends the state.
+Records already on flash are only ever dropped by the rules above (MeterValues for room)
+or after TransactionMessageAttempts CALLERRORs (`give_up`). Every drop is logged and
+counted in `dropped`; `degraded` says what happened last (None once recovered).
 """
 
 import binascii
@@ -29,23 +42,25 @@ import json
 
 from storage import FlashFull
 
+PROBE_S = 5
 START = "StartTransaction"
 STOP = "StopTransaction"
 METER = "MeterValues"
 
 
 class Journal:
-    def __init__(self, flash, log=print, directory="ocpp/journal", max_records=120, ram_max=4):
+    def __init__(self, flash, log=print, directory="ocpp/journal", max_records=120):
         self.flash = flash
         self.log = log
         self.dir = directory + "/"
         self.max_records = max_records
-        self.ram_max = ram_max
         flash.makedirs(directory)
         self.seqs = []  # sequence numbers on flash, oldest first (ints, bounded)
-        self.ram = []  # records that could not be written (bounded)
+        self.ram = []  # StopTransactions that could not be written (one per transaction)
         self.dropped = 0
         self.degraded = None
+        self.full = False  # a record was not taken: no new transactions (see above)
+        self.probe_at = 0
         self.txids = {}
         for name in flash.listdir(directory):
             if name.isdigit():
@@ -90,8 +105,26 @@ class Journal:
                 return True
         return False
 
+    def _store(self, seq, rec):
+        """Write a record to flash: True, or False when it cannot be written (rule above)."""
+        meter = rec["a"] == METER
+        for _ in range(4):
+            if len(self.seqs) >= self.max_records and not self._drop_oldest_meter():
+                return False
+            try:
+                self._write(seq, rec)
+                self.seqs.append(seq)
+                return True
+            except OSError as exc:
+                if meter or not (isinstance(exc, FlashFull) and self._drop_oldest_meter()):
+                    if not isinstance(exc, FlashFull):
+                        self.log("journal: write failed: %s" % exc)
+                    return False
+        return False
+
     def add(self, action, payload, lid, uid):
-        """Journal a transaction message; returns its sequence number (None if dropped)."""
+        """Journal a transaction message; its sequence number, or None when it was not
+        taken (a MeterValues dropped, a StartTransaction refused: see the full-flash rule)."""
         seq = self.next_seq
         self.next_seq += 1
         if seq % 16 == 1:
@@ -102,31 +135,34 @@ class Journal:
         if lid is None:
             lid = seq  # a StartTransaction names its transaction
         rec = {"s": seq, "a": action, "p": payload, "l": lid, "id": uid, "n": 0}
-        for _ in range(3):
-            if len(self.seqs) >= self.max_records and not self._drop_oldest_meter():
-                break
-            try:
-                self._write(seq, rec)
-                self.seqs.append(seq)
-                return seq
-            except FlashFull:
-                if not self._drop_oldest_meter():
-                    break
-            except OSError as exc:
-                self.log("journal: write failed: %s" % exc)
-                break
-        if action == METER:
+        if not self.full and self._store(seq, rec):
+            return seq
+        self.full = True
+        if action == STOP:
+            self.ram.append(rec)
+        elif action == METER:
             self.dropped += 1
-            self.degraded = "journal full: new MeterValues not journaled"
-            self.log("journal: full, MeterValues for transaction %d dropped" % lid)
-            return None
-        if len(self.ram) >= self.ram_max:
-            self.ram.pop(0)
-            self.dropped += 1
-        self.ram.append(rec)
-        self.degraded = "flash full: %s kept in RAM only" % action
-        self.log("journal: flash full, %s kept in RAM only (lost on power loss)" % action)
-        return seq
+        self.degraded = "flash full: %s #%d %s" % (action, seq, "in RAM" if action == STOP else "not taken")
+        self.log("journal: " + self.degraded)
+        return seq if action == STOP else None
+
+    def recover(self, now):
+        """While `full`: probe the flash (every PROBE_S s, once the RAM records are
+        delivered); True once it takes a record-sized write again."""
+        if not self.full:
+            return True
+        if self.ram or now < self.probe_at or len(self.seqs) >= self.max_records:
+            return False
+        self.probe_at = now + PROBE_S
+        try:
+            self.flash.write_bytes(self.dir + "probe", bytes(512))
+        except OSError:
+            return False
+        self.flash.remove(self.dir + "probe")
+        self.full = False
+        self.degraded = None
+        self.log("journal: flash writable again")
+        return True
 
     def read(self, seq):
         raw = self.flash.read_bytes(self._name(seq))

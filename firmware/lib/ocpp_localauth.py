@@ -197,6 +197,9 @@ class LocalAuth:
                 cp.stop_transaction("Local", id_tag)
                 return "stopping"
             return "busy"
+        if cp.journal.full:  # the full-flash rule (journal.py): no new transactions
+            cp.log("ocpp: transaction for %s refused: flash full" % id_tag)
+            return "unavailable"
         asyncio.create_task(self.authorize(id_tag))
         return "authorizing"
 

@@ -31,9 +31,17 @@ class Transactions:
         wh = self.meter_wh()
         payload = {"connectorId": 1, "idTag": tag, "meterStart": wh,
                    "timestamp": clock_mod.iso(now)}
-        if self.reservation() is not None:
-            payload["reservationId"] = self.feature("resv").consume()
+        resv = self.reservation()
+        if resv is not None:
+            payload["reservationId"] = resv["id"]
         lid = self.journal.add("StartTransaction", payload, None, self.uid())
+        if lid is None:  # the journal cannot persist it (full flash): no transaction
+            self.armed = None
+            self.log("ocpp: transaction for %s refused: flash full" % tag)
+            self.poke()
+            return
+        if resv is not None:
+            self.feature("resv").consume()
         self.tx = {"lid": lid, "tag": tag, "parent": parent, "start": int(now), "wh0": wh,
                    "txid": None, "susp": False}
         self.tx_data = []
@@ -228,11 +236,19 @@ class Transactions:
                 # connector status (sent when it changed)
                 st = self.station
                 sn = self.status_now
-                sn[0] = ("Available" if self.available else "Unavailable", "NoError", None)
+                faults = st.faults()
+                full = None
+                if self.journal.full and not self.journal.recover(now):
+                    full = ("OtherError", "flash full: journal")  # no new transactions
+                    sn[0] = ("Faulted",) + full
+                else:
+                    sn[0] = ("Available" if self.available else "Unavailable", "NoError", None)
+                if full and self.tx is None and not faults:
+                    faults = [full]
                 reserved = self.reservation() is not None
                 sn[1] = connector_state.derive(st.pilot_state(), st.relay_closed(), self.tx is not None,
                                                self.finishing, self.armed is not None, self.available,
-                                               reserved, st.faults(), st.offered_a())
+                                               reserved, faults, st.offered_a())
                 if reserved and sn[1][0] in ("Faulted", "Unavailable"):
                     self.feature("resv").end(sn[1][0])  # a reservation ends there
                 for cid in (0, 1) if self.online.is_set() else ():
