@@ -161,6 +161,8 @@ class SmartCharging:
             return pr["ss"] if pr["ss"] is not None else (pr["vf"] or 0)
         period = 604800 if pr["rk"] == "Weekly" else 86400
         base = pr["ss"]
+        if t < base:
+            return base  # not started yet: the first recurrence begins at startSchedule
         return base + ((t - base) // period) * period
 
     def _value(self, pr, t, tx_start):

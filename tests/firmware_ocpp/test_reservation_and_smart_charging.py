@@ -172,6 +172,18 @@ def test_recurring_and_windowed_default_profiles_stack_and_reach_the_station(cs,
                    "meter values past the window")
         assert cs.call(CP, call.ClearChargingProfile(charging_profile_purpose="TxDefaultProfile")).status == "Accepted"
         cs.wait(lambda: offered(cs, txid)[-1][1] == 16.0, 30, "the limit lifted")
+        # a recurring profile whose startSchedule is still ahead applies from then on only
+        t1 = int(time.time())
+        later = {"chargingProfileId": 12, "stackLevel": 0, "chargingProfilePurpose": "TxDefaultProfile",
+                 "chargingProfileKind": "Recurring", "recurrencyKind": "Daily",
+                 "chargingSchedule": {"startSchedule": iso(t1 + 100), "chargingRateUnit": "A",
+                                      "chargingSchedulePeriod": [{"startPeriod": 0, "limit": 6}]}}
+        assert cs.call(CP, call.SetChargingProfile(connector_id=1, cs_charging_profiles=later)).status == "Accepted"
+        comp = cs.call(CP, call.GetCompositeSchedule(connector_id=1, duration=300)).charging_schedule
+        s1 = unix(comp["start_schedule"])
+        assert [(s1 + p["start_period"], float(p["limit"])) for p in comp["charging_schedule_period"]] == [
+            (s1, 32.0), (t1 + 100, 6.0)]
+        assert offered(cs, txid)[-1][1] == 16.0
         cp.ev(pilot="A")
         cs.wait(lambda: cs.transactions[txid]["meter_stop"] is not None, 30, "StopTransaction")
     finally:
