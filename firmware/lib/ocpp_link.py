@@ -129,9 +129,10 @@ class Link:
             if pi:
                 if time.ticks_diff(now, last_ping) >= pi * 1000:
                     last_ping = now
-                    try:
-                        await ws.ping()
+                    try:  # bounded: a peer that stopped reading leaves the send lock held
+                        await asyncio.wait_for(ws.ping(), pi + 10)
                     except Exception:
+                        self.log("ocpp: ping not sent, reconnecting")
                         break
                 if time.ticks_diff(now, ws.last_rx) > (2 * pi + 10) * 1000:
                     self.log("ocpp: no answer to pings, reconnecting")

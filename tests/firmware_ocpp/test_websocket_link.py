@@ -26,11 +26,13 @@ import pytest
 import websockets
 from wsserver import (
     OP_CLOSE,
+    OP_TEXT,
     ChargePointChild,
     Peer,
     RawServer,
     close_payload,
     cp_config,
+    frame_bytes,
     free_port_refusing,
 )
 
@@ -479,4 +481,49 @@ def test_a_central_system_that_stops_reading_and_answering_is_left_after_unanswe
     assert seen["again"] - seen["paused"] >= 12 - 1, "left before the ping timeout"
     assert any("no answer to pings" in t for _, t in child.logs())
     assert report["conn"] == "connected"
+    assert report["ticks"] >= report["ms"] / 50 / 4, report
+
+
+@pytest.mark.dual_runtime
+def test_a_central_system_that_stops_reading_while_the_charge_point_sends_is_left(
+        runtime_name, servers, children, tmp_path):
+    """The central system stops reading and floods the charge point with CALLs whose answers
+    are 3000 bytes each, then falls silent: the charge point's send buffers fill, so its
+    answer (and any ping) cannot be written. It must still notice the dead link (ping
+    interval 1 s) and connect again instead of waiting forever; its event loop ran
+    throughout (ticker)."""
+    seen = {}
+
+    async def script(conn):
+        await conn.read_request()
+        await conn.accept()
+        cs = Peer(conn)
+        if conn.index == 0:
+            await cs.answer(await cs.expect_call("BootNotification", 30))
+            await cs.expect_call("StatusNotification", 30)
+            conn.reader.pause_reading()
+            payload = {"vendorId": "PicoCharge", "messageId": "echo", "data": "f" * 3000}
+            t = conn.writer.transport
+            for k in range(2000):  # ~6 MB of answers asked for, more than the buffers hold
+                text = json.dumps([2, "flood-%d" % k, "DataTransfer", payload])
+                t.write(frame_bytes(OP_TEXT, text.encode()))  # not waiting for the writes
+                if k % 50 == 0:
+                    await asyncio.sleep(0.01)
+            seen["flooded"] = time.monotonic()
+            await asyncio.sleep(60)
+        else:
+            seen["again"] = time.monotonic()
+            await cs.expect_call("StatusNotification", 30)
+            seen["status"] = True
+            await cs.serve(60)
+
+    server = servers(script)
+    cfg = cp_config(server.url, CP, KEY, keys={"WebSocketPingInterval": 1})
+    child = children(runtime_name, tmp_path / "cp", cfg, seconds=55)
+    server.wait(lambda: "status" in seen, 50, "a new session after the stuck one")
+    report = child.stop()
+    assert not server.errors, server.errors
+    texts = [t for _, t in child.logs()]
+    assert "ocpp: ping not sent, reconnecting" in texts or "ocpp: no answer to pings, reconnecting" in texts
+    assert report["conn"] == "connected" and report["calls_in"] >= 100, report
     assert report["ticks"] >= report["ms"] / 50 / 4, report
