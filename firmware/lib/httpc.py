@@ -19,7 +19,9 @@ API
 - `source` + `source_len`: stream the request body from a file-like object with
   `read(n)` (e.g. a file opened on flash) instead of `body`; `source_len` bytes are sent.
 - `sink`: an object with `write(bytes)` (e.g. a file opened "wb" on flash): the response
-  body is streamed into it in small chunks and `resp.body` is None. Without a sink the
+  body is streamed into it in small chunks and `resp.body` is None. On MicroPython the
+  chunks are memoryviews of one 512-byte buffer reused for the whole body (write them out,
+  do not keep them). Without a sink the
   body is kept in memory, at most `max_body` bytes (`HTTPError` beyond).
 - Responses with Content-Length, `Transfer-Encoding: chunked`, or neither (read to EOF)
   are handled.
@@ -158,9 +160,22 @@ async def read_some(reader, n):
     return await reader.read(n)
 
 
-async def _read_exact_to(reader, n, out, resp, max_body):
+async def _recv(reader, n, buf):
+    """Up to n (<= CHUNK) bytes; b"" at EOF. With `buf` (a bytearray(CHUNK), given when
+    the body goes to a sink) MicroPython reads into it: no new buffer per chunk, which a
+    long download on a fragmented heap cannot afford; the result is a view into `buf`,
+    valid until the next read."""
+    if buf is None:
+        return await reader.read(n)
+    while True:
+        got = await reader.readinto(memoryview(buf)[:n])
+        if got is not None:
+            return memoryview(buf)[:got]
+
+
+async def _read_exact_to(reader, n, out, resp, max_body, buf=None):
     while n > 0:
-        data = await reader.read(min(n, CHUNK))
+        data = await _recv(reader, min(n, CHUNK), buf)
         if not data:
             raise HTTPError("connection closed inside the body")
         n -= len(data)
@@ -242,8 +257,11 @@ async def _exchange(method, url, body, headers, sink, source, source_len, max_bo
                 name, value = text.split(":", 1)
                 resp.headers[name.strip().lower()] = value.strip()
         out = sink
+        buf = None
         if sink is None:
             out = []
+        elif hasattr(reader, "readinto"):  # MicroPython's streams
+            buf = bytearray(CHUNK)
         if method == "HEAD" or resp.status in (204, 304) or 100 <= resp.status < 200:
             pass
         elif resp.headers.get("transfer-encoding", "").lower() == "chunked":
@@ -261,17 +279,17 @@ async def _exchange(method, url, body, headers, sink, source, source_len, max_bo
                         if not line or line in (b"\r\n", b"\n"):
                             break
                     break
-                await _read_exact_to(reader, size, out, resp, max_body)
+                await _read_exact_to(reader, size, out, resp, max_body, buf)
                 await read_line(reader)  # the CRLF after each chunk
         elif "content-length" in resp.headers:
             try:
                 n = int(resp.headers["content-length"])
             except ValueError:
                 raise HTTPError("bad Content-Length")
-            await _read_exact_to(reader, n, out, resp, max_body)
+            await _read_exact_to(reader, n, out, resp, max_body, buf)
         else:
             while True:
-                data = await reader.read(CHUNK)
+                data = await _recv(reader, CHUNK, buf)
                 if not data:
                     break
                 _deliver(data, out, resp, max_body)

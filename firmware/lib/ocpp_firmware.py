@@ -25,10 +25,9 @@ FirmwareStatusNotification: Downloading (each attempt), Downloaded or DownloadFa
 Installing, then after the reboot Installed or InstallationFailed; Idle only when
 triggered with nothing going on (ocpp_trigger).
 
-GetDiagnostics answers the fileName `diag-<id>-<unix time>.txt`, writes it to flash
-(header, summary, recent OCPP events, the log files oldest first) and PUTs it to
-`<location>/<fileName>` (`retries` and `retryInterval` as for UpdateFirmware);
-DiagnosticsStatusNotification Uploading (each attempt), then Uploaded or UploadFailed.
+GetDiagnostics answers the fileName `diag-<id>-<unix time>.txt`; `ocpp_diagnostics`
+(loaded for the upload only) writes the file and PUTs it to `<location>/<fileName>`
+(`retries` and `retryInterval` as for UpdateFirmware).
 """
 
 import asyncio
@@ -43,7 +42,6 @@ import httpc
 BASE_VERSION = "1.0.0"
 MAX_TRIAL_BOOTS = 3
 MAX_MANIFEST = 16384
-LOG_FILES = ("log.1.txt", "log.txt")
 
 
 def attempts(p):
@@ -286,20 +284,29 @@ class Firmware:
             raise ValueError("bad manifest")
         names = sorted(files)
         need = 0
-        for path in names:
-            meta = files[path]
-            if not path_allowed(path) or not isinstance(meta, dict) \
-                    or not isinstance(meta.get("size"), int) or not isinstance(meta.get("sha256"), str):
-                raise ValueError("bad manifest entry: %s" % path)
-            need += meta["size"]
+        # the entries go to an index on flash: the parsed manifest (~250 bytes a file) is
+        # off the heap while the files download
+        with open(flash.path("fw/stage/index.txt"), "w") as ix:
+            for path in names:
+                meta = files[path]
+                if not path_allowed(path) or not isinstance(meta, dict) \
+                        or not isinstance(meta.get("size"), int) \
+                        or not isinstance(meta.get("sha256"), str) or " " in meta["sha256"]:
+                    raise ValueError("bad manifest entry: %s" % path)
+                need += meta["size"]
+                ix.write("%s %d %s\n" % (path, meta["size"], meta["sha256"].lower()))
+        manifest = files = meta = None
+        gc.collect()
         free = flash.free_bytes()
         if 0 <= free < need + 16384:
             raise ValueError("%d bytes do not fit in %d free" % (need, free))
-        for path in names:
-            meta = files[path]
-            n, digest = await self._get(base + path, "fw/stage/" + path, meta["size"])
-            if n != meta["size"] or digest != meta["sha256"].lower():
-                raise ValueError("%s: size or sha256 mismatch" % path)
+        with open(flash.path("fw/stage/index.txt")) as ix:
+            for line in ix:
+                path, size, sha = line.split()
+                n, digest = await self._get(base + path, "fw/stage/" + path, int(size))
+                if n != int(size) or digest != sha:
+                    raise ValueError("%s: size or sha256 mismatch" % path)
+        flash.remove("fw/stage/index.txt")
         return version, names
 
     async def _update(self, location, retrieve, tries, interval):
@@ -362,54 +369,18 @@ class Firmware:
                                                   p.get("retryInterval", 30)))
         return {"fileName": self.diag_name}
 
-    async def _build_diag(self):
-        """Write the diagnostics file to flash (header, summary, recent OCPP events, the
-        log files oldest first); its size."""
-        flash = self.flash
-        cp = self.cp
-        with open(flash.path("fw/diag.txt"), "wb") as fh:
-            fh.write(("PicoCharge diagnostics %s %s firmware %s\nsummary %s\n" % (
-                cp.cp_id, cp.clock.iso(), self.version, json.dumps(cp.summary()))).encode())
-            for line in cp.events:
-                fh.write(line.encode() + b"\n")
-            for name in LOG_FILES:
-                if flash.exists(name):
-                    fh.write(("--- %s\n" % name).encode())
-                    with open(flash.path(name), "rb") as fi:
-                        while True:
-                            chunk = fi.read(512)
-                            if not chunk:
-                                break
-                            fh.write(chunk)
-                            await asyncio.sleep_ms(0)
-        return flash.size("fw/diag.txt")
-
     async def _diagnostics(self, location, name, tries, interval):
-        cp = self.cp
+        # the upload code is loaded for the moment it runs (heap: an update waiting for a
+        # transaction to end keeps this module loaded, without it)
+        import sys
+
         try:
-            size = await self._build_diag()
-            url = location.rstrip("/") + "/" + name
-            ok = False
-            for attempt in range(tries):
-                self.diag_status = "Uploading"
-                cp.queue("DiagnosticsStatusNotification", {"status": "Uploading"})
-                try:
-                    with open(self.flash.path("fw/diag.txt"), "rb") as fh:
-                        resp = await httpc.put(url, source=fh, source_len=size, timeout=60,
-                                               headers={"Content-Type": "text/plain"})
-                    ok = 200 <= resp.status < 300
-                    if not ok:
-                        cp.log("diagnostics: upload answered HTTP %d" % resp.status)
-                except Exception as exc:
-                    cp.log("diagnostics: upload failed: %r" % (exc,))
-                if ok:
-                    break
-                if attempt < tries - 1:
-                    await asyncio.sleep(interval)
-            self.diag_status = "Uploaded" if ok else "UploadFailed"
-            cp.queue("DiagnosticsStatusNotification", {"status": self.diag_status})
-            cp.log("diagnostics: %s %s" % (name, self.diag_status))
+            import ocpp_diagnostics
+
+            await ocpp_diagnostics.upload(self, location, name, tries, interval)
         finally:
+            if "ocpp_diagnostics" in sys.modules:
+                del sys.modules["ocpp_diagnostics"]
             self.flash.remove("fw/diag.txt")
             self.diag_busy = False
             self.release()
