@@ -156,7 +156,7 @@ class MqttIngest:
         except ValueError as exc:
             self._invalid(cp_id, "json", str(exc))
             return False
-        errors = list(TELEMETRY_VALIDATOR.iter_errors(data))
+        errors = TELEMETRY_VALIDATOR.errors(data)
         if errors:
             error = best_match(errors)
             where = "/".join(str(p) for p in error.absolute_path) or "payload"

@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 TELEMETRY_COLUMNS = ("t", "rh", "tmcu", "v", "a", "w", "wh", "cp", "st", "lim", "rssi", "heap", "up")
 FEED_FIELDS = tuple(f"field{n}" for n in range(1, 9))
 _STOP = object()
+_LATEST = object()  # wakes the writer: snapshots are waiting in _latest
 
 
 class _Barrier:
@@ -85,6 +86,10 @@ class SQLiteStore(Store):
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        # snapshot rows (one per key, only the newest matters): written with the next
+        # batch instead of one queued write per update
+        self._latest: dict = {}
+        self._latest_lock = threading.Lock()
         self._accepted: Counter = Counter()
         self._committed: Counter = Counter()
         self._batches = 0
@@ -101,6 +106,24 @@ class SQLiteStore(Store):
         self._accepted[kind] += len(params) if many else 1
         self._queue.put((kind, sql, params, many, on_committed))
 
+    def _submit_latest(self, kind: str, key: Any, sql: str, params: Any) -> None:
+        if self._closed:
+            raise RuntimeError("store is closed")
+        self._accepted[kind] += 1
+        with self._latest_lock:
+            wake = not self._latest
+            replaced = (kind, key) in self._latest
+            self._latest[(kind, key)] = (sql, params)
+        if replaced:
+            self._committed[kind] += 1  # superseded by a newer snapshot of the same key
+        if wake:
+            self._queue.put(_LATEST)
+
+    def _take_latest(self) -> list:
+        with self._latest_lock:
+            items, self._latest = self._latest, {}
+        return [(kind, sql, params, False, None) for (kind, _key), (sql, params) in items.items()]
+
     def _write_loop(self) -> None:
         next_retention = time.monotonic() + self.retention_check_seconds
         while True:
@@ -112,6 +135,8 @@ class SQLiteStore(Store):
             while item is not None:
                 if item is _STOP:
                     stop = True
+                elif item is _LATEST:
+                    pass  # taken below, with the batch
                 elif isinstance(item, _Barrier):
                     barriers.append(item)
                 else:
@@ -122,6 +147,7 @@ class SQLiteStore(Store):
                     item = self._queue.get_nowait()
                 except queue.Empty:
                     item = None
+            batch.extend(self._take_latest())
             if batch:
                 self._commit_batch(batch)
             for barrier in barriers:
@@ -435,8 +461,8 @@ class SQLiteStore(Store):
     def save_telemetry_stats(self, row: Row) -> None:
         cols = ("cp_id", "received", "lost", "duplicates", "reboots", "invalid", "last_seq",
                 "last_up", "updated_at")
-        self._submit(
-            "telemetry_stats",
+        self._submit_latest(
+            "telemetry_stats", row.get("cp_id"),
             f"INSERT INTO telemetry_stats ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))}) "
             "ON CONFLICT(cp_id) DO UPDATE SET "
             + ", ".join(f"{c}=excluded.{c}" for c in cols if c != "cp_id"),

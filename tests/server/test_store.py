@@ -67,3 +67,25 @@ def test_dashboard_queries_use_indexes(tmp_path):
         plan = " ".join(row[-1] for row in db.execute("EXPLAIN QUERY PLAN " + sql))
         assert "USING INDEX" in plan or "USING COVERING INDEX" in plan, (sql, plan)
     store.close()
+
+
+def test_snapshot_rows_are_coalesced_and_the_newest_one_is_written(tmp_path):
+    store = SQLiteStore(tmp_path / "s.db")
+    for n in range(1, 501):
+        for cp in ("CP-A", "CP-B"):
+            store.save_telemetry_stats({"cp_id": cp, "received": n, "lost": 0, "duplicates": 0,
+                                        "reboots": 0, "invalid": 0, "last_seq": n, "last_up": n,
+                                        "updated_at": float(n)})
+    store.sync()
+    rows = {r["cp_id"]: r for r in store.load_telemetry_stats()}
+    assert rows["CP-A"]["received"] == rows["CP-B"]["received"] == 500
+    stats = store.stats()
+    assert stats["accepted"]["telemetry_stats"] == stats["committed"]["telemetry_stats"] == 1000
+    assert stats["batches"] < 1000  # not one write per update
+    store.save_telemetry_stats({"cp_id": "CP-A", "received": 501, "lost": 0, "duplicates": 0,
+                                "reboots": 0, "invalid": 0, "last_seq": 501, "last_up": 501,
+                                "updated_at": 501.0})
+    store.close()  # a pending snapshot is written on close
+    reopened = SQLiteStore(tmp_path / "s.db")
+    assert {r["cp_id"]: r["received"] for r in reopened.load_telemetry_stats()}["CP-A"] == 501
+    reopened.close()
