@@ -43,6 +43,7 @@ from pathlib import Path
 import psutil
 
 from tools.bench import report
+from tools.bench.profile import Profiler
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "bench" / "results"
@@ -204,19 +205,27 @@ class TelemetryProbe:
         self.stored = 0
         self.latencies: list[float] = []
         self.missing = 0
+        self.closed = threading.Event()
 
     def measure(self, count: int, spacing_s: float) -> None:
         for _ in range(count):
+            if self.closed.is_set():
+                return
             self.seq += 1
             payload = json.dumps({"ts": int(time.time()), "seq": self.seq, "t": 21.0, "st": "Available"})
             t0 = time.monotonic()
             info = self.client.publish(f"picocharge/{self.probe_id}/telemetry", payload, qos=1)
-            info.wait_for_publish(10)
+            try:
+                info.wait_for_publish(10)
+            except (RuntimeError, ValueError):
+                if self.closed.is_set():
+                    return  # the run ended while this probe was in flight
+                raise
             if self._wait_stored(self.seq, timeout=15):
                 self.latencies.append(1000 * (time.monotonic() - t0))
             else:
                 self.missing += 1
-            time.sleep(spacing_s)
+            self.closed.wait(spacing_s)
 
     def _wait_stored(self, seq: int, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
@@ -239,14 +248,16 @@ class TelemetryProbe:
         return out
 
     def close(self) -> None:
+        self.closed.set()
         self.client.loop_stop()
         self.client.disconnect()
 
 
 def run_load(label: str, target: dict, steps: list[int], hold: float, meter_interval: int,
              telemetry_interval: int, ramp: int, workdir: Path, stop_on_failure: bool,
-             seed: int) -> list[dict]:
-    """Run one schedule against one target and return a record per step."""
+             seed: int, profile: bool = False) -> list[dict]:
+    """Run one schedule against one target and return a record per step; with `profile`,
+    each step also gets a sampling profile of the server (tools/bench/profile.py)."""
     cmd = [sys.executable, "-m", "tools.sim", "--schedule", ",".join(map(str, steps)),
            "--hold", str(hold), "--server", target["ocpp_url"],
            "--meter-interval", str(meter_interval), "--telemetry-interval", str(telemetry_interval),
@@ -264,6 +275,7 @@ def run_load(label: str, target: dict, steps: list[int], hold: float, meter_inte
     records = []
     sampler = None
     sim_sampler = None
+    profiler = None
     try:
         for line in sim.stdout:
             if not line.startswith("{"):
@@ -272,6 +284,9 @@ def run_load(label: str, target: dict, steps: list[int], hold: float, meter_inte
             if event["event"] == "step_start":
                 sampler = ResourceSampler(measured)
                 sim_sampler = ResourceSampler([sim_ps])
+                if profile:
+                    profiler = Profiler(target["pids"][0], min(15.0, hold * 0.75),
+                                        workdir / f"profile-{label}-{event['stations']}.folded")
                 if probe:
                     threading.Thread(target=probe.measure, args=(max(5, int(hold // 4)), 1.0),
                                      daemon=True).start()
@@ -289,6 +304,9 @@ def run_load(label: str, target: dict, steps: list[int], hold: float, meter_inte
                     "ocpp_per_s": round(event["ocpp"]["calls"] / max(event["window_s"], 1e-6), 1),
                     "server": resources, "simulator": sim_resources,
                 }
+                if profiler is not None:
+                    record["profile"] = profiler.finish()
+                    profiler = None
                 failures = []
                 if target.get("api"):
                     try:
@@ -308,6 +326,8 @@ def run_load(label: str, target: dict, steps: list[int], hold: float, meter_inte
                 if failures and stop_on_failure:
                     break
     finally:
+        if profiler is not None:
+            profiler.finish()
         sim.send_signal(signal.SIGTERM)
         try:
             sim.wait(60)
@@ -428,6 +448,8 @@ def main(argv=None) -> int:
     parser.add_argument("--no-mosquitto", action="store_true", help="skip the Mosquitto run")
     parser.add_argument("--no-reference", action="store_true", help="skip the ocpp-package reference")
     parser.add_argument("--no-firmware", action="store_true", help="skip the firmware heap figures")
+    parser.add_argument("--no-profile", action="store_true",
+                        help="skip the server profile of each sweep step (py-spy)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
@@ -461,7 +483,8 @@ def main(argv=None) -> int:
             results["runs"].append({"name": f"paper-{label}", "broker": label, "steps": paper})
             if sweep:
                 swept = run_load(f"sweep-{label}", target, sweep, args.sweep_hold, 10, 10, args.ramp,
-                                 workdir, stop_on_failure=True, seed=args.seed)
+                                 workdir, stop_on_failure=True, seed=args.seed,
+                                 profile=not args.no_profile)
                 results["runs"].append({"name": f"sweep-{label}", "broker": label, "steps": swept})
             server.stop()
             if broker == "mosquitto":

@@ -62,6 +62,37 @@ def ratios(results: dict) -> str:
     return "\n".join(out) if len(out) > 2 else ""
 
 
+def profiles(results: dict) -> str:
+    """Where the server's Python time goes, per sweep step (tools/bench/profile.py)."""
+    out = []
+    for run in results["runs"]:
+        steps = [s for s in run["steps"] if s.get("profile")]
+        if not steps:
+            continue
+        names = []
+        for step in steps:
+            for name in step["profile"].get("components", {}):
+                if name not in names:
+                    names.append(name)
+        out += [f"Where the server's time goes ({run['name']}): share of the samples in which "
+                "a server thread ran Python code (py-spy, GIL held), by component; *busy* is the "
+                "share of wall time with Python running, of one core.", "",
+                "| component | " + " | ".join(f"{s['stations']} st." for s in steps) + " |",
+                "|---|" + "---:|" * len(steps)]
+        out.append("| busy | " + " | ".join(
+            fmt(s["profile"].get("busy_percent"), " %") if "error" not in s["profile"]
+            else "– (" + s["profile"]["error"][:40] + ")" for s in steps) + " |")
+        for name in names:
+            out.append(f"| {name} | " + " | ".join(
+                fmt(s["profile"].get("components", {}).get(name), " %") for s in steps) + " |")
+        last = steps[-1]["profile"]
+        if last.get("top_functions"):
+            out += ["", f"Top functions by own time at {steps[-1]['stations']} stations:", ""]
+            out += [f"- {share} % `{name}`" for name, share in last["top_functions"][:8]]
+        out.append("")
+    return "\n".join(out).rstrip()
+
+
 def charts(results: dict, base: Path) -> list[Path]:
     import matplotlib
 
@@ -127,6 +158,9 @@ def write(results: dict, out_dir: Path, started) -> list[Path]:
     rat = ratios(results)
     if rat:
         md += ["", "Against the bare `ocpp`-package central system:", "", rat]
+    prof = profiles(results)
+    if prof:
+        md += ["", prof]
     md_path = base.with_suffix(".md")
     md_path.write_text("\n".join(md) + "\n")
     return [json_path, md_path] + charts(results, base)
