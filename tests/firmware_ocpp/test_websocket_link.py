@@ -134,7 +134,8 @@ def test_refused_upgrades_and_a_401_are_retried_with_backoff_until_a_session_boo
     assert "did not agree subprotocol ocpp1.6 (got ocpp2.0.1)" in first3[1][1]
     assert "401" in first3[2][1]
     delays = [d for _, _, d in first3]
-    assert delays[0] < delays[1] < delays[2], delays  # 0.2 s base: [0.2,0.4) [0.4,0.8) [0.8,1.6)
+    # 0.2 s base: [0.2,0.4) [0.4,0.8) [0.8,1.6), logged to 0.1 s (neighbours may round equal)
+    assert delays[0] <= delays[1] <= delays[2] and delays[2] > delays[0], delays
     for k in range(3):  # the next attempt waited at least the planned delay
         gap = conns[k + 1].t_open - conns[k].t_open
         assert gap >= delays[k] - 0.1, (k, gap, delays)
@@ -491,7 +492,8 @@ def test_a_central_system_that_stops_reading_while_the_charge_point_sends_is_lef
     are 3000 bytes each, then falls silent: the charge point's send buffers fill, so its
     answer (and any ping) cannot be written. It must still notice the dead link (ping
     interval 1 s) and connect again instead of waiting forever; its event loop ran
-    throughout (ticker)."""
+    throughout (ticker). The flood (9 MB of answers) is more than the kernel's socket
+    buffers take with Linux defaults (about 4 MB here): the charge point's answer blocks."""
     seen = {}
 
     async def script(conn):
@@ -504,7 +506,7 @@ def test_a_central_system_that_stops_reading_while_the_charge_point_sends_is_lef
             conn.reader.pause_reading()
             payload = {"vendorId": "PicoCharge", "messageId": "echo", "data": "f" * 3000}
             t = conn.writer.transport
-            for k in range(2000):  # ~6 MB of answers asked for, more than the buffers hold
+            for k in range(3000):  # ~9 MB of answers asked for, more than the buffers hold
                 text = json.dumps([2, "flood-%d" % k, "DataTransfer", payload])
                 t.write(frame_bytes(OP_TEXT, text.encode()))  # not waiting for the writes
                 if k % 50 == 0:
@@ -524,6 +526,6 @@ def test_a_central_system_that_stops_reading_while_the_charge_point_sends_is_lef
     report = child.stop()
     assert not server.errors, server.errors
     texts = [t for _, t in child.logs()]
-    assert "ocpp: ping not sent, reconnecting" in texts or "ocpp: no answer to pings, reconnecting" in texts
+    assert "ocpp: ping not sent, reconnecting" in texts, texts[-10:]
     assert report["conn"] == "connected" and report["calls_in"] >= 100, report
     assert report["ticks"] >= report["ms"] / 50 / 4, report

@@ -294,12 +294,13 @@ class RawServer:
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.server = None
         self.port = None
+        self.tasks: list[asyncio.Task] = []
 
     def _connected(self, stream):
         with self.lock:
             conn = Conn(self, len(self.conns), stream, stream)
             self.conns.append(conn)
-        self.loop.create_task(self._run(conn))
+        self.tasks.append(self.loop.create_task(self._run(conn)))
 
     async def _run(self, conn):
         try:
@@ -346,6 +347,9 @@ class RawServer:
             self.server.close()
             for c in self.conns:
                 c.close()
+            for t in self.tasks:
+                t.cancel()
+            await asyncio.gather(*self.tasks, return_exceptions=True)
         try:
             asyncio.run_coroutine_threadsafe(shutdown(), self.loop).result(10)
         except Exception:
