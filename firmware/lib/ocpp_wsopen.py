@@ -39,10 +39,19 @@ def basic_auth(user, password):
 
 
 async def _line(reader):
-    line = await reader.readline()
-    if len(line) > MAX_LINE:
+    """One line of the server's answer, at most MAX_LINE bytes: read byte by byte (the
+    answer is short), so a server that never ends a line cannot exhaust the heap."""
+    buf = bytearray()
+    while len(buf) < MAX_LINE:
+        c = await reader.read(1)
+        if not c:
+            break
+        buf += c
+        if c == b"\n":
+            break
+    else:
         raise ocpp_ws.WSError("header line too long")
-    return line
+    return bytes(buf)
 
 
 def _sha1(data):
@@ -116,11 +125,11 @@ async def handshake(self, url, protocol, user, password, ssl_ctx, flash=None):
         self.writer.write((req + "\r\n").encode())
         await self.writer.drain()
         status = await _line(self.reader)
-        parts = status.decode().split(" ", 2)
-        if len(parts) < 2 or parts[1] != "101":
-            raise ocpp_ws.WSError("handshake refused: %s" % status.decode().strip())
+        parts = status.split(b" ", 2)
+        if len(parts) < 2 or parts[1] != b"101":
+            raise ocpp_ws.WSError("handshake refused: %r" % bytes(status[:80]).strip())
         headers = {}
-        while True:
+        for _ in range(64):
             line = await _line(self.reader)
             if not line:
                 raise ocpp_ws.WSError("connection closed during the handshake")
@@ -130,6 +139,8 @@ async def handshake(self, url, protocol, user, password, ssl_ctx, flash=None):
             if ":" in text and len(headers) < 24:
                 name, value = text.split(":", 1)
                 headers[name.strip().lower()] = value.strip()
+        else:
+            raise ocpp_ws.WSError("too many header lines")
         if headers.get("upgrade", "").lower() != "websocket" or \
                 "upgrade" not in headers.get("connection", "").lower():
             raise ocpp_ws.WSError("the server did not upgrade to websocket")

@@ -162,6 +162,66 @@ def test_handshake_requires_the_ocpp16_subprotocol_and_sends_basic_auth(runtime_
     assert "authorization" not in conns[8].headers
 
 
+HUGE = HEAD + r'''
+import gc
+async def main():
+    for name in ("endless-status-line", "endless-header-line", "endless-header-lines", "binary-garbage"):
+        ws = ocpp_ws.WebSocket()
+        try:
+            await ws.connect(URL + "/CP-1", "ocpp1.6", timeout=20)
+            out[name] = "connected"
+        except ocpp_ws.WSError as exc:
+            out[name] = "WSError: " + str(exc)
+        except Exception as exc:
+            out[name] = repr(exc)
+        out[name + "-open"] = ws.open
+    gc.collect()
+    report()
+asyncio.run(main())
+'''
+
+
+@pytest.mark.dual_runtime
+def test_a_handshake_answer_that_never_ends_is_refused_without_exhausting_the_heap(
+        runtime_name, servers, tmp_path):
+    """A server that streams a status line or a header line without end, endless header
+    lines, or binary garbage instead of HTTP: the client refuses each with WSError after at
+    most 1024 bytes per line and 64 lines, instead of buffering until the heap runs out (a
+    MemoryError at 192 KiB before the fix, which on a board could hit any other task)."""
+
+    async def script(conn):
+        await conn.read_request()
+        kind = conn.index
+        try:
+            if kind == 0:
+                await conn.send_raw(b"HTTP/1.1 101 ")
+                for _ in range(100):
+                    await conn.send_raw(b"s" * 4096)
+            elif kind == 1:
+                await conn.send_raw(b"HTTP/1.1 101 Switching Protocols\r\nX-Junk: ")
+                for _ in range(100):
+                    await conn.send_raw(b"j" * 4096)
+            elif kind == 2:
+                await conn.send_raw(b"HTTP/1.1 101 Switching Protocols\r\n")
+                for i in range(20000):
+                    await conn.send_raw(b"X-Junk-%d: j\r\n" % i)
+            else:
+                await conn.send_raw(bytes(range(256)) * 4 + b"\r\n\r\n")
+        except (ConnectionError, OSError):
+            pass  # the client dropped the connection: what it should do
+        await conn.expect_eof(20)
+
+    server = servers(script)
+    res = result_of(run_snippet(runtime_name, HUGE % {"url": server.url}, tmp_path, timeout=120))
+    server.settle()
+    assert not server.errors, server.errors
+    assert res["endless-status-line"] == "WSError: header line too long", res
+    assert res["endless-header-line"] == "WSError: header line too long", res
+    assert res["endless-header-lines"] == "WSError: too many header lines", res
+    assert res["binary-garbage"].startswith("WSError: handshake refused"), res
+    assert not any(res[k] for k in res if k.endswith("-open"))
+
+
 # -- frames on an open connection ---------------------------------------------------------
 
 TRAFFIC = HEAD + r'''
