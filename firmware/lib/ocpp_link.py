@@ -187,6 +187,14 @@ class Link:
             return body
 
     async def _reader(self, ws):
+        try:
+            await self._read_loop(ws)
+        except Exception as exc:  # e.g. MemoryError: nobody would read this link any more
+            self.log("ocpp: reader failed: %r" % (exc,))
+        ws.open = False  # ends the session (the link is dropped and made again)
+        self._fail_pending()
+
+    async def _read_loop(self, ws):
         while True:
             text = await ws.recv()
             if text is None:
@@ -213,7 +221,6 @@ class Link:
                     p[1].set()
                 else:
                     self.log("ocpp: answer to an unknown call %s ignored" % uid)
-        self._fail_pending()
 
     async def _send(self, ws, text):
         try:

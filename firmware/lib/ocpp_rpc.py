@@ -65,7 +65,7 @@ def parse(text):
     (OCPP-J 1.6 4.1.3: ignored)."""
     try:
         msg = json.loads(text)
-    except ValueError:
+    except Exception:  # ValueError; RecursionError (CPython) or MemoryError for deep nesting
         raise CallError(FORMATION_VIOLATION, "not JSON")
     if not isinstance(msg, list) or len(msg) < 3 or not isinstance(msg[1], str):
         raise CallError(FORMATION_VIOLATION, "not an OCPP-J message")

@@ -186,6 +186,7 @@ MALFORMED = [
     ("[]", None),
     ('"text"', None),
     ("[3]", None),
+    ("[" * 1500 + "]" * 1500, None),                         # deeper than CPython's json recursion
     ('[2, 17, "DataTransfer", {}]', None),                   # the id is not a string
     ('[5, "t5", {}]', None),                                 # unknown type: ignored (4.1.3)
     ('[3, "nobody", {"status": "Accepted"}]', None),         # a CALLRESULT for no pending CALL
