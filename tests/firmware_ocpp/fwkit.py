@@ -6,8 +6,8 @@
   line so a test can see which firmware booted, optionally with one module changed, in the
   manifest format of `server/files.py` (`build_bundle` writes it).
 - `FileServer`: a threaded HTTP server on 127.0.0.1 serving bundle directories, with
-  faults per path (404, a body cut short, a stalled connection), recording every request
-  with its wall-clock time and every upload.
+  faults per path (404, a body cut short), recording every request with its wall-clock
+  time and every upload.
 - `firmware_files(flash)`: the firmware files on a board's flash (name -> bytes).
 """
 
@@ -86,9 +86,9 @@ def free_port() -> int:
 class FileServer:
     """Serves `root` (bundle directories) over HTTP/1.1 on 127.0.0.1.
 
-    `faults[path] = "404" | "truncate" | "stall"` breaks one path: 404, the body cut in
-    half with the connection closed, or headers sent and then nothing. `requests`: (wall
-    time, method, path); `uploads`: (wall time, method, path, headers, body)."""
+    `faults[path] = "404" | "truncate"` breaks one path: 404, or the body cut in half with
+    the connection closed. `requests`: (wall time, method, path); `uploads`: (wall time,
+    method, path, headers, body)."""
 
     def __init__(self, root: Path):
         self.root = Path(root)
@@ -129,14 +129,6 @@ class FileServer:
                     self.send_header("Connection", "close")
                     self.end_headers()
                     self.wfile.write(data[:len(data) // 2])
-                    self.close_connection = True
-                    return
-                if fault == "stall":
-                    self.send_response(200)
-                    self.send_header("Content-Length", str(len(data)))
-                    self.end_headers()
-                    self.wfile.flush()
-                    time.sleep(30)
                     self.close_connection = True
                     return
                 self._reply(200, data)
