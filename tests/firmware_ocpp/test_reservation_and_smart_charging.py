@@ -14,6 +14,7 @@ schedule combines them (the higher stack level wins where both apply), and the l
 reaches the station (Current.Offered in the meter values, at the right times).
 """
 
+import re
 import time
 from datetime import UTC, datetime
 
@@ -132,7 +133,8 @@ def collapse(values):
 
 
 @pytest.mark.dual_runtime
-def test_recurring_and_windowed_default_profiles_stack_and_reach_the_station(cs, runtime_name, tmp_path):
+def test_recurring_and_windowed_default_profiles_stack_and_reach_the_station(cs, runtime_name, tmp_path,
+                                                                           record_heap):
     cp = start(cs, runtime_name, tmp_path / "cp", CP, MeterValueSampleInterval=1,
                MeterValuesSampledData="Current.Offered,Current.Import")
     try:
@@ -144,7 +146,9 @@ def test_recurring_and_windowed_default_profiles_stack_and_reach_the_station(cs,
         cs.wait(lambda: offered(cs, txid), 30, "a meter value without a limit")
 
         t0 = int(time.time())
-        base = t0 - 3600 - 2 * 86400  # a daily schedule that started an hour ago (2 days back)
+        # a daily schedule (started 2 days back) whose 10 A period began 30 s ago (the charge
+        # point's clock may be a second off the test's: no boundary right now)
+        base = t0 - 3630 - 2 * 86400
         daily = {"chargingProfileId": 10, "stackLevel": 0, "chargingProfilePurpose": "TxDefaultProfile",
                  "chargingProfileKind": "Recurring", "recurrencyKind": "Daily",
                  "chargingSchedule": {"startSchedule": iso(base), "chargingRateUnit": "A",
@@ -164,7 +168,7 @@ def test_recurring_and_windowed_default_profiles_stack_and_reach_the_station(cs,
         start_at = unix(sched["start_schedule"])
         assert abs(start_at - t0) <= 2 and sched["charging_rate_unit"] == "A" and sched["duration"] == 7200
         # stack level 1 wins in its window (12 A, above the daily 10 A); the daily one outside
-        expected = [(start_at, 10.0), (vf, 12.0), (vt, 10.0), (t0 + 3600, 16.0)]
+        expected = [(start_at, 10.0), (vf, 12.0), (vt, 10.0), (base + 2 * 86400 + 7200, 16.0)]
         assert [(start_at + p["start_period"], float(p["limit"]))
                 for p in sched["charging_schedule_period"]] == expected
 
@@ -187,7 +191,7 @@ def test_recurring_and_windowed_default_profiles_stack_and_reach_the_station(cs,
         cp.ev(pilot="A")
         cs.wait(lambda: cs.transactions[txid]["meter_stop"] is not None, 30, "StopTransaction")
     finally:
-        cp.finish()
+        out = cp.finish()
     values = offered(cs, txid)
     assert collapse([v for _, v in values]) == [16.0, 10.0, 12.0, 10.0, 16.0], values
     for ts, v in values:
@@ -196,3 +200,5 @@ def test_recurring_and_windowed_default_profiles_stack_and_reach_the_station(cs,
         if vf + 1 < ts < vt - 1:  # (the charge point's clock may be a second off the test's)
             assert v == 12.0, (ts, v)
     assert cs.invalid == [], cs.invalid
+    if runtime_name == "micropython":
+        record_heap(int(re.search(r"^HEAP (\d+)$", out, re.M).group(1)))

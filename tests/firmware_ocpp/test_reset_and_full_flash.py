@@ -9,6 +9,7 @@ independent central system.
 """
 
 import json
+import re
 
 import pytest
 from cprunner import wait_until
@@ -76,7 +77,8 @@ def faulted_full(note):
 
 
 @pytest.mark.dual_runtime
-def test_a_full_flash_refuses_new_transactions_keeps_the_accepted_ones_and_recovers(cs, runtime_name, tmp_path):
+def test_a_full_flash_refuses_new_transactions_keeps_the_accepted_ones_and_recovers(cs, runtime_name, tmp_path,
+                                                                                 record_heap):
     """The rule (firmware/lib/journal.py): a StartTransaction the journal cannot persist is
     refused (no transaction, no energy); from then on no new transaction starts and the
     charge point reports Faulted / OtherError "flash full: journal" on connector 0, and on
@@ -138,3 +140,5 @@ def test_a_full_flash_refuses_new_transactions_keeps_the_accepted_ones_and_recov
     assert end["journal_degraded"] is None and end["queued"] == 0, end
     assert [m["id_tag"] for m in cs.of("Authorize", CP)] == ["CARD0", "CARD1", "CARD3"]
     assert not cs.unknown_tx and cs.invalid == [], (cs.unknown_tx, cs.invalid)
+    if runtime_name == "micropython":
+        record_heap(int(re.search(r"^HEAP (\d+)$", out, re.M).group(1)))
