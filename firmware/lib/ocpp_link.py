@@ -27,6 +27,7 @@ class Link:
         self.log("ocpp: charge point %s -> %s" % (self.cp_id, self.url))
         asyncio.create_task(self._tick_loop())
         asyncio.create_task(self._sender())
+        asyncio.create_task(self._pacer())
         fw = self.features.get("fw")
         fw = fw[0] if fw is not None else None
         if fw is not None and fw.needs_reboot:

@@ -4,7 +4,6 @@ clock-aligned meter values, connector status, reboot, and the 1 s control tick t
 follows the station. Authorisation lives in ocpp_localauth, the central system's
 RemoteStart/Stop, Reset and ChangeAvailability in ocpp_core (both loaded on demand)."""
 
-import asyncio
 import sys
 
 import clock as clock_mod
@@ -269,7 +268,4 @@ class Transactions:
                 self.log("ocpp: tick failed: %r" % (exc,))
                 sys.print_exception(exc)
             self.wake.clear()
-            try:
-                await asyncio.wait_for(self.wake.wait(), 1)
-            except asyncio.TimeoutError:
-                pass
+            await self.wake.wait()  # poke() or the pacer's 1 s beat (chargepoint._pacer)
