@@ -38,7 +38,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 STATIONS_PER_WORKER = 1000
-SIM_MAINS_HZ = 5000
+SIM_MAINS_HZ = 10000
 SIM_PILOT_HZ = 10000
 ID_TAGS = ["SIMTAG%04d" % i for i in range(64)]
 
@@ -287,10 +287,14 @@ class Fleet:
             "intervals": {"sensors_s": max(5, opts.telemetry_interval), "telemetry_s": opts.telemetry_interval},
             # The simulator trades sampling fidelity for scale (the firmware reads all of
             # this from config): the safety timer and the meter run less often than on a
-            # board, the simulated mains runs at 5 kHz, so measuring one whole cycle takes
-            # 0.2 ms instead of 20 ms of a shared event loop, and the pilot waveform at
-            # 10 kHz, so a pilot read window is 0.11 ms instead of 1.1 ms.
-            "station": {"safety_ms": 10000, "meter_ms": 5000, "meter_samples": 8, "mcu_every": 30,
+            # board (the meter every 10 s, the interval of the fastest reports here), the
+            # simulated mains runs at 10 kHz, so measuring one whole cycle (4 sample pairs,
+            # exact for a sine) takes 0.1 ms instead of 20 ms of a shared event loop, and
+            # the pilot waveform at 10 kHz, so a pilot read window is 0.11 ms, not 1.1 ms.
+            # The safety timer meters on its own only when the sampling task's reading is
+            # older than meter_stale_ms (a stalled loop): here that is three meter periods.
+            "station": {"safety_ms": 10000, "meter_ms": 10000, "meter_stale_ms": 30000,
+                        "meter_samples": 4, "mcu_every": 30,
                         "safety_window_us": 1100 * 1000 // SIM_PILOT_HZ},
             "calibration": {"mains_hz": SIM_MAINS_HZ},
             "app": {"watchdog_ms": 0, "report_s": 0, "console": False, "log_bytes": 4096,

@@ -11,6 +11,9 @@ ChargePoint on the hardware stand-ins) through
   (225-byte payloads, the paper's figure) plus OCPP traffic;
 * a scale sweep: 500 -> 1 000 -> 2 000 -> 5 000 -> 10 000 -> 20 000 stations with
   MeterValues and telemetry every 10 s, stopping at the first step that fails;
+* (embedded broker) one large fleet, 10 000 stations by default (`--paper-rate-fleet`),
+  at the paper's rate (MeterValues and telemetry every 60 s), held 90 s: how many
+  stations one machine serves at a realistic message rate;
 
 and the same load against a bare `ocpp`-package central system (`reference_cs`) for a
 reference line. For every step it records the server's CPU (% of one core) and RSS, OCPP
@@ -445,6 +448,10 @@ def main(argv=None) -> int:
     parser.add_argument("--sweep", default=",".join(map(str, SWEEP_STEPS)),
                         help="scale sweep steps (empty to skip)")
     parser.add_argument("--ramp", type=int, default=400, help="connections per second")
+    parser.add_argument("--paper-rate-fleet", type=int, default=10000,
+                        help="stations of the large fleet at the paper's 60 s rate (0 to skip)")
+    parser.add_argument("--paper-rate-hold", type=float, default=90.0,
+                        help="seconds the large fleet is held")
     parser.add_argument("--no-mosquitto", action="store_true", help="skip the Mosquitto run")
     parser.add_argument("--no-reference", action="store_true", help="skip the ocpp-package reference")
     parser.add_argument("--no-firmware", action="store_true", help="skip the firmware heap figures")
@@ -460,6 +467,8 @@ def main(argv=None) -> int:
     started = datetime.now(UTC)
     results = {"started": started.isoformat(timespec="seconds"), "machine": machine_info(),
                "settings": {"paper_hold_s": hold, "sweep_hold_s": args.sweep_hold, "ramp": args.ramp,
+                            "paper_rate_fleet": args.paper_rate_fleet,
+                            "paper_rate_hold_s": args.paper_rate_hold,
                             "paper_telemetry_s": 60, "sweep_interval_s": 10},
                "runs": []}
     processes: list[Process] = []
@@ -486,6 +495,11 @@ def main(argv=None) -> int:
                                  workdir, stop_on_failure=True, seed=args.seed,
                                  profile=not args.no_profile)
                 results["runs"].append({"name": f"sweep-{label}", "broker": label, "steps": swept})
+            if broker is None and args.paper_rate_fleet:
+                large = run_load(f"fleet60-{label}", target, [args.paper_rate_fleet],
+                                 args.paper_rate_hold, 60, 60, args.ramp, workdir,
+                                 stop_on_failure=True, seed=args.seed, profile=not args.no_profile)
+                results["runs"].append({"name": f"fleet60-{label}", "broker": label, "steps": large})
             server.stop()
             if broker == "mosquitto":
                 mosq.stop()
