@@ -13,8 +13,10 @@ schedule covers t gives the value (a profile whose schedule has ended lets the n
 stack level apply); TxProfile overrides TxDefaultProfile; ChargePointMaxProfile caps the
 result. Absolute schedules start at startSchedule, Relative ones at the transaction
 start (at the request time when there is none), Recurring ones repeat daily or weekly
-from startSchedule. Power limits are converted with 230 V per phase (numberPhases, 3 when
-absent, as OCPP 1.6 says).
+from startSchedule. Power limits are converted with 230 V per phase over the phases the
+charge point can use: numberPhases (3 when absent, as OCPP 1.6 says), at most the
+station's one phase (docs/hardware.md), so 2 300 W is 10 A here whatever numberPhases
+says; a composite schedule in W reports A x 230 with numberPhases 1.
 """
 
 import clock as clock_mod
@@ -22,6 +24,7 @@ import ocpp_rpc
 from ocpp_rpc import CallError
 
 VOLTS = 230
+STATION_PHASES = 1  # one current transformer, one voltage sensor: a single-phase EVSE
 PROFILE_SPEC = {"chargingProfileId": "!i", "transactionId": "i", "stackLevel": "!i",
                 "chargingProfilePurpose": "!e:ChargePointMaxProfile|TxDefaultProfile|TxProfile",
                 "chargingProfileKind": "!e:Absolute|Recurring|Relative",
@@ -177,7 +180,7 @@ class SmartCharging:
         for start, lim, phases in pr["per"]:
             if start > off:
                 break
-            val = lim if pr["u"] == "A" else lim // (VOLTS * (phases or 3))
+            val = lim if pr["u"] == "A" else lim // (VOLTS * min(phases or 3, STATION_PHASES))
         return val
 
     def _best(self, purpose, t, cid, tx_start, txid):
@@ -264,8 +267,8 @@ class SmartCharging:
             if v == last:
                 continue
             last = v
-            limit = v / 10 if unit == "A" else v * VOLTS // 10
-            periods.append({"startPeriod": b - t0, "limit": limit})
+            limit = v / 10 if unit == "A" else v * VOLTS * STATION_PHASES // 10
+            periods.append({"startPeriod": b - t0, "limit": limit, "numberPhases": STATION_PHASES})
             if len(periods) >= self.cp.cfg.get("ChargingScheduleMaxPeriods"):
                 break
         return {"status": "Accepted", "connectorId": cid, "scheduleStart": clock_mod.iso(t0),
