@@ -65,6 +65,9 @@ class ChargePoint(ocpp_link.Link, ocpp_tx.Transactions):
         self.journal = journal_mod.Journal(flash, self.log,
                                            max_records=int(ocpp.get("journal_max", 120)))
         self.features = {}
+        # does a feature's state file exist (asked every tick while its module is not
+        # loaded; only the loaded module changes the file, so unload() forgets this)
+        self.stored = {}
         self.fw_version = "1.0.0"
         try:
             self.fw_version = flash.read_json("fw/version.json")["version"]
@@ -173,13 +176,20 @@ class ChargePoint(ocpp_link.Link, ocpp_tx.Transactions):
 
     def reservation(self):
         """The active reservation or None (without loading the module when none exists)."""
-        if "resv" not in self.features and not self.flash.exists("ocpp/reservation.json"):
+        if "resv" not in self.features and not self._stored("ocpp/reservation.json"):
             return None
         return self.feature("resv").active()
+
+    def _stored(self, path):
+        known = self.stored.get(path)
+        if known is None:
+            known = self.stored[path] = self.flash.exists(path)
+        return known
 
     def unload(self, name, collect=True):
         if name in self.features:
             del self.features[name]
+            self.stored.clear()
             mod = module_of(name)
             if mod in sys.modules:
                 del sys.modules[mod]
@@ -194,7 +204,7 @@ class ChargePoint(ocpp_link.Link, ocpp_tx.Transactions):
         return f.diag_status if diag else f.status
 
     def has_profiles(self):
-        return "smart" in self.features or self.flash.exists("ocpp/profiles.json")
+        return "smart" in self.features or self._stored("ocpp/profiles.json")
 
     def log(self, text):
         if len(self.events) >= _EVENTS_MAX:
