@@ -11,9 +11,10 @@ ChargePoint on the hardware stand-ins) through
   (225-byte payloads, the paper's figure) plus OCPP traffic;
 * a scale sweep: 500 -> 1 000 -> 2 000 -> 5 000 -> 10 000 -> 20 000 stations with
   MeterValues and telemetry every 10 s, stopping at the first step that fails;
-* (embedded broker) one large fleet, 10 000 stations by default (`--paper-rate-fleet`),
-  at the paper's rate (MeterValues and telemetry every 60 s), held 90 s: how many
-  stations one machine serves at a realistic message rate;
+* (embedded broker) large fleets at the paper's rate (MeterValues and telemetry every
+  60 s): 5 000 then 10 000 stations by default (`--paper-rate-fleet`), each held 60 s,
+  stopping at the first that fails: how many stations one machine serves at a realistic
+  message rate;
 
 and the same load against a bare `ocpp`-package central system (`reference_cs`) for a
 reference line. For every step it records the server's CPU (% of one core) and RSS, OCPP
@@ -448,10 +449,10 @@ def main(argv=None) -> int:
     parser.add_argument("--sweep", default=",".join(map(str, SWEEP_STEPS)),
                         help="scale sweep steps (empty to skip)")
     parser.add_argument("--ramp", type=int, default=400, help="connections per second")
-    parser.add_argument("--paper-rate-fleet", type=int, default=10000,
-                        help="stations of the large fleet at the paper's 60 s rate (0 to skip)")
-    parser.add_argument("--paper-rate-hold", type=float, default=90.0,
-                        help="seconds the large fleet is held")
+    parser.add_argument("--paper-rate-fleet", default="5000,10000",
+                        help="large fleets at the paper's 60 s rate, one step each (empty to skip)")
+    parser.add_argument("--paper-rate-hold", type=float, default=60.0,
+                        help="seconds each large fleet is held")
     parser.add_argument("--no-mosquitto", action="store_true", help="skip the Mosquitto run")
     parser.add_argument("--no-reference", action="store_true", help="skip the ocpp-package reference")
     parser.add_argument("--no-firmware", action="store_true", help="skip the firmware heap figures")
@@ -462,12 +463,13 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     hold = args.hold if args.hold is not None else (600.0 if args.paper else 15.0)
     sweep = [int(s) for s in args.sweep.split(",") if s.strip()]
+    fleet60 = [int(s) for s in args.paper_rate_fleet.split(",") if s.strip()]
 
     workdir = Path(tempfile.mkdtemp(prefix="picocharge-bench-"))
     started = datetime.now(UTC)
     results = {"started": started.isoformat(timespec="seconds"), "machine": machine_info(),
                "settings": {"paper_hold_s": hold, "sweep_hold_s": args.sweep_hold, "ramp": args.ramp,
-                            "paper_rate_fleet": args.paper_rate_fleet,
+                            "paper_rate_fleet": fleet60,
                             "paper_rate_hold_s": args.paper_rate_hold,
                             "paper_telemetry_s": 60, "sweep_interval_s": 10},
                "runs": []}
@@ -495,8 +497,8 @@ def main(argv=None) -> int:
                                  workdir, stop_on_failure=True, seed=args.seed,
                                  profile=not args.no_profile)
                 results["runs"].append({"name": f"sweep-{label}", "broker": label, "steps": swept})
-            if broker is None and args.paper_rate_fleet:
-                large = run_load(f"fleet60-{label}", target, [args.paper_rate_fleet],
+            if broker is None and fleet60:
+                large = run_load(f"fleet60-{label}", target, fleet60,
                                  args.paper_rate_hold, 60, 60, args.ramp, workdir,
                                  stop_on_failure=True, seed=args.seed, profile=not args.no_profile)
                 results["runs"].append({"name": f"fleet60-{label}", "broker": label, "steps": large})
