@@ -12,7 +12,7 @@ ChargePoint on the hardware stand-ins) through
 * a scale sweep: 500 -> 1 000 -> 2 000 -> 5 000 -> 10 000 -> 20 000 stations with
   MeterValues and telemetry every 10 s, stopping at the first step that fails;
 * (embedded broker) large fleets at the paper's rate (MeterValues and telemetry every
-  60 s): 5 000 then 10 000 stations by default (`--paper-rate-fleet`), each held 60 s,
+  60 s): 5 000 then 10 000 stations by default (`--paper-rate-fleet`), each held 40 s,
   stopping at the first that fails: how many stations one machine serves at a realistic
   message rate;
 
@@ -444,14 +444,14 @@ def machine_info() -> dict:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--paper", action="store_true", help="hold each paper step 10 minutes")
-    parser.add_argument("--hold", type=float, default=None, help="seconds per step (default 15, --paper 600)")
-    parser.add_argument("--sweep-hold", type=float, default=20.0, help="seconds per sweep step")
+    parser.add_argument("--hold", type=float, default=None, help="seconds per step (default 10, --paper 600)")
+    parser.add_argument("--sweep-hold", type=float, default=15.0, help="seconds per sweep step")
     parser.add_argument("--sweep", default=",".join(map(str, SWEEP_STEPS)),
                         help="scale sweep steps (empty to skip)")
     parser.add_argument("--ramp", type=int, default=400, help="connections per second")
     parser.add_argument("--paper-rate-fleet", default="5000,10000",
                         help="large fleets at the paper's 60 s rate, one step each (empty to skip)")
-    parser.add_argument("--paper-rate-hold", type=float, default=60.0,
+    parser.add_argument("--paper-rate-hold", type=float, default=40.0,
                         help="seconds each large fleet is held")
     parser.add_argument("--no-mosquitto", action="store_true", help="skip the Mosquitto run")
     parser.add_argument("--no-reference", action="store_true", help="skip the ocpp-package reference")
@@ -461,7 +461,7 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
-    hold = args.hold if args.hold is not None else (600.0 if args.paper else 15.0)
+    hold = args.hold if args.hold is not None else (600.0 if args.paper else 10.0)
     sweep = [int(s) for s in args.sweep.split(",") if s.strip()]
     fleet60 = [int(s) for s in args.paper_rate_fleet.split(",") if s.strip()]
 
