@@ -8,11 +8,11 @@ MQTT telemetry) built on its own simulated world (`tools/stubs/simworld.py`) and
 flash directory, with a simulated EV that arrives, presents an idTag, charges along a
 curve, suspends now and then, sometimes faults (over-temperature), is stopped or unplugs.
 Stations run as asyncio tasks in worker processes (`--workers`, default one per 250
-stations). The size matters: umqtt.simple's QoS 1 publish blocks until the broker's
-PUBACK, which on a board stalls one board but here stalls every station of the worker; at
-2 000 stations with telemetry every 10 s against the embedded broker, 1 000 per worker
-gave an OCPP p99 of 936 ms, 250 per worker 98 ms, and 100 per worker (20 processes on 2
-cores) 7.5 s.
+stations, started as the fleet grows). The size matters: umqtt.simple's QoS 1 publish
+blocks until the broker's PUBACK, which on a board stalls one board but here stalls every
+station of the worker, while too many processes fight over two cores; at 2 000 stations
+with telemetry every 10 s on the embedded broker, one worker gave an OCPP p99 of about
+1 s, 8 workers of 250 98 ms, 20 workers of 100 936 ms.
 
 `--runtime micropython --stations k` instead boots k separate MicroPython Unix-port
 boards (tools.board) for fidelity checks.
@@ -385,6 +385,7 @@ async def worker_main(opts):
             os._exit(0)
         cmd = json.loads(line)
         if cmd["cmd"] == "step":
+            opts.ramp_share = cmd.get("rate", opts.ramp_share)
             asyncio.ensure_future(ramp(cmd["target"]))
         elif cmd["cmd"] == "mark":
             fleet.stats.reset()
@@ -462,13 +463,20 @@ def split(total, parts):
 async def coordinator(opts):
     schedule = [int(s) for s in opts.schedule.split(",")] if opts.schedule else [opts.stations]
     peak = max(schedule)
-    nworkers = opts.workers or max(1, math.ceil(peak / STATIONS_PER_WORKER))
-    shares = split(peak, nworkers)
-    firsts = [sum(shares[:i]) for i in range(nworkers)]
+    # workers are started as the fleet grows (a small first step must not share the
+    # machine with the processes of the largest one); worker i holds stations
+    # i * capacity ... (i + 1) * capacity - 1
+    capacity = math.ceil(peak / opts.workers) if opts.workers else STATIONS_PER_WORKER
     loop = asyncio.get_running_loop()
-    workers = [Worker(i, shares[i], firsts[i], opts, opts.ramp / nworkers) for i in range(nworkers)]
-    for w in workers:
-        asyncio.ensure_future(w.pump(loop))
+    workers = []
+
+    def ensure_workers(count):
+        while len(workers) < count:
+            i = len(workers)
+            w = Worker(i, capacity, i * capacity, opts, opts.ramp / count)
+            asyncio.ensure_future(w.pump(loop))
+            workers.append(w)
+
     stop = asyncio.Event()
 
     def on_signal():
@@ -502,9 +510,11 @@ async def coordinator(opts):
     asyncio.ensure_future(progress_line())
     try:
         for step, target in enumerate(schedule):
-            shares = split(target, nworkers)
+            ensure_workers(max(1, math.ceil(target / capacity)))
+            shares = split(target, len(workers))
             t0 = time.monotonic()
-            ramped = await asyncio.gather(*(w.ask({"cmd": "step", "target": shares[i]}, "ramped")
+            rate = opts.ramp / len(workers)
+            ramped = await asyncio.gather(*(w.ask({"cmd": "step", "target": shares[i], "rate": rate}, "ramped")
                                             for i, w in enumerate(workers)))
             connect = [ms for r in ramped for ms in r["connect_ms"]]
             emit({"event": "step_start", "step": step, "stations": target,
