@@ -12,6 +12,7 @@ if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
 from httpserver import TestHTTPServer  # noqa: E402
+from wsserver import ChargePointChild, RawServer  # noqa: E402
 
 
 @pytest.fixture
@@ -19,3 +20,34 @@ def http_server():
     server = TestHTTPServer()
     yield server
     server.close()
+
+
+@pytest.fixture
+def servers():
+    """Raw WebSocket servers (wsserver.RawServer) made by the test, stopped after it."""
+    started = []
+
+    def make(script, **kw):
+        s = RawServer(script, **kw).start()
+        started.append(s)
+        return s
+
+    yield make
+    for s in started:
+        s.stop()
+
+
+@pytest.fixture
+def children():
+    """Charge point child processes made by the test, killed after it (their output printed)."""
+    made = []
+
+    def make(*args, **kw):
+        c = ChargePointChild(*args, **kw)
+        made.append(c)
+        return c
+
+    yield make
+    for c in made:
+        c.kill()
+        print("--- %s, last 3000 characters ---\n%s" % (c.dir.name, c.output()[-3000:]))

@@ -17,7 +17,7 @@ import json
 import time
 
 import pytest
-from wsserver import ChargePointChild, Peer, RawServer, cp_config
+from wsserver import Peer, cp_config
 
 KEY = "AUTH-KEY-0123456789abcdef"
 CP = "PICO-RPC"
@@ -49,33 +49,6 @@ class CheckedPeer(Peer):
         await super().send(msg)
 
 
-@pytest.fixture
-def servers():
-    started = []
-
-    def make(script, **kw):
-        s = RawServer(script, **kw).start()
-        started.append(s)
-        return s
-
-    yield make
-    for s in started:
-        s.stop()
-
-
-@pytest.fixture
-def children():
-    made = []
-
-    def make(*args, **kw):
-        c = ChargePointChild(*args, **kw)
-        made.append(c)
-        return c
-
-    yield make
-    for c in made:
-        c.kill()
-        print("--- %s, last 3000 characters ---\n%s" % (c.dir.name, c.output()[-3000:]))
 
 
 def echo(data, uid=None):

@@ -22,7 +22,6 @@ from wsserver import (
     OP_PING,
     OP_PONG,
     OP_TEXT,
-    RawServer,
     accept_key,
     close_payload,
     frame_bytes,
@@ -46,19 +45,6 @@ async def ticker():
 def result_of(stdout: str) -> dict:
     return json.loads(stdout.split("RESULT ", 1)[1].splitlines()[0])
 
-
-@pytest.fixture
-def servers():
-    started = []
-
-    def make(script, **kw):
-        s = RawServer(script, **kw).start()
-        started.append(s)
-        return s
-
-    yield make
-    for s in started:
-        s.stop()
 
 
 def assert_client_frames_masked(conn):

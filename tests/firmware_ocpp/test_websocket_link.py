@@ -27,9 +27,7 @@ import websockets
 from wsserver import (
     OP_CLOSE,
     OP_TEXT,
-    ChargePointChild,
     Peer,
-    RawServer,
     close_payload,
     cp_config,
     frame_bytes,
@@ -41,33 +39,6 @@ CP = "PICO-WS"
 RETRY = re.compile(r"connect failed \((.*)\), retry in ([0-9.]+)s")
 
 
-@pytest.fixture
-def servers():
-    started = []
-
-    def make(script, **kw):
-        s = RawServer(script, **kw).start()
-        started.append(s)
-        return s
-
-    yield make
-    for s in started:
-        s.stop()
-
-
-@pytest.fixture
-def children():
-    made = []
-
-    def make(*args, **kw):
-        c = ChargePointChild(*args, **kw)
-        made.append(c)
-        return c
-
-    yield make
-    for c in made:
-        c.kill()
-        print("--- %s, last 3000 characters ---\n%s" % (c.dir.name, c.output()[-3000:]))
 
 
 def retries(child) -> list[tuple[int, str, float]]:
