@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pytest
 import websockets
+from cprunner import wait_until
 from wsserver import (
     OP_CLOSE,
     OP_TEXT,
@@ -326,15 +327,6 @@ def wss(tmp_path):
     cs.stop()
 
 
-def wait_for(predicate, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError("timed out after %ss waiting for %s" % (timeout, what))
-
-
 def test_wss_with_the_configured_ca_boots__cpython_only_the_micropython_unix_build_has_no_ssl(
         wss, children, tmp_path):
     """Security profile 2 (Basic auth over TLS): with `ocpp.ca_file` naming the server's
@@ -345,7 +337,7 @@ def test_wss_with_the_configured_ca_boots__cpython_only_the_micropython_unix_bui
     cs, der, _ = wss
     cfg = cp_config(cs.url, CP, KEY, ca_file="ca.der")
     child = children("cpython", tmp_path / "cp", cfg, seconds=40, files={"ca.der": der})
-    wait_for(lambda: ("/ocpp/" + CP, "StatusNotification") in cs.calls, 30, "a session over wss")
+    wait_until(lambda: ("/ocpp/" + CP, "StatusNotification") in cs.calls, 30, "a session over wss")
     report = child.stop()
     assert cs.calls[0] == ("/ocpp/" + CP, "BootNotification")
     assert report["registration"] == "Accepted" and report["conn"] == "connected"
@@ -363,7 +355,7 @@ def test_wss_with_another_ca_is_refused__cpython_only_the_micropython_unix_build
     cs, _, other = wss
     cfg = cp_config(cs.url, CP, KEY, ca_file="ca.der")
     child = children("cpython", tmp_path / "cp", cfg, seconds=40, files={"ca.der": other})
-    wait_for(lambda: len(retries(child)) >= 3, 30, "three refused attempts")
+    wait_until(lambda: len(retries(child)) >= 3, 30, "three refused attempts")
     report = child.stop()
     assert cs.requests == [] and cs.calls == []
     assert report["registration"] is None and report["conn"] != "connected"
@@ -379,7 +371,7 @@ def test_wss_on_the_micropython_unix_build_without_ssl_fails_cleanly_and_retries
     cs, der, _ = wss
     cfg = cp_config(cs.url, CP, KEY, ca_file="ca.der")
     child = children("micropython", tmp_path / "cp", cfg, seconds=40, files={"ca.der": der})
-    wait_for(lambda: len(retries(child)) >= 3, 30, "three failed attempts")
+    wait_until(lambda: len(retries(child)) >= 3, 30, "three failed attempts")
     report = child.stop()
     assert cs.requests == []
     assert report["conn"] != "connected" and report["ticks"] > 0
