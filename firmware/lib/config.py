@@ -87,6 +87,14 @@ def validate(cfg):
     for key in ("pins", "calibration", "limits", "intervals"):
         if not isinstance(cfg.get(key), dict):
             raise ConfigError("%s must be an object" % key)
+    fw = cfg.get("firmware")  # signed updates (firmware_trust.py)
+    if fw is not None:
+        if not isinstance(fw, dict):
+            raise ConfigError("firmware must be an object or absent")
+        if not isinstance(fw.get("keys", []), list):
+            raise ConfigError("firmware.keys must be a list of Ed25519 public keys (hex or base64)")
+        if not isinstance(fw.get("allow_unsigned", False), bool):
+            raise ConfigError("firmware.allow_unsigned must be true or false")
     return cfg
 
 

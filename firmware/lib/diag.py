@@ -11,6 +11,20 @@ def _r(v):
     return "--" if v is None else "%.1f" % v
 
 
+def firmware_text(app):
+    """The running version and what the board accepts as an update (firmware_trust.py)."""
+    fw = app.config.get("firmware") or {}
+    keys = fw.get("keys") or []
+    text = "%s  updates: %d key(s) in config" % (getattr(app.point, "fw_version", "?"), len(keys))
+    if app.flash.exists("fw/keys.json"):
+        text += " + rotations in fw/keys.json"
+    if fw.get("allow_unsigned") is True:
+        return text + "  UNSIGNED BUNDLES ALLOWED (firmware.allow_unsigned)"
+    if not keys and not app.flash.exists("fw/keys.json"):
+        return text + "  (no key: every bundle is refused)"
+    return text + "  (signed bundles only)"
+
+
 def uplinks_text(app):
     parts = []
     if app.wifi is None:
@@ -197,6 +211,7 @@ def ev_status():
     if s["warnings"]:
         print("warnings %s" % "; ".join("%s: %s" % w for w in s["warnings"]))
     print("uplinks  %s" % uplinks_text(app))
+    print("firmware %s" % firmware_text(app))
     print("board    up %d s  heap free %s  safety ticks %d (max gap %d ms)" % (
         app.uptime_s(), gc.mem_free() if hasattr(gc, "mem_free") else "--", s["ticks"],
         s["max_tick_gap_ms"]))
