@@ -243,9 +243,13 @@ class Firmware:
 
     async def trial_watch(self):
         """Roll back a trial that does not reach Accepted in time."""
-        if self.trial is None:
-            return
-        await asyncio.sleep(self.cp.cfg.get("FirmwareTrialTimeout"))
+        # in 1 s steps: a task asleep for the whole timeout would keep this module (~11 KB)
+        # alive after the commit unloaded it, and the next UpdateFirmware would load a
+        # second copy next to it
+        for _ in range(self.cp.cfg.get("FirmwareTrialTimeout")):
+            if self.trial is None:
+                return
+            await asyncio.sleep(1)
         if self.trial is not None:
             self.cp.log("firmware: %s not accepted within %ds, rolling back" % (
                 self.trial["version"], self.cp.cfg.get("FirmwareTrialTimeout")))
@@ -280,20 +284,38 @@ class Firmware:
     async def _check_signature(self, digest, sig_path):
         """(why refused or None, (fw/keys.json content, log lines) or None). The policy
         (firmware_trust) and the Ed25519 code are loaded one after the other, each for
-        this moment only; the verifications give the event loop a turn every 4 bits."""
+        this moment only (each in its own function: a module bound to a local of this
+        coroutine would stay on the heap as long as it runs)."""
+        why, checks, learnt, notes = self._plan_signature(digest, sig_path)
+        gc.collect()
+        if why or not checks:
+            return why, None
+        why = await self._verify_signatures(checks)
+        gc.collect()
+        if why:
+            return why, None
+        self.cp.log("firmware: manifest signed by key %s (%d signature(s) verified)" % (
+            binascii.hexlify(checks[-1][0]).decode()[:16], len(checks)))
+        return None, (learnt, notes)
+
+    def _plan_signature(self, digest, sig_path):
         import sys
 
+        gc.collect()  # into a clean heap
         try:
             import firmware_trust
 
-            why, checks, learnt, notes = firmware_trust.plan(
-                self.cp.config, self.flash, self.cp.log, digest, sig_path)
+            return firmware_trust.plan(self.cp.config, self.flash, self.cp.log, digest, sig_path)
         finally:
             if "firmware_trust" in sys.modules:
                 del sys.modules["firmware_trust"]
-            gc.collect()
-        if why or not checks:
-            return why, None
+
+    async def _verify_signatures(self, checks):
+        """Why the first failing check fails, or None; the event loop gets a turn every 4
+        bits of each verification."""
+        import sys
+
+        gc.collect()
         try:
             import ed25519
 
@@ -302,14 +324,11 @@ class Firmware:
                     if verdict is None:
                         await asyncio.sleep_ms(0)
                     elif verdict is not True:
-                        return fail, None
+                        return fail
+            return None
         finally:
             if "ed25519" in sys.modules:
                 del sys.modules["ed25519"]
-            gc.collect()
-        self.cp.log("firmware: manifest signed by key %s (%d signature(s) verified)" % (
-            binascii.hexlify(checks[-1][0]).decode()[:16], len(checks)))
-        return None, (learnt, notes)
 
     async def _download(self, location):
         flash = self.flash
