@@ -1,15 +1,21 @@
-"""``python -m server``: run the PicoCharge central system until SIGTERM/SIGINT."""
+"""``python -m server``: run the PicoCharge central system until SIGTERM/SIGINT.
+
+``python -m server backup FILE [--config …]``: a consistent copy of the database, taken
+while the server runs."""
 
 from __future__ import annotations
 
 import argparse
 import logging
 import signal
+import sqlite3
 import sys
 import threading
 
 from server.app import Application
 from server.config import load_config
+from server.store import StoreCorrupt
+from server.store.sqlite import backup_database
 
 FLAG_KEYS = {
     "data_dir": "server.data_dir", "db": "store.path", "ocpp_host": "ocpp.host",
@@ -47,8 +53,32 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def backup(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="python -m server backup",
+                                description="copy the database consistently while the server runs")
+    p.add_argument("file", help="where to write the copy")
+    p.add_argument("--config", help="TOML configuration file (also PICOCHARGE_CONFIG)")
+    p.add_argument("--data-dir")
+    p.add_argument("--db", help="database path (default <data-dir>/picocharge.db)")
+    args = p.parse_args(argv)
+    overrides = {key: value for key, value in (("server.data_dir", args.data_dir),
+                                               ("store.path", args.db)) if value}
+    try:
+        config = load_config(args.config, overrides=overrides)
+        result = backup_database(config.database_path, args.file)
+    except (OSError, KeyError, ValueError, sqlite3.Error, StoreCorrupt) as exc:
+        print(f"backup failed: {exc}", file=sys.stderr)
+        return 1
+    print(f"backup of {config.database_path} written to {result['path']} "
+          f"({result['bytes']} bytes, schema version {result['schema_version']})")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["backup"]:
+        return backup(argv[1:])
+    args = parse_args(argv)
     overrides = {key: getattr(args, flag) for flag, key in FLAG_KEYS.items()
                  if getattr(args, flag) is not None}
     if args.auto_register:

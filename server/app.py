@@ -156,4 +156,9 @@ class Application:
             self.loop.call_soon_threadsafe(self.loop.stop)
             self._loop_thread.join(10)
         self.store.close()
-        log.info("stopped; every accepted write is committed")
+        unwritten = getattr(self.store, "unwritten", None)
+        if unwritten:
+            log.error("stopped; %d accepted writes could not be committed: %s",
+                      sum(unwritten.values()), self.store.failure)
+        else:
+            log.info("stopped; every accepted write is committed")

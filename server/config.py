@@ -20,10 +20,19 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "backend": "sqlite",
         "path": "",  # default: <data_dir>/picocharge.db
         "batch_max": 2000,
+        # FULL: every commit is fsynced before anything is answered (survives power loss);
+        # NORMAL survives a crash of the server but not of the machine.
+        "synchronous": "FULL",
+        "commit_timeout": 10.0,  # an OCPP answer waits this long for its commit at most
+        "close_timeout": 10.0,  # at shutdown, how long a failing database is retried
+        # retention by the server's receive time; 0 keeps forever
         "retention_days_telemetry": 90,
         "retention_days_meter_values": 365,
         "retention_days_status_history": 365,
         "retention_days_events": 365,
+        "retention_days_data_transfers": 365,
+        "retention_days_ts_feeds": 365,
+        "retention_days_diagnostics_files": 90,
         "retention_check_seconds": 3600,
     },
     "ocpp": {

@@ -162,8 +162,8 @@ class Fleet:
                        reason=reason)
             return True
 
-    def set_connector_status(self, status: dict[str, Any]) -> bool:
-        """Store a StatusNotification; returns True when the status changed."""
+    def set_connector_status(self, status: dict[str, Any]):
+        """Store a StatusNotification; returns the store's future of its history row."""
         key = (status["cp_id"], status["connector_id"])
         with self._lock:
             current = self._connectors.get(key)
@@ -175,12 +175,12 @@ class Fleet:
                 "info": status.get("info"), "vendor_id": status.get("vendor_id"),
                 "vendor_error_code": status.get("vendor_error_code"),
                 "status_ts": status.get("ts"), "updated_at": status["received_at"]}
-        self.store.save_connector_status(status)
+        written = self.store.save_connector_status(status)
         if changed:
             self.event(status["cp_id"], "status", now=status["received_at"],
                        connector_id=status["connector_id"], status=status["status"],
                        error_code=status.get("error_code"))
-        return changed
+        return written
 
     def event(self, cp_id: str | None, kind: str, now: float | None = None, **detail: Any) -> None:
         ts = now or time.time()

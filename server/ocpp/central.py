@@ -36,7 +36,8 @@ class CentralSystem:
         self.config = config
         self.store = store
         self.fleet = fleet
-        self.transactions = TransactionBook(store)
+        self.commit_timeout = float(config.store["commit_timeout"])
+        self.transactions = TransactionBook(store, fleet, self.commit_timeout)
         self.connections: dict[str, ChargePointConnection] = {}
         self.counters: Counter = Counter()
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -122,4 +123,4 @@ class CentralSystem:
     def stats(self) -> dict:
         counters = dict(self.counters)
         return {"connections": len(self.connections), "counters": counters,
-                "open_transactions": len(self.transactions.open_transactions())}
+                "open_transactions": self.transactions.open_count()}

@@ -4,6 +4,7 @@ and central-system-initiated CALLs correlated with their answers."""
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import time
 import uuid
@@ -136,12 +137,17 @@ class ChargePointConnection:
             require_accepted(self, action)
             try:
                 response = handler(self, frame.payload)
+                if inspect.isawaitable(response):  # answers only once its writes committed
+                    response = await response
+            except OcppError:
+                raise
+            except Exception as exc:
+                log.exception("%s: %s failed", self.cp_id, action)
+                raise OcppError(INTERNAL_ERROR, f"internal error handling {action}") from exc
+            try:
                 schemas.validate(action, response, response=True)
             except OcppError as exc:
                 log.exception("%s: %s produced an invalid response", self.cp_id, action)
-                raise OcppError(INTERNAL_ERROR, f"internal error handling {action}") from exc
-            except Exception as exc:
-                log.exception("%s: %s failed", self.cp_id, action)
                 raise OcppError(INTERNAL_ERROR, f"internal error handling {action}") from exc
         except OcppError as exc:
             await self.send_error(frame.unique_id, exc.code, exc.description, exc.details)

@@ -6,6 +6,10 @@ from __future__ import annotations
 from flask import Flask, jsonify, request
 from werkzeug.exceptions import HTTPException
 
+from server.store import StoreUnavailable
+
+WRITE_METHODS = ("POST", "PUT", "PATCH", "DELETE")
+
 
 def create_app(services) -> Flask:
     """``services`` is the running :class:`server.app.Application` (or anything with the
@@ -24,6 +28,19 @@ def create_app(services) -> Flask:
     app.register_blueprint(thingspeak)
     app.register_blueprint(files)
     app.register_blueprint(dashboard)
+
+    @app.before_request
+    def refuse_writes_while_store_fails():
+        # Nothing is answered as recorded unless it is committed: while the database
+        # cannot commit, a write is refused before anything is queued.
+        if request.method in WRITE_METHODS and services.store.failure is not None:
+            raise StoreUnavailable(services.store.failure)
+
+    @app.errorhandler(StoreUnavailable)
+    def store_unavailable(exc: StoreUnavailable):
+        body = {"error": "Service Unavailable",
+                "reason": "the store cannot commit right now; nothing was recorded, try again"}
+        return jsonify(body), 503, {"Retry-After": "5"}
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):

@@ -47,8 +47,12 @@ def operation_error(exc: OperationError):
 
 
 def _fresh():
-    """Make every write accepted so far visible to the reads that follow."""
-    services().store.sync()
+    """Make every write accepted so far visible to the reads that follow; after a write,
+    this is also what makes the answer wait for its commit (503 if it cannot)."""
+    store = services().store
+    if request.method == "GET" and store.failure is not None:
+        return  # reads serve what is committed while the database cannot commit
+    store.sync()
 
 
 # Charge points -----------------------------------------------------------------
@@ -511,6 +515,9 @@ def stats():
 
 @api.get("/health")
 def health():
+    store = services().store.health()
+    if not store["ok"]:
+        return jsonify(status="unavailable", reason=store["reason"], store=store), 503
     return jsonify(status="ok")
 
 
