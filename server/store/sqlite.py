@@ -21,7 +21,7 @@ from typing import Any
 
 from server.store.base import Row, Store
 from server.store.migrations import MIGRATIONS
-from server.store.writer import StoreUnavailable, Write, Writer
+from server.store.writer import Write, Writer
 
 log = logging.getLogger(__name__)
 
