@@ -4,41 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import re
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import websockets
-
-REPO = Path(__file__).resolve().parents[2]
+from serverproc import ServerProcess
 
 
 def _start(tmp_path) -> tuple[subprocess.Popen, dict]:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "server", "--data-dir", str(tmp_path / "var"), "--ocpp-host",
-         "127.0.0.1", "--ocpp-port", "0", "--http-host", "127.0.0.1", "--http-port", "0",
-         "--mqtt-port", "0", "--auto-register", "--log-level", "WARNING"],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    lines = []
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        line = process.stdout.readline()
-        lines.append(line)
-        match = re.match(r"PORTS ocpp=(\d+) http=(\d+) mqtt=(\d+)", line)
-        if match:
-            return process, {"ocpp": int(match[1]), "http": int(match[2]), "mqtt": int(match[3]),
-                             "output": "".join(lines)}
-        if process.poll() is not None:
-            break
-    process.kill()
-    raise AssertionError("server did not start:\n" + "".join(lines))
+    server = ServerProcess(tmp_path / "var", "--auto-register").start()
+    return server.process, {**server.ports, "output": server.text}
 
 
 def test_sigterm_after_accepted_messages_loses_nothing(tmp_path):
