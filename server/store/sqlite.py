@@ -287,15 +287,15 @@ class SQLiteStore(Store):
                    "last_seen", "ocpp_online", "telemetry_online", "telemetry_last_seen",
                    "firmware_status", "diagnostics_status", "created_at")
 
-    def save_chargepoint(self, record: Row) -> None:
+    def save_chargepoint(self, record: Row) -> Future:
         cols = self._CP_COLUMNS
         sql = (f"INSERT INTO chargepoints ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))}) "
                f"ON CONFLICT(id) DO UPDATE SET "
                + ", ".join(f"{c}=excluded.{c}" for c in cols if c != "id"))
-        self._submit("chargepoint", sql, tuple(record.get(c) for c in cols))
+        return self._submit("chargepoint", sql, tuple(record.get(c) for c in cols))
 
-    def delete_chargepoint(self, cp_id: str) -> None:
-        self._submit("chargepoint", "DELETE FROM chargepoints WHERE id = ?", (cp_id,))
+    def delete_chargepoint(self, cp_id: str) -> Future:
+        return self._submit("chargepoint", "DELETE FROM chargepoints WHERE id = ?", (cp_id,))
 
     def load_chargepoints(self) -> list[Row]:
         return self._all("SELECT * FROM chargepoints ORDER BY id")
@@ -328,8 +328,8 @@ class SQLiteStore(Store):
             "SELECT * FROM status_history WHERE cp_id = ? AND received_at >= ? "
             "ORDER BY received_at DESC, id DESC LIMIT ?", (cp_id, since or 0, limit))
 
-    def add_event(self, ts: float, cp_id: str | None, kind: str, detail: Row | None) -> None:
-        self._submit("event", "INSERT INTO events (ts, cp_id, kind, detail) VALUES (?,?,?,?)",
+    def add_event(self, ts: float, cp_id: str | None, kind: str, detail: Row | None) -> Future:
+        return self._submit("event", "INSERT INTO events (ts, cp_id, kind, detail) VALUES (?,?,?,?)",
                      (ts, cp_id, kind, json.dumps(detail) if detail else None))
 
     def list_events(self, cp_id=None, kind=None, since=None, limit=100) -> list[Row]:
@@ -354,8 +354,8 @@ class SQLiteStore(Store):
                              row.get("message_id"), row.get("data")), fail_fast=True)
 
     # Authorization ---------------------------------------------------------
-    def save_id_tag(self, tag: Row) -> None:
-        self._submit(
+    def save_id_tag(self, tag: Row) -> Future:
+        return self._submit(
             "id_tag",
             "INSERT INTO id_tags (id_tag, status, expiry, parent_id_tag, note, created_at) "
             "VALUES (?,?,?,?,?,?) ON CONFLICT(id_tag) DO UPDATE SET status=excluded.status, "
@@ -363,8 +363,8 @@ class SQLiteStore(Store):
             (tag["id_tag"], tag.get("status", "Accepted"), tag.get("expiry"),
              tag.get("parent_id_tag"), tag.get("note"), tag.get("created_at") or time.time()))
 
-    def delete_id_tag(self, id_tag: str) -> None:
-        self._submit("id_tag", "DELETE FROM id_tags WHERE id_tag = ?", (id_tag,))
+    def delete_id_tag(self, id_tag: str) -> Future:
+        return self._submit("id_tag", "DELETE FROM id_tags WHERE id_tag = ?", (id_tag,))
 
     def get_id_tag(self, id_tag: str) -> Row | None:
         return self._one("SELECT * FROM id_tags WHERE id_tag = ?", (id_tag,))
@@ -515,7 +515,7 @@ class SQLiteStore(Store):
     # Telemetry ------------------------------------------------------------------
     def add_telemetry(self, row: Row, on_settled=None) -> Future:
         cols = ("cp_id", "ts", "received_at", "seq", *TELEMETRY_COLUMNS)
-        self._submit("telemetry",
+        return self._submit("telemetry",
                      f"INSERT INTO telemetry ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
                      tuple(row.get(c) for c in cols), on_settled=on_settled)
 
@@ -542,21 +542,21 @@ class SQLiteStore(Store):
         return self._all("SELECT * FROM telemetry_stats ORDER BY cp_id")
 
     # ThingSpeak ---------------------------------------------------------------
-    def save_ts_channel(self, channel: Row) -> None:
+    def save_ts_channel(self, channel: Row) -> Future:
         cols = ("id", "name", "description", "write_key", "read_key", "public", "field_names",
                 "latitude", "longitude", "elevation", "created_at", "updated_at", "last_entry_id")
         values = dict(channel, field_names=json.dumps(channel["field_names"]),
                       public=int(bool(channel.get("public"))))
-        self._submit(
+        return self._submit(
             "ts_channel",
             f"INSERT INTO ts_channels ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))}) "
             "ON CONFLICT(id) DO UPDATE SET "
             + ", ".join(f"{c}=excluded.{c}" for c in cols if c != "id"),
             tuple(values.get(c) for c in cols))
 
-    def delete_ts_channel(self, channel_id: int) -> None:
+    def delete_ts_channel(self, channel_id: int) -> Future:
         self._submit("ts_channel", "DELETE FROM ts_feeds WHERE channel_id = ?", (channel_id,))
-        self._submit("ts_channel", "DELETE FROM ts_channels WHERE id = ?", (channel_id,))
+        return self._submit("ts_channel", "DELETE FROM ts_channels WHERE id = ?", (channel_id,))
 
     def load_ts_channels(self) -> list[Row]:
         rows = self._all("SELECT * FROM ts_channels ORDER BY id")
@@ -586,8 +586,8 @@ class SQLiteStore(Store):
         rows.reverse()
         return rows
 
-    def save_bridge(self, bridge: Row) -> None:
-        self._submit(
+    def save_bridge(self, bridge: Row) -> Future:
+        return self._submit(
             "ts_bridge",
             "INSERT INTO ts_bridges (cp_id, url, channel, write_key, enabled) VALUES (?,?,?,?,?) "
             "ON CONFLICT(cp_id) DO UPDATE SET url=excluded.url, channel=excluded.channel, "
@@ -595,8 +595,8 @@ class SQLiteStore(Store):
             (bridge["cp_id"], bridge["url"], bridge["channel"], bridge["write_key"],
              int(bool(bridge.get("enabled", True)))))
 
-    def delete_bridge(self, cp_id: str) -> None:
-        self._submit("ts_bridge", "DELETE FROM ts_bridges WHERE cp_id = ?", (cp_id,))
+    def delete_bridge(self, cp_id: str) -> Future:
+        return self._submit("ts_bridge", "DELETE FROM ts_bridges WHERE cp_id = ?", (cp_id,))
 
     def load_bridges(self) -> list[Row]:
         rows = self._all("SELECT * FROM ts_bridges ORDER BY cp_id")
@@ -605,8 +605,8 @@ class SQLiteStore(Store):
         return rows
 
     # Files ----------------------------------------------------------------------
-    def add_diagnostics_file(self, row: Row) -> None:
-        self._submit(
+    def add_diagnostics_file(self, row: Row) -> Future:
+        return self._submit(
             "diagnostics_file",
             "INSERT INTO diagnostics_files (cp_id, filename, path, size, sha256, received_at) "
             "VALUES (?,?,?,?,?,?)",
