@@ -13,6 +13,7 @@ import time
 from typing import Any
 
 from server.store import Store
+from server.strangers import Strangers
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,7 @@ class Fleet:
         self._records: dict[str, dict[str, Any]] = {}
         self._connectors: dict[tuple[str, int], dict[str, Any]] = {}
         self._persisted_seen: dict[str, float] = {}
+        self.strangers = Strangers()  # ids nobody registered: no record, just a short list
         for record in store.load_chargepoints():
             # Nobody is connected to a process that just started.
             record["ocpp_online"] = 0
@@ -95,6 +97,7 @@ class Fleet:
             raise ValueError(f"registration must be one of {', '.join(REGISTRATION_STATES)}")
         with self._lock:
             record = self.ensure(cp_id)
+            self.strangers.forget(cp_id)
             previous = record.get("registration")
             record["registration"] = registration
             if auth_key is not None:
@@ -137,7 +140,9 @@ class Fleet:
     def set_ocpp_online(self, cp_id: str, online: bool, reason: str, now: float | None = None) -> bool:
         now = now or time.time()
         with self._lock:
-            record = self.ensure(cp_id)
+            record = self._records.get(cp_id)
+            if record is None:  # a stranger: no record, no events
+                return False
             if bool(record.get("ocpp_online")) == online:
                 return False
             record["ocpp_online"] = int(online)
@@ -151,7 +156,10 @@ class Fleet:
                              now: float | None = None) -> bool:
         now = now or time.time()
         with self._lock:
-            record = self.ensure(cp_id)
+            record = self._records.get(cp_id)
+            if record is None:
+                self.strangers.note(cp_id, "mqtt")
+                return False
             if online:
                 record["telemetry_last_seen"] = now
             if bool(record.get("telemetry_online")) == online:

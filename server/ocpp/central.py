@@ -54,7 +54,9 @@ class CentralSystem:
             self.fleet.event(conn.cp_id, "connection_replaced")
             asyncio.get_running_loop().create_task(
                 old.close(1000, "replaced by a newer connection"))
-        if not self.fleet.set_ocpp_online(conn.cp_id, True, "connected"):
+        if self.fleet.get(conn.cp_id) is None:
+            self.fleet.strangers.note(conn.cp_id, "ocpp", conn.address)
+        elif not self.fleet.set_ocpp_online(conn.cp_id, True, "connected"):
             self.fleet.touch(conn.cp_id, time.time())
 
     def detach(self, conn: ChargePointConnection) -> None:

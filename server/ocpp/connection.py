@@ -39,6 +39,7 @@ class CallFailed(Exception):
 
 class ChargePointConnection:
     __slots__ = ("cp_id", "ws", "central", "presented_password", "accepted", "heartbeat_interval",
+                 "address",
                  "last_seen", "silent", "replaced", "connected_at", "_tokens", "_tokens_at",
                  "_call_lock", "_pending_id", "_pending")
 
@@ -47,6 +48,8 @@ class ChargePointConnection:
         self.ws = ws
         self.central = central
         self.presented_password = presented_password
+        remote = getattr(ws, "remote_address", None)
+        self.address = remote[0] if remote else None
         record = central.fleet.get(cp_id) or {}
         # A known, accepted charge point may resume without a new BootNotification.
         self.accepted = record.get("registration") == "Accepted"

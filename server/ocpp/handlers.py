@@ -66,13 +66,21 @@ def boot_notification(conn, payload: dict) -> dict:
     now = time.time()
     record = central.fleet.get(conn.cp_id) or {}
     registration = record.get("registration")
-    if registration is None:
-        if central.config.ocpp["auto_register"]:
-            central.fleet.register(conn.cp_id, "Accepted", auth_key=conn.presented_password)
-            registration = "Accepted"
-        else:
-            registration = central.config.ocpp["unknown_chargepoints"]
     interval = int(central.config.ocpp["heartbeat_interval"])
+    if registration is None:
+        if not central.config.ocpp["auto_register"]:
+            # Nobody registered this id: it gets no fleet record, only a line in the
+            # bounded list of strangers that operators see (and can register from).
+            registration = central.config.ocpp["unknown_chargepoints"]
+            central.fleet.strangers.note(
+                conn.cp_id, "ocpp", conn.address, answered=registration,
+                vendor=payload["chargePointVendor"][:20], model=payload["chargePointModel"][:20],
+                firmware=(payload.get("firmwareVersion") or "")[:50])
+            conn.accepted = False
+            return {"status": registration, "currentTime": to_iso(now, millis=True),
+                    "interval": interval}
+        central.fleet.register(conn.cp_id, "Accepted", auth_key=conn.presented_password)
+        registration = "Accepted"
     central.fleet.update(
         conn.cp_id,
         vendor=payload["chargePointVendor"], model=payload["chargePointModel"],

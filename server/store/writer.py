@@ -211,7 +211,10 @@ class Writer:
             else:
                 writes, barriers, stop = self._collect(1.0)
             stopping = stopping or stop
-            batch = held + writes + self._take_latest()
+            # Snapshots ride only with a batch that drained the queue: a snapshot must never
+            # commit before the rows it accounts for (queued before it).
+            latest = self._take_latest() if len(writes) < self.batch_max else []
+            batch = held + writes + latest
             barriers = held_barriers + barriers
             if batch and not self._commit(batch):
                 held, held_barriers = batch, barriers

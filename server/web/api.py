@@ -131,9 +131,20 @@ def get_chargepoint(cp_id: str):
     return jsonify(chargepoint_json(_record_or_404(cp_id)))
 
 
+@api.get("/unknown-chargepoints")
+def list_unknown_chargepoints():
+    """Ids nobody registered that knocked (bounded, newest first); no fleet records."""
+    fleet = services().fleet
+    rows = [iso_fields(row, "first_seen", "last_seen") for row in fleet.strangers.all()]
+    return jsonify({"stations": rows, **fleet.strangers.stats()})
+
+
 @api.patch("/chargepoints/<cp_id>")
 def patch_chargepoint(cp_id: str):
-    record = _record_or_404(cp_id)
+    fleet = services().fleet
+    # an operator may admit a station straight from the list of unknown ones
+    record = fleet.get(cp_id) if fleet.strangers.get(cp_id) else _record_or_404(cp_id)
+    record = record or {"id": cp_id}
     body = json_body()
     registration = body.get("registration", record.get("registration") or "Accepted")
     if registration not in REGISTRATION_STATES:

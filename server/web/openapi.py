@@ -50,6 +50,10 @@ def openapi_document(server_url: str) -> dict:
                         responses={"201": _resp("created", OBJ), **_errors(400)},
                         body={"$ref": "#/components/schemas/ChargePointInput"}, tag="chargepoints"),
         },
+        "/unknown-chargepoints": {
+            "get": _op("Ids nobody registered that tried to connect or publish (bounded list; "
+                       "PATCH /chargepoints/{cp_id} admits one)", tag="chargepoints"),
+        },
         "/chargepoints/{cp_id}": {
             "get": _op("One charge point", [CP], {"200": _resp("OK", OBJ), **_errors(404)},
                        tag="chargepoints"),

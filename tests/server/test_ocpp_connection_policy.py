@@ -82,14 +82,26 @@ def test_require_auth_refuses_charge_points_without_a_key(start_server):
     run(scenario())
 
 
-def test_unknown_charge_point_is_rejected_by_default(server):
+def test_unknown_charge_point_is_rejected_and_leaves_no_record_only_a_bounded_list(server):
     async def scenario():
         async with charge_point(server, "CP-UNKNOWN") as cp:
             assert cp.boot_answer.status == "Rejected"
-        _, record = await ahttp(server, "GET", "/api/v1/chargepoints/CP-UNKNOWN")
-        assert record["registration"] is None
+        for n in range(30):  # ids that merely open a WebSocket
+            async with raw_socket(server, f"CP-NOISE-{n}"):
+                pass
 
     run(scenario())
+    status, _ = http(server, "GET", "/api/v1/chargepoints/CP-UNKNOWN")
+    assert status == 404
+    _, fleet = http(server, "GET", "/api/v1/chargepoints")
+    assert fleet == []
+    _, events = http(server, "GET", "/api/v1/events")
+    assert [e for e in events if e["cp_id"] and e["cp_id"].startswith("CP-")] == []
+    _, unknown = http(server, "GET", "/api/v1/unknown-chargepoints")
+    listed = {s["id"]: s for s in unknown["stations"]}
+    assert listed["CP-UNKNOWN"]["answered"] == "Rejected"
+    assert listed["CP-UNKNOWN"]["model"] == "PicoW"
+    assert len(listed) + unknown["ignored"] == 31  # the burst limit may skip some ids
 
 
 def test_unknown_charge_point_is_pending_until_an_operator_accepts_it(start_server):
@@ -98,6 +110,8 @@ def test_unknown_charge_point_is_pending_until_an_operator_accepts_it(start_serv
     async def scenario():
         async with charge_point(app, "CP-NEW") as cp:
             assert cp.boot_answer.status == "Pending"
+            _, unknown = await ahttp(app, "GET", "/api/v1/unknown-chargepoints")
+            assert [s["id"] for s in unknown["stations"]] == ["CP-NEW"]
             status, _ = await ahttp(app, "PATCH", "/api/v1/chargepoints/CP-NEW",
                                     {"registration": "Accepted"})
             assert status == 200
