@@ -24,41 +24,42 @@ class ServerProcess:
                      "--mqtt-port", str(mqtt_port), "--log-level", "WARNING", *extra]
         self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         self.process: subprocess.Popen | None = None
-        self.output: list[str] = []
         self.ports: dict[str, int] = {}
 
     def start(self, timeout: float = 60) -> ServerProcess:
-        self.process = subprocess.Popen(self.args, cwd=REPO, stdout=subprocess.PIPE,
+        # Output goes to a file: a pipe nobody reads would block a talkative server.
+        self.log_path = self.data_dir.parent / f"server-{id(self)}.log"
+        self.data_dir.parent.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "w")
+        self.process = subprocess.Popen(self.args, cwd=REPO, stdout=log,
                                         stderr=subprocess.STDOUT, text=True, env=self.env)
+        log.close()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            line = self.process.stdout.readline()
-            self.output.append(line)
-            match = re.match(r"PORTS ocpp=(\d+) http=(\d+) mqtt=(\d+)", line)
+            match = re.search(r"^PORTS ocpp=(\d+) http=(\d+) mqtt=(\d+)$", self.text, re.M)
             if match:
                 self.ports = {"ocpp": int(match[1]), "http": int(match[2]),
                               "mqtt": int(match[3])}
                 return self
             if self.process.poll() is not None:
                 break
+            time.sleep(0.02)
         self.kill()
-        raise AssertionError("server did not start:\n" + "".join(self.output))
+        raise AssertionError("server did not start:\n" + self.text)
 
     @property
     def text(self) -> str:
-        return "".join(self.output)
+        try:
+            return self.log_path.read_text()
+        except (AttributeError, OSError):
+            return ""
 
     def kill(self) -> None:
         """SIGKILL: the crash, nothing flushed, no goodbye."""
         if self.process is not None and self.process.poll() is None:
             self.process.send_signal(signal.SIGKILL)
             self.process.wait(30)
-        if self.process is not None and self.process.stdout:
-            self.output.append(self.process.stdout.read() or "")
-            self.process.stdout.close()
 
     def terminate(self, timeout: float = 60) -> int:
         self.process.send_signal(signal.SIGTERM)
-        out, _ = self.process.communicate(timeout=timeout)
-        self.output.append(out)
-        return self.process.returncode
+        return self.process.wait(timeout)

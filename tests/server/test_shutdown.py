@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import signal
 import sqlite3
-import subprocess
 import time
 
 import paho.mqtt.client as mqtt
@@ -14,13 +12,13 @@ import websockets
 from serverproc import ServerProcess
 
 
-def _start(tmp_path) -> tuple[subprocess.Popen, dict]:
+def _start(tmp_path) -> tuple[ServerProcess, dict]:
     server = ServerProcess(tmp_path / "var", "--auto-register").start()
-    return server.process, {**server.ports, "output": server.text}
+    return server, {**server.ports, "output": server.text}
 
 
 def test_sigterm_after_accepted_messages_loses_nothing(tmp_path):
-    process, info = _start(tmp_path)
+    server, info = _start(tmp_path)
     try:
         assert f"PicoCharge dashboard: http://127.0.0.1:{info['http']}/" in info["output"]
         board = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="board-shutdown")
@@ -50,14 +48,11 @@ def test_sigterm_after_accepted_messages_loses_nothing(tmp_path):
                 return answer[2]["transactionId"]
 
         tx_id = asyncio.run(ocpp_traffic())
-        process.send_signal(signal.SIGTERM)
-        out, _ = process.communicate(timeout=30)
-        assert process.returncode == 0, out
+        assert server.terminate(30) == 0, server.text
+        out = server.text
         assert "PicoCharge stopped" in out
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+        server.kill()
 
     db = sqlite3.connect(tmp_path / "var" / "picocharge.db")
     assert db.execute("SELECT COUNT(*) FROM telemetry WHERE cp_id='CP-SIG'").fetchone()[0] == 200
