@@ -24,7 +24,6 @@ from ocpp.v16.enums import Action
 from server.app import Application
 from server.config import load_config
 
-
 # The admin API token every test server is seeded with; http() sends it unless told otherwise.
 ADMIN_TOKEN = "test-admin-token-0123456789abcdef0123456789"
 ANONYMOUS = None
