@@ -32,7 +32,11 @@ def _secure() -> bool:
 
 
 def _form(status: int = 200, message: str = ""):
-    token = secrets.token_urlsafe(32)
+    # One token per browser, not per page load: a second tab or a prefetch of the login
+    # page must not invalidate the form already shown.
+    token = request.cookies.get(LOGIN_CSRF_COOKIE, "")
+    if len(token) != 43:
+        token = secrets.token_urlsafe(32)
     response = current_app.make_response((render_template(
         "login.html", login_csrf=token, next=_safe_next(request.values.get("next")),
         message=message), status))

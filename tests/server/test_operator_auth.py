@@ -289,7 +289,7 @@ def test_pages_carry_a_strict_csp_and_no_inline_script(server):
         assert "script-src 'self'" in csp and "frame-ancestors 'none'" in csp
         assert "unsafe-inline" not in csp
         assert headers["X-Content-Type-Options"] == "nosniff"
-        assert headers["Referrer-Policy"] == "no-referrer"
+        assert headers["Referrer-Policy"] == "same-origin"
         finder = _ScriptFinder()
         finder.feed(page)
         assert finder.inline == [], (path, finder.inline)
