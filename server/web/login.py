@@ -5,6 +5,7 @@ session cookie is HttpOnly, SameSite=Strict and Secure under HTTPS."""
 from __future__ import annotations
 
 import hmac
+import logging
 import secrets
 
 from flask import Blueprint, current_app, g, redirect, render_template, request
@@ -13,6 +14,7 @@ from server.web.auth import CSRF_FIELD, SESSION_COOKIE
 from server.web.common import services
 from server.web.ratelimit import RateLimiter
 
+log = logging.getLogger(__name__)
 login = Blueprint("login", __name__, template_folder="templates")
 LOGIN_CSRF_COOKIE = "picocharge_login"
 # Password guesses per client address: a burst of 10, then one every 2 seconds (argon2 makes
@@ -28,7 +30,9 @@ def _safe_next(target: str | None) -> str:
 
 
 def _secure() -> bool:
-    return request.is_secure
+    """Secure cookies when served over TLS, or behind a TLS-terminating proxy whose
+    public URL is https."""
+    return request.is_secure or services().config.server["public_url"].startswith("https:")
 
 
 def _form(status: int = 200, message: str = ""):
@@ -65,7 +69,10 @@ def login_submit():
     user = accounts.verify_password(request.form.get("username", ""),
                                     request.form.get("password", ""))
     if user is None:
+        log.warning("failed login for %r from %s", request.form.get("username", "")[:64],
+                    request.remote_addr)
         return _form(401, "Wrong user name or password.")
+    log.info("%s logged in from %s", user["username"], request.remote_addr)
     secret, _session = accounts.open_session(user["username"])
     response = redirect(_safe_next(request.form.get("next")), code=303)
     response.set_cookie(SESSION_COOKIE, secret, max_age=int(accounts.session_seconds), path="/",
