@@ -22,7 +22,7 @@ from urllib.parse import quote
 from flask import Flask, current_app, g, jsonify, redirect, request
 
 from server.accounts import ROLES, role_allows
-from server.web.hosts import allowed_hosts, cross_site, host_allowed
+from server.web.hosts import allowed_hosts, cross_site, host_allowed, public_origin
 from server.web.ratelimit import RateLimiter
 
 log = logging.getLogger(__name__)
@@ -175,6 +175,7 @@ def _csrf_ok(principal: dict) -> bool:
 def install(app: Flask, services) -> None:
     config = services.config
     hosts = allowed_hosts(config)
+    trusted_origin = public_origin(config)
     limiter = RateLimiter(config.auth["rate_limit_per_second"], config.auth["rate_limit_burst"])
     app.extensions["picocharge_auth"] = {"allowed_hosts": hosts, "limiter": limiter}
     log.info("HTTP side answers to host names: %s", ", ".join(sorted(hosts)))
@@ -189,7 +190,7 @@ def install(app: Flask, services) -> None:
         if not host_allowed(host, hosts):
             return _refuse(403, f"host {host!r} is not one this server answers to "
                                 "(http.allowed_hosts)")
-        why = cross_site(request.method, request.headers, host)
+        why = cross_site(request.method, request.headers, host, trusted_origin)
         if why:
             return _refuse(403, f"cross-site request refused: {why}")
         if role == OPEN:

@@ -61,11 +61,20 @@ def host_allowed(host_header: str | None, allowed: frozenset[str]) -> bool:
     return bool(host_header) and hostname_of(host_header) in allowed
 
 
-def cross_site(method: str, headers, host_header: str | None) -> str | None:
+def public_origin(config) -> str | None:
+    """``scheme://host[:port]`` of ``server.public_url`` (the origin browsers use when a
+    reverse proxy stands in front), or None."""
+    parts = urlsplit(config.server["public_url"])
+    return f"{parts.scheme}://{parts.netloc}".lower() if parts.scheme and parts.netloc else None
+
+
+def cross_site(method: str, headers, host_header: str | None,
+               trusted_origin: str | None = None) -> str | None:
     """Why a state-changing request looks cross-site (or None when it does not): its
-    ``Origin`` is not this very server, or the browser says ``Sec-Fetch-Site`` is not
-    same-origin. Clients that send neither (curl, scripts) are not browsers on a foreign
-    page and pass; they still need a token."""
+    ``Origin`` is neither this very server (same host and port as ``Host``) nor the public
+    URL's origin, or the browser says ``Sec-Fetch-Site`` is not same-origin. Clients that
+    send neither header (curl, scripts) are not browsers on a foreign page and pass; they
+    still need a token."""
     if method in ("GET", "HEAD", "OPTIONS"):
         return None
     origin = headers.get("Origin")
@@ -73,8 +82,9 @@ def cross_site(method: str, headers, host_header: str | None) -> str | None:
         if origin == "null":
             return "Origin is null (sandboxed or opaque page)"
         parts = urlsplit(origin)
-        if (parts.netloc.lower() != (host_header or "").lower()
-                or parts.scheme not in ("http", "https")):
+        same_server = (parts.netloc.lower() == (host_header or "").lower()
+                       and parts.scheme in ("http", "https"))
+        if not same_server and origin.lower().rstrip("/") != trusted_origin:
             return f"Origin {origin} is not this server"
     fetch_site = headers.get("Sec-Fetch-Site")
     if fetch_site is not None and fetch_site not in ("same-origin", "none"):

@@ -246,12 +246,23 @@ def test_login_form_without_its_csrf_token_or_from_another_site_is_refused(serve
 
 
 def test_allowed_hosts_come_from_config_or_public_url(tmp_path):
-    from server.web.hosts import allowed_hosts
+    from server.web.hosts import allowed_hosts, cross_site, host_allowed, public_origin
 
     config = load_config(None, environ={}, overrides={"server.public_url":
                                                       "https://charge.example.org:8443"})
-    assert {"charge.example.org", "localhost", "127.0.0.1"} <= allowed_hosts(config)
-    assert "attacker.example" not in allowed_hosts(config)
+    hosts = allowed_hosts(config)
+    assert {"charge.example.org", "localhost", "127.0.0.1", "::1"} <= hosts
+    assert "attacker.example" not in hosts
+    assert host_allowed("[::1]:8080", hosts) and host_allowed("Charge.Example.org:8443", hosts)
+    assert not host_allowed("charge.example.org.attacker.example", hosts)
+    # behind a reverse proxy the browser's Origin is the public URL's, the Host may differ
+    trusted = public_origin(config)
+    assert cross_site("POST", {"Origin": "https://charge.example.org:8443"}, "127.0.0.1:8080",
+                      trusted) is None
+    assert cross_site("POST", {"Origin": "https://charge.example.org:9999"}, "127.0.0.1:8080",
+                      trusted) is not None
+    # another port of the same host is another origin (same-site is not enough)
+    assert cross_site("POST", {"Origin": "http://127.0.0.1:3000"}, "127.0.0.1:8080") is not None
     config.set("http.allowed_hosts", "dash.example.org")
     assert allowed_hosts(config) == {"dash.example.org"}
 
