@@ -177,7 +177,12 @@ def install(app: Flask, services) -> None:
     hosts = allowed_hosts(config)
     trusted_origin = public_origin(config)
     limiter = RateLimiter(config.auth["rate_limit_per_second"], config.auth["rate_limit_burst"])
-    app.extensions["picocharge_auth"] = {"allowed_hosts": hosts, "limiter": limiter}
+    # Password guesses per client address: a burst of 10, then one every 2 seconds (argon2
+    # makes each guess cost ~0.1 s of CPU anyway; this keeps one address from taking every
+    # thread). Used by server/web/login.py.
+    login_limiter = RateLimiter(0.5, 10)
+    app.extensions["picocharge_auth"] = {"allowed_hosts": hosts, "limiter": limiter,
+                                         "login_limiter": login_limiter}
     log.info("HTTP side answers to host names: %s", ", ".join(sorted(hosts)))
 
     @app.before_request

@@ -12,14 +12,10 @@ from flask import Blueprint, current_app, g, redirect, render_template, request
 
 from server.web.auth import CSRF_FIELD, SESSION_COOKIE
 from server.web.common import services
-from server.web.ratelimit import RateLimiter
 
 log = logging.getLogger(__name__)
 login = Blueprint("login", __name__, template_folder="templates")
 LOGIN_CSRF_COOKIE = "picocharge_login"
-# Password guesses per client address: a burst of 10, then one every 2 seconds (argon2 makes
-# each guess cost ~0.1 s of CPU anyway; this keeps one address from taking every thread).
-_guesses = RateLimiter(0.5, 10)
 
 
 def _safe_next(target: str | None) -> str:
@@ -56,10 +52,11 @@ def login_page():
 
 @login.post("/login")
 def login_submit():
-    wait = _guesses.take(request.remote_addr or "?")
+    guesses = current_app.extensions["picocharge_auth"]["login_limiter"]
+    wait = guesses.take(request.remote_addr or "?")
     if wait:
         response = _form(429, "Too many attempts; wait a moment.")
-        response.headers["Retry-After"] = _guesses.retry_after_header(wait)
+        response.headers["Retry-After"] = guesses.retry_after_header(wait)
         return response
     cookie = request.cookies.get(LOGIN_CSRF_COOKIE, "")
     field = request.form.get(CSRF_FIELD, "")

@@ -325,6 +325,29 @@ def test_requests_beyond_the_tokens_rate_get_429_with_retry_after(start_server):
     assert status == 200, data
 
 
+def test_rate_limiter_refills_at_its_rate_and_forgets_the_least_recent_key():
+    from server.web.ratelimit import RateLimiter
+
+    now = [0.0]
+    limiter = RateLimiter(2.0, 3, max_keys=2, clock=lambda: now[0])
+    assert [limiter.take("a") for _ in range(3)] == [0.0, 0.0, 0.0]
+    assert limiter.take("a") == pytest.approx(0.5)  # empty: one token in 1/2 s
+    now[0] += 0.5
+    assert limiter.take("a") == 0.0
+    limiter.take("b")
+    limiter.take("c")  # a third key: "a", the least recently used, is forgotten
+    assert "a" not in limiter._buckets and len(limiter._buckets) == 2
+
+
+def test_password_guessing_from_one_address_is_slowed_down_with_429(server):
+    make_user(server, "kim", "viewer")
+    browser = Browser(server)
+    statuses = []
+    while 429 not in statuses and len(statuses) < 40:  # a guess takes ~0.1 s, refill 0.5/s
+        statuses.append(browser.login("kim", f"wrong guess {len(statuses):02d}")[0])
+    assert statuses[-1] == 429 and set(statuses[:-1]) == {401} and len(statuses) > 10
+
+
 # First start, CLI, binding, HTTPS --------------------------------------------------------
 def test_first_start_prints_a_random_admin_password_once_and_never_logs_it(
         tmp_path, capsys, caplog):
