@@ -171,6 +171,27 @@ def test_password_change_ends_the_users_sessions(server):
     assert browser.request("GET", "/api/v1/me")[0] == 401
 
 
+def test_demoting_or_deleting_an_account_applies_to_its_open_session_at_once(server):
+    make_user(server, "lee", "operator")
+    browser = Browser(server)
+    browser.login("lee", "correct horse battery")
+    csrf = browser.csrf()
+    post = {"Content-Type": "application/json", "X-CSRF-Token": csrf}
+    assert browser.request("POST", "/api/v1/idtags", '{"id_tag": "L1"}', post)[0] == 201
+    assert http(server, "PATCH", "/api/v1/users/lee", {"role": "viewer"})[0] == 200
+    assert browser.request("POST", "/api/v1/idtags", '{"id_tag": "L2"}', post)[0] == 403
+    assert http(server, "DELETE", "/api/v1/users/lee")[0] == 204
+    assert browser.request("GET", "/api/v1/me")[0] == 401
+
+
+def test_the_last_admin_account_cannot_be_deleted_or_demoted(server):
+    make_user(server, "root", "admin")
+    assert http(server, "DELETE", "/api/v1/users/root")[0] == 409
+    assert http(server, "PATCH", "/api/v1/users/root", {"role": "viewer"})[0] == 409
+    make_user(server, "root2", "admin")
+    assert http(server, "DELETE", "/api/v1/users/root")[0] == 204
+
+
 # Dashboard login, cookie, CSRF --------------------------------------------------------
 def test_login_sets_a_locked_down_session_cookie_and_logout_ends_it(server):
     make_user(server, "carol", "viewer")
