@@ -1,7 +1,8 @@
 """``python -m server``: run the PicoCharge central system until SIGTERM/SIGINT.
 
-``python -m server backup FILE [--config …]``: a consistent copy of the database, taken
-while the server runs."""
+``python -m server users …`` manages operator accounts and API tokens;
+``python -m server backup FILE [--config …]`` makes a consistent copy of the database,
+taken while the server runs."""
 
 from __future__ import annotations
 
@@ -78,6 +79,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["backup"]:
         return backup(argv[1:])
+    if argv[:1] == ["users"]:
+        from server.accounts_cli import main as users_main
+
+        return users_main(argv[1:])
     args = parse_args(argv)
     overrides = {key: getattr(args, flag) for flag, key in FLAG_KEYS.items()
                  if getattr(args, flag) is not None}
@@ -110,7 +115,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"PicoCharge could not start: {exc}", file=sys.stderr)
         app.stop()
         return 1
-    print(f"PicoCharge dashboard: {app.dashboard_url}", flush=True)
+    print(f"PicoCharge dashboard: {app.dashboard_url}  (log in as an operator account; "
+          f"create one with: python -m server users add NAME --role admin)", flush=True)
+    if config.http["host"] in ("127.0.0.1", "::1", "localhost"):
+        print(f"The dashboard/API listen on {config.http['host']} only "
+              f"(--http-host or http.host to open them to the network)", flush=True)
     print(f"OCPP endpoint: {app.ocpp_url}/<chargePointId>", flush=True)
     print(f"MQTT broker: {app.ingest.broker['host']}:{app.ingest.broker['port']}", flush=True)
     print(f"PORTS ocpp={app.ports['ocpp']} http={app.ports['http']} "

@@ -54,10 +54,15 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "data_transfer_vendors": ["PicoCharge"],  # DataTransfer vendorIds answered Accepted
     },
     "http": {
-        "host": "0.0.0.0",
+        "host": "127.0.0.1",  # the dashboard/API stay local unless configured otherwise
         "port": 8080,
         "threads": 8,
         "max_upload_bytes": 64 * 1024 * 1024,
+        # Host names the HTTP side answers to (Host/Origin check against DNS rebinding and
+        # cross-site requests); empty: server.public_url's host, the bind address, localhost
+        "allowed_hosts": [],
+        "tls_cert": "",  # PEM certificate (chain): serve HTTPS instead of HTTP
+        "tls_key": "",
     },
     "mqtt": {
         "url": "",  # empty: embedded broker; mqtt://user:pass@host:port for an external one
@@ -78,6 +83,14 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "files": {
         "firmware_dir": "",  # default: <data_dir>/firmware
         "diagnostics_dir": "",  # default: <data_dir>/diagnostics
+    },
+    "auth": {
+        # an admin API token seeded at start (also PICOCHARGE_ADMIN_TOKEN); >= 32 characters
+        "admin_token": "",
+        "first_admin": "admin",  # account created (random password) on a first start
+        "session_hours": 12.0,  # dashboard session lifetime
+        "rate_limit_per_second": 50.0,  # REST requests per token/session (token bucket)
+        "rate_limit_burst": 200,
     },
 }
 
@@ -155,7 +168,8 @@ def load_config(
     """Build the effective configuration: defaults < TOML < environment < overrides.
 
     Environment variables are named ``PICOCHARGE_<SECTION>_<KEY>``, e.g.
-    ``PICOCHARGE_OCPP_PORT=9001``; ``PICOCHARGE_CONFIG`` names the TOML file.
+    ``PICOCHARGE_OCPP_PORT=9001``; ``PICOCHARGE_CONFIG`` names the TOML file;
+    ``PICOCHARGE_ADMIN_TOKEN`` is short for ``PICOCHARGE_AUTH_ADMIN_TOKEN``.
     """
     config = Config()
     environ = os.environ if environ is None else environ
@@ -168,6 +182,8 @@ def load_config(
             name = f"PICOCHARGE_{section.upper()}_{key.upper()}"
             if name in environ:
                 config.set(f"{section}.{key}", environ[name])
+    if environ.get("PICOCHARGE_ADMIN_TOKEN"):
+        config.set("auth.admin_token", environ["PICOCHARGE_ADMIN_TOKEN"])
     for dotted, value in (overrides or {}).items():
         config.set(dotted, value)
     return config

@@ -177,3 +177,44 @@ class Store(ABC):
 
     @abstractmethod
     def list_diagnostics_files(self, cp_id: str | None = None) -> list[Row]: ...
+
+    # Operator accounts, API tokens, dashboard sessions (schema version 3) -------
+    @abstractmethod
+    def save_operator_user(self, user: Row) -> None:
+        """Insert or update (username, role, password_hash, created_at, updated_at)."""
+
+    @abstractmethod
+    def delete_operator_user(self, username: str) -> None:
+        """Remove the account and every session it holds."""
+
+    @abstractmethod
+    def get_operator_user(self, username: str) -> Row | None: ...
+
+    @abstractmethod
+    def list_operator_users(self) -> list[Row]: ...
+
+    @abstractmethod
+    def save_api_token(self, token: Row) -> None: ...
+
+    @abstractmethod
+    def revoke_api_token(self, token_id: str, revoked_at: float) -> None: ...
+
+    @abstractmethod
+    def find_api_token(self, token_hash: str) -> Row | None:
+        """The unrevoked token with this SHA-256, or None."""
+
+    @abstractmethod
+    def list_api_tokens(self) -> list[Row]: ...
+
+    @abstractmethod
+    def save_operator_session(self, session: Row) -> None: ...
+
+    @abstractmethod
+    def delete_operator_sessions(self, id_hash: str | None = None,
+                                 username: str | None = None,
+                                 expired_before: float | None = None) -> None:
+        """Delete one session, all of a user's, or all expired before a time."""
+
+    @abstractmethod
+    def find_operator_session(self, id_hash: str, now: float) -> Row | None:
+        """The unexpired session joined with its account's role, or None."""

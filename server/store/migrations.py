@@ -133,4 +133,33 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         CREATE INDEX ix_diagnostics_received ON diagnostics_files (received_at)
         """,
     ),
+    (
+        3,
+        "operator accounts, API tokens and dashboard sessions",
+        """
+        CREATE TABLE operator_users (
+            username TEXT PRIMARY KEY,
+            role TEXT NOT NULL,             -- viewer / operator / admin
+            password_hash TEXT NOT NULL,    -- argon2id (PHC string)
+            created_at REAL NOT NULL, updated_at REAL NOT NULL
+        );
+        CREATE TABLE api_tokens (
+            id TEXT PRIMARY KEY,            -- public handle for listing and revoking
+            name TEXT NOT NULL,
+            role TEXT NOT NULL,
+            token_hash TEXT NOT NULL UNIQUE,  -- SHA-256 of the 256-bit random token
+            created_by TEXT,
+            created_at REAL NOT NULL,
+            revoked_at REAL
+        );
+        CREATE TABLE operator_sessions (
+            id_hash TEXT PRIMARY KEY,       -- SHA-256 of the cookie value
+            username TEXT NOT NULL,
+            csrf_token TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            expires_at REAL NOT NULL
+        );
+        CREATE INDEX ix_operator_sessions_user ON operator_sessions (username)
+        """,
+    ),
 ]

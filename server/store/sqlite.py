@@ -618,3 +618,69 @@ class SQLiteStore(Store):
             return self._all("SELECT * FROM diagnostics_files ORDER BY received_at DESC")
         return self._all("SELECT * FROM diagnostics_files WHERE cp_id = ? "
                          "ORDER BY received_at DESC", (cp_id,))
+
+    # Operator accounts, API tokens, dashboard sessions (schema version 3) -------
+    def save_operator_user(self, user: Row) -> None:
+        self._submit(
+            "operator_user",
+            "INSERT INTO operator_users (username, role, password_hash, created_at, updated_at) "
+            "VALUES (?,?,?,?,?) ON CONFLICT(username) DO UPDATE SET role=excluded.role, "
+            "password_hash=excluded.password_hash, updated_at=excluded.updated_at",
+            (user["username"], user["role"], user["password_hash"], user["created_at"],
+             user["updated_at"]))
+
+    def delete_operator_user(self, username: str) -> None:
+        self._submit("operator_session", "DELETE FROM operator_sessions WHERE username = ?",
+                     (username,))
+        self._submit("operator_user", "DELETE FROM operator_users WHERE username = ?", (username,))
+
+    def get_operator_user(self, username: str) -> Row | None:
+        return self._one("SELECT * FROM operator_users WHERE username = ?", (username,))
+
+    def list_operator_users(self) -> list[Row]:
+        return self._all("SELECT * FROM operator_users ORDER BY username")
+
+    def save_api_token(self, token: Row) -> None:
+        self._submit(
+            "api_token",
+            "INSERT INTO api_tokens (id, name, role, token_hash, created_by, created_at, revoked_at) "
+            "VALUES (?,?,?,?,?,?,?) ON CONFLICT(id) DO UPDATE SET name=excluded.name, "
+            "role=excluded.role, token_hash=excluded.token_hash, revoked_at=excluded.revoked_at",
+            (token["id"], token["name"], token["role"], token["token_hash"],
+             token.get("created_by"), token["created_at"], token.get("revoked_at")))
+
+    def revoke_api_token(self, token_id: str, revoked_at: float) -> None:
+        self._submit("api_token", "UPDATE api_tokens SET revoked_at = ? "
+                     "WHERE id = ? AND revoked_at IS NULL", (revoked_at, token_id))
+
+    def find_api_token(self, token_hash: str) -> Row | None:
+        return self._one("SELECT * FROM api_tokens WHERE token_hash = ? AND revoked_at IS NULL",
+                         (token_hash,))
+
+    def list_api_tokens(self) -> list[Row]:
+        return self._all("SELECT * FROM api_tokens ORDER BY created_at, id")
+
+    def save_operator_session(self, session: Row) -> None:
+        self._submit(
+            "operator_session",
+            "INSERT INTO operator_sessions (id_hash, username, csrf_token, created_at, expires_at) "
+            "VALUES (?,?,?,?,?)",
+            (session["id_hash"], session["username"], session["csrf_token"],
+             session["created_at"], session["expires_at"]))
+
+    def delete_operator_sessions(self, id_hash=None, username=None, expired_before=None) -> None:
+        if id_hash is not None:
+            self._submit("operator_session", "DELETE FROM operator_sessions WHERE id_hash = ?",
+                         (id_hash,))
+        if username is not None:
+            self._submit("operator_session", "DELETE FROM operator_sessions WHERE username = ?",
+                         (username,))
+        if expired_before is not None:
+            self._submit("operator_session", "DELETE FROM operator_sessions WHERE expires_at < ?",
+                         (expired_before,))
+
+    def find_operator_session(self, id_hash: str, now: float) -> Row | None:
+        return self._one(
+            "SELECT s.id_hash, s.username, s.csrf_token, s.created_at, s.expires_at, u.role "
+            "FROM operator_sessions s JOIN operator_users u ON u.username = s.username "
+            "WHERE s.id_hash = ? AND s.expires_at > ?", (id_hash, now))

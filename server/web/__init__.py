@@ -1,5 +1,6 @@
 """The HTTP side: Flask application factory and blueprints (REST API, ThingSpeak-compatible
-API, firmware/diagnostics files, dashboard)."""
+API, firmware/diagnostics files, dashboard, login, accounts); every request passes the
+checks of :mod:`server.web.auth` first."""
 
 from __future__ import annotations
 
@@ -15,9 +16,12 @@ def create_app(services) -> Flask:
     """``services`` is the running :class:`server.app.Application` (or anything with the
     same attributes: config, store, fleet, central, ingest, channels, bridge, firmware,
     diagnostics)."""
+    from server.web import auth
+    from server.web.accounts_api import accounts_api
     from server.web.api import api
     from server.web.dashboard import dashboard
     from server.web.files import files
+    from server.web.login import login
     from server.web.thingspeak import thingspeak
 
     app = Flask(__name__)
@@ -28,6 +32,9 @@ def create_app(services) -> Flask:
     app.register_blueprint(thingspeak)
     app.register_blueprint(files)
     app.register_blueprint(dashboard)
+    app.register_blueprint(login)
+    app.register_blueprint(accounts_api)
+    auth.install(app, services)
 
     @app.before_request
     def refuse_writes_while_store_fails():

@@ -142,12 +142,21 @@ def openapi_document(server_url: str) -> dict:
              "502": _resp("CALLERROR or invalid answer (code = OCPP error code)", ERROR),
              "504": _resp("no answer in time", ERROR)},
             body=schemas.schema(action), tag="operations")}
+    from server.web.accounts_api import openapi_paths as account_paths
+
+    paths.update(account_paths())
+    paths["/health"]["get"]["security"] = []  # the one route open to anyone
     return {
         "openapi": "3.1.0",
         "info": {"title": "PicoCharge central system API", "version": "1"},
         "servers": [{"url": f"{server_url}/api/v1"}],
         "paths": paths,
-        "components": {"schemas": {
+        # roles per route: docs/server.md; /health needs none
+        "security": [{"bearerToken": []}, {"sessionCookie": []}],
+        "components": {"securitySchemes": {
+            "bearerToken": {"type": "http", "scheme": "bearer"},
+            "sessionCookie": {"type": "apiKey", "in": "cookie", "name": "picocharge_session"},
+        }, "schemas": {
             "Error": {"type": "object", "required": ["error", "reason"], "properties": {
                 "error": {"type": "string"}, "reason": {"type": "string"},
                 "code": {"type": "string", "description": "OCPP 1.6 error code, when there is one"},

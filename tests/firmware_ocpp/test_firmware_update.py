@@ -41,6 +41,7 @@ from fwkit import MARK, FileServer, firmware_files, free_port, make_bundle
 from harness import sensor_reports
 from ocpp.v16 import call
 
+from tests.server.conftest import ADMIN_TOKEN
 from tools.board import FIRMWARE
 
 CP = "PICO-FW"
@@ -427,7 +428,8 @@ def api(app, path, body=None):
     data = json.dumps(body).encode() if body is not None else None
     req = urllib.request.Request("http://127.0.0.1:%d/api/v1%s" % (app.ports["http"], path),
                                  data=data, method="POST" if data else "GET",
-                                 headers={"Content-Type": "application/json"})
+                                 headers={"Content-Type": "application/json",
+                                          "Authorization": "Bearer " + ADMIN_TOKEN})
     try:
         with urllib.request.urlopen(req, timeout=30) as resp:
             return json.load(resp)
@@ -456,7 +458,7 @@ def central(tmp_path):
     config = load_config(None, environ={}, overrides={
         "server.data_dir": str(tmp_path / "var"),
         "ocpp.host": "127.0.0.1", "ocpp.port": 0, "http.host": "127.0.0.1", "http.port": 0,
-        "mqtt.embedded_port": 0, "ocpp.auto_register": True,
+        "mqtt.embedded_port": 0, "ocpp.auto_register": True, "auth.admin_token": ADMIN_TOKEN,
     })
     app = Application(config).start()
     yield app

@@ -24,9 +24,14 @@ from ocpp.v16.enums import Action
 from server.app import Application
 from server.config import load_config
 
+# The admin API token every test server is seeded with; http() sends it unless told otherwise.
+ADMIN_TOKEN = "test-admin-token-0123456789abcdef0123456789"
+ANONYMOUS = None
+
 
 def make_config(tmp_path, overrides: dict | None = None):
     values = {
+        "auth.admin_token": ADMIN_TOKEN,
         "server.data_dir": str(tmp_path / "var"),
         "ocpp.host": "127.0.0.1", "ocpp.port": 0,
         "http.host": "127.0.0.1", "http.port": 0,
@@ -76,10 +81,13 @@ def wait_until(predicate, timeout: float = 5.0, interval: float = 0.02):
 
 
 def http(app, method: str, path: str, body: Any = None, raw: bytes | None = None,
-         headers: dict | None = None) -> tuple[int, Any]:
-    """(status, parsed JSON or text) for a request to the server's HTTP side."""
+         headers: dict | None = None, token: str | None = ADMIN_TOKEN) -> tuple[int, Any]:
+    """(status, parsed JSON or text) for a request to the server's HTTP side, as the admin
+    token unless ``token`` says otherwise (``ANONYMOUS`` for none)."""
     url = f"http://127.0.0.1:{app.ports['http']}{path}"
     headers = dict(headers or {})
+    if token:
+        headers.setdefault("Authorization", f"Bearer {token}")
     data = raw
     if body is not None:
         data = json.dumps(body).encode()

@@ -30,6 +30,7 @@ import argparse
 import json
 import os
 import platform
+import secrets
 import shutil
 import signal
 import socket
@@ -121,12 +122,18 @@ def wait_port(port: int, timeout: float = 30) -> None:
     raise SystemExit(f"[bench] nothing listens on 127.0.0.1:{port} after {timeout}s")
 
 
+# The admin API token the benchmarked server is started with (PICOCHARGE_ADMIN_TOKEN).
+API_TOKEN = secrets.token_urlsafe(32)
+API_HEADERS = {"Authorization": f"Bearer {API_TOKEN}"}
+
+
 def get_json(url: str, attempts: int = 6) -> dict:
     """GET a JSON document; a server too busy to answer in time is asked again (and the
     step that needed it is reported as failed by the caller if it never answers)."""
     for attempt in range(attempts):
         try:
-            with urllib.request.urlopen(url, timeout=10) as resp:
+            with urllib.request.urlopen(urllib.request.Request(url, headers=API_HEADERS),
+                                        timeout=10) as resp:
                 return json.load(resp)
         except (TimeoutError, urllib.error.URLError, ConnectionError):
             if attempt == attempts - 1:
@@ -390,7 +397,8 @@ def start_server(workdir: Path, label: str, mqtt_url: str | None = None) -> tupl
         mqtt_port = int(mqtt_url.rsplit(":", 1)[1])
     else:
         cmd += ["--mqtt-host", "127.0.0.1", "--mqtt-port", str(mqtt_port)]
-    proc = Process(f"server-{label}", cmd, workdir / f"server-{label}.log")
+    env = dict(os.environ, PICOCHARGE_ADMIN_TOKEN=API_TOKEN)
+    proc = Process(f"server-{label}", cmd, workdir / f"server-{label}.log", env=env)
     api = f"http://127.0.0.1:{http_port}"
     wait_http(f"{api}/api/v1/health")
     wait_port(ocpp_port)
@@ -399,7 +407,8 @@ def start_server(workdir: Path, label: str, mqtt_url: str | None = None) -> tupl
 
     for tag in ID_TAGS:
         req = urllib.request.Request(f"{api}/api/v1/idtags", data=json.dumps({"id_tag": tag}).encode(),
-                                     headers={"Content-Type": "application/json"}, method="POST")
+                                     headers={"Content-Type": "application/json", **API_HEADERS},
+                                     method="POST")
         urllib.request.urlopen(req, timeout=10).close()
     return proc, {"ocpp_url": f"ws://127.0.0.1:{ocpp_port}/ocpp", "api": api,
                   "mqtt_url": f"mqtt://127.0.0.1:{mqtt_port}", "mqtt_port": mqtt_port,
