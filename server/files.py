@@ -14,9 +14,12 @@ from the sources makes a board compile them at import, which costs it heap.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import re
+import secrets
 import shutil
+import threading
 import time
 from pathlib import Path
 
@@ -117,11 +120,76 @@ class FirmwareLibrary:
                       if p.is_dir() and (p / "manifest.json").is_file() and SAFE_NAME.match(p.name))
 
 
+class UploadRefused(Exception):
+    """An upload over a station's bounds; ``status`` is the HTTP status to answer."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+class UploadTokens:
+    """One-time tokens the server puts in a GetDiagnostics location, so that a station
+    that cannot send Basic auth on its upload can still prove the upload was asked for.
+    A token is bound to one charge point, expires, and is spent by a stored upload."""
+
+    MAX_PER_STATION = 4
+
+    def __init__(self, lifetime_seconds: float) -> None:
+        self.lifetime = lifetime_seconds
+        self._lock = threading.Lock()
+        self._tokens: dict[str, list[tuple[str, float]]] = {}  # cp_id → [(digest, expiry)]
+
+    @staticmethod
+    def _digest(token: str) -> str:
+        return hashlib.sha256(token.encode()).hexdigest()
+
+    def issue(self, cp_id: str, now: float | None = None) -> str:
+        now = time.time() if now is None else now
+        token = secrets.token_urlsafe(24)
+        with self._lock:
+            alive = [t for t in self._tokens.get(cp_id, []) if t[1] > now]
+            alive.append((self._digest(token), now + self.lifetime))
+            self._tokens[cp_id] = alive[-self.MAX_PER_STATION:]
+        return token
+
+    def valid(self, cp_id: str, token: str, now: float | None = None) -> bool:
+        now = time.time() if now is None else now
+        digest = self._digest(token)
+        with self._lock:
+            return any(hmac.compare_digest(d, digest) and expiry > now
+                       for d, expiry in self._tokens.get(cp_id, []))
+
+    def spend(self, cp_id: str, token: str) -> None:
+        digest = self._digest(token)
+        with self._lock:
+            left = [t for t in self._tokens.get(cp_id, []) if not hmac.compare_digest(t[0], digest)]
+            if left:
+                self._tokens[cp_id] = left
+            else:
+                self._tokens.pop(cp_id, None)
+
+
 class DiagnosticsInbox:
     def __init__(self, root: Path, store: Store) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.store = store
+
+    def check_bounds(self, cp_id: str, files_config: dict, now: float | None = None) -> None:
+        """Raise UploadRefused when the station used up its uploads per hour or its space."""
+        now = time.time() if now is None else now
+        folder = self.root / cp_id if SAFE_NAME.match(cp_id) else None
+        if folder is None or not folder.is_dir():
+            return
+        stats = [p.stat() for p in folder.iterdir() if p.is_file()]
+        per_hour = files_config["diagnostics_uploads_per_hour"]
+        if per_hour > 0 and sum(1 for st in stats if now - st.st_mtime < 3600) >= per_hour:
+            raise UploadRefused(429, f"at most {per_hour} diagnostics uploads per hour")
+        space = files_config["diagnostics_max_bytes_per_station"]
+        if space > 0 and sum(st.st_size for st in stats) >= space:
+            raise UploadRefused(507, f"the station's diagnostics use their {space} bytes")
 
     def save(self, cp_id: str | None, filename: str, stream, max_bytes: int) -> dict:
         name = Path(filename or "diagnostics.bin").name
