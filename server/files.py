@@ -198,9 +198,17 @@ class DiagnosticsInbox:
         folder = self.root / (cp_id if cp_id and SAFE_NAME.match(cp_id) else "_unknown")
         folder.mkdir(parents=True, exist_ok=True)
         received_at = time.time()
-        target = folder / f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime(received_at))}_{name}"
+        stamp = time.strftime('%Y%m%dT%H%M%S', time.gmtime(received_at))
+        target, serial = folder / f"{stamp}_{name}", 1
+        while True:  # two uploads in one second must not overwrite each other
+            try:
+                handle = open(target, "xb")
+                break
+            except FileExistsError:
+                serial += 1
+                target = folder / f"{stamp}-{serial}_{name}"
         digest, size = hashlib.sha256(), 0
-        with open(target, "wb") as handle:
+        with handle:
             for chunk in iter(lambda: stream.read(65536), b""):
                 size += len(chunk)
                 if size > max_bytes:
