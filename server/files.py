@@ -154,21 +154,24 @@ class UploadTokens:
             self._tokens[cp_id] = alive[-self.MAX_PER_STATION:]
         return token
 
-    def valid(self, cp_id: str, token: str, now: float | None = None) -> bool:
+    def take(self, cp_id: str, token: str, now: float | None = None) -> float | None:
+        """Claim a valid token (so two uploads cannot share it); its expiry, or None."""
         now = time.time() if now is None else now
         digest = self._digest(token)
         with self._lock:
-            return any(hmac.compare_digest(d, digest) and expiry > now
-                       for d, expiry in self._tokens.get(cp_id, []))
+            tokens = self._tokens.get(cp_id, [])
+            for entry in tokens:
+                if hmac.compare_digest(entry[0], digest) and entry[1] > now:
+                    tokens.remove(entry)
+                    if not tokens:
+                        self._tokens.pop(cp_id, None)
+                    return entry[1]
+        return None
 
-    def spend(self, cp_id: str, token: str) -> None:
-        digest = self._digest(token)
+    def give_back(self, cp_id: str, token: str, expiry: float) -> None:
+        """Return a claimed token whose upload was not stored (the station may retry)."""
         with self._lock:
-            left = [t for t in self._tokens.get(cp_id, []) if not hmac.compare_digest(t[0], digest)]
-            if left:
-                self._tokens[cp_id] = left
-            else:
-                self._tokens.pop(cp_id, None)
+            self._tokens.setdefault(cp_id, []).append((self._digest(token), expiry))
 
 
 class DiagnosticsInbox:

@@ -45,10 +45,23 @@ def _station_credentials_valid(cp_id: str) -> bool:
 def _store_upload(cp_id: str, filename: str | None, token: str | None = None):
     svc = services()
     if token is not None:
-        if not svc.central.upload_tokens.valid(cp_id, token):
-            return _unauthorized("unknown or expired upload token")
-    elif not _station_credentials_valid(cp_id):
+        expiry = svc.central.upload_tokens.take(cp_id, token)
+        if expiry is None:
+            return _unauthorized("unknown, expired or spent upload token")
+        stored = False
+        try:
+            response = _receive(svc, cp_id, filename)
+            stored = response[1] == 201
+            return response
+        finally:
+            if not stored:  # spent only by a stored upload: the station may retry
+                svc.central.upload_tokens.give_back(cp_id, token, expiry)
+    if not _station_credentials_valid(cp_id):
         return _unauthorized("the station's Basic auth credentials are required")
+    return _receive(svc, cp_id, filename)
+
+
+def _receive(svc, cp_id: str, filename: str | None):
     files_config = svc.config.files
     limit = min(svc.config.http["max_upload_bytes"], files_config["diagnostics_max_bytes"])
     try:
@@ -66,8 +79,6 @@ def _store_upload(cp_id: str, filename: str | None, token: str | None = None):
                                        request.stream, limit)
     except ValueError as exc:
         return jsonify(error="Payload Too Large", reason=str(exc)), 413
-    if token is not None:
-        svc.central.upload_tokens.spend(cp_id, token)
     svc.fleet.event(cp_id, "diagnostics_uploaded", filename=row["filename"], size=row["size"])
     return jsonify(filename=row["filename"], size=row["size"], sha256=row["sha256"]), 201
 
