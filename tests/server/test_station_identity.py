@@ -180,6 +180,27 @@ def test_key_rotation_stores_the_new_key_only_after_accepted(server, caplog):
         assert new not in text and old not in text
 
 
+class RevealsItsKey(ChargePointClient):
+    @on(Action.get_configuration)
+    def on_get_configuration(self, **kw):
+        return call_result.GetConfiguration(configuration_key=[
+            {"key": "AuthorizationKey", "readonly": False, "value": station_key("CP-LEAKY")},
+            {"key": "HeartbeatInterval", "readonly": False, "value": "60"}])
+
+
+def test_a_key_returned_by_get_configuration_is_masked(server):
+    register(server, "CP-LEAKY")
+
+    async def scenario():
+        async with charge_point(server, "CP-LEAKY", cls=RevealsItsKey):
+            return await ahttp(server, "POST", "/api/v1/chargepoints/CP-LEAKY/GetConfiguration", {})
+
+    status, answer = run(scenario())
+    assert status == 200 and station_key("CP-LEAKY") not in str(answer)
+    values = {e["key"]: e["value"] for e in answer["result"]["configurationKey"]}
+    assert values == {"AuthorizationKey": "********", "HeartbeatInterval": "60"}
+
+
 # Profile 3 ---------------------------------------------------------------------------
 def _certificate(subject_cn: str, key, issuer_cn: str, issuer_key, ca: bool = False,
                  san_ip: str | None = None):
@@ -402,7 +423,8 @@ def test_diagnostics_upload_needs_the_stations_own_credentials(start_server):
     assert http(app, "GET", "/api/v1/diagnostics?cp_id=CP-NOBODY")[1]["files"] == []
 
 
-def test_get_diagnostics_location_carries_a_one_time_upload_token(server):
+def test_get_diagnostics_location_carries_a_one_time_upload_token(start_server):
+    server = start_server({"files.diagnostics_max_bytes": 64})
     register(server, "CP-TOKEN")
 
     async def scenario():
@@ -418,7 +440,8 @@ def test_get_diagnostics_location_carries_a_one_time_upload_token(server):
     path = location.split(str(server.ports["http"]), 1)[1]
     forged = path.rsplit("/", 1)[0] + "/not-the-token"
     assert http(server, "PUT", forged + "/diag.txt", raw=b"x")[0] == 401
-    assert http(server, "PUT", path + "/diag.txt", raw=b"diagnostics")[0] == 201
+    assert http(server, "PUT", path + "/diag.txt", raw=b"x" * 65)[0] == 413  # not stored:
+    assert http(server, "PUT", path + "/diag.txt", raw=b"diagnostics")[0] == 201  # retry ok
     assert http(server, "PUT", path + "/again.txt", raw=b"diagnostics")[0] == 401  # spent
     other = path.replace("/CP-TOKEN/", "/CP-ELSE/")
     assert http(server, "PUT", other + "/diag.txt", raw=b"x")[0] == 401
