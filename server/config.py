@@ -47,9 +47,18 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "call_timeout": 30.0,
         "unknown_chargepoints": "Rejected",  # or "Pending"
         "auto_register": False,
-        "require_auth": False,  # refuse charge points that have no AuthorizationKey set
+        # Refuse charge points without an AuthorizationKey (or a client certificate).
+        # false is a lab shortcut: keyless charge points may connect as anyone.
+        "require_auth": True,
         "tls_cert": "",
         "tls_key": "",
+        "tls_client_ca": "",  # CA of station certificates: enables profile 3 (mutual TLS)
+        "tls_client_cert_required": False,  # true: every station must present a certificate
+        # Handshake limits per remote address (0 = no limit) and for the whole endpoint.
+        "handshake_rate_per_address": 5.0,  # sustained handshakes per second → 429 beyond
+        "handshake_burst_per_address": 30,
+        "max_connections_per_address": 100,  # open connections → 429 beyond
+        "max_unauthenticated_handshakes": 64,  # handshakes being verified → 503 beyond
         "websocket_ping_interval": 60.0,
         "data_transfer_vendors": ["PicoCharge"],  # DataTransfer vendorIds answered Accepted
     },
@@ -79,10 +88,16 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "bridge_tick": 1.0,
         "bridge_timeout": 10.0,
         "bridge_max_backlog": 960,
+        # Lab shortcut: let the bridge post to loopback, link-local and private addresses.
+        "allow_private_targets": False,
     },
     "files": {
         "firmware_dir": "",  # default: <data_dir>/firmware
         "diagnostics_dir": "",  # default: <data_dir>/diagnostics
+        "diagnostics_max_bytes": 16 * 1024 * 1024,  # one upload
+        "diagnostics_max_bytes_per_station": 128 * 1024 * 1024,  # all of a station's files
+        "diagnostics_uploads_per_hour": 12,  # per station
+        "diagnostics_token_seconds": 3600,  # lifetime of a GetDiagnostics upload token
     },
     "auth": {
         # an admin API token seeded at start (also PICOCHARGE_ADMIN_TOKEN); >= 32 characters

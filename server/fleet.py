@@ -4,14 +4,12 @@ event with a timestamp."""
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import logging
-import secrets
 import threading
 import time
 from typing import Any
 
+from server.station_keys import KeyVerifier, check_key, hash_key, key_problem  # noqa: F401
 from server.store import Store
 from server.strangers import Strangers
 
@@ -22,28 +20,10 @@ REGISTRATION_STATES = ("Accepted", "Pending", "Rejected")
 LAST_SEEN_PERSIST_SECONDS = 60.0
 
 
-def hash_key(key: str) -> str:
-    """Salted SHA-256 of an AuthorizationKey. OCPP keys are 16–40 random bytes, so a fast
-    hash is adequate and keeps 10 000 reconnecting charge points cheap to verify."""
-    salt = secrets.token_hex(8)
-    return f"sha256${salt}${hashlib.sha256((salt + key).encode()).hexdigest()}"
-
-
-def check_key(key: str, stored: str | None) -> bool:
-    if not stored:
-        return False
-    try:
-        scheme, salt, digest = stored.split("$", 2)
-    except ValueError:
-        return False
-    if scheme != "sha256":
-        return False
-    return hmac.compare_digest(hashlib.sha256((salt + key).encode()).hexdigest(), digest)
-
-
 class Fleet:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, key_cache_entries: int = 20000) -> None:
         self.store = store
+        self.keys = KeyVerifier(key_cache_entries)
         self._lock = threading.RLock()
         self._records: dict[str, dict[str, Any]] = {}
         self._connectors: dict[tuple[str, int], dict[str, Any]] = {}
@@ -95,21 +75,52 @@ class Fleet:
                  description: str | None = None, clear_auth_key: bool = False) -> dict[str, Any]:
         if registration not in REGISTRATION_STATES:
             raise ValueError(f"registration must be one of {', '.join(REGISTRATION_STATES)}")
+        digest = None
+        if auth_key is not None:
+            problem = key_problem(auth_key)
+            if problem:
+                raise ValueError(problem)
+            digest = self.keys.hash_for(cp_id, auth_key)  # the KDF runs outside the lock
         with self._lock:
             record = self.ensure(cp_id)
             self.strangers.forget(cp_id)
             previous = record.get("registration")
             record["registration"] = registration
-            if auth_key is not None:
-                record["auth_key_hash"] = hash_key(auth_key)
+            if digest is not None:
+                record["auth_key_hash"] = digest
             elif clear_auth_key:
                 record["auth_key_hash"] = None
+                self.keys.forget(cp_id)
             if description is not None:
                 record["description"] = description
             self._persist(record)
             if previous != registration:
                 self.event(cp_id, "registration", previous=previous, registration=registration)
             return dict(record)
+
+    def set_auth_key(self, cp_id: str, auth_key: str) -> bool:
+        """Store a new AuthorizationKey (rotation); False if the charge point is gone."""
+        problem = key_problem(auth_key)
+        if problem:
+            raise ValueError(problem)
+        digest = self.keys.hash_for(cp_id, auth_key)
+        with self._lock:
+            record = self._records.get(cp_id)
+            if record is None:
+                return False
+            record["auth_key_hash"] = digest
+            self._persist(record)
+        self.event(cp_id, "auth_key_changed")
+        return True
+
+    def upgrade_key_hash(self, cp_id: str, old: str, new: str) -> None:
+        """Replace a legacy hash after a successful login, unless it changed meanwhile."""
+        with self._lock:
+            record = self._records.get(cp_id)
+            if record is None or record.get("auth_key_hash") != old:
+                return
+            record["auth_key_hash"] = new
+            self._persist(record)
 
     def update(self, cp_id: str, **fields: Any) -> None:
         with self._lock:
@@ -121,6 +132,7 @@ class Fleet:
         with self._lock:
             if self._records.pop(cp_id, None) is None:
                 return False
+            self.keys.forget(cp_id)
             for key in [k for k in self._connectors if k[0] == cp_id]:
                 del self._connectors[key]
             self.store.delete_chargepoint(cp_id)

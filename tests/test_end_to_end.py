@@ -64,7 +64,9 @@ def test_firmware_board_charges_a_car_and_the_central_system_sees_it_live(
     board = board_factory({
         "cp_id": "PICO-E2E",
         "wifi": {"ssid": "workshop", "password": "secret"},
-        "ocpp": {"url": "ws://127.0.0.1:%d/ocpp" % central.ports["ocpp"]},
+        # auto_register: the first AuthorizationKey the board presents becomes its key
+        "ocpp": {"url": "ws://127.0.0.1:%d/ocpp" % central.ports["ocpp"],
+                 "password": "e2e-station-key-0001"},
         "mqtt": {"url": "mqtt://127.0.0.1:%d" % central.ports["mqtt"]},
         "intervals": {"telemetry_s": 2, "report_s": 2},
     })

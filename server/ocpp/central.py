@@ -10,8 +10,9 @@ import logging
 import time
 from collections import Counter
 
+from server.files import UploadTokens
 from server.fleet import Fleet
-from server.ocpp import schemas
+from server.ocpp import schemas, secure_operations
 from server.ocpp.connection import CallFailed, ChargePointConnection
 from server.ocpp.errors import OcppError
 from server.ocpp.transactions import TransactionBook
@@ -41,6 +42,7 @@ class CentralSystem:
         self.connections: dict[str, ChargePointConnection] = {}
         self.counters: Counter = Counter()
         self.loop: asyncio.AbstractEventLoop | None = None
+        self.upload_tokens = UploadTokens(config.files["diagnostics_token_seconds"])
         schemas.precompile()
 
     # Connections ---------------------------------------------------------------
@@ -91,6 +93,10 @@ class CentralSystem:
         except OcppError as exc:
             raise OperationError(400, f"invalid {action} request: {exc.description}",
                                  exc.code, exc.details) from None
+        try:
+            payload = secure_operations.prepare(self, cp_id, action, payload)
+        except ValueError as exc:
+            raise OperationError(400, f"invalid {action} request: {exc}") from None
         conn = self.connections.get(cp_id)
         if conn is None:
             if self.fleet.get(cp_id) is None:
@@ -115,6 +121,7 @@ class CentralSystem:
             raise OperationError(504, f"{action}: no answer within {timeout:g} s") from None
         self.fleet.event(cp_id, "operation", action=action, outcome="answered",
                          status=result.get("status"))
+        result = secure_operations.after(self, cp_id, action, payload, result)
         if action == "DataTransfer":
             self.store.add_data_transfer({
                 "ts": time.time(), "cp_id": cp_id, "direction": "out",

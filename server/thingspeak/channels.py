@@ -74,6 +74,24 @@ class ChannelService:
             self.store.save_ts_channel(channel)
             return dict(channel)
 
+    def regenerate_keys(self, channel_id: int, which: set[str]) -> dict | None:
+        """Replace the write and/or read key with new random ones; None if no channel."""
+        with self._lock:
+            channel = self._channels.get(channel_id)
+            if channel is None:
+                return None
+            if "write" in which:
+                used = {c["write_key"] for c in self._channels.values()}
+                key = new_api_key()
+                while key in used:
+                    key = new_api_key()
+                channel["write_key"] = key
+            if "read" in which:
+                channel["read_key"] = new_api_key()
+            channel["updated_at"] = time.time()
+            self.store.save_ts_channel(channel)
+            return dict(channel)
+
     def get(self, channel_id: int) -> dict | None:
         with self._lock:
             channel = self._channels.get(channel_id)

@@ -84,6 +84,7 @@ ROUTE_ROLES: dict[str, str] = {
     "api.ts_create_channel": "admin",
     "api.ts_channel": "admin",
     "api.ts_delete_channel": "admin",
+    "api.ts_regenerate_keys": "admin",
     "api.ts_bridges": "admin",
     "api.ts_bridge": "admin",
     "api.ts_put_bridge": "admin",
@@ -105,6 +106,8 @@ ROUTE_ROLES: dict[str, str] = {
     "files.firmware_file": STATION,  # bundles are public; their manifest is signed
     "files.upload_diagnostics": STATION,
     "files.upload_diagnostics_named": STATION,
+    "files.upload_diagnostics_with_token": STATION,
+    "files.upload_diagnostics_named_with_token": STATION,
 }
 
 # OCPP operations that change a station's security or code: admin, not operator.

@@ -113,7 +113,7 @@ def openapi_document(server_url: str) -> dict:
         "/operations": {"get": _op("Central-system operations with their OCPP schemas",
                                    tag="operations")},
         "/telemetry/stats": {"get": _op("MQTT ingest counters and per-station loss", tag="telemetry")},
-        "/thingspeak/channels": {"get": _op("ThingSpeak-compatible channels (with keys)",
+        "/thingspeak/channels": {"get": _op("ThingSpeak-compatible channels (keys masked)",
                                             tag="thingspeak"),
                                  "post": _op("Create a channel {name, field_names, public}",
                                              body={"type": "object", "required": ["name"]},
@@ -121,6 +121,12 @@ def openapi_document(server_url: str) -> dict:
         "/thingspeak/channels/{channel_id}": {
             "get": _op("One channel", [_param("channel_id", "path", type_="integer")], tag="thingspeak"),
             "delete": _op("Delete", [_param("channel_id", "path", type_="integer")], tag="thingspeak")},
+        "/thingspeak/channels/{channel_id}/regenerate-keys": {
+            "post": _op("New random keys {keys: [write, read]}, shown once in this answer",
+                        [_param("channel_id", "path", type_="integer")],
+                        body={"type": "object", "properties": {"keys": {
+                            "type": "array", "items": {"enum": ["write", "read"]}}}},
+                        tag="thingspeak")},
         "/thingspeak/bridges": {"get": _op("All bridge states", tag="thingspeak")},
         "/firmware": {"get": _op("Firmware bundles with verified manifests and URLs", tag="files")},
         "/diagnostics": {"get": _op("Received diagnostics uploads", [_param("cp_id")], tag="files")},
@@ -164,7 +170,7 @@ def openapi_document(server_url: str) -> dict:
             "ChargePointInput": {"type": "object", "properties": {
                 "id": {"type": "string", "maxLength": 48},
                 "registration": {"enum": ["Accepted", "Pending", "Rejected"]},
-                "auth_key": {"type": ["string", "null"], "minLength": 8, "maxLength": 40},
+                "auth_key": {"type": ["string", "null"], "minLength": 16, "maxLength": 40},
                 "description": {"type": "string"}}},
         }},
     }

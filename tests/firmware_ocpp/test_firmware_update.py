@@ -468,8 +468,9 @@ def central(tmp_path):
 @pytest.mark.dual_runtime
 def test_the_central_system_serves_the_bundle_and_stores_the_diagnostics(
         central, board_factory, boards, runtime_name):
-    board = board_factory(board_config("ws://127.0.0.1:%d/ocpp" % central.ports["ocpp"],
-                                       password=None), world=WORLD)
+    # auto_register: the server stores the key the board presents first
+    board = board_factory(board_config("ws://127.0.0.1:%d/ocpp" % central.ports["ocpp"]),
+                          world=WORLD)
     boards.append(board)
     record = "/chargepoints/%s" % CP
     wait_api(lambda: api(central, record).get("ocpp", {}).get("online"), what="OCPP online")

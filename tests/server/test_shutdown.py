@@ -11,6 +11,8 @@ import paho.mqtt.client as mqtt
 import websockets
 from serverproc import ServerProcess
 
+from tests.server.conftest import basic_auth
+
 
 def _start(tmp_path) -> tuple[ServerProcess, dict]:
     server = ServerProcess(tmp_path / "var", "--auto-register").start()
@@ -31,8 +33,10 @@ def test_sigterm_after_accepted_messages_loses_nothing(tmp_path):
         board.loop_stop()
 
         async def ocpp_traffic():
+            # --auto-register: the first key presented becomes the station's key
             async with websockets.connect(f"ws://127.0.0.1:{info['ocpp']}/ocpp/CP-SIG",
-                                          subprotocols=["ocpp1.6"]) as ws:
+                                          subprotocols=["ocpp1.6"],
+                                          additional_headers=basic_auth("CP-SIG", "sigterm-key-0001")) as ws:
                 frames = [[2, "b", "BootNotification", {"chargePointVendor": "V",
                                                         "chargePointModel": "M"}]]
                 frames += [[2, f"s{i}", "StatusNotification",

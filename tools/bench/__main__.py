@@ -391,7 +391,11 @@ def start_server(workdir: Path, label: str, mqtt_url: str | None = None) -> tupl
     data = workdir / f"server-{label}"
     cmd = [sys.executable, "-m", "server", "--data-dir", str(data), "--ocpp-host", "127.0.0.1",
            "--ocpp-port", str(ocpp_port), "--http-host", "127.0.0.1", "--http-port", str(http_port),
-           "--auto-register", "--log-level", "WARNING"]
+           "--auto-register", "--log-level", "WARNING",
+           # every simulated station connects from 127.0.0.1: no per-address handshake
+           # limits (a real fleet comes from many addresses)
+           "--set", "ocpp.handshake_rate_per_address=0",
+           "--set", "ocpp.max_connections_per_address=0"]
     if mqtt_url:
         cmd += ["--mqtt-url", mqtt_url]
         mqtt_port = int(mqtt_url.rsplit(":", 1)[1])

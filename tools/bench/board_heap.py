@@ -49,7 +49,8 @@ def run(heap: str = "192K") -> dict:
             app.store.save_id_tag({"id_tag": "CARD-HEAP", "status": "Accepted", "created_at": time.time()})
             board = BoardHarness("micropython", Path(tmp) / "flash", {
                 "cp_id": "PICO-HEAP", "wifi": {"ssid": "bench", "password": "bench"},
-                "ocpp": {"url": "ws://127.0.0.1:%d/ocpp" % app.ports["ocpp"]},
+                "ocpp": {"url": "ws://127.0.0.1:%d/ocpp" % app.ports["ocpp"],
+                         "password": "bench-heap-key-0001"},  # stored by auto_register
                 "mqtt": {"url": "mqtt://127.0.0.1:%d" % app.ports["mqtt"]},
                 "intervals": {"telemetry_s": 2, "report_s": 2}}, heap=heap).start()
             try:
