@@ -155,6 +155,12 @@ def write(results: dict, out_dir: Path, started) -> list[Path]:
             else:
                 md.append(f"| {label} | {fmt(r.get('peak_used_kib'))} | "
                           f"{'yes' if r.get('completed', r.get('transactions')) else 'no'} |")
+    if results.get("commit_cost"):
+        from tools.bench.commit_cost import table as commit_table
+
+        md += ["", "Answering after commit (transaction messages as fast as answers come; "
+               "FULL fsyncs every commit before its answers):", "",
+               commit_table(results["commit_cost"])]
     rat = ratios(results)
     if rat:
         md += ["", "Against the bare `ocpp`-package central system:", "", rat]
