@@ -63,19 +63,20 @@ COMMANDS = {
 
 
 def check_micropython() -> None:
-    """The Unix port exists and its frozen stand-ins are the ones in tools/stubs/."""
-    from tools.fetch import stand_ins_digest
+    """The Unix port exists and was built from what tools/fetch.py pins now (flags, mbedTLS
+    and its configuration, the frozen stand-ins in tools/stubs/)."""
+    from tools.fetch import build_key
 
     if not MICROPYTHON.exists():
         raise SystemExit(f"{MICROPYTHON} is missing: run `make micropython` first")
     stamp = MICROPYTHON.with_name("micropython.stamp")
     try:
-        frozen = json.loads(stamp.read_text()).get("frozen_stand_ins")
-    except (OSError, ValueError):
-        frozen = None
-    if frozen != stand_ins_digest():
-        raise SystemExit("the hardware stand-ins in tools/stubs/ changed since the MicroPython "
-                         "build froze them: run `make micropython`")
+        built = stamp.read_text()
+    except OSError:
+        built = None
+    if built != build_key():
+        raise SystemExit("the MicroPython build is out of date (flags, mbedTLS configuration or "
+                         "frozen modules changed since it was built): run `make micropython`")
 
 
 def read_board_config(flash: Path) -> dict:
