@@ -3,7 +3,7 @@
     python -m tools.bench.board_heap
 
 Boots the real firmware (app, station, OCPP charge point, MQTT telemetry; installed as
-.mpy as on a board) at a 192 KiB heap against the real central system (embedded broker),
+.mpy as on a board) at a Pico W's heap against the real central system (embedded broker),
 plugs in an EV, starts a session from the console, charges, unplugs, and reads the
 board's own reports: the lowest free heap after a collection, sampled every 2 s. Returns
 {"heap_kib", "peak_used_kib", "min_free_kib", "completed"}.
@@ -30,7 +30,10 @@ def _wait(probe, timeout, what):
     raise TimeoutError(what)
 
 
-def run(heap: str = "192K") -> dict:
+def run(heap: str | None = None) -> dict:
+    from tools.board import DEFAULT_HEAP
+
+    heap = heap or DEFAULT_HEAP
     sys.path.insert(0, str(ROOT / "tests"))
     from harness import BoardHarness
 
@@ -73,8 +76,8 @@ def run(heap: str = "192K") -> dict:
             app.stop()
     frees = [json.loads(line[8:]).get("heap") for line in text.splitlines() if line.startswith("sensors {")]
     frees = [f for f in frees if isinstance(f, int)]
-    total = int(heap.rstrip("K")) * 1024
-    result = {"heap_kib": total // 1024, "completed": completed,
+    total = int(heap[:-1]) * 1024 if heap.endswith("K") else int(heap)
+    result = {"heap_kib": round(total / 1024, 1), "completed": completed,
               "memory_errors": text.count("MemoryError"),
               "min_free_kib": round(min(frees) / 1024, 1) if frees else None,
               "peak_used_kib": round((total - min(frees)) / 1024, 1) if frees else None}
