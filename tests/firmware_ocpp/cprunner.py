@@ -13,7 +13,14 @@ import sys
 import time
 from pathlib import Path
 
-from tools.board import DEFAULT_HEAP, MICROPYTHON, STUBS, STUBS_CPYTHON, check_micropython, install_firmware
+from tools.board import (
+    DEFAULT_HEAP,
+    MICROPYTHON,
+    STUBS,
+    STUBS_CPYTHON,
+    check_micropython,
+    install_firmware,
+)
 
 HERE = Path(__file__).resolve().parent
 LIB = HERE.parents[1] / "firmware" / "lib"
