@@ -25,6 +25,10 @@ class Link:
 
     async def run(self):
         self.log("ocpp: charge point %s -> %s" % (self.cp_id, self.url))
+        if self.url.startswith("wss:") and self.ocpp_conf.get("ca_file") is None:
+            self.log("ocpp: WARNING TLS certificate NOT checked (\"insecure\": true)"
+                     if self.ocpp_conf.get("insecure") is True else
+                     "ocpp: wss:// without ocpp.ca_file: refusing to connect (set \"insecure\": true to skip the check)")
         asyncio.create_task(self._tick_loop())
         asyncio.create_task(self._sender())
         asyncio.create_task(self._pacer())
@@ -42,7 +46,7 @@ class Link:
             self.conn_state = "connecting"
             try:
                 password = self.cfg.get("AuthorizationKey") or None
-                await ws.connect(self.url, "ocpp1.6", self.cp_id, password, self.ocpp_conf.get("ca_file"),
+                await ws.connect(self.url, "ocpp1.6", self.cp_id, password, self.ocpp_conf,
                                  timeout=15, flash=self.flash)
             except Exception as exc:
                 failures += 1
