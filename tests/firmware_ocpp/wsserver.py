@@ -474,7 +474,8 @@ async def main():
         await asyncio.sleep_ms(100)
     print("TICKS %%d %%d" %% (ticks[0], time.ticks_diff(time.ticks_ms(), T0)))
     print("STATE " + json.dumps({"conn": cp.conn_state, "registration": cp.registration,
-                                 "calls_in": cp.calls_in, "calls_out": cp.calls_out}))
+                                 "calls_in": cp.calls_in, "calls_out": cp.calls_out,
+                                 "tls": cp.summary().get("tls")}))
 asyncio.run(main())
 '''
 
