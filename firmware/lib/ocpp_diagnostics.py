@@ -45,6 +45,7 @@ async def upload(fw, location, name, tries, interval):
     for attempt in range(tries):
         fw.diag_status = "Uploading"
         cp.queue("DiagnosticsStatusNotification", {"status": "Uploading"})
+        held = await cp.hold_link(url)  # one TLS session at a time
         try:
             with open(fw.flash.path("fw/diag.txt"), "rb") as fh:
                 resp = await httpc.put(url, source=fh, source_len=size, timeout=60,
@@ -56,6 +57,9 @@ async def upload(fw, location, name, tries, interval):
                 cp.log("diagnostics: upload answered HTTP %d" % resp.status)
         except Exception as exc:
             cp.log("diagnostics: upload failed: %r" % (exc,))
+        finally:
+            if held:
+                cp.release_link()
         if ok:
             break
         if attempt < tries - 1:

@@ -322,12 +322,16 @@ class Firmware:
             result = None
             for attempt in range(tries):
                 self.notify("Downloading")
+                held = await cp.hold_link(location)  # one TLS session at a time
                 try:
                     result = await self._download(location)
                     break
                 except Exception as exc:
                     cp.log("firmware: download failed: %r" % (exc,))
                     self.clear("fw/stage")
+                finally:
+                    if held:
+                        cp.release_link()
                     if attempt < tries - 1:
                         await asyncio.sleep(interval)
             if result is None:
