@@ -39,7 +39,7 @@ MICROPYTHON_VERSION = "1.25.0"
 MICROPYTHON_SOURCE = "pool/main/m/micropython/micropython_1.25.0+ds.orig.tar.xz"
 MICROPYTHON_SHA256 = "7b25be99a502f070b2de81dafc08da7051d992325d6e67daa9045a918fffdbea"
 
-# The mbedTLS release MicroPython 1.25 builds against (its lib/mbedtls submodule is 3.6.x),
+# mbedTLS of the 3.6 LTS line, whose source file list MicroPython 1.25's extmod.mk names,
 # from Debian's source package; unpacked into the MicroPython tree's empty lib/mbedtls.
 MBEDTLS_VERSION = "3.6.5"
 MBEDTLS_SOURCE = "pool/main/m/mbedtls/mbedtls_3.6.5.orig.tar.bz2"
