@@ -34,7 +34,7 @@ def _name(cn: str) -> x509.Name:
 
 def make_server_cert(directory: Path, label: str, host: str = "127.0.0.1") -> ServerCert:
     """A fresh CA (`label` CA) and a server certificate for `host` signed by it."""
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     valid = dict(not_valid_before=now - datetime.timedelta(hours=1),
                  not_valid_after=now + datetime.timedelta(days=2))
     ca_key = ec.generate_private_key(ec.SECP256R1())
