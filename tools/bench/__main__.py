@@ -433,7 +433,7 @@ def start_mosquitto(workdir: Path) -> tuple[Process, int]:
 
 
 def firmware_heap_figures() -> dict:
-    """Peak heap on the MicroPython Unix port at 192 KiB: the charge point alone during a
+    """Peak heap on the MicroPython Unix port (32-bit) at a Pico W's heap: the charge point alone during a
     session (tools.firmware_heap) and the complete board (tools.bench.board_heap)."""
     from tools import firmware_heap
     from tools.bench import board_heap
