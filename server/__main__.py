@@ -1,15 +1,22 @@
-"""``python -m server``: run the PicoCharge central system until SIGTERM/SIGINT."""
+"""``python -m server``: run the PicoCharge central system until SIGTERM/SIGINT.
+
+``python -m server users …`` manages operator accounts and API tokens;
+``python -m server backup FILE [--config …]`` makes a consistent copy of the database,
+taken while the server runs."""
 
 from __future__ import annotations
 
 import argparse
 import logging
 import signal
+import sqlite3
 import sys
 import threading
 
 from server.app import Application
 from server.config import load_config
+from server.store import StoreCorrupt
+from server.store.sqlite import backup_database
 
 FLAG_KEYS = {
     "data_dir": "server.data_dir", "db": "store.path", "ocpp_host": "ocpp.host",
@@ -47,8 +54,36 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def backup(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="python -m server backup",
+                                description="copy the database consistently while the server runs")
+    p.add_argument("file", help="where to write the copy")
+    p.add_argument("--config", help="TOML configuration file (also PICOCHARGE_CONFIG)")
+    p.add_argument("--data-dir")
+    p.add_argument("--db", help="database path (default <data-dir>/picocharge.db)")
+    args = p.parse_args(argv)
+    overrides = {key: value for key, value in (("server.data_dir", args.data_dir),
+                                               ("store.path", args.db)) if value}
+    try:
+        config = load_config(args.config, overrides=overrides)
+        result = backup_database(config.database_path, args.file)
+    except (OSError, KeyError, ValueError, sqlite3.Error, StoreCorrupt) as exc:
+        print(f"backup failed: {exc}", file=sys.stderr)
+        return 1
+    print(f"backup of {config.database_path} written to {result['path']} "
+          f"({result['bytes']} bytes, schema version {result['schema_version']})")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["backup"]:
+        return backup(argv[1:])
+    if argv[:1] == ["users"]:
+        from server.accounts_cli import main as users_main
+
+        return users_main(argv[1:])
+    args = parse_args(argv)
     overrides = {key: getattr(args, flag) for flag, key in FLAG_KEYS.items()
                  if getattr(args, flag) is not None}
     if args.auto_register:
@@ -80,7 +115,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"PicoCharge could not start: {exc}", file=sys.stderr)
         app.stop()
         return 1
-    print(f"PicoCharge dashboard: {app.dashboard_url}", flush=True)
+    print(f"PicoCharge dashboard: {app.dashboard_url}  (log in as an operator account; "
+          f"create one with: python -m server users add NAME --role admin)", flush=True)
+    if config.http["host"] in ("127.0.0.1", "::1", "localhost"):
+        print(f"The dashboard/API listen on {config.http['host']} only "
+              f"(--http-host or http.host to open them to the network)", flush=True)
     print(f"OCPP endpoint: {app.ocpp_url}/<chargePointId>", flush=True)
     print(f"MQTT broker: {app.ingest.broker['host']}:{app.ingest.broker['port']}", flush=True)
     print(f"PORTS ocpp={app.ports['ocpp']} http={app.ports['http']} "

@@ -1,5 +1,6 @@
 """The whole central system in one process: store, fleet, OCPP endpoint (asyncio thread),
-MQTT broker + ingest, ThingSpeak channels and bridge, and the Flask app under waitress.
+MQTT broker + ingest, ThingSpeak channels and bridge, operator accounts, and the Flask app
+under waitress (cheroot for HTTPS).
 
 ``Application(config).start()`` returns once everything listens; ``ports`` then holds the
 bound ports (useful with port 0). ``stop()`` shuts down in an order that loses nothing
@@ -10,10 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import threading
 
-from waitress.server import create_server
-
+from server.accounts import Accounts
 from server.config import Config
 from server.files import DiagnosticsInbox, FirmwareLibrary
 from server.fleet import Fleet
@@ -25,6 +26,7 @@ from server.store import open_store
 from server.thingspeak.bridge import ThingSpeakBridge
 from server.thingspeak.channels import ChannelService
 from server.web import create_app
+from server.web.serving import start_http_server
 
 log = logging.getLogger(__name__)
 
@@ -39,20 +41,21 @@ class Application:
         self.ports: dict[str, int] = {}
         self.store = self.fleet = self.central = self.ingest = None
         self.channels = self.bridge = self.firmware = self.diagnostics = None
+        self.accounts: Accounts | None = None
         self.broker: BrokerProcess | None = None
         self.endpoint: OcppEndpoint | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: threading.Thread | None = None
         self._monitor: asyncio.Future | None = None
         self._http = None
-        self._http_thread: threading.Thread | None = None
         self.public_url = ""
         self.started = False
 
     # URLs ----------------------------------------------------------------------
     @property
     def dashboard_url(self) -> str:
-        return f"http://{_display_host(self.config.http['host'])}:{self.ports['http']}/"
+        scheme = self._http.scheme if self._http else "http"
+        return f"{scheme}://{_display_host(self.config.http['host'])}:{self.ports['http']}/"
 
     @property
     def ocpp_url(self) -> str:
@@ -70,6 +73,9 @@ class Application:
         self.bridge = ThingSpeakBridge(config, self.store)
         self.firmware = FirmwareLibrary(config.firmware_dir)
         self.diagnostics = DiagnosticsInbox(config.diagnostics_dir, self.store)
+        self.accounts = Accounts(self.store, config.auth["session_hours"])
+        self.accounts.bootstrap(config.auth["admin_token"], config.auth["first_admin"],
+                                sys.stdout)
 
         self._start_ocpp()
         self._start_mqtt()
@@ -107,35 +113,10 @@ class Application:
         self.ingest.start(broker)
 
     def _start_http(self) -> None:
-        http = self.config.http
-        app = create_app(self)
-        # asyncore_use_poll: waitress's default select() fails once the process holds more
-        # than 1 024 file descriptors, i.e. past ~1 000 connected charge points.
-        self._http = create_server(app, host=http["host"], port=http["port"],
-                                   threads=http["threads"], ident="PicoCharge",
-                                   max_request_body_size=http["max_upload_bytes"],
-                                   asyncore_use_poll=True)
-        self.ports["http"] = int(self._http.effective_port)
+        self._http = start_http_server(create_app(self), self.config.http)
+        self.ports["http"] = self._http.port
         self.public_url = (self.config.server["public_url"].rstrip("/")
                            or self.dashboard_url.rstrip("/"))
-        self._http_thread = threading.Thread(target=self._http.run, name="http", daemon=True)
-        self._http_thread.start()
-
-    def _stop_http(self) -> None:
-        """Close the listener and every channel from inside waitress's own loop thread
-        (closing sockets under a running select() from elsewhere races); the loop ends
-        when its map is empty. Requests in progress finish first."""
-        server = self._http
-        server.task_dispatcher.shutdown(timeout=10)
-
-        def close_everything() -> None:
-            for channel in list(server._map.values()):
-                if channel is not server.trigger:
-                    channel.close()
-            server.trigger.close()
-
-        server.trigger.pull_trigger(close_everything)
-        self._http_thread.join(10)
 
     def stop(self) -> None:
         if not self.started:
@@ -143,7 +124,7 @@ class Application:
         self.started = False
         log.info("shutting down")
         if self._http is not None:
-            self._stop_http()
+            self._http.stop()
         if self.endpoint is not None:
             self._monitor.cancel()
             asyncio.run_coroutine_threadsafe(self.endpoint.stop(), self.loop).result(15)
@@ -156,4 +137,9 @@ class Application:
             self.loop.call_soon_threadsafe(self.loop.stop)
             self._loop_thread.join(10)
         self.store.close()
-        log.info("stopped; every accepted write is committed")
+        unwritten = getattr(self.store, "unwritten", None)
+        if unwritten:
+            log.error("stopped; %d accepted writes could not be committed: %s",
+                      sum(unwritten.values()), self.store.failure)
+        else:
+            log.info("stopped; every accepted write is committed")

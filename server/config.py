@@ -20,10 +20,19 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "backend": "sqlite",
         "path": "",  # default: <data_dir>/picocharge.db
         "batch_max": 2000,
+        # FULL: every commit is fsynced before anything is answered (survives power loss);
+        # NORMAL survives a crash of the server but not of the machine.
+        "synchronous": "FULL",
+        "commit_timeout": 10.0,  # an OCPP answer waits this long for its commit at most
+        "close_timeout": 10.0,  # at shutdown, how long a failing database is retried
+        # retention by the server's receive time; 0 keeps forever
         "retention_days_telemetry": 90,
         "retention_days_meter_values": 365,
         "retention_days_status_history": 365,
         "retention_days_events": 365,
+        "retention_days_data_transfers": 365,
+        "retention_days_ts_feeds": 365,
+        "retention_days_diagnostics_files": 90,
         "retention_check_seconds": 3600,
     },
     "ocpp": {
@@ -38,17 +47,31 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "call_timeout": 30.0,
         "unknown_chargepoints": "Rejected",  # or "Pending"
         "auto_register": False,
-        "require_auth": False,  # refuse charge points that have no AuthorizationKey set
+        # Refuse charge points without an AuthorizationKey (or a client certificate).
+        # false is a lab shortcut: keyless charge points may connect as anyone.
+        "require_auth": True,
         "tls_cert": "",
         "tls_key": "",
+        "tls_client_ca": "",  # CA of station certificates: enables profile 3 (mutual TLS)
+        "tls_client_cert_required": False,  # true: every station must present a certificate
+        # Handshake limits per remote address (0 = no limit) and for the whole endpoint.
+        "handshake_rate_per_address": 5.0,  # sustained handshakes per second → 429 beyond
+        "handshake_burst_per_address": 30,
+        "max_connections_per_address": 100,  # open connections → 429 beyond
+        "max_unauthenticated_handshakes": 64,  # handshakes being verified → 503 beyond
         "websocket_ping_interval": 60.0,
         "data_transfer_vendors": ["PicoCharge"],  # DataTransfer vendorIds answered Accepted
     },
     "http": {
-        "host": "0.0.0.0",
+        "host": "127.0.0.1",  # the dashboard/API stay local unless configured otherwise
         "port": 8080,
         "threads": 8,
         "max_upload_bytes": 64 * 1024 * 1024,
+        # Host names the HTTP side answers to (Host/Origin check against DNS rebinding and
+        # cross-site requests); empty: server.public_url's host, the bind address, localhost
+        "allowed_hosts": [],
+        "tls_cert": "",  # PEM certificate (chain): serve HTTPS instead of HTTP
+        "tls_key": "",
     },
     "mqtt": {
         "url": "",  # empty: embedded broker; mqtt://user:pass@host:port for an external one
@@ -65,10 +88,24 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "bridge_tick": 1.0,
         "bridge_timeout": 10.0,
         "bridge_max_backlog": 960,
+        # Lab shortcut: let the bridge post to loopback, link-local and private addresses.
+        "allow_private_targets": False,
     },
     "files": {
         "firmware_dir": "",  # default: <data_dir>/firmware
         "diagnostics_dir": "",  # default: <data_dir>/diagnostics
+        "diagnostics_max_bytes": 16 * 1024 * 1024,  # one upload
+        "diagnostics_max_bytes_per_station": 128 * 1024 * 1024,  # all of a station's files
+        "diagnostics_uploads_per_hour": 12,  # per station
+        "diagnostics_token_seconds": 3600,  # lifetime of a GetDiagnostics upload token
+    },
+    "auth": {
+        # an admin API token seeded at start (also PICOCHARGE_ADMIN_TOKEN); >= 32 characters
+        "admin_token": "",
+        "first_admin": "admin",  # account created (random password) on a first start
+        "session_hours": 12.0,  # dashboard session lifetime
+        "rate_limit_per_second": 50.0,  # REST requests per token/session (token bucket)
+        "rate_limit_burst": 200,
     },
 }
 
@@ -146,7 +183,8 @@ def load_config(
     """Build the effective configuration: defaults < TOML < environment < overrides.
 
     Environment variables are named ``PICOCHARGE_<SECTION>_<KEY>``, e.g.
-    ``PICOCHARGE_OCPP_PORT=9001``; ``PICOCHARGE_CONFIG`` names the TOML file.
+    ``PICOCHARGE_OCPP_PORT=9001``; ``PICOCHARGE_CONFIG`` names the TOML file;
+    ``PICOCHARGE_ADMIN_TOKEN`` is short for ``PICOCHARGE_AUTH_ADMIN_TOKEN``.
     """
     config = Config()
     environ = os.environ if environ is None else environ
@@ -159,6 +197,8 @@ def load_config(
             name = f"PICOCHARGE_{section.upper()}_{key.upper()}"
             if name in environ:
                 config.set(f"{section}.{key}", environ[name])
+    if environ.get("PICOCHARGE_ADMIN_TOKEN"):
+        config.set("auth.admin_token", environ["PICOCHARGE_ADMIN_TOKEN"])
     for dotted, value in (overrides or {}).items():
         config.set(dotted, value)
     return config

@@ -19,9 +19,12 @@ signature matches the manifest as it is now (``signature``).
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import re
+import secrets
 import shutil
+import threading
 import time
 from pathlib import Path
 
@@ -159,11 +162,79 @@ class FirmwareLibrary:
                       if p.is_dir() and (p / "manifest.json").is_file() and SAFE_NAME.match(p.name))
 
 
+class UploadRefused(Exception):
+    """An upload over a station's bounds; ``status`` is the HTTP status to answer."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+class UploadTokens:
+    """One-time tokens the server puts in a GetDiagnostics location, so that a station
+    that cannot send Basic auth on its upload can still prove the upload was asked for.
+    A token is bound to one charge point, expires, and is spent by a stored upload."""
+
+    MAX_PER_STATION = 4
+
+    def __init__(self, lifetime_seconds: float) -> None:
+        self.lifetime = lifetime_seconds
+        self._lock = threading.Lock()
+        self._tokens: dict[str, list[tuple[str, float]]] = {}  # cp_id → [(digest, expiry)]
+
+    @staticmethod
+    def _digest(token: str) -> str:
+        return hashlib.sha256(token.encode()).hexdigest()
+
+    def issue(self, cp_id: str, now: float | None = None) -> str:
+        now = time.time() if now is None else now
+        token = secrets.token_urlsafe(24)
+        with self._lock:
+            alive = [t for t in self._tokens.get(cp_id, []) if t[1] > now]
+            alive.append((self._digest(token), now + self.lifetime))
+            self._tokens[cp_id] = alive[-self.MAX_PER_STATION:]
+        return token
+
+    def take(self, cp_id: str, token: str, now: float | None = None) -> float | None:
+        """Claim a valid token (so two uploads cannot share it); its expiry, or None."""
+        now = time.time() if now is None else now
+        digest = self._digest(token)
+        with self._lock:
+            tokens = self._tokens.get(cp_id, [])
+            for entry in tokens:
+                if hmac.compare_digest(entry[0], digest) and entry[1] > now:
+                    tokens.remove(entry)
+                    if not tokens:
+                        self._tokens.pop(cp_id, None)
+                    return entry[1]
+        return None
+
+    def give_back(self, cp_id: str, token: str, expiry: float) -> None:
+        """Return a claimed token whose upload was not stored (the station may retry)."""
+        with self._lock:
+            self._tokens.setdefault(cp_id, []).append((self._digest(token), expiry))
+
+
 class DiagnosticsInbox:
     def __init__(self, root: Path, store: Store) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.store = store
+
+    def check_bounds(self, cp_id: str, files_config: dict, now: float | None = None) -> None:
+        """Raise UploadRefused when the station used up its uploads per hour or its space."""
+        now = time.time() if now is None else now
+        folder = self.root / cp_id if SAFE_NAME.match(cp_id) else None
+        if folder is None or not folder.is_dir():
+            return
+        stats = [p.stat() for p in folder.iterdir() if p.is_file()]
+        per_hour = files_config["diagnostics_uploads_per_hour"]
+        if per_hour > 0 and sum(1 for st in stats if now - st.st_mtime < 3600) >= per_hour:
+            raise UploadRefused(429, f"at most {per_hour} diagnostics uploads per hour")
+        space = files_config["diagnostics_max_bytes_per_station"]
+        if space > 0 and sum(st.st_size for st in stats) >= space:
+            raise UploadRefused(507, f"the station's diagnostics use their {space} bytes")
 
     def save(self, cp_id: str | None, filename: str, stream, max_bytes: int) -> dict:
         name = Path(filename or "diagnostics.bin").name
@@ -172,9 +243,17 @@ class DiagnosticsInbox:
         folder = self.root / (cp_id if cp_id and SAFE_NAME.match(cp_id) else "_unknown")
         folder.mkdir(parents=True, exist_ok=True)
         received_at = time.time()
-        target = folder / f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime(received_at))}_{name}"
+        stamp = time.strftime('%Y%m%dT%H%M%S', time.gmtime(received_at))
+        target, serial = folder / f"{stamp}_{name}", 1
+        while True:  # two uploads in one second must not overwrite each other
+            try:
+                handle = open(target, "xb")
+                break
+            except FileExistsError:
+                serial += 1
+                target = folder / f"{stamp}-{serial}_{name}"
         digest, size = hashlib.sha256(), 0
-        with open(target, "wb") as handle:
+        with handle:
             for chunk in iter(lambda: stream.read(65536), b""):
                 size += len(chunk)
                 if size > max_bytes:

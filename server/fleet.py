@@ -4,15 +4,14 @@ event with a timestamp."""
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import logging
-import secrets
 import threading
 import time
 from typing import Any
 
+from server.station_keys import KeyVerifier, check_key, hash_key, key_problem  # noqa: F401
 from server.store import Store
+from server.strangers import Strangers
 
 log = logging.getLogger(__name__)
 
@@ -21,32 +20,15 @@ REGISTRATION_STATES = ("Accepted", "Pending", "Rejected")
 LAST_SEEN_PERSIST_SECONDS = 60.0
 
 
-def hash_key(key: str) -> str:
-    """Salted SHA-256 of an AuthorizationKey. OCPP keys are 16–40 random bytes, so a fast
-    hash is adequate and keeps 10 000 reconnecting charge points cheap to verify."""
-    salt = secrets.token_hex(8)
-    return f"sha256${salt}${hashlib.sha256((salt + key).encode()).hexdigest()}"
-
-
-def check_key(key: str, stored: str | None) -> bool:
-    if not stored:
-        return False
-    try:
-        scheme, salt, digest = stored.split("$", 2)
-    except ValueError:
-        return False
-    if scheme != "sha256":
-        return False
-    return hmac.compare_digest(hashlib.sha256((salt + key).encode()).hexdigest(), digest)
-
-
 class Fleet:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, key_cache_entries: int = 20000) -> None:
         self.store = store
+        self.keys = KeyVerifier(key_cache_entries)
         self._lock = threading.RLock()
         self._records: dict[str, dict[str, Any]] = {}
         self._connectors: dict[tuple[str, int], dict[str, Any]] = {}
         self._persisted_seen: dict[str, float] = {}
+        self.strangers = Strangers()  # ids nobody registered: no record, just a short list
         for record in store.load_chargepoints():
             # Nobody is connected to a process that just started.
             record["ocpp_online"] = 0
@@ -93,20 +75,52 @@ class Fleet:
                  description: str | None = None, clear_auth_key: bool = False) -> dict[str, Any]:
         if registration not in REGISTRATION_STATES:
             raise ValueError(f"registration must be one of {', '.join(REGISTRATION_STATES)}")
+        digest = None
+        if auth_key is not None:
+            problem = key_problem(auth_key)
+            if problem:
+                raise ValueError(problem)
+            digest = self.keys.hash_for(cp_id, auth_key)  # the KDF runs outside the lock
         with self._lock:
             record = self.ensure(cp_id)
+            self.strangers.forget(cp_id)
             previous = record.get("registration")
             record["registration"] = registration
-            if auth_key is not None:
-                record["auth_key_hash"] = hash_key(auth_key)
+            if digest is not None:
+                record["auth_key_hash"] = digest
             elif clear_auth_key:
                 record["auth_key_hash"] = None
+                self.keys.forget(cp_id)
             if description is not None:
                 record["description"] = description
             self._persist(record)
             if previous != registration:
                 self.event(cp_id, "registration", previous=previous, registration=registration)
             return dict(record)
+
+    def set_auth_key(self, cp_id: str, auth_key: str) -> bool:
+        """Store a new AuthorizationKey (rotation); False if the charge point is gone."""
+        problem = key_problem(auth_key)
+        if problem:
+            raise ValueError(problem)
+        digest = self.keys.hash_for(cp_id, auth_key)
+        with self._lock:
+            record = self._records.get(cp_id)
+            if record is None:
+                return False
+            record["auth_key_hash"] = digest
+            self._persist(record)
+        self.event(cp_id, "auth_key_changed")
+        return True
+
+    def upgrade_key_hash(self, cp_id: str, old: str, new: str) -> None:
+        """Replace a legacy hash after a successful login, unless it changed meanwhile."""
+        with self._lock:
+            record = self._records.get(cp_id)
+            if record is None or record.get("auth_key_hash") != old:
+                return
+            record["auth_key_hash"] = new
+            self._persist(record)
 
     def update(self, cp_id: str, **fields: Any) -> None:
         with self._lock:
@@ -118,6 +132,7 @@ class Fleet:
         with self._lock:
             if self._records.pop(cp_id, None) is None:
                 return False
+            self.keys.forget(cp_id)
             for key in [k for k in self._connectors if k[0] == cp_id]:
                 del self._connectors[key]
             self.store.delete_chargepoint(cp_id)
@@ -137,7 +152,9 @@ class Fleet:
     def set_ocpp_online(self, cp_id: str, online: bool, reason: str, now: float | None = None) -> bool:
         now = now or time.time()
         with self._lock:
-            record = self.ensure(cp_id)
+            record = self._records.get(cp_id)
+            if record is None:  # a stranger: no record, no events
+                return False
             if bool(record.get("ocpp_online")) == online:
                 return False
             record["ocpp_online"] = int(online)
@@ -151,7 +168,10 @@ class Fleet:
                              now: float | None = None) -> bool:
         now = now or time.time()
         with self._lock:
-            record = self.ensure(cp_id)
+            record = self._records.get(cp_id)
+            if record is None:
+                self.strangers.note(cp_id, "mqtt")
+                return False
             if online:
                 record["telemetry_last_seen"] = now
             if bool(record.get("telemetry_online")) == online:
@@ -162,8 +182,8 @@ class Fleet:
                        reason=reason)
             return True
 
-    def set_connector_status(self, status: dict[str, Any]) -> bool:
-        """Store a StatusNotification; returns True when the status changed."""
+    def set_connector_status(self, status: dict[str, Any]):
+        """Store a StatusNotification; returns the store's future of its history row."""
         key = (status["cp_id"], status["connector_id"])
         with self._lock:
             current = self._connectors.get(key)
@@ -175,12 +195,12 @@ class Fleet:
                 "info": status.get("info"), "vendor_id": status.get("vendor_id"),
                 "vendor_error_code": status.get("vendor_error_code"),
                 "status_ts": status.get("ts"), "updated_at": status["received_at"]}
-        self.store.save_connector_status(status)
+        written = self.store.save_connector_status(status)
         if changed:
             self.event(status["cp_id"], "status", now=status["received_at"],
                        connector_id=status["connector_id"], status=status["status"],
                        error_code=status.get("error_code"))
-        return changed
+        return written
 
     def event(self, cp_id: str | None, kind: str, now: float | None = None, **detail: Any) -> None:
         ts = now or time.time()

@@ -15,13 +15,15 @@ import pytest
 
 from server.app import Application
 from server.config import load_config
+from tests.server.conftest import ADMIN_TOKEN
 
 
 def api(app, path, body=None, method=None):
     data = json.dumps(body).encode() if body is not None else None
     req = urllib.request.Request(f"http://127.0.0.1:{app.ports['http']}/api/v1{path}", data=data,
                                  method=method or ("POST" if data else "GET"),
-                                 headers={"Content-Type": "application/json"})
+                                 headers={"Content-Type": "application/json",
+                                          "Authorization": f"Bearer {ADMIN_TOKEN}"})
     try:
         with urllib.request.urlopen(req, timeout=10) as resp:
             return json.load(resp)
@@ -48,6 +50,7 @@ def central(tmp_path):
         "server.data_dir": str(tmp_path / "var"),
         "ocpp.host": "127.0.0.1", "ocpp.port": 0, "http.host": "127.0.0.1", "http.port": 0,
         "mqtt.embedded_port": 0, "ocpp.auto_register": True, "thingspeak.rate_limit": True,
+        "auth.admin_token": ADMIN_TOKEN,
     })
     app = Application(config).start()
     yield app
@@ -61,7 +64,9 @@ def test_firmware_board_charges_a_car_and_the_central_system_sees_it_live(
     board = board_factory({
         "cp_id": "PICO-E2E",
         "wifi": {"ssid": "workshop", "password": "secret"},
-        "ocpp": {"url": "ws://127.0.0.1:%d/ocpp" % central.ports["ocpp"]},
+        # auto_register: the first AuthorizationKey the board presents becomes its key
+        "ocpp": {"url": "ws://127.0.0.1:%d/ocpp" % central.ports["ocpp"],
+                 "password": "e2e-station-key-0001"},
         "mqtt": {"url": "mqtt://127.0.0.1:%d" % central.ports["mqtt"]},
         "intervals": {"telemetry_s": 2, "report_s": 2},
     })

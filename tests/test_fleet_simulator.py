@@ -11,6 +11,7 @@ import pytest
 
 from server.app import Application
 from server.config import load_config
+from tests.server.conftest import ADMIN_TOKEN
 from tools.sim import ID_TAGS
 
 ROOT = __import__("pathlib").Path(__file__).resolve().parent.parent
@@ -20,7 +21,8 @@ ROOT = __import__("pathlib").Path(__file__).resolve().parent.parent
 def central(tmp_path):
     config = load_config(None, environ={}, overrides={
         "server.data_dir": str(tmp_path / "var"), "ocpp.host": "127.0.0.1", "ocpp.port": 0,
-        "http.host": "127.0.0.1", "http.port": 0, "mqtt.embedded_port": 0, "ocpp.auto_register": True})
+        "http.host": "127.0.0.1", "http.port": 0, "mqtt.embedded_port": 0, "ocpp.auto_register": True,
+        "auth.admin_token": ADMIN_TOKEN})
     app = Application(config).start()
     for tag in ID_TAGS:
         app.store.save_id_tag({"id_tag": tag, "status": "Accepted"})
@@ -29,7 +31,9 @@ def central(tmp_path):
 
 
 def get(app, path):
-    with urllib.request.urlopen(f"http://127.0.0.1:{app.ports['http']}/api/v1{path}", timeout=10) as resp:
+    request = urllib.request.Request(f"http://127.0.0.1:{app.ports['http']}/api/v1{path}",
+                                     headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+    with urllib.request.urlopen(request, timeout=10) as resp:
         return json.load(resp)
 
 

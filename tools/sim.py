@@ -14,6 +14,11 @@ station of the worker, while too many processes fight over two cores; at 2 000 s
 with telemetry every 10 s on the embedded broker, one worker gave an OCPP p99 of about
 1 s, 8 workers of 250 98 ms, 20 workers of 100 936 ms.
 
+Each station presents an AuthorizationKey derived from its id and `--key-secret`
+(`station_key`), so a server with `ocpp.auto_register` stores it at the first
+BootNotification, and one where the stations were registered beforehand with the same
+keys (`station_key(cp_id, secret)`) admits them.
+
 `--runtime micropython --stations k` instead boots k separate MicroPython Unix-port
 boards (tools.board) for fidelity checks.
 
@@ -28,6 +33,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
+import hmac
 import json
 import math
 import os
@@ -68,7 +75,7 @@ def host_imports():
 
     import hostcompat  # noqa: F401
 
-    # The firmware calls gc.collect() to fight fragmentation in a 192 KiB heap; on CPython,
+    # The firmware calls gc.collect() to fight fragmentation in a Pico W's heap; on CPython,
     # with thousands of boards in one process, each call walks the whole process. CPython's
     # own collector keeps running; only the firmware's explicit calls become no-ops here.
     gc.collect = lambda generation=2: 0
@@ -285,7 +292,7 @@ class Fleet:
         cfg = {
             "cp_id": cp_id,
             "wifi": {"ssid": "sim", "password": "sim"},
-            "ocpp": {"url": opts.server,
+            "ocpp": {"url": opts.server, "password": station_key(cp_id, opts.key_secret),
                      "keys": {"HeartbeatInterval": opts.heartbeat,
                               "MeterValueSampleInterval": opts.meter_interval}},
             "intervals": {"sensors_s": max(5, opts.telemetry_interval), "telemetry_s": opts.telemetry_interval},
@@ -418,7 +425,7 @@ class Worker:
                 str(opts.telemetry_interval), "--heartbeat", str(opts.heartbeat), "--ramp-share",
                 str(ramp_share), "--flash-root", opts.flash_root, "--session-min", str(opts.session_min),
                 "--session-max", str(opts.session_max), "--idle-mean", str(opts.idle_mean),
-                "--arrival-spread", str(opts.arrival_spread)]
+                "--arrival-spread", str(opts.arrival_spread), "--key-secret", opts.key_secret]
         if opts.mqtt:
             args += ["--mqtt", opts.mqtt]
         self.proc = subprocess.Popen(args, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -575,7 +582,7 @@ def run_micropython_boards(opts):
             flash = root / cp_id
             flash.mkdir(parents=True, exist_ok=True)
             cfg = {"cp_id": cp_id, "wifi": {"ssid": "sim", "password": "sim"},
-                   "ocpp": {"url": opts.server,
+                   "ocpp": {"url": opts.server, "password": station_key(cp_id, opts.key_secret),
                             "keys": {"HeartbeatInterval": opts.heartbeat,
                                      "MeterValueSampleInterval": opts.meter_interval}},
                    "intervals": {"telemetry_s": opts.telemetry_interval}}
@@ -604,6 +611,11 @@ def run_micropython_boards(opts):
             board.close()
 
 
+def station_key(cp_id, secret):
+    """The simulated station's AuthorizationKey: 32 hex characters (OCPP: 16 to 40)."""
+    return hmac.new(secret.encode(), cp_id.encode(), hashlib.sha256).hexdigest()[:32]
+
+
 def parse(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--stations", type=int, default=10)
@@ -627,6 +639,8 @@ def parse(argv=None):
     p.add_argument("--idle-mean", type=float, default=120.0)
     p.add_argument("--arrival-spread", type=float, default=60.0)
     p.add_argument("--connect-timeout", type=float, default=120.0)
+    p.add_argument("--key-secret", default="picocharge-sim",
+                   help="secret the stations' AuthorizationKeys are derived from")
     # internal: worker processes
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--first-index", type=int, default=0, help=argparse.SUPPRESS)

@@ -273,7 +273,10 @@ class Firmware:
         `missing_ok`."""
         with open(self.flash.path(path), "wb") as fh:
             sink = HashSink(fh, limit)
-            resp = await httpc.get(url, sink=sink, timeout=60)
+            # https: the central system's TLS settings (ocpp.ca_file / ocpp.insecure)
+            resp = await httpc.get(url, sink=sink, timeout=60,
+                                   ssl_ctx=httpc.tls_context(self.cp.ocpp_conf, self.flash)
+                                   if url.startswith("https:") else None)
         if resp.status == 404 and missing_ok:
             self.flash.remove(path)
             return None
@@ -403,6 +406,7 @@ class Firmware:
             result = None
             for attempt in range(tries):
                 self.notify("Downloading")
+                held = await cp.hold_link(location)  # one TLS session at a time
                 try:
                     result = await self._download(location)
                     break
@@ -414,6 +418,9 @@ class Firmware:
                 except Exception as exc:
                     cp.log("firmware: download failed: %r" % (exc,))
                     self.clear("fw/stage")
+                finally:
+                    if held:
+                        cp.release_link()
                     if attempt < tries - 1:
                         await asyncio.sleep(interval)
             if result is None:

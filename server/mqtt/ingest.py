@@ -4,7 +4,11 @@ fatal), accounts per-station loss from ``seq``, and hands rows to the batching s
 
 A telemetry message is acknowledged to the broker (PUBACK) only once its row is committed,
 so a crash between receipt and commit makes the broker deliver it again to the persistent
-session instead of losing it; the ``seq`` accounting drops the redelivered duplicates."""
+session instead of losing it; the ``seq`` accounting drops the redelivered duplicates (a
+duplicate is acknowledged only once everything queued before it is committed). While the
+store cannot commit, rows are held by the store and nothing is acknowledged, so the
+broker's in-flight window bounds what waits in memory. An acknowledgement is sent only on
+the connection that received the message: after a reconnect the broker redelivers."""
 
 from __future__ import annotations
 
@@ -36,6 +40,10 @@ def parse_broker_url(url: str) -> dict:
             "password": unquote(parts.password) if parts.password else None, "tls": tls}
 
 
+def _refuse_constant(name: str):
+    raise ValueError(f"{name} is not a JSON number")
+
+
 class MqttIngest:
     def __init__(self, config, store: Store, fleet: Fleet, on_telemetry=None) -> None:
         self.config = config
@@ -50,6 +58,7 @@ class MqttIngest:
         self.ready = threading.Event()
         self.client: mqtt.Client | None = None
         self.broker: dict | None = None
+        self._generation = 0  # bumped on every (re)connect: message ids are per connection
 
     # Lifecycle ---------------------------------------------------------------
     def start(self, broker: dict, wait: float = 15.0) -> None:
@@ -85,6 +94,7 @@ class MqttIngest:
             log.error("MQTT connect refused: %s", reason_code)
             return
         self.counters["connects"] += 1
+        self._generation += 1
         client.subscribe([(f"{self.prefix}/+/telemetry", 1), (f"{self.prefix}/+/state", 1)])
 
     def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
@@ -98,10 +108,10 @@ class MqttIngest:
 
     # Messages -------------------------------------------------------------------
     def _on_message(self, client, userdata, message) -> None:
-        mid, qos = message.mid, message.qos
+        mid, qos, generation = message.mid, message.qos, self._generation
 
-        def acknowledge() -> None:
-            if qos > 0:
+        def acknowledge(_stored: bool = True) -> None:
+            if qos > 0 and generation == self._generation:
                 client.ack(mid, qos)
 
         try:
@@ -152,7 +162,7 @@ class MqttIngest:
             self._invalid(cp_id, "size", f"{len(payload)} bytes > {self.max_payload}")
             return False
         try:
-            data = json.loads(payload)
+            data = json.loads(payload, parse_constant=_refuse_constant)
         except ValueError as exc:
             self._invalid(cp_id, "json", str(exc))
             return False
@@ -167,11 +177,15 @@ class MqttIngest:
         if not stats.observe(data["seq"], data.get("up"), now):
             self.counters["duplicates"] += 1
             self.store.save_telemetry_stats(stats.as_row())
-            return False
+            if acknowledge is None:
+                return False
+            # the first copy may still be waiting for its commit: acknowledge after it
+            self.store.when_committed(acknowledge)
+            return True
         row = {"cp_id": cp_id, "ts": float(data["ts"]), "received_at": now, "seq": data["seq"]}
         for column in TELEMETRY_COLUMNS:
             row[column] = data.get(column)
-        self.store.add_telemetry(row, on_committed=acknowledge)
+        self.store.add_telemetry(row, on_settled=acknowledge)
         self.store.save_telemetry_stats(stats.as_row())
         self.counters["telemetry_accepted"] += 1
         self.fleet.set_telemetry_online(cp_id, True, "telemetry received", now)

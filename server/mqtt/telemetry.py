@@ -16,14 +16,15 @@ TELEMETRY_SCHEMA = {
     "type": "object",
     "required": ["ts", "seq"],
     "properties": {
-        "ts": {"type": "number", "minimum": 0},
-        "seq": {"type": "integer", "minimum": 0},
+        "ts": {"type": "number", "minimum": 0, "maximum": 4102444800},  # up to 2100
+        "seq": {"type": "integer", "minimum": 0, "maximum": 2**31 - 1},
         "t": _number, "rh": {"type": "number", "minimum": 0, "maximum": 100}, "tmcu": _number,
         "v": {"type": "number", "minimum": 0}, "a": _number, "w": _number, "wh": _number,
         "cp": {"type": "string", "enum": list("ABCDEF")},
         "st": {"type": "string", "enum": CHARGE_POINT_STATUSES},
         "lim": {"type": "number", "minimum": 0}, "rssi": _number,
-        "heap": {"type": "integer", "minimum": 0}, "up": {"type": "integer", "minimum": 0},
+        "heap": {"type": "integer", "minimum": 0, "maximum": 2**31 - 1},
+        "up": {"type": "integer", "minimum": 0, "maximum": 2**31 - 1},
     },
 }
 # the schema uses only keywords that mean the same in draft 7, which the fast check reads

@@ -10,8 +10,9 @@ import logging
 import time
 from collections import Counter
 
+from server.files import UploadTokens
 from server.fleet import Fleet
-from server.ocpp import schemas
+from server.ocpp import schemas, secure_operations
 from server.ocpp.connection import CallFailed, ChargePointConnection
 from server.ocpp.errors import OcppError
 from server.ocpp.transactions import TransactionBook
@@ -36,10 +37,12 @@ class CentralSystem:
         self.config = config
         self.store = store
         self.fleet = fleet
-        self.transactions = TransactionBook(store)
+        self.commit_timeout = float(config.store["commit_timeout"])
+        self.transactions = TransactionBook(store, fleet, self.commit_timeout)
         self.connections: dict[str, ChargePointConnection] = {}
         self.counters: Counter = Counter()
         self.loop: asyncio.AbstractEventLoop | None = None
+        self.upload_tokens = UploadTokens(config.files["diagnostics_token_seconds"])
         schemas.precompile()
 
     # Connections ---------------------------------------------------------------
@@ -53,7 +56,9 @@ class CentralSystem:
             self.fleet.event(conn.cp_id, "connection_replaced")
             asyncio.get_running_loop().create_task(
                 old.close(1000, "replaced by a newer connection"))
-        if not self.fleet.set_ocpp_online(conn.cp_id, True, "connected"):
+        if self.fleet.get(conn.cp_id) is None:
+            self.fleet.strangers.note(conn.cp_id, "ocpp", conn.address)
+        elif not self.fleet.set_ocpp_online(conn.cp_id, True, "connected"):
             self.fleet.touch(conn.cp_id, time.time())
 
     def detach(self, conn: ChargePointConnection) -> None:
@@ -88,6 +93,10 @@ class CentralSystem:
         except OcppError as exc:
             raise OperationError(400, f"invalid {action} request: {exc.description}",
                                  exc.code, exc.details) from None
+        try:
+            payload = secure_operations.prepare(self, cp_id, action, payload)
+        except ValueError as exc:
+            raise OperationError(400, f"invalid {action} request: {exc}") from None
         conn = self.connections.get(cp_id)
         if conn is None:
             if self.fleet.get(cp_id) is None:
@@ -112,6 +121,7 @@ class CentralSystem:
             raise OperationError(504, f"{action}: no answer within {timeout:g} s") from None
         self.fleet.event(cp_id, "operation", action=action, outcome="answered",
                          status=result.get("status"))
+        result = secure_operations.after(self, cp_id, action, payload, result)
         if action == "DataTransfer":
             self.store.add_data_transfer({
                 "ts": time.time(), "cp_id": cp_id, "direction": "out",
@@ -122,4 +132,4 @@ class CentralSystem:
     def stats(self) -> dict:
         counters = dict(self.counters)
         return {"connections": len(self.connections), "counters": counters,
-                "open_transactions": len(self.transactions.open_transactions())}
+                "open_transactions": self.transactions.open_count()}

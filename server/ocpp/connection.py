@@ -4,6 +4,7 @@ and central-system-initiated CALLs correlated with their answers."""
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import time
 import uuid
@@ -38,6 +39,7 @@ class CallFailed(Exception):
 
 class ChargePointConnection:
     __slots__ = ("cp_id", "ws", "central", "presented_password", "accepted", "heartbeat_interval",
+                 "address",
                  "last_seen", "silent", "replaced", "connected_at", "_tokens", "_tokens_at",
                  "_call_lock", "_pending_id", "_pending")
 
@@ -46,6 +48,8 @@ class ChargePointConnection:
         self.ws = ws
         self.central = central
         self.presented_password = presented_password
+        remote = getattr(ws, "remote_address", None)
+        self.address = remote[0] if remote else None
         record = central.fleet.get(cp_id) or {}
         # A known, accepted charge point may resume without a new BootNotification.
         self.accepted = record.get("registration") == "Accepted"
@@ -136,12 +140,17 @@ class ChargePointConnection:
             require_accepted(self, action)
             try:
                 response = handler(self, frame.payload)
+                if inspect.isawaitable(response):  # answers only once its writes committed
+                    response = await response
+            except OcppError:
+                raise
+            except Exception as exc:
+                log.exception("%s: %s failed", self.cp_id, action)
+                raise OcppError(INTERNAL_ERROR, f"internal error handling {action}") from exc
+            try:
                 schemas.validate(action, response, response=True)
             except OcppError as exc:
                 log.exception("%s: %s produced an invalid response", self.cp_id, action)
-                raise OcppError(INTERNAL_ERROR, f"internal error handling {action}") from exc
-            except Exception as exc:
-                log.exception("%s: %s failed", self.cp_id, action)
                 raise OcppError(INTERNAL_ERROR, f"internal error handling {action}") from exc
         except OcppError as exc:
             await self.send_error(frame.unique_id, exc.code, exc.description, exc.details)

@@ -1,6 +1,17 @@
 """The OCPP 1.6-J WebSocket endpoint: ``ws[s]://HOST:PORT/ocpp/<chargePointId>``,
-subprotocol ``ocpp1.6`` required, HTTP Basic auth (security profile 1) and TLS
-(profile 2) when a certificate is configured."""
+subprotocol ``ocpp1.6`` required.
+
+Who may connect (OCPP 1.6 security whitepaper profiles):
+- profile 1 (ws) and 2 (wss): HTTP Basic auth, username = chargePointId, password = the
+  charge point's AuthorizationKey, checked against its argon2id hash through the fleet's
+  verification cache (the KDF runs in a worker thread, never on the event loop);
+- profile 3 (wss with ``ocpp.tls_client_ca``): a client certificate signed by that CA whose
+  subject CN equals the chargePointId; no Basic auth needed.
+With ``ocpp.require_auth`` (the default) a charge point without a key or certificate is
+refused. Every refusal happens at the handshake and writes nothing to the store; the
+handshake rate and open connections per address, and the handshakes being verified at
+once, are bounded (429 / 503).
+"""
 
 from __future__ import annotations
 
@@ -14,9 +25,10 @@ from urllib.parse import unquote
 
 from websockets.asyncio.server import serve
 
-from server.fleet import check_key
+from server.ocpp.admission import HandshakeLimiter
 from server.ocpp.central import CentralSystem
 from server.ocpp.connection import ChargePointConnection
+from server.station_keys import hash_key, key_problem, needs_rehash
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +38,11 @@ MAX_ID_LENGTH = 48
 # Frames above max_message_bytes are answered with a CALLERROR; only frames beyond this
 # hard cap are refused by the WebSocket layer itself (close code 1009).
 HARD_FRAME_CAP = 4 * 1024 * 1024
+CHALLENGE = {"WWW-Authenticate": 'Basic realm="OCPP", charset="UTF-8"'}
+
+
+class _Busy(Exception):
+    """Too many handshakes are being verified at once."""
 
 
 def chargepoint_id_from_path(path: str) -> str | None:
@@ -49,32 +66,60 @@ def basic_credentials(header: str | None) -> tuple[str, str] | None:
     return (user, password) if sep else None
 
 
+def certificate_common_name(connection) -> str | None:
+    """The subject CN of the verified client certificate, or None without one."""
+    transport = getattr(connection, "transport", None)
+    certificate = transport.get_extra_info("peercert") if transport is not None else None
+    if not certificate:
+        return None
+    names = [value for rdn in certificate.get("subject", ()) for key, value in rdn
+             if key == "commonName"]
+    return names[-1] if names else None
+
+
 class OcppEndpoint:
     def __init__(self, central: CentralSystem) -> None:
         self.central = central
         self.config = central.config
+        self.limiter = HandshakeLimiter(self.config.ocpp)
         self.server = None
         self.port: int | None = None
         self.scheme = "ws"
 
     def _ssl_context(self) -> ssl.SSLContext | None:
-        cert, key = self.config.ocpp["tls_cert"], self.config.ocpp["tls_key"]
+        ocpp = self.config.ocpp
+        cert, key, client_ca = ocpp["tls_cert"], ocpp["tls_key"], ocpp["tls_client_ca"]
         if not cert:
+            if client_ca:
+                raise ValueError("ocpp.tls_client_ca (profile 3) needs ocpp.tls_cert and tls_key")
             return None
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.minimum_version = ssl.TLSVersion.TLSv1_2
         context.load_cert_chain(cert, key or None)
+        if client_ca:
+            context.load_verify_locations(cafile=client_ca)
+            context.verify_mode = (ssl.CERT_REQUIRED if ocpp["tls_client_cert_required"]
+                                   else ssl.CERT_OPTIONAL)
         return context
 
     def _refuse(self, connection, status: http.HTTPStatus, reason: str, **headers):
         self.central.counters["handshakes_refused"] += 1
+        self.central.counters[f"handshakes_refused.{status.value}"] += 1
         log.info("refused %s: %s", connection.remote_address, reason)
         response = connection.respond(status, reason + "\n")
         for name, value in headers.items():
             response.headers[name] = value
         return response
 
-    def process_request(self, connection, request):
+    async def process_request(self, connection, request):
+        address = connection.remote_address[0] if connection.remote_address else "?"
+        if not self.limiter.allow_handshake(address):
+            return self._refuse(connection, http.HTTPStatus.TOO_MANY_REQUESTS,
+                                "too many handshakes from this address", **{"Retry-After": "5"})
+        if not self.limiter.allow_connection(address):
+            return self._refuse(connection, http.HTTPStatus.TOO_MANY_REQUESTS,
+                                "too many connections from this address", **{"Retry-After": "30"})
+        self.limiter.track(address, connection)
         cp_id = chargepoint_id_from_path(request.path)
         if cp_id is None:
             return self._refuse(connection, http.HTTPStatus.NOT_FOUND,
@@ -84,22 +129,87 @@ class OcppEndpoint:
         if SUBPROTOCOL not in offered:
             return self._refuse(connection, http.HTTPStatus.BAD_REQUEST,
                                 f"subprotocol {SUBPROTOCOL} is required")
-        record = self.central.fleet.get(cp_id)
-        credentials = basic_credentials(request.headers.get("Authorization"))
-        stored = record.get("auth_key_hash") if record else None
-        challenge = {"WWW-Authenticate": 'Basic realm="OCPP", charset="UTF-8"'}
-        if stored:
-            if (credentials is None or credentials[0] != cp_id
-                    or not check_key(credentials[1], stored)):
-                return self._refuse(connection, http.HTTPStatus.UNAUTHORIZED,
-                                    "invalid or missing credentials", **challenge)
-        elif self.config.ocpp["require_auth"]:
-            return self._refuse(connection, http.HTTPStatus.UNAUTHORIZED,
-                                "charge point has no AuthorizationKey registered", **challenge)
-        elif credentials is not None and credentials[0] != cp_id:
-            return self._refuse(connection, http.HTTPStatus.UNAUTHORIZED,
-                                "Basic auth username must be the charge point id", **challenge)
+        try:
+            refusal = await self._authenticate(connection, request, cp_id)
+        except _Busy:
+            return self._refuse(connection, http.HTTPStatus.SERVICE_UNAVAILABLE,
+                                "too many handshakes in progress", **{"Retry-After": "5"})
+        if refusal is not None:
+            status, reason = refusal
+            extra = CHALLENGE if status == http.HTTPStatus.UNAUTHORIZED else {}
+            return self._refuse(connection, status, reason, **extra)
+        self.central.counters["handshakes_admitted"] += 1
         return None
+
+    async def _authenticate(self, connection, request, cp_id: str):
+        """None to admit, else (status, reason)."""
+        ocpp = self.config.ocpp
+        record = self.central.fleet.get(cp_id)
+        unregistered = record is None or record.get("registration") is None
+        common_name = certificate_common_name(connection)
+        if common_name is not None:  # profile 3: the certificate is the credential
+            if common_name != cp_id:
+                return (http.HTTPStatus.FORBIDDEN,
+                        "the client certificate belongs to another charge point")
+            if unregistered and ocpp["require_auth"] and not ocpp["auto_register"]:
+                return http.HTTPStatus.UNAUTHORIZED, "unknown charge point"
+            self.central.counters["handshakes_certificate"] += 1
+            return None
+        credentials = basic_credentials(request.headers.get("Authorization"))
+        if credentials is not None and credentials[0] != cp_id:
+            return http.HTTPStatus.UNAUTHORIZED, "Basic auth username must be the charge point id"
+        stored = record.get("auth_key_hash") if record else None
+        if stored:
+            if credentials is None:
+                return http.HTTPStatus.UNAUTHORIZED, "credentials required"
+            if not await self._verify(cp_id, credentials[1], stored):
+                return http.HTTPStatus.UNAUTHORIZED, "invalid credentials"
+            return None
+        if not ocpp["require_auth"]:
+            return None  # lab shortcut: keyless charge points are let in
+        if unregistered and ocpp["auto_register"] and credentials is not None:
+            problem = key_problem(credentials[1])
+            if problem:
+                return http.HTTPStatus.UNAUTHORIZED, problem
+            # The key is stored at BootNotification; hash it now, off the event loop.
+            await self._off_loop(self.central.fleet.keys.prehash, cp_id, credentials[1])
+            return None
+        if unregistered:
+            return http.HTTPStatus.UNAUTHORIZED, "unknown charge point"
+        return http.HTTPStatus.UNAUTHORIZED, "charge point has no AuthorizationKey registered"
+
+    async def _off_loop(self, func, *args):
+        if not self.limiter.begin_verification():
+            raise _Busy()
+        try:
+            return await asyncio.to_thread(func, *args)
+        finally:
+            self.limiter.end_verification()
+
+    async def _verify(self, cp_id: str, key: str, stored: str) -> bool:
+        keys = self.central.fleet.keys
+        if keys.cached(cp_id, key, stored):
+            return True
+        if not await self._off_loop(keys.verify, cp_id, key, stored):
+            return False
+        if needs_rehash(stored):  # e.g. a sha256$ hash of an older version
+            new = await self._off_loop(hash_key, key)
+            self.central.fleet.upgrade_key_hash(cp_id, stored, new)
+            keys.remember(cp_id, key, new)
+        return True
+
+    def warn_about_lab_shortcuts(self) -> None:
+        ocpp = self.config.ocpp
+        if not ocpp["require_auth"]:
+            log.warning("SECURITY: ocpp.require_auth is false: any client can connect as any "
+                        "charge point that has no AuthorizationKey. Lab use only.")
+        if ocpp["auto_register"]:
+            log.warning("SECURITY: ocpp.auto_register is true: any client that presents a "
+                        "16-40 character key becomes a registered charge point under the id it "
+                        "chooses. Lab use only.")
+        if self.scheme == "ws":
+            log.warning("OCPP endpoint without TLS (security profile 1): AuthorizationKeys cross "
+                        "the network in the clear; configure ocpp.tls_cert for profile 2/3.")
 
     async def handler(self, ws) -> None:
         cp_id = chargepoint_id_from_path(ws.request.path)
@@ -125,6 +235,7 @@ class OcppEndpoint:
             max_queue=16,
         )
         self.port = self.server.sockets[0].getsockname()[1]
+        self.warn_about_lab_shortcuts()
 
     async def stop(self) -> None:
         if self.server is not None:

@@ -1,7 +1,9 @@
 """Handlers for every charge-point-initiated OCPP 1.6 message, registered by decorator.
 
 A handler gets the connection (``conn.cp_id``, ``conn.central``) and the schema-valid
-payload and returns the response payload. Handlers never block: writes are queued.
+payload and returns the response payload, or is a coroutine that does. A handler whose
+answer says something was recorded (transactions, meter values, status, data transfer)
+awaits the store's commit first; the other writes are queued.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from server.ocpp.errors import SECURITY_ERROR, OcppError
+from server.ocpp.transactions import INT32_MAX, INT64_MAX, committed, require_int, require_store
 from server.timeutil import parse_time, to_iso
 
 Handler = Callable[[Any, dict], dict]
@@ -59,16 +62,25 @@ def id_tag_info(central, id_tag: str, now: float) -> dict:
 @handles("BootNotification")
 def boot_notification(conn, payload: dict) -> dict:
     central = conn.central
+    require_store(central.store)
     now = time.time()
     record = central.fleet.get(conn.cp_id) or {}
     registration = record.get("registration")
-    if registration is None:
-        if central.config.ocpp["auto_register"]:
-            central.fleet.register(conn.cp_id, "Accepted", auth_key=conn.presented_password)
-            registration = "Accepted"
-        else:
-            registration = central.config.ocpp["unknown_chargepoints"]
     interval = int(central.config.ocpp["heartbeat_interval"])
+    if registration is None:
+        if not central.config.ocpp["auto_register"]:
+            # Nobody registered this id: it gets no fleet record, only a line in the
+            # bounded list of strangers that operators see (and can register from).
+            registration = central.config.ocpp["unknown_chargepoints"]
+            central.fleet.strangers.note(
+                conn.cp_id, "ocpp", conn.address, answered=registration,
+                vendor=payload["chargePointVendor"][:20], model=payload["chargePointModel"][:20],
+                firmware=(payload.get("firmwareVersion") or "")[:50])
+            conn.accepted = False
+            return {"status": registration, "currentTime": to_iso(now, millis=True),
+                    "interval": interval}
+        central.fleet.register(conn.cp_id, "Accepted", auth_key=conn.presented_password)
+        registration = "Accepted"
     central.fleet.update(
         conn.cp_id,
         vendor=payload["chargePointVendor"], model=payload["chargePointModel"],
@@ -92,13 +104,17 @@ def heartbeat(conn, payload: dict) -> dict:
 
 
 @handles("StatusNotification")
-def status_notification(conn, payload: dict) -> dict:
+async def status_notification(conn, payload: dict) -> dict:
+    central = conn.central
+    require_store(central.store)
+    require_int(payload, "connectorId", 0, INT32_MAX)
     now = time.time()
-    conn.central.fleet.set_connector_status({
+    written = central.fleet.set_connector_status({
         "cp_id": conn.cp_id, "connector_id": payload["connectorId"], "status": payload["status"],
         "error_code": payload["errorCode"], "info": payload.get("info"),
         "vendor_id": payload.get("vendorId"), "vendor_error_code": payload.get("vendorErrorCode"),
         "ts": _time_or_now(payload.get("timestamp"), now), "received_at": now})
+    await committed(written, central.commit_timeout)
     return {}
 
 
@@ -108,11 +124,14 @@ def authorize(conn, payload: dict) -> dict:
 
 
 @handles("StartTransaction")
-def start_transaction(conn, payload: dict) -> dict:
+async def start_transaction(conn, payload: dict) -> dict:
     central = conn.central
+    require_int(payload, "connectorId", 0, INT32_MAX)
+    require_int(payload, "meterStart", -INT64_MAX, INT64_MAX)
+    require_int(payload, "reservationId", -INT64_MAX, INT64_MAX)
     now = time.time()
     info = id_tag_info(central, payload["idTag"], now)
-    tx_id, created = central.transactions.start(
+    tx_id, created = await central.transactions.start(
         conn.cp_id, payload["connectorId"], payload["idTag"], payload["meterStart"],
         payload["timestamp"], _time_or_now(payload["timestamp"], now),
         payload.get("reservationId"), info["status"])
@@ -139,41 +158,49 @@ def _meter_rows(conn, connector_id: int, transaction_id: int | None, meter_value
 
 
 @handles("StopTransaction")
-def stop_transaction(conn, payload: dict) -> dict:
+async def stop_transaction(conn, payload: dict) -> dict:
     central = conn.central
+    require_int(payload, "meterStop", -INT64_MAX, INT64_MAX)
     now = time.time()
     tx_id = payload["transactionId"]
-    known = central.transactions.stop(tx_id, {
+    rows = _meter_rows(conn, 0, tx_id, payload.get("transactionData", []), "StopTransaction", now)
+    outcome, row = await central.transactions.stop(conn.cp_id, tx_id, {
         "meter_stop": payload["meterStop"], "stop_ts": _time_or_now(payload["timestamp"], now),
-        "reason": payload.get("reason", "Local"), "id_tag": payload.get("idTag")})
-    connector_id = known["connector_id"] if known else 0
-    central.store.add_meter_values(_meter_rows(
-        conn, connector_id, tx_id, payload.get("transactionData", []), "StopTransaction", now))
-    central.fleet.event(conn.cp_id, "transaction_stopped", now=now, transaction_id=tx_id,
-                        known=bool(known), reason=payload.get("reason", "Local"),
-                        energy_wh=(payload["meterStop"] - known["meter_start"]) if known else None)
+        "reason": payload.get("reason", "Local"), "id_tag": payload.get("idTag")}, rows)
+    if outcome == "stopped":
+        central.fleet.event(conn.cp_id, "transaction_stopped", now=now, transaction_id=tx_id,
+                            reason=payload.get("reason", "Local"),
+                            energy_wh=payload["meterStop"] - row["meter_start"])
     if "idTag" in payload:
-        return {"idTagInfo": id_tag_info(central, payload["idTag"], now)}
+        if outcome in ("stopped", "repeated"):
+            return {"idTagInfo": id_tag_info(central, payload["idTag"], now)}
+        # OCPP answers every StopTransaction; an idTag for a stop we refused is not accepted.
+        return {"idTagInfo": {"status": "Invalid"}}
     return {}
 
 
 @handles("MeterValues")
-def meter_values(conn, payload: dict) -> dict:
+async def meter_values(conn, payload: dict) -> dict:
+    require_int(payload, "connectorId", 0, INT32_MAX)
     rows = _meter_rows(conn, payload["connectorId"], payload.get("transactionId"),
                        payload["meterValue"], "MeterValues", time.time())
-    conn.central.store.add_meter_values(rows)
-    conn.central.counters["meter_values_stored"] += len(rows)
+    outcome = await conn.central.transactions.meter_values(
+        conn.cp_id, payload.get("transactionId"), rows)
+    if outcome == "stored":
+        conn.central.counters["meter_values_stored"] += len(rows)
     return {}
 
 
 @handles("DataTransfer")
-def data_transfer(conn, payload: dict) -> dict:
+async def data_transfer(conn, payload: dict) -> dict:
     central = conn.central
-    central.store.add_data_transfer({
+    require_store(central.store)
+    written = central.store.add_data_transfer({
         "ts": time.time(), "cp_id": conn.cp_id, "direction": "in",
         "vendor_id": payload["vendorId"], "message_id": payload.get("messageId"),
         "data": payload.get("data") if isinstance(payload.get("data"), str)
         else json.dumps(payload.get("data"))})
+    await committed(written, central.commit_timeout)
     if payload["vendorId"] not in central.config.ocpp["data_transfer_vendors"]:
         return {"status": "UnknownVendorId"}
     return {"status": "Accepted"}
@@ -181,6 +208,7 @@ def data_transfer(conn, payload: dict) -> dict:
 
 @handles("FirmwareStatusNotification")
 def firmware_status_notification(conn, payload: dict) -> dict:
+    require_store(conn.central.store)
     conn.central.fleet.update(conn.cp_id, firmware_status=payload["status"])
     conn.central.fleet.event(conn.cp_id, "firmware_status", status=payload["status"])
     return {}
@@ -188,6 +216,7 @@ def firmware_status_notification(conn, payload: dict) -> dict:
 
 @handles("DiagnosticsStatusNotification")
 def diagnostics_status_notification(conn, payload: dict) -> dict:
+    require_store(conn.central.store)
     conn.central.fleet.update(conn.cp_id, diagnostics_status=payload["status"])
     conn.central.fleet.event(conn.cp_id, "diagnostics_status", status=payload["status"])
     return {}

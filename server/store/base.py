@@ -1,8 +1,12 @@
 """The storage interface every backend implements.
 
-Write methods are *accepted* immediately and persisted in batches by the backend; a
-write accepted before :meth:`Store.sync` returns is visible to reads afterwards and is
-never lost on :meth:`Store.close`. Reads return plain dicts.
+Write methods are *accepted* immediately, persisted in batches (group commit) by the
+backend, and return a ``concurrent.futures.Future`` settled once the write is committed
+(its result) or refused. A caller that answers "recorded" waits for that future first.
+A write accepted before :meth:`Store.sync` returns is visible to reads afterwards. While
+the database cannot commit, :meth:`Store.health` says why, futures of waiting callers
+fail with ``StoreUnavailable`` at once, and every accepted write is kept and retried.
+Reads return plain dicts.
 """
 
 from __future__ import annotations
@@ -22,6 +26,23 @@ class Store(ABC):
     @abstractmethod
     def close(self) -> None:
         """Flush every accepted write, then release resources."""
+
+    @abstractmethod
+    def when_committed(self, callback) -> None:
+        """Run `callback(True)` once every write accepted before this call is committed."""
+
+    @abstractmethod
+    def health(self) -> Row:
+        """``{"ok": True}``, or ``{"ok": False, "reason": ...}`` while writes cannot commit."""
+
+    @property
+    @abstractmethod
+    def failure(self) -> str | None:
+        """Why the store cannot commit right now, None when it can."""
+
+    @abstractmethod
+    def backup(self, target) -> Row:
+        """A consistent copy of the whole store at `target`, taken while it runs."""
 
     @abstractmethod
     def stats(self) -> Row:
@@ -76,17 +97,18 @@ class Store(ABC):
 
     # Transactions and meter values -------------------------------------------
     @abstractmethod
-    def max_transaction_id(self) -> int: ...
+    def start_transaction(self, tx: Row):
+        """Future of (transactionId, created): ids come from a durable sequence and are never
+        reused; the same start (cp, connector, idTag, meterStart, timestamp) maps to the
+        same id."""
 
     @abstractmethod
-    def transaction_start_keys(self, since: float) -> list[Row]:
-        """Start keys (cp, connector, idTag, meterStart, timestamp) → id, for dedup."""
+    def stop_transaction(self, cp_id: str, tx_id: int, stop: Row, meter_rows: list[Row] = ()):
+        """Future of (outcome, row): stopped / repeated / closed / foreign / unknown; only
+        ``stopped`` changes anything."""
 
     @abstractmethod
-    def start_transaction(self, tx: Row) -> None: ...
-
-    @abstractmethod
-    def stop_transaction(self, tx_id: int, stop: Row) -> None: ...
+    def open_transaction_count(self) -> int: ...
 
     @abstractmethod
     def get_transaction(self, tx_id: int) -> Row | None: ...
@@ -97,7 +119,10 @@ class Store(ABC):
                           until: float | None = None, limit: int = 500) -> list[Row]: ...
 
     @abstractmethod
-    def add_meter_values(self, rows: list[Row]) -> None: ...
+    def add_meter_values(self, rows: list[Row], cp_id: str | None = None,
+                         transaction_id: int | None = None):
+        """Future of stored / foreign / unknown (nothing stored unless `cp_id` owns the
+        transaction)."""
 
     @abstractmethod
     def list_meter_values(self, cp_id: str | None = None, transaction_id: int | None = None,
@@ -106,8 +131,9 @@ class Store(ABC):
 
     # Telemetry --------------------------------------------------------------
     @abstractmethod
-    def add_telemetry(self, row: Row, on_committed=None) -> None:
-        """Queue a telemetry row; `on_committed()` runs once it is durably stored."""
+    def add_telemetry(self, row: Row, on_settled=None):
+        """Queue a telemetry row; `on_settled(stored)` runs once it is committed (True) or
+        refused for good (False)."""
 
     @abstractmethod
     def list_telemetry(self, cp_id: str, since: float | None = None,
@@ -151,3 +177,44 @@ class Store(ABC):
 
     @abstractmethod
     def list_diagnostics_files(self, cp_id: str | None = None) -> list[Row]: ...
+
+    # Operator accounts, API tokens, dashboard sessions (schema version 3) -------
+    @abstractmethod
+    def save_operator_user(self, user: Row) -> None:
+        """Insert or update (username, role, password_hash, created_at, updated_at)."""
+
+    @abstractmethod
+    def delete_operator_user(self, username: str) -> None:
+        """Remove the account and every session it holds."""
+
+    @abstractmethod
+    def get_operator_user(self, username: str) -> Row | None: ...
+
+    @abstractmethod
+    def list_operator_users(self) -> list[Row]: ...
+
+    @abstractmethod
+    def save_api_token(self, token: Row) -> None: ...
+
+    @abstractmethod
+    def revoke_api_token(self, token_id: str, revoked_at: float) -> None: ...
+
+    @abstractmethod
+    def find_api_token(self, token_hash: str) -> Row | None:
+        """The unrevoked token with this SHA-256, or None."""
+
+    @abstractmethod
+    def list_api_tokens(self) -> list[Row]: ...
+
+    @abstractmethod
+    def save_operator_session(self, session: Row) -> None: ...
+
+    @abstractmethod
+    def delete_operator_sessions(self, id_hash: str | None = None,
+                                 username: str | None = None,
+                                 expired_before: float | None = None) -> None:
+        """Delete one session, all of a user's, or all expired before a time."""
+
+    @abstractmethod
+    def find_operator_session(self, id_hash: str, now: float) -> Row | None:
+        """The unexpired session joined with its account's role, or None."""

@@ -114,4 +114,52 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         );
         """,
     ),
+    (
+        2,
+        "durable transaction id sequence; server receive times for retention",
+        """
+        CREATE TABLE sequences (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+        INSERT INTO sequences (name, value)
+            SELECT 'transaction', COALESCE(MAX(id), 0) FROM transactions;
+        ALTER TABLE meter_values ADD COLUMN received_at REAL;
+        UPDATE meter_values SET received_at = ts;
+        CREATE INDEX ix_meter_values_received ON meter_values (received_at);
+        ALTER TABLE ts_feeds ADD COLUMN received_at REAL;
+        UPDATE ts_feeds SET received_at = created_at;
+        CREATE INDEX ix_ts_feeds_received ON ts_feeds (received_at);
+        CREATE INDEX ix_data_transfers_ts ON data_transfers (ts);
+        CREATE INDEX ix_telemetry_received ON telemetry (received_at);
+        CREATE INDEX ix_status_history_received ON status_history (received_at);
+        CREATE INDEX ix_diagnostics_received ON diagnostics_files (received_at)
+        """,
+    ),
+    (
+        3,
+        "operator accounts, API tokens and dashboard sessions",
+        """
+        CREATE TABLE operator_users (
+            username TEXT PRIMARY KEY,
+            role TEXT NOT NULL,             -- viewer / operator / admin
+            password_hash TEXT NOT NULL,    -- argon2id (PHC string)
+            created_at REAL NOT NULL, updated_at REAL NOT NULL
+        );
+        CREATE TABLE api_tokens (
+            id TEXT PRIMARY KEY,            -- public handle for listing and revoking
+            name TEXT NOT NULL,
+            role TEXT NOT NULL,
+            token_hash TEXT NOT NULL UNIQUE,  -- SHA-256 of the 256-bit random token
+            created_by TEXT,
+            created_at REAL NOT NULL,
+            revoked_at REAL
+        );
+        CREATE TABLE operator_sessions (
+            id_hash TEXT PRIMARY KEY,       -- SHA-256 of the cookie value
+            username TEXT NOT NULL,
+            csrf_token TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            expires_at REAL NOT NULL
+        );
+        CREATE INDEX ix_operator_sessions_user ON operator_sessions (username)
+        """,
+    ),
 ]

@@ -1,45 +1,44 @@
 """SQLite (WAL) implementation of :class:`Store`.
 
-All writes go through one writer thread that drains a queue and commits many writes
-per transaction, so no caller ever waits for a commit on its hot path. Reads use one
-connection per reading thread (WAL lets them run alongside the writer).
+All writes go through one writer thread (:mod:`server.store.writer`) that commits
+everything queued since its last commit in one transaction (group commit) and settles
+each write afterwards, so a caller that must answer "recorded" waits a few milliseconds
+and never answers before the commit. Reads use one connection per reading thread (WAL
+lets them run alongside the writer). Commits are fsynced (``synchronous=FULL``) unless
+the configuration trades that for speed.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import queue
 import sqlite3
 import threading
 import time
-from collections import Counter
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
 from server.store.base import Row, Store
 from server.store.migrations import MIGRATIONS
+from server.store.writer import Write, Writer
 
 log = logging.getLogger(__name__)
 
 TELEMETRY_COLUMNS = ("t", "rh", "tmcu", "v", "a", "w", "wh", "cp", "st", "lim", "rssi", "heap", "up")
 FEED_FIELDS = tuple(f"field{n}" for n in range(1, 9))
-_STOP = object()
-_LATEST = object()  # wakes the writer: snapshots are waiting in _latest
+SYNCHRONOUS_MODES = ("FULL", "NORMAL", "EXTRA")
 
 
-class _Barrier:
-    __slots__ = ("event",)
-
-    def __init__(self) -> None:
-        self.event = threading.Event()
+class StoreCorrupt(Exception):
+    """The database file is damaged or not a PicoCharge database."""
 
 
-def _connect(path: Path) -> sqlite3.Connection:
+def _connect(path: Path, synchronous: str = "FULL") -> sqlite3.Connection:
     conn = sqlite3.connect(path, timeout=30, check_same_thread=False, isolation_level=None)
     conn.row_factory = sqlite3.Row
     conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute(f"PRAGMA synchronous={synchronous}")
     conn.execute("PRAGMA foreign_keys=ON")
     return conn
 
@@ -71,155 +70,129 @@ def apply_migrations(conn: sqlite3.Connection) -> int:
     return current
 
 
+def _open_checked(path: Path, synchronous: str) -> tuple[sqlite3.Connection, int]:
+    """Open the database, check it is intact, migrate it; a damaged file is reported with
+    what to do instead of failing somewhere later."""
+    try:
+        conn = _connect(path, synchronous)
+        verdict = conn.execute("PRAGMA quick_check").fetchone()[0]
+        if verdict != "ok":
+            conn.close()
+            raise StoreCorrupt(verdict)
+        return conn, apply_migrations(conn)
+    except sqlite3.DatabaseError as exc:
+        if isinstance(exc, sqlite3.OperationalError) and "corrupt" not in str(exc).lower():
+            raise
+        raise StoreCorrupt(str(exc)) from exc
+
+
+def backup_database(source_path: str | Path, target: str | Path) -> Row:
+    """A consistent online copy (SQLite's backup API), safe while a server keeps writing
+    to the database; written beside the target and renamed into place once checked."""
+    source_path, target = Path(source_path), Path(target)
+    if not source_path.exists():
+        raise FileNotFoundError(f"no database at {source_path}")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(target.name + ".partial")
+    partial.unlink(missing_ok=True)
+    source = sqlite3.connect(source_path, timeout=30)
+    try:
+        dest = sqlite3.connect(partial)
+        try:
+            source.backup(dest, pages=1024)
+            verdict = dest.execute("PRAGMA quick_check").fetchone()[0]
+            if verdict != "ok":
+                raise StoreCorrupt(f"the copy does not check out: {verdict}")
+            version = dest.execute("SELECT MAX(version) FROM schema_version").fetchone()[0]
+        finally:
+            dest.close()
+    finally:
+        source.close()
+    partial.replace(target)
+    return {"path": str(target), "bytes": target.stat().st_size, "schema_version": version}
+
+
+def _run_sql(sql: str, params: Any, many: bool):
+    if many:
+        return lambda conn: conn.executemany(sql, params).rowcount
+    return lambda conn: conn.execute(sql, params).rowcount
+
+
 class SQLiteStore(Store):
     def __init__(self, path: str | Path, batch_max: int = 2000,
                  retention_days: dict[str, float] | None = None,
-                 retention_check_seconds: float = 3600) -> None:
+                 retention_check_seconds: float = 3600, synchronous: str = "FULL",
+                 close_timeout: float = 10.0) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        synchronous = synchronous.upper()
+        if synchronous not in SYNCHRONOUS_MODES:
+            raise ValueError(f"store.synchronous must be one of {', '.join(SYNCHRONOUS_MODES)}")
+        self.synchronous = synchronous
         self.batch_max = batch_max
         self.retention_days = retention_days or {}
         self.retention_check_seconds = retention_check_seconds
-        self._write_conn = _connect(self.path)
-        self.schema_version = apply_migrations(self._write_conn)
+        self.close_timeout = close_timeout
+        try:
+            self._write_conn, self.schema_version = _open_checked(self.path, synchronous)
+        except StoreCorrupt as exc:
+            raise StoreCorrupt(
+                f"the database {self.path} is damaged ({exc}). Stop the server, keep a copy "
+                f"of the file, then either restore your latest backup (python -m server "
+                f"backup makes one) to that path, or try `sqlite3 {self.path} .recover | "
+                f"sqlite3 recovered.db` and point store.path at the result") from exc
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
-        self._queue: queue.SimpleQueue = queue.SimpleQueue()
-        # snapshot rows (one per key, only the newest matters): written with the next
-        # batch instead of one queued write per update
-        self._latest: dict = {}
-        self._latest_lock = threading.Lock()
-        self._accepted: Counter = Counter()
-        self._committed: Counter = Counter()
-        self._batches = 0
-        self._failed = 0
         self._closed = False
-        self._writer = threading.Thread(target=self._write_loop, name="store-writer", daemon=True)
-        self._writer.start()
+        self._writer = Writer(self._write_conn, batch_max,
+                              idle_work=lambda: self._purge_in_writer(time.time()),
+                              idle_every=retention_check_seconds)
 
     # Writer ------------------------------------------------------------------
     def _submit(self, kind: str, sql: str, params: Any = (), many: bool = False,
-                on_committed=None) -> None:
-        if self._closed:
-            raise RuntimeError("store is closed")
-        self._accepted[kind] += len(params) if many else 1
-        self._queue.put((kind, sql, params, many, on_committed))
+                on_settled=None, fail_fast: bool = False) -> Future:
+        return self._writer.submit(Write(kind, _run_sql(sql, params, many),
+                                         len(params) if many else 1, on_settled, fail_fast))
+
+    def _submit_op(self, kind: str, run, count: int = 1) -> Future:
+        """A write whose caller waits for its result before answering."""
+        return self._writer.submit(Write(kind, run, count, fail_fast=True))
 
     def _submit_latest(self, kind: str, key: Any, sql: str, params: Any) -> None:
-        if self._closed:
-            raise RuntimeError("store is closed")
-        self._accepted[kind] += 1
-        with self._latest_lock:
-            wake = not self._latest
-            replaced = (kind, key) in self._latest
-            self._latest[(kind, key)] = (sql, params)
-        if replaced:
-            self._committed[kind] += 1  # superseded by a newer snapshot of the same key
-        if wake:
-            self._queue.put(_LATEST)
+        self._writer.submit_latest((kind, key), Write(kind, _run_sql(sql, params, False)))
 
-    def _take_latest(self) -> list:
-        with self._latest_lock:
-            items, self._latest = self._latest, {}
-        return [(kind, sql, params, False, None) for (kind, _key), (sql, params) in items.items()]
+    def when_committed(self, callback) -> None:
+        """Run `callback(True)` once every write accepted before this call is committed."""
+        self._writer.submit(Write("barrier", lambda conn: None, 0, on_settled=callback))
 
-    def _write_loop(self) -> None:
-        next_retention = time.monotonic() + self.retention_check_seconds
-        while True:
-            try:
-                item = self._queue.get(timeout=1.0)
-            except queue.Empty:
-                item = None
-            batch, barriers, stop = [], [], False
-            while item is not None:
-                if item is _STOP:
-                    stop = True
-                elif item is _LATEST:
-                    pass  # taken below, with the batch
-                elif isinstance(item, _Barrier):
-                    barriers.append(item)
-                else:
-                    batch.append(item)
-                if len(batch) >= self.batch_max:
-                    break
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    item = None
-            batch.extend(self._take_latest())
-            if batch:
-                self._commit_batch(batch)
-            for barrier in barriers:
-                barrier.event.set()
-            if time.monotonic() >= next_retention:
-                next_retention = time.monotonic() + self.retention_check_seconds
-                try:
-                    self.purge_expired(time.time())
-                except sqlite3.Error:
-                    log.exception("retention purge failed")
-            if stop and self._queue.empty():
-                return
+    @property
+    def failure(self) -> str | None:
+        return self._writer.failure
 
-    def _commit_batch(self, batch: list) -> None:
-        conn = self._write_conn
-        try:
-            conn.execute("BEGIN")
-            for _kind, sql, params, many, _done in batch:
-                if many:
-                    conn.executemany(sql, params)
-                else:
-                    conn.execute(sql, params)
-            conn.execute("COMMIT")
-        except sqlite3.Error:
-            conn.execute("ROLLBACK")
-            log.exception("batch of %d writes failed; retrying one by one", len(batch))
-            for item in batch:
-                self._commit_one(item)
-            return
-        self._batches += 1
-        for kind, _sql, params, many, done in batch:
-            self._committed[kind] += len(params) if many else 1
-            self._notify(done)
-
-    @staticmethod
-    def _notify(done) -> None:
-        if done is None:
-            return
-        try:
-            done()
-        except Exception:  # a failing acknowledgement must not stop the writer
-            log.exception("commit callback failed")
-
-    def _commit_one(self, item) -> None:
-        kind, sql, params, many, done = item
-        try:
-            with self._write_conn:
-                if many:
-                    self._write_conn.executemany(sql, params)
-                else:
-                    self._write_conn.execute(sql, params)
-            self._committed[kind] += len(params) if many else 1
-        except sqlite3.Error:
-            self._failed += 1
-            log.exception("write %s failed: %s %r", kind, sql, params)
-            return  # not acknowledged: an MQTT sender's broker will deliver it again
-        self._notify(done)
+    def health(self) -> Row:
+        writer = self._writer
+        if writer.failure is None:
+            return {"ok": True}
+        return {"ok": False, "reason": f"store cannot commit: {writer.failure}",
+                "failing_for_s": round(time.monotonic() - writer.failing_since, 1),
+                "held_writes": writer.queue_depth}
 
     def sync(self, timeout: float = 10.0) -> None:
         if self._closed:
             return
-        barrier = _Barrier()
-        self._queue.put(barrier)
-        if not barrier.event.wait(timeout):
-            raise TimeoutError("store writer did not catch up")
+        self._writer.barrier(timeout)
 
     def close(self) -> None:
         if self._closed:
             return
         self._closed = True
-        self._queue.put(_STOP)
-        self._writer.join()
+        unwritten = self._writer.close(self.close_timeout)
+        self.unwritten = dict(unwritten)
+        if unwritten:
+            log.error("store closed with %d accepted writes NOT committed (%s): %s",
+                      sum(unwritten.values()), self._writer.failure,
+                      ", ".join(f"{k} {n}" for k, n in sorted(unwritten.items())))
         self._write_conn.close()
         with self._readers_lock:
             for conn in self._readers:
@@ -227,28 +200,68 @@ class SQLiteStore(Store):
             self._readers.clear()
 
     def stats(self) -> Row:
+        writer = self._writer
         return {
-            "accepted": dict(self._accepted),
-            "committed": dict(self._committed),
-            "batches": self._batches,
-            "failed_writes": self._failed,
-            "queue_depth": self._queue.qsize(),
+            "accepted": dict(writer.accepted),
+            "committed": dict(writer.committed),
+            "rejected_writes": dict(writer.rejected),
+            "batches": writer.batches,
+            "queue_depth": writer.queue_depth,
+            "failure": writer.failure,
+            "synchronous": self.synchronous,
             "schema_version": self.schema_version,
             "path": str(self.path),
         }
 
-    def purge_expired(self, now: float) -> Row:
-        deleted = {}
-        for table, column in (("telemetry", "ts"), ("meter_values", "ts"),
-                              ("status_history", "received_at"), ("events", "ts")):
+    # Retention, by the server's own receive time (never a time a station claims).
+    RETENTION = (("telemetry", "received_at"), ("meter_values", "received_at"),
+                 ("status_history", "received_at"), ("events", "ts"),
+                 ("data_transfers", "ts"), ("ts_feeds", "received_at"),
+                 ("diagnostics_files", "received_at"))
+
+    def _purge(self, conn: sqlite3.Connection, now: float) -> tuple[Row, list[str]]:
+        deleted: Row = {}
+        files: list[str] = []
+        for table, column in self.RETENTION:
             days = self.retention_days.get(table)
             if not days or days <= 0:
                 continue
-            with self._write_conn:
-                cur = self._write_conn.execute(
-                    f"DELETE FROM {table} WHERE {column} < ?", (now - days * 86400,))
-            deleted[table] = cur.rowcount
+            cutoff = now - days * 86400
+            if table == "diagnostics_files":
+                files += [r[0] for r in conn.execute(
+                    "SELECT path FROM diagnostics_files WHERE received_at < ?", (cutoff,))]
+            deleted[table] = conn.execute(
+                f"DELETE FROM {table} WHERE {column} < ?", (cutoff,)).rowcount
+        return deleted, files
+
+    @staticmethod
+    def _remove_files(paths: list[str]) -> None:
+        for path in paths:
+            try:
+                Path(path).unlink(missing_ok=True)
+            except OSError as exc:
+                log.warning("retention: could not remove %s: %s", path, exc)
+
+    def _purge_in_writer(self, now: float) -> None:
+        conn = self._write_conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            deleted, files = self._purge(conn, now)
+            conn.execute("COMMIT")
+        except Exception:
+            conn.execute("ROLLBACK")
+            raise
+        self._remove_files(files)
+        if any(deleted.values()):
+            log.info("retention removed %s", deleted)
+
+    def purge_expired(self, now: float) -> Row:
+        deleted, files = self._submit_op("retention", lambda conn: self._purge(conn, now)).result(60)
+        self._remove_files(files)
         return deleted
+
+    def backup(self, target: str | Path) -> Row:
+        return backup_database(self.path, target)
 
     # Reads -------------------------------------------------------------------
     def _reader(self) -> sqlite3.Connection:
@@ -274,20 +287,20 @@ class SQLiteStore(Store):
                    "last_seen", "ocpp_online", "telemetry_online", "telemetry_last_seen",
                    "firmware_status", "diagnostics_status", "created_at")
 
-    def save_chargepoint(self, record: Row) -> None:
+    def save_chargepoint(self, record: Row) -> Future:
         cols = self._CP_COLUMNS
         sql = (f"INSERT INTO chargepoints ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))}) "
                f"ON CONFLICT(id) DO UPDATE SET "
                + ", ".join(f"{c}=excluded.{c}" for c in cols if c != "id"))
-        self._submit("chargepoint", sql, tuple(record.get(c) for c in cols))
+        return self._submit("chargepoint", sql, tuple(record.get(c) for c in cols))
 
-    def delete_chargepoint(self, cp_id: str) -> None:
-        self._submit("chargepoint", "DELETE FROM chargepoints WHERE id = ?", (cp_id,))
+    def delete_chargepoint(self, cp_id: str) -> Future:
+        return self._submit("chargepoint", "DELETE FROM chargepoints WHERE id = ?", (cp_id,))
 
     def load_chargepoints(self) -> list[Row]:
         return self._all("SELECT * FROM chargepoints ORDER BY id")
 
-    def save_connector_status(self, status: Row) -> None:
+    def save_connector_status(self, status: Row) -> Future:
         params = (status["cp_id"], status["connector_id"], status["status"], status.get("error_code"),
                   status.get("info"), status.get("vendor_id"), status.get("vendor_error_code"),
                   status.get("ts"), status["received_at"])
@@ -299,10 +312,11 @@ class SQLiteStore(Store):
             "error_code=excluded.error_code, info=excluded.info, vendor_id=excluded.vendor_id, "
             "vendor_error_code=excluded.vendor_error_code, status_ts=excluded.status_ts, "
             "updated_at=excluded.updated_at", params)
-        self._submit(
+        return self._submit(
             "status_history",
             "INSERT INTO status_history (cp_id, connector_id, status, error_code, info, vendor_id, "
-            "vendor_error_code, ts, received_at) VALUES (?,?,?,?,?,?,?,?,?)", params)
+            "vendor_error_code, ts, received_at) VALUES (?,?,?,?,?,?,?,?,?)", params,
+            fail_fast=True)
 
     def load_connectors(self, cp_id: str | None = None) -> list[Row]:
         if cp_id is None:
@@ -314,8 +328,8 @@ class SQLiteStore(Store):
             "SELECT * FROM status_history WHERE cp_id = ? AND received_at >= ? "
             "ORDER BY received_at DESC, id DESC LIMIT ?", (cp_id, since or 0, limit))
 
-    def add_event(self, ts: float, cp_id: str | None, kind: str, detail: Row | None) -> None:
-        self._submit("event", "INSERT INTO events (ts, cp_id, kind, detail) VALUES (?,?,?,?)",
+    def add_event(self, ts: float, cp_id: str | None, kind: str, detail: Row | None) -> Future:
+        return self._submit("event", "INSERT INTO events (ts, cp_id, kind, detail) VALUES (?,?,?,?)",
                      (ts, cp_id, kind, json.dumps(detail) if detail else None))
 
     def list_events(self, cp_id=None, kind=None, since=None, limit=100) -> list[Row]:
@@ -332,16 +346,16 @@ class SQLiteStore(Store):
             row["detail"] = json.loads(row["detail"]) if row["detail"] else {}
         return rows
 
-    def add_data_transfer(self, row: Row) -> None:
-        self._submit("data_transfer",
-                     "INSERT INTO data_transfers (ts, cp_id, direction, vendor_id, message_id, data) "
-                     "VALUES (?,?,?,?,?,?)",
-                     (row["ts"], row["cp_id"], row["direction"], row["vendor_id"],
-                      row.get("message_id"), row.get("data")))
+    def add_data_transfer(self, row: Row) -> Future:
+        return self._submit("data_transfer",
+                            "INSERT INTO data_transfers (ts, cp_id, direction, vendor_id, "
+                            "message_id, data) VALUES (?,?,?,?,?,?)",
+                            (row["ts"], row["cp_id"], row["direction"], row["vendor_id"],
+                             row.get("message_id"), row.get("data")), fail_fast=True)
 
     # Authorization ---------------------------------------------------------
-    def save_id_tag(self, tag: Row) -> None:
-        self._submit(
+    def save_id_tag(self, tag: Row) -> Future:
+        return self._submit(
             "id_tag",
             "INSERT INTO id_tags (id_tag, status, expiry, parent_id_tag, note, created_at) "
             "VALUES (?,?,?,?,?,?) ON CONFLICT(id_tag) DO UPDATE SET status=excluded.status, "
@@ -349,8 +363,8 @@ class SQLiteStore(Store):
             (tag["id_tag"], tag.get("status", "Accepted"), tag.get("expiry"),
              tag.get("parent_id_tag"), tag.get("note"), tag.get("created_at") or time.time()))
 
-    def delete_id_tag(self, id_tag: str) -> None:
-        self._submit("id_tag", "DELETE FROM id_tags WHERE id_tag = ?", (id_tag,))
+    def delete_id_tag(self, id_tag: str) -> Future:
+        return self._submit("id_tag", "DELETE FROM id_tags WHERE id_tag = ?", (id_tag,))
 
     def get_id_tag(self, id_tag: str) -> Row | None:
         return self._one("SELECT * FROM id_tags WHERE id_tag = ?", (id_tag,))
@@ -359,28 +373,63 @@ class SQLiteStore(Store):
         return self._all("SELECT * FROM id_tags ORDER BY id_tag")
 
     # Transactions ------------------------------------------------------------
-    def max_transaction_id(self) -> int:
-        return self._reader().execute("SELECT COALESCE(MAX(id), 0) FROM transactions").fetchone()[0]
+    # A transaction is written and read back inside the writer's transaction, so its id
+    # (from a durable sequence, never reused) and the ownership checks see committed state
+    # and the caller answers only after the commit.
+    _START_KEY = ("cp_id", "connector_id", "id_tag", "meter_start", "start_timestamp")
 
-    def transaction_start_keys(self, since: float) -> list[Row]:
-        return self._all(
-            "SELECT id, cp_id, connector_id, id_tag, meter_start, start_timestamp, stop_ts "
-            "FROM transactions WHERE start_ts >= ? OR stop_ts IS NULL", (since,))
+    def start_transaction(self, tx: Row) -> Future:
+        """Future of (transactionId, created); a retransmitted start maps to the same id."""
+        key = tuple(tx[k] for k in self._START_KEY)
 
-    def start_transaction(self, tx: Row) -> None:
-        self._submit(
-            "transaction",
-            "INSERT OR IGNORE INTO transactions (id, cp_id, connector_id, id_tag, id_tag_status, "
-            "meter_start, start_ts, start_timestamp, reservation_id) VALUES (?,?,?,?,?,?,?,?,?)",
-            (tx["id"], tx["cp_id"], tx["connector_id"], tx["id_tag"], tx.get("id_tag_status"),
-             tx["meter_start"], tx["start_ts"], tx["start_timestamp"], tx.get("reservation_id")))
+        def run(conn: sqlite3.Connection):
+            row = conn.execute(
+                "SELECT id FROM transactions WHERE cp_id = ? AND connector_id = ? AND id_tag = ? "
+                "AND meter_start = ? AND start_timestamp = ?", key).fetchone()
+            if row is not None:
+                return row[0], False
+            tx_id = conn.execute("UPDATE sequences SET value = value + 1 "
+                                 "WHERE name = 'transaction' RETURNING value").fetchone()[0]
+            conn.execute(
+                "INSERT INTO transactions (id, cp_id, connector_id, id_tag, id_tag_status, "
+                "meter_start, start_ts, start_timestamp, reservation_id) VALUES (?,?,?,?,?,?,?,?,?)",
+                (tx_id, tx["cp_id"], tx["connector_id"], tx["id_tag"], tx.get("id_tag_status"),
+                 tx["meter_start"], tx["start_ts"], tx["start_timestamp"],
+                 tx.get("reservation_id")))
+            return tx_id, True
 
-    def stop_transaction(self, tx_id: int, stop: Row) -> None:
-        self._submit(
-            "transaction",
-            "UPDATE transactions SET meter_stop = ?, stop_ts = ?, stop_reason = ?, stop_id_tag = ? "
-            "WHERE id = ?",
-            (stop["meter_stop"], stop["stop_ts"], stop.get("reason"), stop.get("id_tag"), tx_id))
+        return self._submit_op("transaction", run)
+
+    def stop_transaction(self, cp_id: str, tx_id: int, stop: Row,
+                         meter_rows: list[Row] = ()) -> Future:
+        """Future of (outcome, transaction row or None). Outcomes: ``stopped``; ``repeated``
+        (the same stop again: nothing changes); ``closed`` (a different stop of a closed
+        transaction), ``foreign`` (another station's) and ``unknown``: nothing changes."""
+
+        def run(conn: sqlite3.Connection):
+            row = conn.execute("SELECT * FROM transactions WHERE id = ?", (tx_id,)).fetchone()
+            if row is None:
+                return "unknown", None
+            row = dict(row)
+            if row["cp_id"] != cp_id:
+                return "foreign", row
+            if row["stop_ts"] is not None:
+                same = (row["meter_stop"] == stop["meter_stop"]
+                        and abs(row["stop_ts"] - stop["stop_ts"]) < 1e-3)
+                return ("repeated" if same else "closed"), row
+            conn.execute(
+                "UPDATE transactions SET meter_stop = ?, stop_ts = ?, stop_reason = ?, "
+                "stop_id_tag = ? WHERE id = ?",
+                (stop["meter_stop"], stop["stop_ts"], stop.get("reason"), stop.get("id_tag"),
+                 tx_id))
+            self._insert_meter_values(conn, meter_rows, row["connector_id"])
+            return "stopped", row
+
+        return self._submit_op("transaction", run, 1 + len(meter_rows))
+
+    def open_transaction_count(self) -> int:
+        return self._reader().execute(
+            "SELECT COUNT(*) FROM transactions WHERE stop_ts IS NULL").fetchone()[0]
 
     @staticmethod
     def _with_energy(row: Row) -> Row:
@@ -412,17 +461,38 @@ class SQLiteStore(Store):
                          f"ORDER BY start_ts DESC, id DESC LIMIT ?", (*params, limit))
         return [self._with_energy(r) for r in rows]
 
-    def add_meter_values(self, rows: list[Row]) -> None:
+    _METER_SQL = (
+        "INSERT INTO meter_values (cp_id, connector_id, transaction_id, ts, value, measurand, "
+        "unit, phase, context, location, format, source, received_at) "
+        "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)")
+
+    def _insert_meter_values(self, conn: sqlite3.Connection, rows, connector_id=None) -> None:
         if not rows:
             return
-        self._submit(
-            "meter_value",
-            "INSERT INTO meter_values (cp_id, connector_id, transaction_id, ts, value, measurand, "
-            "unit, phase, context, location, format, source) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-            [(r["cp_id"], r["connector_id"], r.get("transaction_id"), r["ts"], r["value"],
-              r.get("measurand"), r.get("unit"), r.get("phase"), r.get("context"),
-              r.get("location"), r.get("format"), r["source"]) for r in rows],
-            many=True)
+        now = time.time()
+        conn.executemany(self._METER_SQL, [
+            (r["cp_id"], r["connector_id"] if connector_id is None else connector_id,
+             r.get("transaction_id"), r["ts"], r["value"], r.get("measurand"), r.get("unit"),
+             r.get("phase"), r.get("context"), r.get("location"), r.get("format"), r["source"],
+             r.get("received_at") or now) for r in rows])
+
+    def add_meter_values(self, rows: list[Row], cp_id: str | None = None,
+                         transaction_id: int | None = None) -> Future:
+        """Future of the outcome: ``stored``; for a transaction that is not `cp_id`'s,
+        ``foreign`` or ``unknown`` and nothing is stored."""
+
+        def run(conn: sqlite3.Connection):
+            if transaction_id is not None:
+                row = conn.execute("SELECT cp_id FROM transactions WHERE id = ?",
+                                   (transaction_id,)).fetchone()
+                if row is None:
+                    return "unknown"
+                if row[0] != cp_id:
+                    return "foreign"
+            self._insert_meter_values(conn, rows)
+            return "stored"
+
+        return self._submit_op("meter_value", run, max(1, len(rows)))
 
     def list_meter_values(self, cp_id=None, transaction_id=None, measurand=None, since=None,
                           until=None, limit=1000) -> list[Row]:
@@ -443,11 +513,11 @@ class SQLiteStore(Store):
                          f"ORDER BY ts, id LIMIT ?", (*params, limit))
 
     # Telemetry ------------------------------------------------------------------
-    def add_telemetry(self, row: Row, on_committed=None) -> None:
+    def add_telemetry(self, row: Row, on_settled=None) -> Future:
         cols = ("cp_id", "ts", "received_at", "seq", *TELEMETRY_COLUMNS)
-        self._submit("telemetry",
+        return self._submit("telemetry",
                      f"INSERT INTO telemetry ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
-                     tuple(row.get(c) for c in cols), on_committed=on_committed)
+                     tuple(row.get(c) for c in cols), on_settled=on_settled)
 
     def list_telemetry(self, cp_id, since=None, until=None, limit=1000) -> list[Row]:
         # The newest `limit` rows, returned oldest first for charting.
@@ -472,21 +542,21 @@ class SQLiteStore(Store):
         return self._all("SELECT * FROM telemetry_stats ORDER BY cp_id")
 
     # ThingSpeak ---------------------------------------------------------------
-    def save_ts_channel(self, channel: Row) -> None:
+    def save_ts_channel(self, channel: Row) -> Future:
         cols = ("id", "name", "description", "write_key", "read_key", "public", "field_names",
                 "latitude", "longitude", "elevation", "created_at", "updated_at", "last_entry_id")
         values = dict(channel, field_names=json.dumps(channel["field_names"]),
                       public=int(bool(channel.get("public"))))
-        self._submit(
+        return self._submit(
             "ts_channel",
             f"INSERT INTO ts_channels ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))}) "
             "ON CONFLICT(id) DO UPDATE SET "
             + ", ".join(f"{c}=excluded.{c}" for c in cols if c != "id"),
             tuple(values.get(c) for c in cols))
 
-    def delete_ts_channel(self, channel_id: int) -> None:
+    def delete_ts_channel(self, channel_id: int) -> Future:
         self._submit("ts_channel", "DELETE FROM ts_feeds WHERE channel_id = ?", (channel_id,))
-        self._submit("ts_channel", "DELETE FROM ts_channels WHERE id = ?", (channel_id,))
+        return self._submit("ts_channel", "DELETE FROM ts_channels WHERE id = ?", (channel_id,))
 
     def load_ts_channels(self) -> list[Row]:
         rows = self._all("SELECT * FROM ts_channels ORDER BY id")
@@ -495,14 +565,17 @@ class SQLiteStore(Store):
             row["public"] = bool(row["public"])
         return rows
 
-    def add_ts_feeds(self, channel_id: int, entries: list[Row]) -> None:
+    def add_ts_feeds(self, channel_id: int, entries: list[Row]) -> Future:
         cols = ("channel_id", "entry_id", "created_at", *FEED_FIELDS, "status", "latitude",
                 "longitude", "elevation")
-        self._submit(
+        now = time.time()
+        return self._submit(
             "ts_feed",
-            f"INSERT INTO ts_feeds ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
-            [tuple(channel_id if c == "channel_id" else e.get(c) for c in cols) for e in entries],
-            many=True)
+            f"INSERT INTO ts_feeds ({', '.join(cols)}, received_at) "
+            f"VALUES ({', '.join('?' * len(cols))}, ?)",
+            [(*(channel_id if c == "channel_id" else e.get(c) for c in cols), now)
+             for e in entries],
+            many=True, fail_fast=True)
 
     def list_ts_feeds(self, channel_id, results=None, start=None, end=None) -> list[Row]:
         rows = self._all(
@@ -513,8 +586,8 @@ class SQLiteStore(Store):
         rows.reverse()
         return rows
 
-    def save_bridge(self, bridge: Row) -> None:
-        self._submit(
+    def save_bridge(self, bridge: Row) -> Future:
+        return self._submit(
             "ts_bridge",
             "INSERT INTO ts_bridges (cp_id, url, channel, write_key, enabled) VALUES (?,?,?,?,?) "
             "ON CONFLICT(cp_id) DO UPDATE SET url=excluded.url, channel=excluded.channel, "
@@ -522,8 +595,8 @@ class SQLiteStore(Store):
             (bridge["cp_id"], bridge["url"], bridge["channel"], bridge["write_key"],
              int(bool(bridge.get("enabled", True)))))
 
-    def delete_bridge(self, cp_id: str) -> None:
-        self._submit("ts_bridge", "DELETE FROM ts_bridges WHERE cp_id = ?", (cp_id,))
+    def delete_bridge(self, cp_id: str) -> Future:
+        return self._submit("ts_bridge", "DELETE FROM ts_bridges WHERE cp_id = ?", (cp_id,))
 
     def load_bridges(self) -> list[Row]:
         rows = self._all("SELECT * FROM ts_bridges ORDER BY cp_id")
@@ -532,8 +605,8 @@ class SQLiteStore(Store):
         return rows
 
     # Files ----------------------------------------------------------------------
-    def add_diagnostics_file(self, row: Row) -> None:
-        self._submit(
+    def add_diagnostics_file(self, row: Row) -> Future:
+        return self._submit(
             "diagnostics_file",
             "INSERT INTO diagnostics_files (cp_id, filename, path, size, sha256, received_at) "
             "VALUES (?,?,?,?,?,?)",
@@ -545,3 +618,69 @@ class SQLiteStore(Store):
             return self._all("SELECT * FROM diagnostics_files ORDER BY received_at DESC")
         return self._all("SELECT * FROM diagnostics_files WHERE cp_id = ? "
                          "ORDER BY received_at DESC", (cp_id,))
+
+    # Operator accounts, API tokens, dashboard sessions (schema version 3) -------
+    def save_operator_user(self, user: Row) -> None:
+        self._submit(
+            "operator_user",
+            "INSERT INTO operator_users (username, role, password_hash, created_at, updated_at) "
+            "VALUES (?,?,?,?,?) ON CONFLICT(username) DO UPDATE SET role=excluded.role, "
+            "password_hash=excluded.password_hash, updated_at=excluded.updated_at",
+            (user["username"], user["role"], user["password_hash"], user["created_at"],
+             user["updated_at"]))
+
+    def delete_operator_user(self, username: str) -> None:
+        self._submit("operator_session", "DELETE FROM operator_sessions WHERE username = ?",
+                     (username,))
+        self._submit("operator_user", "DELETE FROM operator_users WHERE username = ?", (username,))
+
+    def get_operator_user(self, username: str) -> Row | None:
+        return self._one("SELECT * FROM operator_users WHERE username = ?", (username,))
+
+    def list_operator_users(self) -> list[Row]:
+        return self._all("SELECT * FROM operator_users ORDER BY username")
+
+    def save_api_token(self, token: Row) -> None:
+        self._submit(
+            "api_token",
+            "INSERT INTO api_tokens (id, name, role, token_hash, created_by, created_at, revoked_at) "
+            "VALUES (?,?,?,?,?,?,?) ON CONFLICT(id) DO UPDATE SET name=excluded.name, "
+            "role=excluded.role, token_hash=excluded.token_hash, revoked_at=excluded.revoked_at",
+            (token["id"], token["name"], token["role"], token["token_hash"],
+             token.get("created_by"), token["created_at"], token.get("revoked_at")))
+
+    def revoke_api_token(self, token_id: str, revoked_at: float) -> None:
+        self._submit("api_token", "UPDATE api_tokens SET revoked_at = ? "
+                     "WHERE id = ? AND revoked_at IS NULL", (revoked_at, token_id))
+
+    def find_api_token(self, token_hash: str) -> Row | None:
+        return self._one("SELECT * FROM api_tokens WHERE token_hash = ? AND revoked_at IS NULL",
+                         (token_hash,))
+
+    def list_api_tokens(self) -> list[Row]:
+        return self._all("SELECT * FROM api_tokens ORDER BY created_at, id")
+
+    def save_operator_session(self, session: Row) -> None:
+        self._submit(
+            "operator_session",
+            "INSERT INTO operator_sessions (id_hash, username, csrf_token, created_at, expires_at) "
+            "VALUES (?,?,?,?,?)",
+            (session["id_hash"], session["username"], session["csrf_token"],
+             session["created_at"], session["expires_at"]))
+
+    def delete_operator_sessions(self, id_hash=None, username=None, expired_before=None) -> None:
+        if id_hash is not None:
+            self._submit("operator_session", "DELETE FROM operator_sessions WHERE id_hash = ?",
+                         (id_hash,))
+        if username is not None:
+            self._submit("operator_session", "DELETE FROM operator_sessions WHERE username = ?",
+                         (username,))
+        if expired_before is not None:
+            self._submit("operator_session", "DELETE FROM operator_sessions WHERE expires_at < ?",
+                         (expired_before,))
+
+    def find_operator_session(self, id_hash: str, now: float) -> Row | None:
+        return self._one(
+            "SELECT s.id_hash, s.username, s.csrf_token, s.created_at, s.expires_at, u.role "
+            "FROM operator_sessions s JOIN operator_users u ON u.username = s.username "
+            "WHERE s.id_hash = ? AND s.expires_at > ?", (id_hash, now))

@@ -1,5 +1,8 @@
 """Forward station telemetry to its ThingSpeak channel within the 15 s rule.
 
+Targets must be public addresses (checked when configured and again at every connect,
+against DNS rebinding) unless ``thingspeak.allow_private_targets`` is set.
+
 Telemetry is averaged over windows of ``thingspeak.bridge_interval`` seconds; each closed
 window becomes one entry. At most one request per channel per interval: a single waiting
 entry goes to ``/update``; a backlog (after a gap: refusal, outage, rate limit) goes in one
@@ -19,6 +22,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from server.mqtt.telemetry import CHARGE_POINT_STATUSES
+from server.net_guard import check_url, guarded_opener
 from server.store import Store
 from server.thingspeak.channels import BULK_MAX_ENTRIES
 from server.timeutil import to_iso
@@ -89,13 +93,16 @@ class ThingSpeakBridge:
             for row in store.load_bridges()}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.allow_private = bool(config.thingspeak["allow_private_targets"])
+        self._opener = guarded_opener(self.allow_private)
+        if self.allow_private:
+            log.warning("SECURITY: thingspeak.allow_private_targets is true: the ThingSpeak "
+                        "bridge may post to loopback and private addresses (SSRF). Lab use only.")
 
     # Configuration -----------------------------------------------------------
     def configure(self, cp_id: str, url: str, channel: int, write_key: str,
                   enabled: bool = True) -> dict:
-        parsed = urllib.parse.urlsplit(url)
-        if parsed.scheme not in ("http", "https") or not parsed.netloc:
-            raise ValueError("url must be an http(s) URL such as https://api.thingspeak.com")
+        check_url(url, self.allow_private)  # raises TargetRefused, a ValueError
         with self._lock:
             target = self._targets.get(cp_id)
             if target is None:
@@ -163,7 +170,7 @@ class ThingSpeakBridge:
                 form = {"api_key": target.write_key, **entries[0]}
                 body = urllib.parse.urlencode(form).encode()
                 request = urllib.request.Request(f"{base}/update", data=body, method="POST")
-                with urllib.request.urlopen(request, timeout=timeout) as response:
+                with self._opener.open(request, timeout=timeout) as response:
                     answer = response.read().decode().strip()
                 if not answer.isdigit() or int(answer) == 0:
                     raise RuntimeError(f"update not inserted (answer {answer!r})")
@@ -173,7 +180,7 @@ class ThingSpeakBridge:
                 request = urllib.request.Request(
                     f"{base}/channels/{target.channel}/bulk_update.json", data=body, method="POST",
                     headers={"Content-Type": "application/json"})
-                with urllib.request.urlopen(request, timeout=timeout) as response:
+                with self._opener.open(request, timeout=timeout) as response:
                     answer = json.loads(response.read().decode() or "{}")
                 if answer.get("success") is not True:
                     raise RuntimeError(f"bulk update refused: {answer}")

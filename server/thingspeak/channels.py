@@ -74,6 +74,24 @@ class ChannelService:
             self.store.save_ts_channel(channel)
             return dict(channel)
 
+    def regenerate_keys(self, channel_id: int, which: set[str]) -> dict | None:
+        """Replace the write and/or read key with new random ones; None if no channel."""
+        with self._lock:
+            channel = self._channels.get(channel_id)
+            if channel is None:
+                return None
+            if "write" in which:
+                used = {c["write_key"] for c in self._channels.values()}
+                key = new_api_key()
+                while key in used:
+                    key = new_api_key()
+                channel["write_key"] = key
+            if "read" in which:
+                channel["read_key"] = new_api_key()
+            channel["updated_at"] = time.time()
+            self.store.save_ts_channel(channel)
+            return dict(channel)
+
     def get(self, channel_id: int) -> dict | None:
         with self._lock:
             channel = self._channels.get(channel_id)
@@ -125,6 +143,7 @@ class ChannelService:
 
     def write(self, api_key: str | None, values: dict) -> tuple[dict, dict]:
         """One update (``/update``); returns (channel, entry) or raises WriteRefused."""
+        self._refuse_while_store_fails()
         now = time.time()
         created_at = now
         if values.get("created_at"):
@@ -143,9 +162,22 @@ class ChannelService:
             channel["last_entry_id"] += 1
             channel["updated_at"] = now
             entry["entry_id"] = channel["last_entry_id"]
-            self.store.add_ts_feeds(channel["id"], [entry])
+            written = self.store.add_ts_feeds(channel["id"], [entry])
             self.store.save_ts_channel(channel)
-            return dict(channel), entry
+        self._committed(written)
+        return dict(channel), entry
+
+    def _refuse_while_store_fails(self) -> None:
+        if self.store.failure is not None:
+            raise WriteRefused(503, "error_service_unavailable", "the store cannot commit right now")
+
+    def _committed(self, written) -> None:
+        """An entry id is answered only once the entry is committed."""
+        try:
+            written.result(self.config.store["commit_timeout"])
+        except Exception as exc:
+            raise WriteRefused(503, "error_service_unavailable",
+                               "the store cannot commit right now") from exc
 
     def _by_write_key_locked(self, key: str | None) -> dict:
         for channel in self._channels.values():
@@ -159,6 +191,7 @@ class ChannelService:
         ``delta_t`` entries are placed so that each is delta_t seconds after the one
         before it and the last lands at the time of the request.
         """
+        self._refuse_while_store_fails()
         if not isinstance(updates, list) or not updates:
             raise WriteRefused(400, "error_bad_request", "updates must be a non-empty array")
         if len(updates) > BULK_MAX_ENTRIES:
@@ -205,9 +238,10 @@ class ChannelService:
                 entry["entry_id"] = channel["last_entry_id"]
                 entries.append(entry)
             channel["updated_at"] = now
-            self.store.add_ts_feeds(channel_id, entries)
+            written = self.store.add_ts_feeds(channel_id, entries)
             self.store.save_ts_channel(channel)
-            return len(entries)
+        self._committed(written)
+        return len(entries)
 
     # Reads in ThingSpeak's shapes -----------------------------------------------
     @staticmethod

@@ -14,6 +14,7 @@ from flask import Blueprint, Response, jsonify, request
 from server.fleet import REGISTRATION_STATES
 from server.ocpp import schemas
 from server.ocpp.central import OperationError
+from server.station_keys import key_problem
 from server.timeutil import parse_time, to_iso
 from server.web.common import (
     ApiError,
@@ -47,8 +48,12 @@ def operation_error(exc: OperationError):
 
 
 def _fresh():
-    """Make every write accepted so far visible to the reads that follow."""
-    services().store.sync()
+    """Make every write accepted so far visible to the reads that follow; after a write,
+    this is also what makes the answer wait for its commit (503 if it cannot)."""
+    store = services().store
+    if request.method == "GET" and store.failure is not None:
+        return  # reads serve what is committed while the database cannot commit
+    store.sync()
 
 
 # Charge points -----------------------------------------------------------------
@@ -113,8 +118,8 @@ def create_chargepoint():
     if registration not in REGISTRATION_STATES:
         raise ApiError(400, f"registration must be one of {', '.join(REGISTRATION_STATES)}")
     auth_key = body.get("auth_key")
-    if auth_key is not None and (not isinstance(auth_key, str) or not 8 <= len(auth_key) <= 40):
-        raise ApiError(400, "auth_key must be a string of 8 to 40 characters")
+    if auth_key is not None and key_problem(auth_key):
+        raise ApiError(400, f"auth_key: {key_problem(auth_key)}")
     existed = services().fleet.is_registered(cp_id)
     record = services().fleet.register(cp_id, registration, auth_key=auth_key,
                                        description=body.get("description"))
@@ -127,17 +132,28 @@ def get_chargepoint(cp_id: str):
     return jsonify(chargepoint_json(_record_or_404(cp_id)))
 
 
+@api.get("/unknown-chargepoints")
+def list_unknown_chargepoints():
+    """Ids nobody registered that knocked (bounded, newest first); no fleet records."""
+    fleet = services().fleet
+    rows = [iso_fields(row, "first_seen", "last_seen") for row in fleet.strangers.all()]
+    return jsonify({"stations": rows, **fleet.strangers.stats()})
+
+
 @api.patch("/chargepoints/<cp_id>")
 def patch_chargepoint(cp_id: str):
-    record = _record_or_404(cp_id)
+    fleet = services().fleet
+    # an operator may admit a station straight from the list of unknown ones
+    record = fleet.get(cp_id) if fleet.strangers.get(cp_id) else _record_or_404(cp_id)
+    record = record or {"id": cp_id}
     body = json_body()
     registration = body.get("registration", record.get("registration") or "Accepted")
     if registration not in REGISTRATION_STATES:
         raise ApiError(400, f"registration must be one of {', '.join(REGISTRATION_STATES)}")
     clear = "auth_key" in body and body["auth_key"] is None
     auth_key = body.get("auth_key")
-    if auth_key is not None and (not isinstance(auth_key, str) or not 8 <= len(auth_key) <= 40):
-        raise ApiError(400, "auth_key must be a string of 8 to 40 characters (or null)")
+    if auth_key is not None and key_problem(auth_key):
+        raise ApiError(400, f"auth_key: {key_problem(auth_key)} (or null to remove it)")
     record = services().fleet.register(cp_id, registration, auth_key=auth_key,
                                        description=body.get("description"), clear_auth_key=clear)
     _fresh()
@@ -378,10 +394,20 @@ def delete_id_tag(id_tag: str):
 
 
 # ThingSpeak channels and bridges ---------------------------------------------------
-def channel_admin_json(channel: dict) -> dict:
+def mask_key(key: str | None) -> str | None:
+    """A key as listings show it: only its last 4 characters."""
+    if not key:
+        return key
+    return "*" * max(0, len(key) - 4) + key[-4:]
+
+
+def channel_admin_json(channel: dict, reveal_keys: bool = False) -> dict:
+    """A channel for the API; keys in full only in the answer that created them."""
+    show = (lambda k: k) if reveal_keys else mask_key
     return {"id": channel["id"], "name": channel["name"], "description": channel["description"],
-            "public": channel["public"], "write_key": channel["write_key"],
-            "read_key": channel["read_key"], "field_names": channel["field_names"],
+            "public": channel["public"], "write_key": show(channel["write_key"]),
+            "read_key": show(channel["read_key"]), "keys_masked": not reveal_keys,
+            "field_names": channel["field_names"],
             "last_entry_id": channel["last_entry_id"],
             "created_at": to_iso(channel["created_at"]), "updated_at": to_iso(channel["updated_at"])}
 
@@ -406,7 +432,22 @@ def ts_create_channel():
             body.get("write_key"), body.get("read_key"), channel_id=body.get("id"))
     except ValueError as exc:
         raise ApiError(409, str(exc)) from None
-    return jsonify(channel_admin_json(channel)), 201
+    _fresh()
+    return jsonify(channel_admin_json(channel, reveal_keys=True)), 201
+
+
+@api.post("/thingspeak/channels/<int:channel_id>/regenerate-keys")
+def ts_regenerate_keys(channel_id: int):
+    """New random keys (``{"keys": ["write", "read"]}``, both by default), shown once."""
+    which = json_body().get("keys", ["write", "read"])
+    if (not isinstance(which, list) or not which
+            or any(k not in ("write", "read") for k in which)):
+        raise ApiError(400, 'keys must be a non-empty list of "write" and/or "read"')
+    channel = services().channels.regenerate_keys(channel_id, set(which))
+    if channel is None:
+        raise ApiError(404, f"unknown channel {channel_id}")
+    _fresh()
+    return jsonify(channel_admin_json(channel, reveal_keys=True))
 
 
 @api.get("/thingspeak/channels/<int:channel_id>")
@@ -511,6 +552,9 @@ def stats():
 
 @api.get("/health")
 def health():
+    store = services().store.health()
+    if not store["ok"]:
+        return jsonify(status="unavailable", reason=store["reason"], store=store), 503
     return jsonify(status="ok")
 
 

@@ -1,10 +1,18 @@
 """Firmware bundle downloads (``/firmware/<bundle>/<path>``) for UpdateFirmware and the
-diagnostics upload endpoint (``/diagnostics/<chargePointId>``) for GetDiagnostics."""
+diagnostics upload endpoint for GetDiagnostics.
+
+An upload must prove it comes from the station: either HTTP Basic auth with the station's
+own credentials (``/diagnostics/<chargePointId>[/<filename>]``, username = chargePointId,
+password = its AuthorizationKey) or a one-time token the server put in the GetDiagnostics
+location (``/diagnostics/<chargePointId>/upload/<token>[/<filename>]``). Uploads per
+station are bounded in size, number per hour and total space."""
 
 from __future__ import annotations
 
 from flask import Blueprint, abort, jsonify, request, send_from_directory
 
+from server.files import UploadRefused
+from server.ocpp.endpoint import basic_credentials
 from server.web.common import services
 
 files = Blueprint("files", __name__)
@@ -18,9 +26,48 @@ def firmware_file(bundle: str, path: str):
     return send_from_directory(directory, path, max_age=0)
 
 
-def _store_upload(cp_id: str | None, filename: str | None):
+def _unauthorized(reason: str):
+    response = jsonify(error="Unauthorized", reason=reason)
+    response.status_code = 401
+    response.headers["WWW-Authenticate"] = 'Basic realm="diagnostics", charset="UTF-8"'
+    return response
+
+
+def _station_credentials_valid(cp_id: str) -> bool:
+    fleet = services().fleet
+    credentials = basic_credentials(request.headers.get("Authorization"))
+    record = fleet.get(cp_id)
+    if credentials is None or credentials[0] != cp_id or record is None:
+        return False
+    return fleet.keys.verify(cp_id, credentials[1], record.get("auth_key_hash"))
+
+
+def _store_upload(cp_id: str, filename: str | None, token: str | None = None):
     svc = services()
-    limit = svc.config.http["max_upload_bytes"]
+    if token is not None:
+        expiry = svc.central.upload_tokens.take(cp_id, token)
+        if expiry is None:
+            return _unauthorized("unknown, expired or spent upload token")
+        stored = False
+        try:
+            response = _receive(svc, cp_id, filename)
+            stored = response[1] == 201
+            return response
+        finally:
+            if not stored:  # spent only by a stored upload: the station may retry
+                svc.central.upload_tokens.give_back(cp_id, token, expiry)
+    if not _station_credentials_valid(cp_id):
+        return _unauthorized("the station's Basic auth credentials are required")
+    return _receive(svc, cp_id, filename)
+
+
+def _receive(svc, cp_id: str, filename: str | None):
+    files_config = svc.config.files
+    limit = min(svc.config.http["max_upload_bytes"], files_config["diagnostics_max_bytes"])
+    try:
+        svc.diagnostics.check_bounds(cp_id, files_config)
+    except UploadRefused as exc:
+        return jsonify(error="Upload Refused", reason=exc.reason), exc.status
     try:
         # Only multipart bodies are parsed as forms; anything else is the file itself
         # (touching request.files first would consume a urlencoded-looking body).
@@ -44,3 +91,13 @@ def upload_diagnostics(cp_id: str):
 @files.route("/diagnostics/<cp_id>/<filename>", methods=["POST", "PUT"])
 def upload_diagnostics_named(cp_id: str, filename: str):
     return _store_upload(cp_id, filename)
+
+
+@files.post("/diagnostics/<cp_id>/upload/<token>")
+def upload_diagnostics_with_token(cp_id: str, token: str):
+    return _store_upload(cp_id, None, token)
+
+
+@files.route("/diagnostics/<cp_id>/upload/<token>/<filename>", methods=["POST", "PUT"])
+def upload_diagnostics_named_with_token(cp_id: str, token: str, filename: str):
+    return _store_upload(cp_id, filename, token)

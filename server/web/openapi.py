@@ -50,6 +50,10 @@ def openapi_document(server_url: str) -> dict:
                         responses={"201": _resp("created", OBJ), **_errors(400)},
                         body={"$ref": "#/components/schemas/ChargePointInput"}, tag="chargepoints"),
         },
+        "/unknown-chargepoints": {
+            "get": _op("Ids nobody registered that tried to connect or publish (bounded list; "
+                       "PATCH /chargepoints/{cp_id} admits one)", tag="chargepoints"),
+        },
         "/chargepoints/{cp_id}": {
             "get": _op("One charge point", [CP], {"200": _resp("OK", OBJ), **_errors(404)},
                        tag="chargepoints"),
@@ -109,7 +113,7 @@ def openapi_document(server_url: str) -> dict:
         "/operations": {"get": _op("Central-system operations with their OCPP schemas",
                                    tag="operations")},
         "/telemetry/stats": {"get": _op("MQTT ingest counters and per-station loss", tag="telemetry")},
-        "/thingspeak/channels": {"get": _op("ThingSpeak-compatible channels (with keys)",
+        "/thingspeak/channels": {"get": _op("ThingSpeak-compatible channels (keys masked)",
                                             tag="thingspeak"),
                                  "post": _op("Create a channel {name, field_names, public}",
                                              body={"type": "object", "required": ["name"]},
@@ -117,6 +121,12 @@ def openapi_document(server_url: str) -> dict:
         "/thingspeak/channels/{channel_id}": {
             "get": _op("One channel", [_param("channel_id", "path", type_="integer")], tag="thingspeak"),
             "delete": _op("Delete", [_param("channel_id", "path", type_="integer")], tag="thingspeak")},
+        "/thingspeak/channels/{channel_id}/regenerate-keys": {
+            "post": _op("New random keys {keys: [write, read]}, shown once in this answer",
+                        [_param("channel_id", "path", type_="integer")],
+                        body={"type": "object", "properties": {"keys": {
+                            "type": "array", "items": {"enum": ["write", "read"]}}}},
+                        tag="thingspeak")},
         "/thingspeak/bridges": {"get": _op("All bridge states", tag="thingspeak")},
         "/firmware": {"get": _op("Firmware bundles with verified manifests and URLs", tag="files")},
         "/diagnostics": {"get": _op("Received diagnostics uploads", [_param("cp_id")], tag="files")},
@@ -138,12 +148,21 @@ def openapi_document(server_url: str) -> dict:
              "502": _resp("CALLERROR or invalid answer (code = OCPP error code)", ERROR),
              "504": _resp("no answer in time", ERROR)},
             body=schemas.schema(action), tag="operations")}
+    from server.web.accounts_api import openapi_paths as account_paths
+
+    paths.update(account_paths())
+    paths["/health"]["get"]["security"] = []  # the one route open to anyone
     return {
         "openapi": "3.1.0",
         "info": {"title": "PicoCharge central system API", "version": "1"},
         "servers": [{"url": f"{server_url}/api/v1"}],
         "paths": paths,
-        "components": {"schemas": {
+        # roles per route: docs/server.md; /health needs none
+        "security": [{"bearerToken": []}, {"sessionCookie": []}],
+        "components": {"securitySchemes": {
+            "bearerToken": {"type": "http", "scheme": "bearer"},
+            "sessionCookie": {"type": "apiKey", "in": "cookie", "name": "picocharge_session"},
+        }, "schemas": {
             "Error": {"type": "object", "required": ["error", "reason"], "properties": {
                 "error": {"type": "string"}, "reason": {"type": "string"},
                 "code": {"type": "string", "description": "OCPP 1.6 error code, when there is one"},
@@ -151,7 +170,7 @@ def openapi_document(server_url: str) -> dict:
             "ChargePointInput": {"type": "object", "properties": {
                 "id": {"type": "string", "maxLength": 48},
                 "registration": {"enum": ["Accepted", "Pending", "Rejected"]},
-                "auth_key": {"type": ["string", "null"], "minLength": 8, "maxLength": 40},
+                "auth_key": {"type": ["string", "null"], "minLength": 16, "maxLength": 40},
                 "description": {"type": "string"}}},
         }},
     }

@@ -47,6 +47,7 @@ from fwkit import MAKER, MAKER_PUB, MARK, OTHER, FileServer, firmware_files, fre
 from harness import sensor_reports
 from ocpp.v16 import call
 
+from tests.server.conftest import ADMIN_TOKEN
 from tools.board import FIRMWARE
 
 CP = "PICO-FW"
@@ -400,7 +401,7 @@ def test_firmware_that_keeps_rebooting_is_rolled_back_after_three_boots(
     assert cs.invalid == []
 
 
-@pytest.mark.parametrize("runtime", ["micropython-192K"])
+@pytest.mark.parametrize("runtime", ["micropython-picow"])
 def test_a_source_module_on_flash_does_not_shadow_the_new_mpy(
         cs, files, board_factory, boards, runtime_name):
     board = board_factory(board_config(cs.url), world=WORLD, start=False)
@@ -575,7 +576,8 @@ def api(app, path, body=None):
     data = json.dumps(body).encode() if body is not None else None
     req = urllib.request.Request("http://127.0.0.1:%d/api/v1%s" % (app.ports["http"], path),
                                  data=data, method="POST" if data else "GET",
-                                 headers={"Content-Type": "application/json"})
+                                 headers={"Content-Type": "application/json",
+                                          "Authorization": "Bearer " + ADMIN_TOKEN})
     try:
         with urllib.request.urlopen(req, timeout=30) as resp:
             return json.load(resp)
@@ -604,7 +606,7 @@ def central(tmp_path):
     config = load_config(None, environ={}, overrides={
         "server.data_dir": str(tmp_path / "var"),
         "ocpp.host": "127.0.0.1", "ocpp.port": 0, "http.host": "127.0.0.1", "http.port": 0,
-        "mqtt.embedded_port": 0, "ocpp.auto_register": True,
+        "mqtt.embedded_port": 0, "ocpp.auto_register": True, "auth.admin_token": ADMIN_TOKEN,
     })
     app = Application(config).start()
     yield app
@@ -614,8 +616,9 @@ def central(tmp_path):
 @pytest.mark.dual_runtime
 def test_the_central_system_serves_the_bundle_and_stores_the_diagnostics(
         central, board_factory, boards, runtime_name):
-    board = board_factory(board_config("ws://127.0.0.1:%d/ocpp" % central.ports["ocpp"],
-                                       password=None), world=WORLD)
+    # auto_register: the server stores the key the board presents first
+    board = board_factory(board_config("ws://127.0.0.1:%d/ocpp" % central.ports["ocpp"]),
+                          world=WORLD)
     boards.append(board)
     record = "/chargepoints/%s" % CP
     wait_api(lambda: api(central, record).get("ocpp", {}).get("online"), what="OCPP online")

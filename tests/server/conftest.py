@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import json
 import socket
 import time
@@ -24,9 +25,14 @@ from ocpp.v16.enums import Action
 from server.app import Application
 from server.config import load_config
 
+# The admin API token every test server is seeded with; http() sends it unless told otherwise.
+ADMIN_TOKEN = "test-admin-token-0123456789abcdef0123456789"
+ANONYMOUS = None
+
 
 def make_config(tmp_path, overrides: dict | None = None):
     values = {
+        "auth.admin_token": ADMIN_TOKEN,
         "server.data_dir": str(tmp_path / "var"),
         "ocpp.host": "127.0.0.1", "ocpp.port": 0,
         "http.host": "127.0.0.1", "http.port": 0,
@@ -76,10 +82,13 @@ def wait_until(predicate, timeout: float = 5.0, interval: float = 0.02):
 
 
 def http(app, method: str, path: str, body: Any = None, raw: bytes | None = None,
-         headers: dict | None = None) -> tuple[int, Any]:
-    """(status, parsed JSON or text) for a request to the server's HTTP side."""
+         headers: dict | None = None, token: str | None = ADMIN_TOKEN) -> tuple[int, Any]:
+    """(status, parsed JSON or text) for a request to the server's HTTP side, as the admin
+    token unless ``token`` says otherwise (``ANONYMOUS`` for none)."""
     url = f"http://127.0.0.1:{app.ports['http']}{path}"
     headers = dict(headers or {})
+    if token:
+        headers.setdefault("Authorization", f"Bearer {token}")
     data = raw
     if body is not None:
         data = json.dumps(body).encode()
@@ -102,7 +111,18 @@ async def ahttp(app, method: str, path: str, body: Any = None) -> tuple[int, Any
     return await asyncio.to_thread(http, app, method, path, body)
 
 
-def register(app, cp_id: str, auth_key: str | None = None, registration: str = "Accepted"):
+DEFAULT_KEY = object()  # "the station's own test key" (see station_key)
+
+
+def station_key(cp_id: str) -> str:
+    """The AuthorizationKey the test helpers give a station: 24 characters, per id."""
+    return "k" + hashlib.sha256(cp_id.encode()).hexdigest()[:23]
+
+
+def register(app, cp_id: str, auth_key=DEFAULT_KEY, registration: str = "Accepted"):
+    """Register cp_id with its station_key (auth_key=None: without a key)."""
+    if auth_key is DEFAULT_KEY:
+        auth_key = station_key(cp_id)
     body = {"id": cp_id, "registration": registration}
     if auth_key:
         body["auth_key"] = auth_key
@@ -235,10 +255,18 @@ def basic_auth(cp_id: str, password: str) -> dict:
     return {"Authorization": f"Basic {token}"}
 
 
+def _auth_headers(cp_id: str, password) -> dict:
+    if password is DEFAULT_KEY:
+        password = station_key(cp_id)
+    return basic_auth(cp_id, password) if password else {}
+
+
 @asynccontextmanager
-async def charge_point(app, cp_id: str, password: str | None = None, boot: bool = True,
+async def charge_point(app, cp_id: str, password=DEFAULT_KEY, boot: bool = True,
                        cls=ChargePointClient):
-    headers = basic_auth(cp_id, password) if password else {}
+    """A connected charge point sending Basic auth with its station_key (password=None:
+    without credentials)."""
+    headers = _auth_headers(cp_id, password)
     ws = await websockets.connect(ocpp_url(app, cp_id), subprotocols=["ocpp1.6"],
                                   additional_headers=headers, ping_interval=None)
     cp = cls(cp_id, ws, response_timeout=10)
@@ -256,9 +284,10 @@ async def charge_point(app, cp_id: str, password: str | None = None, boot: bool 
 
 
 @asynccontextmanager
-async def raw_socket(app, cp_id: str):
-    """A bare OCPP WebSocket for hand-made frames."""
+async def raw_socket(app, cp_id: str, password=DEFAULT_KEY):
+    """A bare OCPP WebSocket for hand-made frames, with the station's Basic auth."""
     ws = await websockets.connect(ocpp_url(app, cp_id), subprotocols=["ocpp1.6"],
+                                  additional_headers=_auth_headers(cp_id, password),
                                   ping_interval=None, max_size=None)
     try:
         yield ws

@@ -1,5 +1,6 @@
-"""The dashboard in headless Chromium (playwright, Debian's chromium): the fleet overview
-and a station page update live without reload; a screenshot is kept under
+"""The dashboard in headless Chromium (playwright, Debian's chromium): an operator logs in,
+the fleet overview and a station page update live without reload, the page runs under its
+CSP without a violation, logging out ends the session; a screenshot is kept under
 build/artifacts/."""
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from ocpp.v16 import call
-from playwright.sync_api import sync_playwright
+from playwright.sync_api import expect, sync_playwright
 
 from tests.server.conftest import charge_point, http, mqtt_publisher, now_iso, publish, register
 
@@ -29,12 +30,38 @@ def browser_page(tmp_path):
             str(tmp_path / "chromium-profile"), executable_path=CHROMIUM, headless=True,
             args=ARGS, viewport={"width": 1400, "height": 1500})
         page = context.pages[0] if context.pages else context.new_page()
-        external = []
+        external, violations = [], []
         page.on("request", lambda r: external.append(r.url)
                 if not r.url.startswith(("http://127.0.0.1", "data:", "about:")) else None)
+        page.on("console", lambda m: violations.append(m.text)
+                if "Content Security Policy" in m.text else None)
         yield page
         context.close()
         assert external == [], f"the dashboard fetched something from elsewhere: {external}"
+        assert violations == [], f"the dashboard broke its own CSP: {violations}"
+
+
+def shows(page, selector: str, text: str, timeout: float = 10000) -> None:
+    """Wait until the element shows the text (a locator assertion: the page's CSP forbids
+    the eval that page.wait_for_function would need)."""
+    expect(page.locator(selector)).to_contain_text(text, timeout=timeout)
+
+
+def log_in(page, app, username: str = "olga", role: str = "operator") -> str:
+    """Create an account through the API (as the admin token) and log in through the form;
+    returns the dashboard's base URL."""
+    password = "a password for the browser"
+    status, data = http(app, "POST", "/api/v1/users",
+                        {"username": username, "role": role, "password": password})
+    assert status == 201, data
+    base = f"http://127.0.0.1:{app.ports['http']}"
+    page.goto(base + "/")
+    assert "/login" in page.url  # no session: the login page
+    page.fill('input[name="username"]', username)
+    page.fill('input[name="password"]', password)
+    page.click('button[type="submit"]')
+    page.wait_for_url(base + "/")
+    return base
 
 
 class BackgroundChargePoint:
@@ -91,15 +118,12 @@ def _populate(app) -> BackgroundChargePoint:
 def test_overview_and_station_page_update_live_and_operations_work(server, browser_page):
     page = browser_page
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    base = f"http://127.0.0.1:{server.ports['http']}"
-    page.goto(base + "/")
+    base = log_in(page, server)
     page.wait_for_selector("#fleet tbody td.muted")  # the empty-fleet message
     station = _populate(server)
     try:
         # Live: the overview shows the stations without a reload.
-        page.wait_for_function("document.querySelector('tr[data-cp-id=\"PICO-0001\"]') && "
-                               "document.querySelector('tr[data-cp-id=\"PICO-0001\"]')"
-                               ".textContent.includes('Charging')", timeout=10000)
+        shows(page, 'tr[data-cp-id="PICO-0001"]', "Charging")
         row = page.inner_text('tr[data-cp-id="PICO-0001"]')
         assert "online" in row and "Charging" in row
         assert "offline" in page.inner_text('tr[data-cp-id="PICO-0002"]')
@@ -107,21 +131,35 @@ def test_overview_and_station_page_update_live_and_operations_work(server, brows
         page.screenshot(path=str(ARTIFACTS / "dashboard-overview.png"), full_page=True)
 
         page.goto(base + "/stations/PICO-0001")
-        page.wait_for_function(
-            "document.querySelector('#transactions').textContent.includes('DRIVER1')", timeout=10000)
+        shows(page, "#transactions", "DRIVER1")
         assert "380" in page.inner_text("#transactions")
         # An operation button round-trips to the charge point and shows its answer.
         page.click('button[data-op="UnlockConnector"]')
-        page.wait_for_function(
-            "document.getElementById('op-result').textContent.includes('Unlocked')", timeout=10000)
+        shows(page, "#op-result", "Unlocked")
         assert station.cp.received[-1][0] == "UnlockConnector"
         page.wait_for_timeout(2500)  # a polling round so the charts are drawn
         page.screenshot(path=str(ARTIFACTS / "dashboard-station.png"), full_page=True)
         # Live: a status change appears without a reload.
         station.call(call.StatusNotification(connector_id=1, error_code="GroundFailure",
                                              status="Faulted"))
-        page.wait_for_function(
-            "document.getElementById('summary').textContent.includes('Faulted')", timeout=10000)
+        shows(page, "#summary", "Faulted")
     finally:
         station.close()
     assert (ARTIFACTS / "dashboard-station.png").stat().st_size > 10000
+    # Logging out ends the session: the API refuses the page's calls, pages lead to login.
+    page.click("form.logout button")
+    page.wait_for_url(base + "/login")
+    assert page.evaluate("fetch('/api/v1/chargepoints').then(r => r.status)") == 401
+    page.goto(base + "/stations/PICO-0001")
+    assert "/login" in page.url
+
+
+def test_a_viewer_sees_the_fleet_but_operations_are_refused(server, browser_page):
+    page = browser_page
+    register(server, "PICO-0003")
+    base = log_in(page, server, "vera", "viewer")
+    page.wait_for_selector('tr[data-cp-id="PICO-0003"]')
+    page.goto(base + "/stations/PICO-0003")
+    page.click('button[data-op="UnlockConnector"]')
+    shows(page, "#op-result", "403")
+    assert "needs role operator" in page.inner_text("#op-result")

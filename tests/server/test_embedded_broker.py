@@ -4,12 +4,14 @@ that subscribes to nothing (umqtt.simple) must never receive other stations' pre
 import time
 
 import paho.mqtt.client as mqtt
-from conftest import mqtt_publisher, publish, wait_until
+from conftest import mqtt_publisher, publish, register, wait_until
 
 
 def test_a_new_client_without_subscriptions_receives_no_retained_messages(start_server):
     app = start_server()
     port = app.ports["mqtt"]
+    for cp_id in ("board-1", "board-2"):
+        register(app, cp_id)
     first = mqtt_publisher(port, client_id="board-1")
     publish(first, "picocharge/board-1/state", "online")
     first.publish("picocharge/board-1/state", "online", qos=1, retain=True).wait_for_publish(5)

@@ -10,7 +10,16 @@ import urllib.request
 from ocpp.v16 import call
 
 from server.files import build_bundle
-from tests.server.conftest import ahttp, charge_point, http, now_iso, register, run
+from tests.server.conftest import (
+    ahttp,
+    basic_auth,
+    charge_point,
+    http,
+    now_iso,
+    register,
+    run,
+    station_key,
+)
 
 
 def test_firmware_bundle_is_listed_verified_and_served(server, tmp_path):
@@ -48,15 +57,18 @@ def test_update_firmware_operation_points_the_charge_point_at_a_bundle(server, t
 
 
 def test_diagnostics_upload_by_put_and_multipart_is_stored(server):
+    register(server, "CP-DIAG")
+    auth = basic_auth("CP-DIAG", station_key("CP-DIAG"))
     body = b"diagnostics log\n" * 100
-    status, answer = http(server, "PUT", "/diagnostics/CP-DIAG/diag.log", raw=body)
+    status, answer = http(server, "PUT", "/diagnostics/CP-DIAG/diag.log", raw=body, headers=auth)
     assert status == 201 and answer["sha256"] == hashlib.sha256(body).hexdigest()
     boundary = "XyZ"
     multipart = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; "
                  f"filename=\"second.log\"\r\nContent-Type: text/plain\r\n\r\n").encode() + body + \
         f"\r\n--{boundary}--\r\n".encode()
     status, answer = http(server, "POST", "/diagnostics/CP-DIAG", raw=multipart,
-                          headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+                          headers={"Content-Type": f"multipart/form-data; boundary={boundary}",
+                                   **auth})
     assert status == 201 and answer["filename"] == "second.log" and answer["size"] == len(body)
     _, listing = http(server, "GET", "/api/v1/diagnostics?cp_id=CP-DIAG")
     assert sorted(f["filename"] for f in listing["files"]) == ["diag.log", "second.log"]

@@ -15,7 +15,7 @@ class StoreThatNeverCommits(SQLiteStore):
         super().__init__(path)
         self.taken = []
 
-    def add_telemetry(self, row, on_committed=None):
+    def add_telemetry(self, row, on_settled=None):
         self.taken.append(row["seq"])
 
 

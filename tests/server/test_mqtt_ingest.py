@@ -7,16 +7,18 @@ import time
 
 import pytest
 
-from tests.server.conftest import http, mqtt_publisher, publish, wait_until
+from tests.server.conftest import http, mqtt_publisher, publish, register, wait_until
 
 
 @pytest.fixture(params=["embedded", "mosquitto"])
 def ingest_server(request, start_server):
     if request.param == "embedded":
         app = start_server()
+        _register_stations(app)
         return app, app.ports["mqtt"]
     broker = request.getfixturevalue("mosquitto")
     app = start_server({"mqtt.url": broker["url"]})
+    _register_stations(app)
     assert app.broker is None  # an external broker means no embedded one
     return app, broker["port"]
 
@@ -29,6 +31,12 @@ def _telemetry(seq: int, **extra) -> dict:
 
 def _stored(app) -> int:
     return http(app, "GET", "/api/v1/stats")[1]["telemetry_stored"]
+
+
+def _register_stations(app) -> None:
+    """Only registered stations get fleet records; telemetry of strangers is not theirs."""
+    for cp_id in ("CP-TEL", "CP-BAD", "CP-LOSS"):
+        register(app, cp_id)
 
 
 def test_telemetry_is_validated_stored_and_served_as_a_series(ingest_server):

@@ -36,6 +36,8 @@ def test_handshake_without_ocpp16_subprotocol_is_refused(server):
 
 
 def test_negotiated_subprotocol_is_ocpp16(server):
+    register(server, "CP-SUB")
+
     async def scenario():
         async with raw_socket(server, "CP-SUB") as ws:
             assert ws.subprotocol == "ocpp1.6"
@@ -70,30 +72,49 @@ def test_basic_auth_is_required_once_an_authorization_key_is_set(server):
     run(scenario())
 
 
-def test_require_auth_refuses_charge_points_without_a_key(start_server):
-    app = start_server({"ocpp.require_auth": True})
-    register(app, "CP-NOKEY")
+def test_require_auth_is_the_default_and_refuses_charge_points_without_a_key(server):
+    assert server.config.ocpp["require_auth"] is True
+    register(server, "CP-NOKEY", auth_key=None)
 
     async def scenario():
-        with pytest.raises(InvalidStatus) as info:
-            await websockets.connect(ocpp_url(app, "CP-NOKEY"), subprotocols=["ocpp1.6"])
-        assert info.value.response.status_code == 401
+        for headers in ({}, basic_auth("CP-NOKEY", "any-key-of-16-chars")):
+            with pytest.raises(InvalidStatus) as info:
+                await websockets.connect(ocpp_url(server, "CP-NOKEY"), subprotocols=["ocpp1.6"],
+                                         additional_headers=headers)
+            assert info.value.response.status_code == 401
 
     run(scenario())
 
 
-def test_unknown_charge_point_is_rejected_by_default(server):
+def test_lab_shortcut_lets_unknown_keyless_charge_points_in_and_keeps_no_record_of_them(
+        start_server):
+    app = start_server({"ocpp.require_auth": False})
+    server = app
+
     async def scenario():
-        async with charge_point(server, "CP-UNKNOWN") as cp:
+        async with charge_point(app, "CP-UNKNOWN", password=None) as cp:
             assert cp.boot_answer.status == "Rejected"
-        _, record = await ahttp(server, "GET", "/api/v1/chargepoints/CP-UNKNOWN")
-        assert record["registration"] is None
+        for n in range(20):  # ids that merely open a WebSocket (fewer than the address's burst)
+            async with raw_socket(server, f"CP-NOISE-{n}", password=None):
+                pass
 
     run(scenario())
+    status, _ = http(server, "GET", "/api/v1/chargepoints/CP-UNKNOWN")
+    assert status == 404
+    _, fleet = http(server, "GET", "/api/v1/chargepoints")
+    assert fleet == []
+    _, events = http(server, "GET", "/api/v1/events")
+    assert [e for e in events if e["cp_id"] and e["cp_id"].startswith("CP-")] == []
+    _, unknown = http(server, "GET", "/api/v1/unknown-chargepoints")
+    listed = {s["id"]: s for s in unknown["stations"]}
+    assert listed["CP-UNKNOWN"]["answered"] == "Rejected"
+    assert listed["CP-UNKNOWN"]["model"] == "PicoW"
+    assert len(listed) + unknown["ignored"] == 21  # the burst limit may skip some ids
 
 
-def test_unknown_charge_point_is_pending_until_an_operator_accepts_it(start_server):
-    app = start_server({"ocpp.unknown_chargepoints": "Pending"})
+def test_charge_point_registered_pending_waits_until_an_operator_accepts_it(server):
+    register(server, "CP-NEW", registration="Pending")
+    app = server
 
     async def scenario():
         async with charge_point(app, "CP-NEW") as cp:
@@ -114,13 +135,17 @@ def test_auto_register_accepts_and_remembers_the_presented_key(start_server):
     app = start_server({"ocpp.auto_register": True})
 
     async def scenario():
-        async with charge_point(app, "CP-LAB", password="lab-secret-key") as cp:
+        with pytest.raises(InvalidStatus) as info:  # too short for an AuthorizationKey
+            await websockets.connect(ocpp_url(app, "CP-LAB"), subprotocols=["ocpp1.6"],
+                                     additional_headers=basic_auth("CP-LAB", "short-key"))
+        assert info.value.response.status_code == 401
+        async with charge_point(app, "CP-LAB", password="lab-secret-key-0001") as cp:
             assert cp.boot_answer.status == "Accepted"
         _, record = await ahttp(app, "GET", "/api/v1/chargepoints/CP-LAB")
         assert record["registration"] == "Accepted" and record["has_auth_key"] is True
         with pytest.raises(InvalidStatus):
             await websockets.connect(ocpp_url(app, "CP-LAB"), subprotocols=["ocpp1.6"],
-                                     additional_headers=basic_auth("CP-LAB", "another-key"))
+                                     additional_headers=basic_auth("CP-LAB", "another-key-00001"))
 
     run(scenario())
 

@@ -86,6 +86,8 @@ def test_answer_to_a_call_never_made_is_ignored_and_the_connection_survives(serv
 
 
 def test_messages_before_an_accepted_boot_are_refused_with_security_error(server):
+    register(server, "CP-STRANGER", registration="Rejected")
+
     async def scenario():
         async with raw_socket(server, "CP-STRANGER") as ws:
             answer = await exchange(ws, [2, "early", "StatusNotification",

@@ -58,6 +58,7 @@ def test_silent_station_is_offline_within_the_configured_window_and_back_on_acti
 
 
 def test_mqtt_last_will_marks_telemetry_offline(server):
+    register(server, "CP-WILL")
     port = server.ports["mqtt"]
     board = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="board-CP-WILL")
     board.will_set("picocharge/CP-WILL/state", "offline", qos=1, retain=True)

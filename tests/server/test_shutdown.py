@@ -4,45 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import re
-import signal
 import sqlite3
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import websockets
+from serverproc import ServerProcess
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.server.conftest import basic_auth
 
 
-def _start(tmp_path) -> tuple[subprocess.Popen, dict]:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "server", "--data-dir", str(tmp_path / "var"), "--ocpp-host",
-         "127.0.0.1", "--ocpp-port", "0", "--http-host", "127.0.0.1", "--http-port", "0",
-         "--mqtt-port", "0", "--auto-register", "--log-level", "WARNING"],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    lines = []
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        line = process.stdout.readline()
-        lines.append(line)
-        match = re.match(r"PORTS ocpp=(\d+) http=(\d+) mqtt=(\d+)", line)
-        if match:
-            return process, {"ocpp": int(match[1]), "http": int(match[2]), "mqtt": int(match[3]),
-                             "output": "".join(lines)}
-        if process.poll() is not None:
-            break
-    process.kill()
-    raise AssertionError("server did not start:\n" + "".join(lines))
+def _start(tmp_path) -> tuple[ServerProcess, dict]:
+    server = ServerProcess(tmp_path / "var", "--auto-register").start()
+    return server, {**server.ports, "output": server.text}
 
 
 def test_sigterm_after_accepted_messages_loses_nothing(tmp_path):
-    process, info = _start(tmp_path)
+    server, info = _start(tmp_path)
     try:
         assert f"PicoCharge dashboard: http://127.0.0.1:{info['http']}/" in info["output"]
         board = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="board-shutdown")
@@ -55,8 +33,10 @@ def test_sigterm_after_accepted_messages_loses_nothing(tmp_path):
         board.loop_stop()
 
         async def ocpp_traffic():
+            # --auto-register: the first key presented becomes the station's key
             async with websockets.connect(f"ws://127.0.0.1:{info['ocpp']}/ocpp/CP-SIG",
-                                          subprotocols=["ocpp1.6"]) as ws:
+                                          subprotocols=["ocpp1.6"],
+                                          additional_headers=basic_auth("CP-SIG", "sigterm-key-0001")) as ws:
                 frames = [[2, "b", "BootNotification", {"chargePointVendor": "V",
                                                         "chargePointModel": "M"}]]
                 frames += [[2, f"s{i}", "StatusNotification",
@@ -72,14 +52,11 @@ def test_sigterm_after_accepted_messages_loses_nothing(tmp_path):
                 return answer[2]["transactionId"]
 
         tx_id = asyncio.run(ocpp_traffic())
-        process.send_signal(signal.SIGTERM)
-        out, _ = process.communicate(timeout=30)
-        assert process.returncode == 0, out
+        assert server.terminate(30) == 0, server.text
+        out = server.text
         assert "PicoCharge stopped" in out
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+        server.kill()
 
     db = sqlite3.connect(tmp_path / "var" / "picocharge.db")
     assert db.execute("SELECT COUNT(*) FROM telemetry WHERE cp_id='CP-SIG'").fetchone()[0] == 200

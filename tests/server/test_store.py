@@ -44,15 +44,29 @@ def test_close_flushes_every_accepted_write(tmp_path):
     assert sqlite3.connect(path).execute("SELECT COUNT(*) FROM events").fetchone()[0] == 3000
 
 
-def test_retention_deletes_only_rows_older_than_configured(tmp_path):
+def test_retention_goes_by_the_servers_receive_time_not_the_stations_clock(tmp_path):
     now = time.time()
-    store = SQLiteStore(tmp_path / "s.db", retention_days={"telemetry": 1, "events": 0})
-    store.add_telemetry({"cp_id": "CP", "ts": now - 2 * 86400, "received_at": now, "seq": 1})
-    store.add_telemetry({"cp_id": "CP", "ts": now - 3600, "received_at": now, "seq": 2})
+    old = now - 2 * 86400
+    report = tmp_path / "diag-old.txt"
+    report.write_text("old diagnostics")
+    store = SQLiteStore(tmp_path / "s.db", retention_days={
+        "telemetry": 1, "meter_values": 1, "data_transfers": 1, "diagnostics_files": 1,
+        "events": 0})
+    # a station whose clock claims 1970 is kept: the server received it just now
+    store.add_telemetry({"cp_id": "CP", "ts": 1, "received_at": now, "seq": 1})
+    store.add_telemetry({"cp_id": "CP", "ts": now, "received_at": old, "seq": 2})
+    meter = {"cp_id": "CP", "connector_id": 1, "value": "1", "source": "MeterValues"}
+    store.add_meter_values([dict(meter, ts=1.0), dict(meter, ts=now, received_at=old)])
+    store.add_data_transfer({"ts": old, "cp_id": "CP", "direction": "in", "vendor_id": "V"})
+    store.add_diagnostics_file({"cp_id": "CP", "filename": "d", "path": str(report), "size": 15,
+                                "sha256": "x", "received_at": old})
     store.add_event(now - 10 * 86400, "CP", "old", None)
     store.sync()
-    assert store.purge_expired(now) == {"telemetry": 1}
-    assert [r["seq"] for r in store.list_telemetry("CP")] == [2]
+    assert store.purge_expired(now) == {"telemetry": 1, "meter_values": 1, "data_transfers": 1,
+                                        "diagnostics_files": 1}
+    assert [r["seq"] for r in store.list_telemetry("CP")] == [1]
+    assert [r["ts"] for r in store.list_meter_values("CP")] == [1.0]
+    assert store.list_diagnostics_files() == [] and not report.exists()
     assert len(store.list_events()) == 1  # 0 days = keep forever
     store.close()
 

@@ -38,7 +38,8 @@ def _feeds(app, channel_id: int) -> list:
 
 def test_bridge_forwards_averaged_windows_no_faster_than_the_rule(start_server):
     interval = 1.0
-    app = start_server({"thingspeak.min_interval": interval, "thingspeak.bridge_interval": interval})
+    app = start_server({"thingspeak.min_interval": interval, "thingspeak.bridge_interval": interval,
+                        "thingspeak.allow_private_targets": True})  # the fake is on loopback
     channel = _setup(app, interval)
     board = mqtt_publisher(app.ports["mqtt"])
     for seq, temperature in enumerate((20.0, 22.0, 24.0), start=1):
@@ -58,7 +59,8 @@ def test_bridge_forwards_averaged_windows_no_faster_than_the_rule(start_server):
 
 def test_bridge_catches_up_with_bulk_update_after_a_gap(start_server):
     interval = 0.5
-    app = start_server({"thingspeak.min_interval": interval, "thingspeak.bridge_interval": interval})
+    app = start_server({"thingspeak.min_interval": interval, "thingspeak.bridge_interval": interval,
+                        "thingspeak.allow_private_targets": True})  # the fake is on loopback
     channel = _setup(app, interval)
     http(app, "PUT", "/api/v1/chargepoints/CP-BRIDGE/thingspeak",
          {"url": f"http://127.0.0.1:{app.ports['http']}", "channel": channel["id"],

@@ -30,6 +30,7 @@ import argparse
 import json
 import os
 import platform
+import secrets
 import shutil
 import signal
 import socket
@@ -46,7 +47,7 @@ from pathlib import Path
 
 import psutil
 
-from tools.bench import report
+from tools.bench import commit_cost, report
 from tools.bench.profile import Profiler
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -121,12 +122,18 @@ def wait_port(port: int, timeout: float = 30) -> None:
     raise SystemExit(f"[bench] nothing listens on 127.0.0.1:{port} after {timeout}s")
 
 
+# The admin API token the benchmarked server is started with (PICOCHARGE_ADMIN_TOKEN).
+API_TOKEN = secrets.token_urlsafe(32)
+API_HEADERS = {"Authorization": f"Bearer {API_TOKEN}"}
+
+
 def get_json(url: str, attempts: int = 6) -> dict:
     """GET a JSON document; a server too busy to answer in time is asked again (and the
     step that needed it is reported as failed by the caller if it never answers)."""
     for attempt in range(attempts):
         try:
-            with urllib.request.urlopen(url, timeout=10) as resp:
+            with urllib.request.urlopen(urllib.request.Request(url, headers=API_HEADERS),
+                                        timeout=10) as resp:
                 return json.load(resp)
         except (TimeoutError, urllib.error.URLError, ConnectionError):
             if attempt == attempts - 1:
@@ -384,13 +391,18 @@ def start_server(workdir: Path, label: str, mqtt_url: str | None = None) -> tupl
     data = workdir / f"server-{label}"
     cmd = [sys.executable, "-m", "server", "--data-dir", str(data), "--ocpp-host", "127.0.0.1",
            "--ocpp-port", str(ocpp_port), "--http-host", "127.0.0.1", "--http-port", str(http_port),
-           "--auto-register", "--log-level", "WARNING"]
+           "--auto-register", "--log-level", "WARNING",
+           # every simulated station connects from 127.0.0.1: no per-address handshake
+           # limits (a real fleet comes from many addresses)
+           "--set", "ocpp.handshake_rate_per_address=0",
+           "--set", "ocpp.max_connections_per_address=0"]
     if mqtt_url:
         cmd += ["--mqtt-url", mqtt_url]
         mqtt_port = int(mqtt_url.rsplit(":", 1)[1])
     else:
         cmd += ["--mqtt-host", "127.0.0.1", "--mqtt-port", str(mqtt_port)]
-    proc = Process(f"server-{label}", cmd, workdir / f"server-{label}.log")
+    env = dict(os.environ, PICOCHARGE_ADMIN_TOKEN=API_TOKEN)
+    proc = Process(f"server-{label}", cmd, workdir / f"server-{label}.log", env=env)
     api = f"http://127.0.0.1:{http_port}"
     wait_http(f"{api}/api/v1/health")
     wait_port(ocpp_port)
@@ -399,7 +411,8 @@ def start_server(workdir: Path, label: str, mqtt_url: str | None = None) -> tupl
 
     for tag in ID_TAGS:
         req = urllib.request.Request(f"{api}/api/v1/idtags", data=json.dumps({"id_tag": tag}).encode(),
-                                     headers={"Content-Type": "application/json"}, method="POST")
+                                     headers={"Content-Type": "application/json", **API_HEADERS},
+                                     method="POST")
         urllib.request.urlopen(req, timeout=10).close()
     return proc, {"ocpp_url": f"ws://127.0.0.1:{ocpp_port}/ocpp", "api": api,
                   "mqtt_url": f"mqtt://127.0.0.1:{mqtt_port}", "mqtt_port": mqtt_port,
@@ -420,7 +433,7 @@ def start_mosquitto(workdir: Path) -> tuple[Process, int]:
 
 
 def firmware_heap_figures() -> dict:
-    """Peak heap on the MicroPython Unix port at 192 KiB: the charge point alone during a
+    """Peak heap on the MicroPython Unix port (32-bit) at a Pico W's heap: the charge point alone during a
     session (tools.firmware_heap) and the complete board (tools.bench.board_heap)."""
     from tools import firmware_heap
     from tools.bench import board_heap
@@ -456,6 +469,8 @@ def main(argv=None) -> int:
     parser.add_argument("--no-mosquitto", action="store_true", help="skip the Mosquitto run")
     parser.add_argument("--no-reference", action="store_true", help="skip the ocpp-package reference")
     parser.add_argument("--no-firmware", action="store_true", help="skip the firmware heap figures")
+    parser.add_argument("--no-commit-cost", action="store_true",
+                        help="skip the cost of answering after commit (tools.bench.commit_cost)")
     parser.add_argument("--no-profile", action="store_true",
                         help="skip the server profile of each sweep step (py-spy)")
     parser.add_argument("--seed", type=int, default=1)
@@ -476,6 +491,9 @@ def main(argv=None) -> int:
     processes: list[Process] = []
     if not args.no_firmware:
         results["firmware"] = firmware_heap_figures()
+    if not args.no_commit_cost:
+        log("commit cost: transaction messages against store.synchronous FULL and NORMAL")
+        results["commit_cost"] = commit_cost.run()
     try:
         configs = [("embedded", None)]
         if not args.no_mosquitto:

@@ -1,14 +1,22 @@
 /* Shared helpers for the dashboard pages: fetch JSON, format times, live indicator. */
 "use strict";
 const PC = {
+  // The session's CSRF token (a meta tag of the page): sent with every state-changing call.
+  csrf: document.querySelector('meta[name="csrf-token"]')?.content || "",
+  loginIfExpired(r) {
+    if (r.status === 401) location.assign("/login?next=" + encodeURIComponent(location.pathname));
+  },
   async get(path) {
-    const r = await fetch(path, {cache: "no-store"});
+    const r = await fetch(path, {cache: "no-store", credentials: "same-origin"});
+    PC.loginIfExpired(r);
     if (!r.ok) throw new Error(path + ": HTTP " + r.status);
     return r.json();
   },
   async post(path, body) {
-    const r = await fetch(path, {method: "POST", headers: {"Content-Type": "application/json"},
+    const r = await fetch(path, {method: "POST", credentials: "same-origin",
+                                 headers: {"Content-Type": "application/json", "X-CSRF-Token": PC.csrf},
                                  body: JSON.stringify(body)});
+    PC.loginIfExpired(r);
     let data; try { data = await r.json(); } catch (e) { data = {reason: "no JSON answer"}; }
     return {ok: r.ok, status: r.status, data};
   },

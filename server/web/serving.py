@@ -1,0 +1,82 @@
+"""The WSGI server under the Flask app: waitress for plain HTTP, cheroot for HTTPS.
+
+waitress has no TLS of its own (and an ssl-wrapped listening socket is not supported by
+it), so with ``http.tls_cert``/``http.tls_key`` set the same app runs under cheroot (the
+CherryPy server) with its built-in ``ssl`` adapter; both poll with something other than
+select(), so a process holding thousands of OCPP sockets is fine.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+log = logging.getLogger(__name__)
+
+
+class _Waitress:
+    scheme = "http"
+
+    def __init__(self, app, http: dict) -> None:
+        from waitress.server import create_server
+
+        # asyncore_use_poll: waitress's default select() fails once the process holds more
+        # than 1 024 file descriptors, i.e. past ~1 000 connected charge points.
+        self._server = create_server(app, host=http["host"], port=http["port"],
+                                     threads=http["threads"], ident="PicoCharge",
+                                     max_request_body_size=http["max_upload_bytes"],
+                                     asyncore_use_poll=True)
+        self.port = int(self._server.effective_port)
+        self._thread = threading.Thread(target=self._server.run, name="http", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Close the listener and every channel from inside waitress's own loop thread
+        (closing sockets under a running poll from elsewhere races); the loop ends when its
+        map is empty. Requests in progress finish first."""
+        server = self._server
+        server.task_dispatcher.shutdown(timeout=10)
+
+        def close_everything() -> None:
+            for channel in list(server._map.values()):
+                if channel is not server.trigger:
+                    channel.close()
+            server.trigger.close()
+
+        server.trigger.pull_trigger(close_everything)
+        self._thread.join(10)
+
+
+class _CherootTls:
+    scheme = "https"
+
+    def __init__(self, app, http: dict) -> None:
+        from cheroot import wsgi
+        from cheroot.ssl.builtin import BuiltinSSLAdapter
+
+        server = wsgi.Server((http["host"], http["port"]), app, numthreads=http["threads"],
+                             server_name="PicoCharge")
+        server.max_request_body_size = http["max_upload_bytes"]
+        server.ssl_adapter = BuiltinSSLAdapter(http["tls_cert"], http["tls_key"])
+        server.prepare()  # binds and listens: the port is known from here on
+        self._server = server
+        self.port = int(server.bind_addr[1])
+        self._thread = threading.Thread(target=server.serve, name="https", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._server.stop()
+        self._thread.join(10)
+
+
+def start_http_server(app, http: dict):
+    """Listen and serve ``app`` on a thread; the result has ``port``, ``scheme``, ``stop()``."""
+    if bool(http["tls_cert"]) != bool(http["tls_key"]):
+        raise ValueError("http.tls_cert and http.tls_key go together")
+    server = _CherootTls(app, http) if http["tls_cert"] else _Waitress(app, http)
+    if http["host"] in ("127.0.0.1", "::1", "localhost"):
+        log.info("HTTP side (%s) listens on %s:%d only: set http.host to reach it from other "
+                 "machines", server.scheme, http["host"], server.port)
+    else:
+        log.info("HTTP side (%s) listens on %s:%d", server.scheme, http["host"], server.port)
+    return server
