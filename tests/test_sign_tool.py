@@ -141,3 +141,19 @@ def test_the_bundle_library_serves_unsigned_bundles_and_says_which_are_signed(tm
 def test_bad_public_keys_get_a_clear_error(text):
     with pytest.raises(sign.SignError, match="not an Ed25519 public key"):
         sign.parse_public(text)
+
+
+def test_bundle_makes_a_signed_bundle_from_a_firmware_build(tmp_path, capsys):
+    pub = keygen(capsys, tmp_path / "maker.key")
+    build = tmp_path / "build"
+    (build / "lib").mkdir(parents=True)
+    (build / "main.py").write_text("print('x')\n")
+    (build / "lib" / "app.mpy").write_bytes(b"M\x06")
+    code, out, err = run(capsys, "bundle", build, tmp_path / "v2", "--version", "2.0.0",
+                         "--key", tmp_path / "maker.key")
+    assert code == 0, err
+    manifest = json.loads((tmp_path / "v2" / "manifest.json").read_text())
+    assert manifest["version"] == "2.0.0" and sorted(manifest["files"]) == ["lib/app.mpy", "main.py"]
+    assert run(capsys, "verify", tmp_path / "v2", "--trust", pub)[0] == 0
+    code, _, err = run(capsys, "bundle", build, tmp_path / "v2", "--version", "2.0.1")
+    assert code == 2 and "never overwritten" in err

@@ -3,6 +3,7 @@ does, rotate keys.
 
     python -m tools.sign keygen maker.key            # private key (mode 0600) + maker.key.pub
     python -m tools.sign pubkey maker.key            # the public key, for firmware.keys
+    python -m tools.sign bundle build/firmware var/firmware/v2 --version 2.0.0 [--key maker.key]
     python -m tools.sign sign BUNDLE_DIR --key maker.key [--endorsement rot.json ...]
     python -m tools.sign verify BUNDLE_DIR --trust HEX [--trust HEX ...] [--allow-unsigned]
     python -m tools.sign rotate --old old.key --new new.key.pub --out rot.json [--keep-old]
@@ -12,6 +13,8 @@ or read from the environment variable named by `--passphrase-env`); `--no-passph
 writes it unencrypted (a test or lab key). It is created with mode 0600, never
 overwritten, never printed. Public keys are printed and stored as 64 hex digits.
 
+`bundle` copies a firmware build (`make firmware` writes `build/firmware/`) into a bundle
+directory with its manifest (`server.files.build_bundle`), signed when `--key` is given.
 `sign` writes `manifest.sig` next to the bundle's `manifest.json` (format
 `picocharge-sig-1`, see docs/firmware.md and firmware/lib/firmware_trust.py): an Ed25519
 signature of MANIFEST_CONTEXT + SHA-256(manifest.json bytes), plus any key rotations
@@ -42,8 +45,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from server.files import (
     ENDORSE_CONTEXT,
     MANIFEST_CONTEXT,
+    MAX_VERSION,
     SIGNATURE_FILE,
     SIGNATURE_FORMAT,
+    build_bundle,
+    firmware_path_problem,
     sha256_file,
 )
 
@@ -282,6 +288,26 @@ def cmd_pubkey(args) -> int:
     return 0
 
 
+def cmd_bundle(args) -> int:
+    source, dest = Path(args.source), Path(args.dest)
+    if not source.is_dir():
+        raise SignError(f"{source} is not a directory (run `make firmware` first)")
+    if not 0 < len(args.version) <= MAX_VERSION:
+        raise SignError(f"the version must have 1 to {MAX_VERSION} characters")
+    if dest.exists():
+        raise SignError(f"{dest} exists: a bundle is never overwritten")
+    key = open_key(Path(args.key), args) if args.key else None
+    manifest = build_bundle(source, dest, args.version)
+    problems = [p for p in map(firmware_path_problem, manifest["files"]) if p]
+    for problem in problems:
+        print(f"warning: {problem}")
+    print(f"bundle {dest}: version {args.version}, {len(manifest['files'])} files")
+    if key is not None:
+        doc = sign_bundle(dest, key)
+        print(f"signed with key {doc['key']}")
+    return 0
+
+
 def cmd_sign(args) -> int:
     key = open_key(Path(args.key), args)
     endorsements = []
@@ -340,6 +366,12 @@ def main(argv=None) -> int:
     p = with_passphrase(sub.add_parser("pubkey", help="print a private key's public key"))
     p.add_argument("key")
     p.set_defaults(fn=cmd_pubkey)
+    p = with_passphrase(sub.add_parser("bundle", help="make a bundle from a firmware build"))
+    p.add_argument("source", help="the firmware build (build/firmware/)")
+    p.add_argument("dest", help="the bundle directory to create")
+    p.add_argument("--version", required=True, help="the firmware version the board reports")
+    p.add_argument("--key", help="sign it with this private key")
+    p.set_defaults(fn=cmd_bundle)
     p = with_passphrase(sub.add_parser("sign", help="write BUNDLE/manifest.sig"))
     p.add_argument("bundle")
     p.add_argument("--key", required=True)

@@ -436,11 +436,12 @@ def firmware_heap_figures() -> dict:
     """Peak heap on the MicroPython Unix port (32-bit) at a Pico W's heap: the charge point alone during a
     session (tools.firmware_heap) and the complete board (tools.bench.board_heap)."""
     from tools import firmware_heap
-    from tools.bench import board_heap
+    from tools.bench import board_heap, ed25519_verify
 
-    log("firmware heap: charge point session, then the complete board")
+    log("firmware heap: charge point session, then the complete board; Ed25519 verify")
     out = {}
-    for name, fn in (("charge_point", firmware_heap.run), ("board", board_heap.run)):
+    for name, fn in (("charge_point", firmware_heap.run), ("board", board_heap.run),
+                     ("ed25519", ed25519_verify.run)):
         try:
             out[name] = fn()
         except Exception as exc:  # reported, not hidden: the table says it failed
