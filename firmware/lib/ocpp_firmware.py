@@ -409,20 +409,23 @@ class Firmware:
                 held = await cp.hold_link(location)  # one TLS session at a time
                 try:
                     result = await self._download(location)
-                    break
                 except Refused as exc:
-                    cp.log("firmware: refused %s: %s" % (location, exc))
-                    self.clear("fw/stage")
-                    self.notify("InstallationFailed")
-                    return
+                    result = exc
                 except Exception as exc:
                     cp.log("firmware: download failed: %r" % (exc,))
                     self.clear("fw/stage")
                 finally:
                     if held:
                         cp.release_link()
-                    if attempt < tries - 1:
-                        await asyncio.sleep(interval)
+                if result is not None:
+                    break
+                if attempt < tries - 1:  # (not after a success or a refusal)
+                    await asyncio.sleep(interval)
+            if isinstance(result, Refused):
+                cp.log("firmware: refused %s: %s" % (location, result))
+                self.clear("fw/stage")
+                self.notify("InstallationFailed")
+                return
             if result is None:
                 self.notify("DownloadFailed")
                 return
