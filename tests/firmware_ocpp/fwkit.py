@@ -11,10 +11,14 @@
   faults per path (404, a body cut short), recording every request with its wall-clock
   time and every upload.
 - `firmware_files(flash)`: the firmware files on a board's flash (name -> bytes).
+- `firmware_module(name)`: a module of firmware/lib/ imported on CPython for a unit test,
+  under a private name and without putting firmware/lib/ on sys.path (its module names,
+  `config`, `storage`, `app`..., would shadow others in the test process).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
 import socket
 import tempfile
@@ -76,6 +80,14 @@ def make_bundle(runtime: str, dest: Path, version: str, edits: dict | None = Non
     if key is not None:
         sign_bundle(dest, key, endorsements)
     return manifest
+
+
+def firmware_module(name: str):
+    spec = importlib.util.spec_from_file_location("firmware_lib_" + name,
+                                                  FIRMWARE / "lib" / (name + ".py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def firmware_files(flash: Path) -> dict[str, bytes]:

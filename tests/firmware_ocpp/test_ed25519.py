@@ -12,18 +12,17 @@ import os
 import random
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from fwkit import firmware_module
 
 from tools.board import FIRMWARE, MICROPYTHON, compiled
 
-sys.path.insert(0, str(FIRMWARE / "lib"))
-import ed25519  # noqa: E402  (the firmware modules, on CPython)
-import sha512  # noqa: E402
+ed25519 = firmware_module("ed25519")  # the firmware modules, on CPython
+sha512 = firmware_module("sha512")
 
 L = 2**252 + 27742317777372353535851937790883648493
 
