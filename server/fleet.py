@@ -47,6 +47,7 @@ class Fleet:
         self._records: dict[str, dict[str, Any]] = {}
         self._connectors: dict[tuple[str, int], dict[str, Any]] = {}
         self._persisted_seen: dict[str, float] = {}
+        self._key_listeners: list = []
         for record in store.load_chargepoints():
             # Nobody is connected to a process that just started.
             record["ocpp_online"] = 0
@@ -72,6 +73,19 @@ class Fleet:
     def is_registered(self, cp_id: str) -> bool:
         record = self._records.get(cp_id)
         return bool(record and record.get("registration"))
+
+    # Key changes ---------------------------------------------------------------
+    def on_key_change(self, listener) -> None:
+        """Call `listener(cp_id, plaintext_key_or_None)` whenever a station's key is set
+        (the plaintext exists only then), cleared, or the station deleted."""
+        self._key_listeners.append(listener)
+
+    def _key_changed(self, cp_id: str, key: str | None) -> None:
+        for listener in self._key_listeners:
+            try:
+                listener(cp_id, key)
+            except Exception:
+                log.exception("key change listener failed for %s", cp_id)
 
     # Writes --------------------------------------------------------------------
     def _persist(self, record: dict[str, Any]) -> None:
@@ -106,6 +120,8 @@ class Fleet:
             self._persist(record)
             if previous != registration:
                 self.event(cp_id, "registration", previous=previous, registration=registration)
+            if auth_key is not None or clear_auth_key:
+                self._key_changed(cp_id, auth_key)
             return dict(record)
 
     def update(self, cp_id: str, **fields: Any) -> None:
@@ -122,6 +138,7 @@ class Fleet:
                 del self._connectors[key]
             self.store.delete_chargepoint(cp_id)
             self.event(cp_id, "deleted")
+            self._key_changed(cp_id, None)
             return True
 
     def touch(self, cp_id: str, now: float) -> None:
