@@ -36,8 +36,12 @@ from amqtt.mqtt.connack import NOT_AUTHORIZED, ConnackPacket
 from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
 from amqtt.plugins.base import BaseAuthPlugin, BaseTopicPlugin
 
-from server.mqtt.credentials import (BrokerCredentials, check_mosquitto_hash,
-                                     read_password_file, topic_allowed)
+from server.mqtt.credentials import (
+    BrokerCredentials,
+    check_mosquitto_hash,
+    read_password_file,
+    topic_allowed,
+)
 from server.mqtt.mosquitto import MosquittoBroker, find_mosquitto
 
 log = logging.getLogger(__name__)

@@ -15,10 +15,10 @@ arrived since its last autosave (``mqtt.broker_autosave_seconds``)."""
 
 from __future__ import annotations
 
-import pwd
 import json
 import logging
 import os
+import pwd
 import shutil
 import signal
 import socket
