@@ -42,7 +42,7 @@ from server.mqtt.credentials import (
     read_password_file,
     topic_allowed,
 )
-from server.mqtt.mosquitto import MosquittoBroker, find_mosquitto
+from server.mqtt.mosquitto import MosquittoBroker, find_dynsec_plugin, find_mosquitto
 
 log = logging.getLogger(__name__)
 
@@ -59,14 +59,19 @@ def open_embedded_broker(config, credentials: BrokerCredentials):
     if choice not in ("auto", "mosquitto", "amqtt"):
         raise ValueError("mqtt.embedded_broker must be auto, mosquitto or amqtt")
     binary = find_mosquitto(mqtt["mosquitto_binary"]) if choice != "amqtt" else None
-    if binary is not None:
-        return MosquittoBroker(binary, mqtt["embedded_host"], mqtt["embedded_port"],
+    plugin = find_dynsec_plugin() if binary else None
+    if binary is not None and plugin is not None:
+        return MosquittoBroker(binary, plugin, mqtt["embedded_host"], mqtt["embedded_port"],
                                credentials.directory, credentials,
                                autosave_seconds=mqtt["broker_autosave_seconds"],
                                max_queued_messages=mqtt["broker_max_queued_messages"])
+    missing = ("its dynamic-security plugin (mosquitto_dynamic_security.so)" if binary
+               else "the mosquitto binary")
     if choice == "mosquitto":
-        raise RuntimeError("mqtt.embedded_broker = mosquitto but no mosquitto binary was found "
+        raise RuntimeError(f"mqtt.embedded_broker = mosquitto but {missing} was not found "
                            "(apt-get install mosquitto, or set mqtt.mosquitto_binary)")
+    if choice == "auto":
+        log.warning("MQTT broker: %s was not found; falling back to amqtt", missing)
     return AmqttBroker(mqtt["embedded_host"], mqtt["embedded_port"], credentials)
 
 
@@ -263,7 +268,6 @@ class AmqttBroker:
         self.requested_port = port
         self.credentials = credentials
         self.port: int | None = None
-        self.adopted = False
         self._proc: subprocess.Popen | None = None
         credentials.on_change = self.reload
 
@@ -289,7 +293,8 @@ class AmqttBroker:
                  self.port)
         return self.port
 
-    def reload(self) -> None:
+    def reload(self, cp_id: str | None = None, key: str | None = None) -> None:
+        """The password file changed (for `cp_id`): the child rereads it on SIGHUP."""
         if self._proc is not None and self._proc.poll() is None:
             self._proc.send_signal(signal.SIGHUP)
 

@@ -2,12 +2,14 @@
 rules shared by the Mosquitto broker and the amqtt fallback.
 
 Stations connect with username = chargePointId and password = their AuthorizationKey;
-the ingest has its own generated credentials. The password file is in Mosquitto's own
-format (``user:$7$<iterations>$<salt b64>$<hash b64>``: PBKDF2-SHA512, documented in
-mosquitto_passwd(1)), computed here because only a hash of each key is kept once it has
-been set (the plaintext exists only while a key is being registered). Files are written
-atomically (temporary file, fsync, rename) with mode 0600 and are the source of truth for
-the broker's credentials across restarts of the server.
+the ingest has its own generated credentials (and Mosquitto an administrator for its
+dynamic-security plugin). The password file ``passwd`` is in Mosquitto's own format
+(``user:$7$<iterations>$<salt b64>$<hash b64>``: PBKDF2-SHA512, mosquitto_passwd(1)),
+computed here because only a hash of each key is kept once it has been set (the plaintext
+exists only while a key is being registered). It is the source of truth across restarts:
+the amqtt fallback reads it, and Mosquitto's dynamic-security document is generated from
+it (same PBKDF2-SHA512, salt and iterations). Files are written atomically (temporary
+file, fsync, rename) with mode 0600.
 """
 
 from __future__ import annotations
@@ -110,47 +112,59 @@ class BrokerCredentials:
     Every change rewrites the password file atomically and calls `on_change` (the broker
     reloads it)."""
 
+    ADMIN_USER = "picocharge-broker-admin"
+
     def __init__(self, directory: Path, ingest_user: str, prefix: str) -> None:
         self.directory = directory
         self.ingest_user = ingest_user
+        self.admin_user = self.ADMIN_USER
         self.prefix = prefix
         self.password_file = directory / "passwd"
-        self.acl_file = directory / "acl"
         self.secret_file = directory / "ingest.secret"
-        self.on_change = None
+        self.admin_secret_file = directory / "admin.secret"
+        self.on_change = None  # on_change(cp_id, plaintext key or None), set by the broker
         self._lock = threading.Lock()
         self._users: dict[str, str] = {}
         self.ingest_password = ""
+        self.admin_password = ""
+
+    @staticmethod
+    def _secret(path: Path) -> str:
+        value = path.read_text().strip() if path.exists() else ""
+        if not value:
+            value = secrets.token_urlsafe(32)
+            write_private(path, value + "\n")
+        return value
 
     def load(self, fleet_records: list[dict]) -> None:
         """Read what the data directory holds, generate the ingest's secret on first use,
         drop credentials of stations the fleet no longer has a key for, write both files."""
         self.directory.mkdir(parents=True, exist_ok=True)
         os.chmod(self.directory, 0o700)
-        if self.secret_file.exists():
-            self.ingest_password = self.secret_file.read_text().strip()
-        if not self.ingest_password:
-            self.ingest_password = secrets.token_urlsafe(32)
-            write_private(self.secret_file, self.ingest_password + "\n")
+        self.ingest_password = self._secret(self.secret_file)
+        self.admin_password = self._secret(self.admin_secret_file)
         with_key = {r["id"] for r in fleet_records if r.get("auth_key_hash")}
         users = read_password_file(self.password_file)
         with self._lock:
             self._users = {user: hashed for user, hashed in users.items()
-                           if user in with_key and user != self.ingest_user}
+                           if user in with_key and user not in self.reserved}
             missing = sorted(with_key - set(self._users))
             self._write()
         if missing:
             log.warning("%d station(s) have an AuthorizationKey but no MQTT credential (the key "
                         "was set before the broker kept credentials): set their key again to "
                         "let them publish telemetry, e.g. %s", len(missing), ", ".join(missing[:5]))
-        self._write_acl()
 
     def stations(self) -> list[str]:
         with self._lock:
             return sorted(self._users)
 
+    @property
+    def reserved(self) -> tuple[str, str]:
+        return (self.ingest_user, self.admin_user)
+
     def set_station(self, cp_id: str, key: str | None) -> None:
-        if cp_id == self.ingest_user or not usable_username(cp_id):
+        if cp_id in self.reserved or not usable_username(cp_id):
             if key is not None:
                 log.warning("station %r gets no MQTT credential: its id cannot be an MQTT "
                             "username here (reserved, or contains ':', '/', '+', '#' or spaces)",
@@ -164,19 +178,46 @@ class BrokerCredentials:
                 self._users[cp_id] = mosquitto_hash(key)
             self._write()
         if self.on_change is not None:
-            self.on_change()
+            self.on_change(cp_id, key)
 
     def _write(self) -> None:
         lines = [f"{self.ingest_user}:{mosquitto_hash(self.ingest_password)}"]
         lines += [f"{user}:{hashed}" for user, hashed in sorted(self._users.items())]
         write_private(self.password_file, "\n".join(lines) + "\n")
 
-    def _write_acl(self) -> None:
+    # Mosquitto's dynamic-security plugin ------------------------------------------------
+    def station_role(self, cp_id: str) -> dict:
+        # one role per station: the plugin of Mosquitto 2.0 has no %u in its ACL topics
+        return {"rolename": f"station-{cp_id}",
+                "acls": [{"acltype": "publishClientSend", "topic": f"{self.prefix}/{cp_id}/#",
+                          "allow": True}]}
+
+    @staticmethod
+    def _dynsec_client(username: str, hashed: str, role: str) -> dict:
+        _, _, iterations, salt, digest = hashed.split("$")
+        # clientid: only this username's password can use this client id
+        return {"username": username, "clientid": username, "password": digest, "salt": salt,
+                "iterations": int(iterations), "roles": [{"rolename": role}]}
+
+    def dynsec_document(self) -> dict:
+        """The plugin's configuration file: the administrator (the server's broker manager),
+        the ingest (reads the stations' topics), one client and role per station."""
         prefix = self.prefix
-        write_private(self.acl_file, (
-            "# Written by the PicoCharge server; rewritten at every start.\n"
-            f"user {self.ingest_user}\n"
-            f"topic read {prefix}/#\n"
-            "\n"
-            "# every other client: its own topics only (telemetry, and the presence last will)\n"
-            f"pattern write {prefix}/%u/#\n"))
+        with self._lock:
+            users = dict(self._users)
+        clients = [
+            self._dynsec_client(self.admin_user, mosquitto_hash(self.admin_password), "admin"),
+            self._dynsec_client(self.ingest_user, mosquitto_hash(self.ingest_password), "ingest"),
+        ] + [self._dynsec_client(user, hashed, f"station-{user}")
+             for user, hashed in sorted(users.items())]
+        roles = [
+            {"rolename": "admin", "acls": [
+                {"acltype": kind, "topic": "$CONTROL/dynamic-security/#", "allow": True}
+                for kind in ("publishClientSend", "publishClientReceive", "subscribePattern")]},
+            {"rolename": "ingest", "acls": [
+                {"acltype": "subscribePattern", "topic": f"{prefix}/#", "allow": True},
+                {"acltype": "publishClientReceive", "topic": f"{prefix}/#", "allow": True}]},
+        ] + [self.station_role(user) for user in sorted(users)]
+        return {"defaultACLAccess": {"publishClientSend": False, "publishClientReceive": False,
+                                     "subscribe": False, "unsubscribe": True},
+                "clients": clients, "groups": [], "roles": roles}

@@ -1,30 +1,44 @@
 """The embedded broker as a real part: Mosquitto (Debian's package), started by the server
-with its configuration, password file, ACL and persistence in ``<data_dir>/mqtt``.
+with its configuration, credentials and persistence in ``<data_dir>/mqtt``.
 
 Why it outlives a crash of the server: Mosquitto writes its persistence file only at
 ``autosave_interval`` and when it exits (mosquitto.conf(5)); a broker that died with a
 SIGKILLed server would take every message it had acknowledged since the last save with it.
 So the broker runs in its own session (a SIGKILL of the server, or a Ctrl-C to the
-terminal's process group, does not reach it), keeps accepting and acknowledging telemetry,
-and queues it for the ingest's persistent session; the restarted server finds it by its
-pid file, checks that the process is this data directory's broker, re-adopts it (rewrites
-the credentials, SIGHUP) and the ingest drains the queue. A clean stop of the server
-stops the broker with SIGTERM, which makes it write its persistence file; the next start
-loads it. What remains: a crash of Mosquitto itself (or of the machine) loses what
-arrived since its last autosave (``mqtt.broker_autosave_seconds``)."""
+terminal's process group, does not reach it) and keeps accepting, acknowledging and
+queueing telemetry for the ingest's persistent session. The restarted server finds it by
+its pid file (checking that the process is this data directory's broker), stops it with
+SIGTERM, on which Mosquitto writes its persistence file, and starts it again on the same
+file, port and freshly written credentials; the ingest then drains the queue. A clean stop
+of the server stops the broker the same way. What remains: a crash of Mosquitto itself
+(or of the machine) loses what arrived since its last autosave
+(``mqtt.broker_autosave_seconds``).
+
+Identity and ACL are Mosquitto's dynamic-security plugin: every client has a fixed client
+id bound to its username and password, so nobody can take the ingest's session (the
+password file's ``use_username_as_clientid`` would do that too, but Mosquitto 2.0.11
+crashes when an anonymous client is refused under it with a client id that is in use);
+changes apply at once through the plugin's ``$CONTROL`` topic, and the plugin disconnects
+a client whose credentials were changed or deleted.
+"""
 
 from __future__ import annotations
 
+import glob
 import json
 import logging
 import os
 import pwd
+import secrets
 import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 from pathlib import Path
+
+import paho.mqtt.client as mqtt
 
 from server.mqtt.credentials import BrokerCredentials, write_private
 
@@ -33,6 +47,7 @@ log = logging.getLogger(__name__)
 GUARANTEE = ("Mosquitto: QoS 1 sessions and queued messages are persisted in {dir} and the "
              "broker outlives a crash of the server, so telemetry acknowledged to a station "
              "survives it")
+CONTROL_TOPIC = "$CONTROL/dynamic-security/v1"
 
 
 def find_mosquitto(configured: str = "") -> str | None:
@@ -42,6 +57,16 @@ def find_mosquitto(configured: str = "") -> str | None:
     if found:
         return found
     return "/usr/sbin/mosquitto" if os.access("/usr/sbin/mosquitto", os.X_OK) else None
+
+
+def find_dynsec_plugin() -> str | None:
+    for pattern in ("/usr/lib/*/mosquitto_dynamic_security.so",
+                    "/usr/lib/mosquitto_dynamic_security.so",
+                    "/usr/local/lib/mosquitto_dynamic_security.so"):
+        found = sorted(glob.glob(pattern))
+        if found:
+            return found[0]
+    return None
 
 
 def _accepting(host: str, port: int) -> bool:
@@ -79,14 +104,16 @@ def _alive(pid: int) -> bool:
 
 
 class MosquittoBroker:
-    """Start (or re-adopt), reload and stop the data directory's Mosquitto."""
+    """Start (restarting a survivor of a crash), change credentials of, and stop the data
+    directory's Mosquitto."""
 
     kind = "mosquitto"
 
-    def __init__(self, binary: str, host: str, port: int, directory: Path,
+    def __init__(self, binary: str, plugin: str, host: str, port: int, directory: Path,
                  credentials: BrokerCredentials, autosave_seconds: int = 10,
                  max_queued_messages: int = 1_000_000) -> None:
         self.binary = binary
+        self.plugin = plugin
         self.host = host
         self.requested_port = port
         self.directory = Path(directory).resolve()
@@ -97,11 +124,16 @@ class MosquittoBroker:
         self.pid_file = self.directory / "mosquitto.pid"
         self.state_file = self.directory / "broker.json"
         self.log_file = self.directory / "mosquitto.log"
+        self.dynsec_file = self.directory / "dynamic-security.json"
         self.port: int | None = None
         self.pid: int | None = None
-        self.adopted = False
+        self.restarted_survivor = False
         self._proc: subprocess.Popen | None = None
-        credentials.on_change = self.reload
+        self._admin: mqtt.Client | None = None
+        self._admin_lock = threading.Lock()
+        self._responses: dict[str, list] = {}
+        self._answered = threading.Condition()
+        credentials.on_change = self.apply
 
     @property
     def guarantee(self) -> str:
@@ -111,25 +143,20 @@ class MosquittoBroker:
     def start(self, timeout: float = 15.0) -> int:
         self.directory.mkdir(parents=True, exist_ok=True)
         state = self._read_state()
-        running = self._running_pid()
-        if running is not None:
-            wanted = self.requested_port or state.get("port")
-            if (state.get("host") == self.host and state.get("port") == wanted
-                    and _accepting(self.host, wanted)):
-                self.pid, self.port, self.adopted = running, wanted, True
-                self._write_conf(wanted)
-                self.reload()
-                log.info("MQTT broker: re-adopted Mosquitto (pid %d) still running on %s:%d "
-                         "from before", running, self.host, wanted)
-                return wanted
-            log.info("MQTT broker: stopping the previous Mosquitto (pid %d): its listener "
-                     "differs from the configuration", running)
-            self._terminate(running)
+        survivor = self._running_pid()
+        if survivor is not None:
+            # the broker of a server that crashed: it kept acknowledging and queueing;
+            # SIGTERM makes it write all of that to its persistence file
+            log.info("MQTT broker: stopping Mosquitto (pid %d) left running by the previous "
+                     "server process; it saves its queue and starts again", survivor)
+            self._terminate(survivor)
+            self.restarted_survivor = True
         port = self.requested_port
         if not port:
             previous = state.get("port")
             port = previous if previous and _port_free(self.host, previous) else _free_port(self.host)
         self._write_conf(port)
+        write_private(self.dynsec_file, json.dumps(self.credentials.dynsec_document(), indent=1))
         self.pid_file.unlink(missing_ok=True)
         with open(self.log_file, "ab") as log_handle:
             # start_new_session: the broker must not die with the server (see module doc)
@@ -146,16 +173,15 @@ class MosquittoBroker:
             time.sleep(0.05)
         self.port = port
         write_private(self.state_file, json.dumps({"host": self.host, "port": port}) + "\n")
+        self._connect_admin(deadline - time.monotonic())
         log.info("MQTT broker: Mosquitto (pid %d) listening on %s:%d", self.pid, self.host, port)
         return port
 
-    def reload(self) -> None:
-        """Make the broker reread its password file and ACL (SIGHUP). Mosquitto then
-        disconnects clients whose credentials no longer hold."""
-        if self.pid is not None and _alive(self.pid):
-            os.kill(self.pid, signal.SIGHUP)
-
     def stop(self) -> None:
+        admin, self._admin = self._admin, None
+        if admin is not None:
+            admin.disconnect()
+            admin.loop_stop()
         pid, self.pid = self.pid, None
         if pid is not None:
             self._terminate(pid)
@@ -179,6 +205,77 @@ class MosquittoBroker:
                 os.kill(pid, signal.SIGKILL)
                 break
             time.sleep(0.05)
+
+    # Credentials at run time ------------------------------------------------------
+    def _connect_admin(self, timeout: float) -> None:
+        creds = self.credentials
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=creds.admin_user)
+        client.username_pw_set(creds.admin_user, creds.admin_password)
+        connected = threading.Event()
+
+        def on_connect(c, userdata, flags, reason_code, properties):
+            if reason_code.is_failure:
+                log.error("MQTT broker: the credentials manager was refused: %s", reason_code)
+                return
+            c.subscribe(CONTROL_TOPIC + "/response", 1)
+            connected.set()
+
+        client.on_connect = on_connect
+        client.on_message = self._on_response
+        client.reconnect_delay_set(0.2, 5)
+        client.connect(self.host if self.host not in ("0.0.0.0", "::", "") else "127.0.0.1",
+                       self.port)
+        client.loop_start()
+        self._admin = client
+        if not connected.wait(max(timeout, 1.0)):
+            raise RuntimeError("Mosquitto: the dynamic-security administrator could not connect")
+
+    def _on_response(self, client, userdata, message) -> None:
+        try:
+            responses = json.loads(message.payload)["responses"]
+        except (ValueError, KeyError, TypeError):
+            return
+        with self._answered:
+            for response in responses:
+                token = response.get("correlationData")
+                if token:
+                    self._responses[token] = response
+            self._answered.notify_all()
+
+    def apply(self, cp_id: str, key: str | None) -> None:
+        """Give a station its credentials and its role (or take them away). Deleting the
+        client first makes the plugin disconnect a connection that used the old key."""
+        if self._admin is None:
+            return
+        role = self.credentials.station_role(cp_id)
+        commands = [{"command": "deleteClient", "username": cp_id},
+                    {"command": "deleteRole", "rolename": role["rolename"]}]
+        if key is not None:
+            commands += [
+                {"command": "createRole", "rolename": role["rolename"]},
+                *({"command": "addRoleACL", "rolename": role["rolename"], **acl}
+                  for acl in role["acls"]),
+                {"command": "createClient", "username": cp_id, "password": key,
+                 "clientid": cp_id, "roles": [{"rolename": role["rolename"]}]}]
+        tokens = []
+        for command in commands:
+            command["correlationData"] = secrets.token_hex(8)
+            tokens.append(command["correlationData"])
+        with self._admin_lock:
+            self._admin.publish(CONTROL_TOPIC, json.dumps({"commands": commands}), qos=1)
+            deadline = time.monotonic() + 10
+            with self._answered:
+                while tokens[-1] not in self._responses:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        log.error("MQTT broker: no answer to the credential change of %s", cp_id)
+                        return
+                    self._answered.wait(left)
+                answers = [self._responses.pop(token, {}) for token in tokens]
+        for command, answer in zip(commands, answers):
+            error = answer.get("error")
+            if error and command["command"] not in ("deleteClient", "deleteRole"):
+                log.error("MQTT broker: %s for %s failed: %s", command["command"], cp_id, error)
 
     # Files -----------------------------------------------------------------------
     def _running_pid(self) -> int | None:
@@ -224,11 +321,8 @@ class MosquittoBroker:
             # the ingest acknowledges after its commit: let a commit's worth be in flight
             "max_inflight_messages 1000",
             "allow_anonymous false",
-            f"password_file {d / 'passwd'}",
-            f"acl_file {d / 'acl'}",
-            # a client id is bound to the username, hence to its password: nobody can take
-            # the ingest's (or a station's) session over
-            "use_username_as_clientid true",
+            f"plugin {self.plugin}",
+            f"plugin_opt_config_file {self.dynsec_file}",
             f"log_dest file {d / 'mosquitto.log'}",
             "log_type error",
             "log_type warning",

@@ -304,13 +304,30 @@ def mosquitto(tmp_path):
             process.wait()
 
 
-def mqtt_publisher(port: int, client_id: str = "test-board"):
+def mqtt_publisher(port: int, client_id: str = "test-board", username: str | None = None,
+                   password: str | None = None):
+    """A paho client connected (in the background, reconnecting) to 127.0.0.1:port."""
     import paho.mqtt.client as mqtt
 
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id)
+    if username is not None:
+        client.username_pw_set(username, password)
     client.connect("127.0.0.1", port)
     client.loop_start()
     return client
+
+
+def station_key(cp_id: str) -> str:
+    """A distinct 16-40 character AuthorizationKey per test station."""
+    return f"key-{cp_id}-0123456789abcdef"[:40]
+
+
+def mqtt_station(app, cp_id: str, registered: bool = True):
+    """A station on the server's embedded broker with its own credentials (username =
+    chargePointId, password = its AuthorizationKey), registered with that key first."""
+    if registered:
+        register(app, cp_id, station_key(cp_id))
+    return mqtt_publisher(app.ports["mqtt"], cp_id, cp_id, station_key(cp_id))
 
 
 def publish(client, topic: str, payload, qos: int = 1) -> None:

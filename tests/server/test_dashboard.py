@@ -14,7 +14,15 @@ import pytest
 from ocpp.v16 import call
 from playwright.sync_api import sync_playwright
 
-from tests.server.conftest import charge_point, http, mqtt_publisher, now_iso, publish, register
+from tests.server.conftest import (
+    charge_point,
+    http,
+    mqtt_station,
+    now_iso,
+    publish,
+    register,
+    station_key,
+)
 
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parents[2] / "build" / "artifacts"
@@ -41,11 +49,11 @@ class BackgroundChargePoint:
     """An OCPP client on its own thread and loop, so the test thread can drive playwright
     (whose sync API owns the test thread's event loop)."""
 
-    def __init__(self, app, cp_id: str) -> None:
+    def __init__(self, app, cp_id: str, password: str | None = None) -> None:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
-        self._context = charge_point(app, cp_id)
+        self._context = charge_point(app, cp_id, password)
         self.cp = self._run(self._context.__aenter__())
 
     def _run(self, coro):
@@ -62,10 +70,9 @@ class BackgroundChargePoint:
 
 def _populate(app) -> BackgroundChargePoint:
     """A charging station with telemetry, transactions and events; another one offline."""
-    register(app, "PICO-0001")
     register(app, "PICO-0002")
     http(app, "POST", "/api/v1/idtags", {"id_tag": "DRIVER1"})
-    board = mqtt_publisher(app.ports["mqtt"])
+    board = mqtt_station(app, "PICO-0001")  # registers it with its key
     start = time.time() - 600
     for i in range(40):
         phase = i / 6
@@ -76,7 +83,7 @@ def _populate(app) -> BackgroundChargePoint:
             "wh": 1000 + i * 14, "st": "Charging", "cp": "C", "tmcu": 31.0})
     board.loop_stop()
     BackgroundChargePoint(app, "PICO-0002").close()
-    station = BackgroundChargePoint(app, "PICO-0001")
+    station = BackgroundChargePoint(app, "PICO-0001", station_key("PICO-0001"))
     station.call(call.StatusNotification(connector_id=1, error_code="NoError", status="Preparing"))
     first = station.call(call.StartTransaction(connector_id=1, id_tag="DRIVER1", meter_start=1000,
                                                timestamp=now_iso()))

@@ -7,18 +7,22 @@ import time
 
 import pytest
 
-from tests.server.conftest import http, mqtt_publisher, publish, wait_until
+from tests.server.conftest import http, mqtt_publisher, mqtt_station, publish, wait_until
 
 
-@pytest.fixture(params=["embedded", "mosquitto"])
+@pytest.fixture(params=["embedded", "amqtt", "external"])
 def ingest_server(request, start_server):
-    if request.param == "embedded":
-        app = start_server()
-        return app, app.ports["mqtt"]
+    """(app, board factory): the embedded Mosquitto, the amqtt fallback (stations with
+    their credentials), or an external anonymous Mosquitto the server only reads."""
+    if request.param != "external":
+        app = start_server({"mqtt.embedded_broker": "auto" if request.param == "embedded"
+                            else "amqtt"})
+        assert app.broker.kind == ("mosquitto" if request.param == "embedded" else "amqtt")
+        return app, lambda cp_id: mqtt_station(app, cp_id)
     broker = request.getfixturevalue("mosquitto")
     app = start_server({"mqtt.url": broker["url"]})
     assert app.broker is None  # an external broker means no embedded one
-    return app, broker["port"]
+    return app, lambda cp_id: mqtt_publisher(broker["port"], cp_id)
 
 
 def _telemetry(seq: int, **extra) -> dict:
@@ -32,8 +36,8 @@ def _stored(app) -> int:
 
 
 def test_telemetry_is_validated_stored_and_served_as_a_series(ingest_server):
-    app, port = ingest_server
-    board = mqtt_publisher(port)
+    app, connect = ingest_server
+    board = connect("CP-TEL")
     for seq in (1, 2, 3):
         publish(board, "picocharge/CP-TEL/telemetry", _telemetry(seq))
     wait_until(lambda: _stored(app) == 3)
@@ -46,8 +50,8 @@ def test_telemetry_is_validated_stored_and_served_as_a_series(ingest_server):
 
 
 def test_bad_payloads_are_counted_and_never_stop_the_ingest(ingest_server):
-    app, port = ingest_server
-    board = mqtt_publisher(port)
+    app, connect = ingest_server
+    board = connect("CP-BAD")
     publish(board, "picocharge/CP-BAD/telemetry", b"{not json")
     publish(board, "picocharge/CP-BAD/telemetry", {"ts": 1, "seq": "one"})
     publish(board, "picocharge/CP-BAD/telemetry", {"ts": 1})
@@ -66,8 +70,8 @@ def test_bad_payloads_are_counted_and_never_stop_the_ingest(ingest_server):
 
 
 def test_loss_is_counted_from_seq_gaps_but_a_reboot_is_not_loss(ingest_server):
-    app, port = ingest_server
-    board = mqtt_publisher(port)
+    app, connect = ingest_server
+    board = connect("CP-LOSS")
     for seq in (1, 2, 5, 6):          # 3 and 4 lost
         publish(board, "picocharge/CP-LOSS/telemetry", _telemetry(seq))
     publish(board, "picocharge/CP-LOSS/telemetry", _telemetry(6))     # redelivered duplicate
