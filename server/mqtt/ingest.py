@@ -47,6 +47,11 @@ class MqttIngest:
         self.counters: Counter = Counter()
         self.stations: dict[str, StationTelemetryStats] = {
             row["cp_id"]: StationTelemetryStats(**row) for row in store.load_telemetry_stats()}
+        # (seq, up) of each station's newest committed row. The persisted stats never run
+        # ahead of it: after a crash, a redelivered message whose row was not committed
+        # must not be taken for a duplicate (it would be acknowledged and lost).
+        self._committed: dict[str, tuple] = {
+            cp: (s.last_seq, s.last_up) for cp, s in self.stations.items()}
         self.ready = threading.Event()
         self.client: mqtt.Client | None = None
         self.broker: dict | None = None
@@ -119,7 +124,7 @@ class MqttIngest:
         if cp_id is not None:
             stats = self.stations.setdefault(cp_id, StationTelemetryStats(cp_id))
             stats.invalid += 1
-            self.store.save_telemetry_stats(stats.as_row())
+            self._save_stats(stats)
         log.warning("invalid MQTT message from %s (%s): %s", cp_id, reason, detail)
 
     def handle(self, topic: str, payload: bytes, acknowledge=None) -> bool:
@@ -166,18 +171,30 @@ class MqttIngest:
         stats = self.stations.setdefault(cp_id, StationTelemetryStats(cp_id))
         if not stats.observe(data["seq"], data.get("up"), now):
             self.counters["duplicates"] += 1
-            self.store.save_telemetry_stats(stats.as_row())
+            self._save_stats(stats)
             return False
         row = {"cp_id": cp_id, "ts": float(data["ts"]), "received_at": now, "seq": data["seq"]}
         for column in TELEMETRY_COLUMNS:
             row[column] = data.get(column)
-        self.store.add_telemetry(row, on_committed=acknowledge)
-        self.store.save_telemetry_stats(stats.as_row())
+        position = (data["seq"], data.get("up"))
+
+        def committed() -> None:
+            self._committed[cp_id] = position
+            self._save_stats(stats)
+            if acknowledge is not None:
+                acknowledge()
+
+        self.store.add_telemetry(row, on_committed=committed)
         self.counters["telemetry_accepted"] += 1
         self.fleet.set_telemetry_online(cp_id, True, "telemetry received", now)
         if self.on_telemetry is not None:
             self.on_telemetry(cp_id, row)
         return acknowledge is not None
+
+    def _save_stats(self, stats: StationTelemetryStats) -> None:
+        row = stats.as_row()
+        row["last_seq"], row["last_up"] = self._committed.get(stats.cp_id, (None, None))
+        self.store.save_telemetry_stats(row)
 
     def stats(self) -> dict:
         return {
