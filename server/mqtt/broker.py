@@ -293,7 +293,7 @@ class AmqttBroker:
                  self.port)
         return self.port
 
-    def reload(self, cp_id: str | None = None, key: str | None = None) -> None:
+    def reload(self, cp_id: str | None = None, key: str | None = None, revoke: bool = True) -> None:
         """The password file changed (for `cp_id`): the child rereads it on SIGHUP."""
         if self._proc is not None and self._proc.poll() is None:
             self._proc.send_signal(signal.SIGHUP)

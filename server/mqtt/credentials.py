@@ -122,7 +122,7 @@ class BrokerCredentials:
         self.password_file = directory / "passwd"
         self.secret_file = directory / "ingest.secret"
         self.admin_secret_file = directory / "admin.secret"
-        self.on_change = None  # on_change(cp_id, plaintext key or None), set by the broker
+        self.on_change = None  # on_change(cp_id, key or None, revokes_a_key), set by the broker
         self._lock = threading.Lock()
         self._users: dict[str, str] = {}
         self.ingest_password = ""
@@ -171,6 +171,7 @@ class BrokerCredentials:
                             cp_id)
             return
         with self._lock:
+            revoke = cp_id in self._users
             if key is None:
                 if self._users.pop(cp_id, None) is None:
                     return
@@ -178,7 +179,7 @@ class BrokerCredentials:
                 self._users[cp_id] = mosquitto_hash(key)
             self._write()
         if self.on_change is not None:
-            self.on_change(cp_id, key)
+            self.on_change(cp_id, key, revoke)
 
     def _write(self) -> None:
         lines = [f"{self.ingest_user}:{mosquitto_hash(self.ingest_password)}"]

@@ -130,8 +130,11 @@ class MosquittoBroker:
         self.restarted_survivor = False
         self._proc: subprocess.Popen | None = None
         self._admin: mqtt.Client | None = None
-        self._admin_lock = threading.Lock()
-        self._responses: dict[str, list] = {}
+        self._pending: dict[str, str | None] = {}
+        self._pending_lock = threading.Lock()
+        self._wake = threading.Event()
+        self._batch_done = threading.Event()
+        self._responses: dict[str, dict] = {}
         self._answered = threading.Condition()
         credentials.on_change = self.apply
 
@@ -179,6 +182,7 @@ class MosquittoBroker:
 
     def stop(self) -> None:
         admin, self._admin = self._admin, None
+        self._wake.set()  # ends the flusher
         if admin is not None:
             admin.disconnect()
             admin.loop_stop()
@@ -229,6 +233,7 @@ class MosquittoBroker:
         self._admin = client
         if not connected.wait(max(timeout, 1.0)):
             raise RuntimeError("Mosquitto: the dynamic-security administrator could not connect")
+        threading.Thread(target=self._flush_loop, name="mqtt-credentials", daemon=True).start()
 
     def _on_response(self, client, userdata, message) -> None:
         try:
@@ -242,40 +247,75 @@ class MosquittoBroker:
                     self._responses[token] = response
             self._answered.notify_all()
 
-    def apply(self, cp_id: str, key: str | None) -> None:
-        """Give a station its credentials and its role (or take them away). Deleting the
-        client first makes the plugin disconnect a connection that used the old key."""
-        if self._admin is None:
-            return
-        role = self.credentials.station_role(cp_id)
-        commands = [{"command": "deleteClient", "username": cp_id},
-                    {"command": "deleteRole", "rolename": role["rolename"]}]
-        if key is not None:
-            commands += [
-                {"command": "createRole", "rolename": role["rolename"]},
-                *({"command": "addRoleACL", "rolename": role["rolename"], **acl}
-                  for acl in role["acls"]),
-                {"command": "createClient", "username": cp_id, "password": key,
-                 "clientid": cp_id, "roles": [{"rolename": role["rolename"]}]}]
-        tokens = []
+    def apply(self, cp_id: str, key: str | None, revoke: bool = True) -> None:
+        """Give a station its credentials and its role (or take them away). Changes are
+        sent in batches (the plugin rewrites its whole file once per batch, so registering
+        thousands of stations stays cheap); one that revokes a key returns only once the
+        broker has applied it and disconnected whoever used the old key. A new station may
+        be refused for the few milliseconds until its batch is applied (it retries)."""
+        with self._pending_lock:
+            self._pending[cp_id] = key
+            done = self._batch_done
+        self._wake.set()
+        if revoke and not done.wait(15):
+            log.error("MQTT broker: revoking the credentials of %s was not confirmed", cp_id)
+
+    def _flush_loop(self) -> None:
+        while True:
+            self._wake.wait()
+            if self._admin is None:
+                self._batch_done.set()
+                return
+            time.sleep(0.02)  # let a burst of registrations gather
+            self._wake.clear()
+            with self._pending_lock:
+                batch, self._pending = self._pending, {}
+                done, self._batch_done = self._batch_done, threading.Event()
+            try:
+                if batch:
+                    self._send(batch)
+            except Exception:
+                log.exception("MQTT broker: a credentials change failed")
+            finally:
+                done.set()
+
+    def _send(self, batch: dict[str, str | None]) -> None:
+        """One $CONTROL message for the batch. Deleting a client first makes the plugin
+        disconnect a connection that used the old key."""
+        commands = []
+        for cp_id, key in batch.items():
+            role = self.credentials.station_role(cp_id)
+            commands += [{"command": "deleteClient", "username": cp_id},
+                         {"command": "deleteRole", "rolename": role["rolename"]}]
+            if key is not None:
+                commands += [
+                    {"command": "createRole", "rolename": role["rolename"]},
+                    *({"command": "addRoleACL", "rolename": role["rolename"], **acl}
+                      for acl in role["acls"]),
+                    {"command": "createClient", "username": cp_id, "password": key,
+                     "clientid": cp_id, "roles": [{"rolename": role["rolename"]}]}]
         for command in commands:
             command["correlationData"] = secrets.token_hex(8)
-            tokens.append(command["correlationData"])
-        with self._admin_lock:
-            self._admin.publish(CONTROL_TOPIC, json.dumps({"commands": commands}), qos=1)
-            deadline = time.monotonic() + 10
-            with self._answered:
-                while tokens[-1] not in self._responses:
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        log.error("MQTT broker: no answer to the credential change of %s", cp_id)
-                        return
-                    self._answered.wait(left)
-                answers = [self._responses.pop(token, {}) for token in tokens]
+        admin = self._admin
+        if admin is None:
+            return
+        admin.publish(CONTROL_TOPIC, json.dumps({"commands": commands}), qos=1)
+        last = commands[-1]["correlationData"]
+        deadline = time.monotonic() + 30
+        with self._answered:
+            while last not in self._responses:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    log.error("MQTT broker: no answer to a credentials change of %d station(s)",
+                              len(batch))
+                    return
+                self._answered.wait(left)
+            answers = [self._responses.pop(c["correlationData"], {}) for c in commands]
         for command, answer in zip(commands, answers):
             error = answer.get("error")
             if error and command["command"] not in ("deleteClient", "deleteRole"):
-                log.error("MQTT broker: %s for %s failed: %s", command["command"], cp_id, error)
+                log.error("MQTT broker: %s for %s failed: %s", command["command"],
+                          command.get("username") or command.get("rolename"), error)
 
     # Files -----------------------------------------------------------------------
     def _running_pid(self) -> int | None:

@@ -312,6 +312,8 @@ def mqtt_publisher(port: int, client_id: str = "test-board", username: str | Non
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id)
     if username is not None:
         client.username_pw_set(username, password)
+    # a station registered a moment ago may be refused until the broker has its key
+    client.reconnect_delay_set(0.1, 2)
     client.connect("127.0.0.1", port)
     client.loop_start()
     return client
@@ -333,4 +335,5 @@ def mqtt_station(app, cp_id: str, registered: bool = True):
 def publish(client, topic: str, payload, qos: int = 1) -> None:
     if not isinstance(payload, (str, bytes)):
         payload = json.dumps(payload)
+    wait_until(client.is_connected, timeout=10)
     client.publish(topic, payload, qos=qos).wait_for_publish(5)

@@ -60,6 +60,12 @@ def connect_outcome(port: int, client_id: str, username=None, password=None,
         client.loop_stop()
 
 
+def accepted(port: int, cp_id: str) -> None:
+    """Wait until a station registered a moment ago can connect with its own key."""
+    wait_until(lambda: connect_outcome(port, cp_id, cp_id, station_key(cp_id)) == "accepted",
+               timeout=10, interval=0.05)
+
+
 class Watched:
     """A paho client that records when it is disconnected."""
 
@@ -91,7 +97,7 @@ def test_a_wrong_password_or_an_unknown_station_is_refused(broker_server):
     app = broker_server
     register(app, "CP-KEYED", station_key("CP-KEYED"))
     port = app.ports["mqtt"]
-    assert connect_outcome(port, "CP-KEYED", "CP-KEYED", station_key("CP-KEYED")) == "accepted"
+    accepted(port, "CP-KEYED")
     assert connect_outcome(port, "CP-KEYED", "CP-KEYED", "not-the-key-0123456789") != "accepted"
     assert connect_outcome(port, "CP-NOBODY", "CP-NOBODY", station_key("CP-NOBODY")) != "accepted"
     # a station registered without a key has no MQTT credential at all
@@ -132,6 +138,7 @@ def test_nobody_can_take_the_ingests_client_id(broker_server):
     assert connect_outcome(port, ingest_id, ingest_id, "guessed-password-0123") != "accepted"
     # a real station's credentials do not buy another client id either
     register(app, "CP-SNEAKY", station_key("CP-SNEAKY"))
+    accepted(port, "CP-SNEAKY")
     outcome = connect_outcome(port, ingest_id, "CP-SNEAKY", station_key("CP-SNEAKY"))
     if app.broker.kind == "mosquitto":
         assert outcome == "Not authorized"  # the client id is bound to its username
