@@ -97,3 +97,19 @@ def test_persistent_session_delivers_what_was_published_while_the_server_was_dow
     wait_until(lambda: _stored(again) == 2, timeout=10)
     _, series = http(again, "GET", "/api/v1/chargepoints/CP-AWAY/telemetry")
     assert [row["seq"] for row in series] == [1, 2]
+
+
+def test_a_message_arriving_after_newer_ones_is_stored_not_taken_for_a_duplicate(ingest_server):
+    # QoS 1 keeps order on one connection only: after a reconnect a station may resend
+    # what was in flight after newer messages
+    app, connect = ingest_server
+    board = connect("CP-LATE")
+    for seq in (1, 2, 4, 5, 3):
+        publish(board, "picocharge/CP-LATE/telemetry", _telemetry(seq))
+    publish(board, "picocharge/CP-LATE/telemetry", _telemetry(3))  # now a real duplicate
+    wait_until(lambda: _stored(app) == 5)
+    _, series = http(app, "GET", "/api/v1/chargepoints/CP-LATE/telemetry")
+    assert sorted(row["seq"] for row in series) == [1, 2, 3, 4, 5]
+    _, record = http(app, "GET", "/api/v1/chargepoints/CP-LATE")
+    assert (record["telemetry"]["lost"], record["telemetry"]["duplicates"]) == (0, 1)
+    board.loop_stop()
