@@ -17,6 +17,11 @@ with telemetry every 10 s on the embedded broker, one worker gave an OCPP p99 of
 `--runtime micropython --stations k` instead boots k separate MicroPython Unix-port
 boards (tools.board) for fidelity checks.
 
+With `--key-secret S` every station has an AuthorizationKey derived from S and its id
+(OCPP Basic auth, and its MQTT username/password, which the server's embedded broker
+requires); `--api URL` (the server's /api/v1, `--api-token` if it needs one) registers
+every station with its key before the fleet starts.
+
 Progress goes to stderr once a second: connected, sessions, messages/s, errors. With
 `--json` (used by `python -m tools.bench`) step events go to stdout as JSON lines:
 `--schedule 10,20,40 --hold 60` grows the fleet step by step and reports each step's
@@ -28,6 +33,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
+import hmac
 import json
 import math
 import os
@@ -304,8 +311,11 @@ class Fleet:
             "app": {"watchdog_ms": 0, "report_s": 0, "console": False, "log_bytes": 4096,
                     "collect": False},
         }
+        key = station_key(opts.key_secret, cp_id)
+        if key:
+            cfg["ocpp"]["password"] = key
         if opts.mqtt:
-            cfg["mqtt"] = {"url": opts.mqtt}
+            cfg["mqtt"] = {"url": mqtt_url(opts.mqtt, cp_id, key)}
         return cfg
 
     def telemetry_acked(self):
@@ -421,6 +431,8 @@ class Worker:
                 "--arrival-spread", str(opts.arrival_spread)]
         if opts.mqtt:
             args += ["--mqtt", opts.mqtt]
+        if opts.key_secret:
+            args += ["--key-secret", opts.key_secret]
         self.proc = subprocess.Popen(args, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      text=True, bufsize=1)
         self.index = index
@@ -460,9 +472,42 @@ def split(total, parts):
     return [base + (1 if i < extra else 0) for i in range(parts)]
 
 
+def station_key(secret: str, cp_id: str) -> str:
+    """The station's AuthorizationKey (32 hex characters), or "" without a secret."""
+    if not secret:
+        return ""
+    return hmac.new(secret.encode(), cp_id.encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def mqtt_url(url: str, cp_id: str, key: str) -> str:
+    """The broker URL with the station's credentials (username = chargePointId)."""
+    if not key or "@" in url:
+        return url
+    scheme, _, rest = url.partition("://")
+    return "%s://%s:%s@%s" % (scheme, cp_id, key, rest)
+
+
+def register_stations(opts, count: int) -> None:
+    """Register stations 0..count-1 with their keys through the server's REST API."""
+    import urllib.request
+
+    headers = {"Content-Type": "application/json"}
+    if opts.api_token:
+        headers["Authorization"] = "Bearer " + opts.api_token
+    for i in range(count):
+        cp_id = "%s%05d" % (opts.id_prefix, i)
+        body = json.dumps({"id": cp_id, "auth_key": station_key(opts.key_secret, cp_id)})
+        request = urllib.request.Request(opts.api.rstrip("/") + "/chargepoints", data=body.encode(),
+                                         headers=headers, method="POST")
+        with urllib.request.urlopen(request, timeout=30):
+            pass
+
+
 async def coordinator(opts):
     schedule = [int(s) for s in opts.schedule.split(",")] if opts.schedule else [opts.stations]
     peak = max(schedule)
+    if opts.api and opts.key_secret:
+        await asyncio.to_thread(register_stations, opts, peak)
     # workers are started as the fleet grows (a small first step must not share the
     # machine with the processes of the largest one); worker i holds stations
     # i * capacity ... (i + 1) * capacity - 1
@@ -579,8 +624,11 @@ def run_micropython_boards(opts):
                             "keys": {"HeartbeatInterval": opts.heartbeat,
                                      "MeterValueSampleInterval": opts.meter_interval}},
                    "intervals": {"telemetry_s": opts.telemetry_interval}}
+            key = station_key(opts.key_secret, cp_id)
+            if key:
+                cfg["ocpp"]["password"] = key
             if opts.mqtt:
-                cfg["mqtt"] = {"url": opts.mqtt}
+                cfg["mqtt"] = {"url": mqtt_url(opts.mqtt, cp_id, key)}
             (flash / "config.json").write_text(json.dumps(cfg))
             install_firmware(flash)
             console = open(root / f"{cp_id}.console.log", "w")
@@ -612,6 +660,10 @@ def parse(argv=None):
     p.add_argument("--server", default="ws://127.0.0.1:9000/ocpp", help="OCPP base URL")
     p.add_argument("--mqtt", default="", help="broker URL (empty: no telemetry)")
     p.add_argument("--id-prefix", default="SIM-")
+    p.add_argument("--key-secret", default="",
+                   help="derive each station's AuthorizationKey from this (OCPP and MQTT credentials)")
+    p.add_argument("--api", default="", help="server REST base URL: register the stations with their keys")
+    p.add_argument("--api-token", default="", help="Bearer token for --api")
     p.add_argument("--meter-interval", type=int, default=60, help="MeterValueSampleInterval, s")
     p.add_argument("--telemetry-interval", type=int, default=60, help="MQTT telemetry period, s")
     p.add_argument("--heartbeat", type=int, default=300, help="HeartbeatInterval, s")
@@ -644,6 +696,8 @@ def main(argv=None) -> int:
         opts.flash_root = tempfile.mkdtemp(prefix="picocharge-sim-")
     try:
         if opts.runtime == "micropython":
+            if opts.api and opts.key_secret:
+                register_stations(opts, opts.stations)
             run_micropython_boards(opts)
         else:
             asyncio.run(coordinator(opts))
