@@ -167,6 +167,10 @@ class MosquittoBroker:
                                           stdin=subprocess.DEVNULL, stdout=log_handle,
                                           stderr=log_handle, start_new_session=True)
         self.pid = self._proc.pid
+        # known at once (Mosquitto writes its pid file a moment later): a server killed
+        # right now must still find this broker at its next start
+        write_private(self.state_file, json.dumps({"host": self.host, "port": port,
+                                                   "pid": self.pid}) + "\n")
         deadline = time.monotonic() + timeout
         while not _accepting(self.host, port):
             if self._proc.poll() is not None or time.monotonic() > deadline:
@@ -175,7 +179,6 @@ class MosquittoBroker:
                                    f"{self._log_tail()}")
             time.sleep(0.05)
         self.port = port
-        write_private(self.state_file, json.dumps({"host": self.host, "port": port}) + "\n")
         self._connect_admin(deadline - time.monotonic())
         log.info("MQTT broker: Mosquitto (pid %d) listening on %s:%d", self.pid, self.host, port)
         return port
@@ -321,14 +324,21 @@ class MosquittoBroker:
     def _running_pid(self) -> int | None:
         """The pid of this data directory's broker if it still runs (not any process that
         happens to have the pid from the file now)."""
+        candidates = [self._read_state().get("pid")]
         try:
-            pid = int(self.pid_file.read_text().strip())
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            candidates.insert(0, int(self.pid_file.read_text().strip()))
         except (OSError, ValueError):
-            return None
-        if not _alive(pid) or str(self.conf_file).encode() not in cmdline:
-            return None
-        return pid
+            pass
+        for pid in candidates:
+            if not isinstance(pid, int):
+                continue
+            try:
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if _alive(pid) and str(self.conf_file).encode() in cmdline:
+                return pid
+        return None
 
     def _read_state(self) -> dict:
         try:
