@@ -113,3 +113,21 @@ def test_a_message_arriving_after_newer_ones_is_stored_not_taken_for_a_duplicate
     _, record = http(app, "GET", "/api/v1/chargepoints/CP-LATE")
     assert (record["telemetry"]["lost"], record["telemetry"]["duplicates"]) == (0, 1)
     board.loop_stop()
+
+
+def test_the_embedded_broker_keeps_queued_telemetry_across_a_clean_restart(start_server):
+    # the ingest is away (its persistent session stays); what stations publish meanwhile is
+    # queued by Mosquitto, written to its persistence file when the server stops it, and
+    # delivered once both are back
+    app = start_server()
+    board = mqtt_station(app, "CP-QUEUED")
+    app.ingest.stop()
+    publish(board, "picocharge/CP-QUEUED/telemetry", _telemetry(1))
+    publish(board, "picocharge/CP-QUEUED/telemetry", _telemetry(2))
+    board.loop_stop()
+    app.stop()
+    again = start_server()
+    assert again.ports["mqtt"] == app.ports["mqtt"]  # port 0 asked: the same one again
+    wait_until(lambda: _stored(again) == 2, timeout=15)
+    _, series = http(again, "GET", "/api/v1/chargepoints/CP-QUEUED/telemetry")
+    assert [row["seq"] for row in series] == [1, 2]
