@@ -48,6 +48,8 @@ GUARANTEE = ("Mosquitto: QoS 1 sessions and queued messages are persisted in {di
              "broker outlives a crash of the server, so telemetry acknowledged to a station "
              "survives it")
 CONTROL_TOPIC = "$CONTROL/dynamic-security/v1"
+# this many credential changes at once are applied by restarting Mosquitto (see _flush_loop)
+BULK_RESTART = 50
 
 
 def find_mosquitto(configured: str = "") -> str | None:
@@ -136,6 +138,7 @@ class MosquittoBroker:
         self._batch_done = threading.Event()
         self._responses: dict[str, dict] = {}
         self._answered = threading.Condition()
+        self._lifecycle = threading.RLock()  # a restart for a bulk change vs. stop()
         credentials.on_change = self.apply
 
     @property
@@ -158,6 +161,14 @@ class MosquittoBroker:
         if not port:
             previous = state.get("port")
             port = previous if previous and _port_free(self.host, previous) else _free_port(self.host)
+        self._spawn(port, timeout)
+        self._connect_admin(timeout)
+        log.info("MQTT broker: Mosquitto (pid %d) listening on %s:%d", self.pid, self.host, port)
+        return port
+
+    def _spawn(self, port: int, timeout: float) -> None:
+        """Write the configuration and the credentials, start Mosquitto, wait until it
+        listens."""
         self._write_conf(port)
         write_private(self.dynsec_file, json.dumps(self.credentials.dynsec_document(), indent=1))
         self.pid_file.unlink(missing_ok=True)
@@ -179,9 +190,17 @@ class MosquittoBroker:
                                    f"{self._log_tail()}")
             time.sleep(0.05)
         self.port = port
-        self._connect_admin(deadline - time.monotonic())
-        log.info("MQTT broker: Mosquitto (pid %d) listening on %s:%d", self.pid, self.host, port)
-        return port
+
+    def _restart(self) -> None:
+        """Stop (persistence written) and start again on the same file and port with the
+        credentials regenerated from `passwd`; clients reconnect, the administrator too."""
+        with self._lifecycle:
+            if self._admin is None or self.pid is None:
+                return  # being stopped
+            self._terminate(self.pid)
+            if self._proc is not None:
+                self._proc.wait(5)
+            self._spawn(self.port, 15.0)
 
     def stop(self) -> None:
         admin, self._admin = self._admin, None
@@ -189,12 +208,13 @@ class MosquittoBroker:
         if admin is not None:
             admin.disconnect()
             admin.loop_stop()
-        pid, self.pid = self.pid, None
-        if pid is not None:
-            self._terminate(pid)
-        if self._proc is not None:
-            self._proc.wait(5)
-            self._proc = None
+        with self._lifecycle:
+            pid, self.pid = self.pid, None
+            if pid is not None:
+                self._terminate(pid)
+            if self._proc is not None:
+                self._proc.wait(5)
+                self._proc = None
 
     def _terminate(self, pid: int, timeout: float = 30.0) -> None:
         """SIGTERM (Mosquitto writes its persistence file as it exits), then wait."""
@@ -269,13 +289,28 @@ class MosquittoBroker:
             if self._admin is None:
                 self._batch_done.set()
                 return
-            time.sleep(0.02)  # let a burst of registrations gather
+            # let a burst of registrations gather (at most a second)
+            gathering_until = time.monotonic() + 1.0
+            size = -1
+            while time.monotonic() < gathering_until:
+                with self._pending_lock:
+                    if len(self._pending) == size:
+                        break
+                    size = len(self._pending)
+                time.sleep(0.02)
             self._wake.clear()
             with self._pending_lock:
                 batch, self._pending = self._pending, {}
                 done, self._batch_done = self._batch_done, threading.Event()
             try:
-                if batch:
+                if len(batch) >= BULK_RESTART:
+                    # Mosquitto 2.0's plugin rewrites its whole file after every command:
+                    # thousands of registrations through $CONTROL take minutes, a restart
+                    # on the regenerated file a fraction of a second
+                    log.info("MQTT broker: %d credential changes at once: restarting "
+                             "Mosquitto with them", len(batch))
+                    self._restart()
+                elif batch:
                     self._send(batch)
             except Exception:
                 log.exception("MQTT broker: a credentials change failed")

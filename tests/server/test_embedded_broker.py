@@ -234,3 +234,20 @@ def test_a_new_client_without_subscriptions_receives_no_retained_messages(broker
     finally:
         second.loop_stop()
         first.loop_stop()
+
+
+def test_many_stations_registered_at_once_can_all_connect(start_server):
+    # Mosquitto's plugin rewrites its file after every command, so a burst of registrations
+    # is applied by restarting Mosquitto on regenerated credentials (persistence kept)
+    app = start_server()
+    before = app.broker.pid
+    ids = [f"CP-BULK-{n:03d}" for n in range(60)]
+    for cp_id in ids:
+        app.fleet.register(cp_id, auth_key=station_key(cp_id))
+    for cp_id in (ids[0], ids[-1]):
+        accepted(app.ports["mqtt"], cp_id)
+    assert app.broker.pid != before
+    board = mqtt_station(app, ids[30], registered=False)
+    publish(board, f"picocharge/{ids[30]}/telemetry", _telemetry(1))
+    wait_until(lambda: _series(app, ids[30]) == [1], timeout=15)
+    board.loop_stop()
