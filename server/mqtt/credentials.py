@@ -105,7 +105,8 @@ def topic_allowed(username: str | None, ingest_user: str, prefix: str, topic: st
 
 
 class BrokerCredentials:
-    """The password and ACL files of the embedded broker, kept in step with the fleet.
+    """The embedded broker's credentials (the password file, and the dynamic-security
+    document generated from it), kept in step with the fleet.
 
     `set_station(cp_id, key)` is called when a station gets a key (plaintext, available
     only then), `set_station(cp_id, None)` when the key is cleared or the station deleted.

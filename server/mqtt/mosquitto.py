@@ -129,7 +129,6 @@ class MosquittoBroker:
         self.dynsec_file = self.directory / "dynamic-security.json"
         self.port: int | None = None
         self.pid: int | None = None
-        self.restarted_survivor = False
         self._proc: subprocess.Popen | None = None
         self._admin: mqtt.Client | None = None
         self._pending: dict[str, str | None] = {}
@@ -156,7 +155,6 @@ class MosquittoBroker:
             log.info("MQTT broker: stopping Mosquitto (pid %d) left running by the previous "
                      "server process; it saves its queue and starts again", survivor)
             self._terminate(survivor)
-            self.restarted_survivor = True
         port = self.requested_port
         if not port:
             previous = state.get("port")
