@@ -49,6 +49,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "port": 8080,
         "threads": 8,
         "max_upload_bytes": 64 * 1024 * 1024,
+        "max_json_bytes": 1024 * 1024,  # request bodies of every route but uploads
     },
     "mqtt": {
         "url": "",  # empty: embedded broker; mqtt://user:pass@host:port for an external one

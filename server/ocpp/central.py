@@ -18,6 +18,9 @@ from server.ocpp.transactions import TransactionBook
 from server.store import Store
 
 log = logging.getLogger(__name__)
+# The longest an operation may wait for its answer: each waiting operation holds an HTTP
+# worker thread, so a wait has to end (ocpp.call_timeout is capped to this too).
+MAX_CALL_TIMEOUT = 120.0
 
 
 class OperationError(Exception):
@@ -79,7 +82,12 @@ class CentralSystem:
     # Operations ----------------------------------------------------------------
     def call_threadsafe(self, cp_id: str, action: str, payload: dict,
                         timeout: float | None = None) -> dict:
-        """Run a central-system-initiated operation from any thread; returns the answer."""
+        """Run a central-system-initiated operation from any thread; returns the answer.
+
+        ``timeout``: seconds, 0 < timeout <= MAX_CALL_TIMEOUT (None: ocpp.call_timeout)."""
+        if timeout is not None and not 0 < timeout <= MAX_CALL_TIMEOUT:
+            raise OperationError(400, f"timeout must be more than 0 and at most "
+                                 f"{MAX_CALL_TIMEOUT:g} seconds")
         if action not in schemas.CENTRAL_SYSTEM_ACTIONS:
             raise OperationError(404, f"unknown operation {action!r}; one of: "
                                  + ", ".join(schemas.CENTRAL_SYSTEM_ACTIONS))
@@ -95,7 +103,7 @@ class CentralSystem:
             raise OperationError(409, f"charge point {cp_id!r} is not connected")
         if self.loop is None:
             raise OperationError(503, "the OCPP endpoint is not running")
-        timeout = timeout or self.config.ocpp["call_timeout"]
+        timeout = timeout or min(self.config.ocpp["call_timeout"], MAX_CALL_TIMEOUT)
         future = asyncio.run_coroutine_threadsafe(conn.call(action, payload, timeout), self.loop)
         self.counters["operations"] += 1
         try:

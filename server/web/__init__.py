@@ -14,12 +14,14 @@ def create_app(services) -> Flask:
     from server.web.api import api
     from server.web.dashboard import dashboard
     from server.web.files import files
+    from server.web.request_checks import install as install_request_checks
     from server.web.thingspeak import thingspeak
 
     app = Flask(__name__)
     app.extensions["picocharge"] = services
     app.config["MAX_CONTENT_LENGTH"] = services.config.http["max_upload_bytes"]
     app.json.sort_keys = False
+    install_request_checks(app, services.config.http["max_json_bytes"])
     app.register_blueprint(api)
     app.register_blueprint(thingspeak)
     app.register_blueprint(files)

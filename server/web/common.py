@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import current_app, jsonify, request
+from flask import current_app, g, jsonify, request
 
 from server.timeutil import parse_time, to_iso
 
@@ -52,6 +52,10 @@ def int_arg(name: str, default: int | None = None, maximum: int | None = None) -
 
 
 def json_body() -> dict:
+    """The request's JSON object: as checked against the OpenAPI document when the route
+    is a documented operation (server.web.request_checks), else parsed here."""
+    if "request_body" in g:
+        return g.request_body
     data = request.get_json(silent=True)
     if data is None:
         if not request.get_data():
