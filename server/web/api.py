@@ -379,7 +379,8 @@ def ts_create_channel():
         channel = services().channels.create(
             body["name"], body.get("description", ""), body.get("field_names"),
             body.get("public", False),
-            body.get("write_key"), body.get("read_key"), channel_id=body.get("id"))
+            body.get("write_key"), body.get("read_key"),
+            channel_id=int(body["id"]) if "id" in body else None)
     except ValueError as exc:
         raise ApiError(409, str(exc)) from None
     return jsonify(channel_admin_json(channel)), 201
@@ -418,7 +419,7 @@ def ts_put_bridge(cp_id: str):
     body = json_body()
     try:
         target = services().bridge.configure(cp_id, body.get("url", "https://api.thingspeak.com"),
-                                             body["channel"], body["write_key"],
+                                             int(body["channel"]), body["write_key"],
                                              body.get("enabled", True))
     except ValueError as exc:
         raise ApiError(400, str(exc)) from None

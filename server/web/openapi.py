@@ -26,14 +26,14 @@ TEXT = {"type": "string", "maxLength": MAX_TEXT}
 ROW_ID = {"type": "integer", "minimum": 1, "maximum": MAX_INT32}
 # A date-time in an ISO 8601 form between 1980 and 2099, or UNIX seconds in range.
 ISO_TIME = {"type": "string", "format": "date-time", "maxLength": 40,
-            "pattern": "^(19[89][0-9]|20[0-9][0-9])-[0-9][0-9]-[0-9][0-9][Tt]"}
+            "pattern": "^(19[89][0-9]|20[0-9][0-9])-"}
 UNIX_TIME = {"type": "number", "minimum": EARLIEST_TIME, "maximum": LATEST_TIME}
-# Query form of a time: UNIX seconds or ISO 8601 (date, or date and time, with or without
-# a zone; a space may stand for the T as in ThingSpeak's MySQL-style times).
-TIME_QUERY = {"type": "string", "maxLength": 40, "pattern": (
-    "^([0-9]{1,10}(\\.[0-9]{1,6})?"
-    "|(19[89][0-9]|20[0-9][0-9])-[0-9]{2}-[0-9]{2}"
-    "([Tt ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\\.[0-9]{1,6})?)?([Zz]|[+-][0-9]{2}:?[0-9]{2})?)?)$")}
+# Query form of a time: UNIX seconds, an ISO 8601 date-time or an ISO 8601 date.
+YEARS = "^(19[89][0-9]|20[0-9][0-9])-"
+TIME_QUERY = {"anyOf": [
+    {"type": "string", "pattern": "^[0-9]{1,10}(\\.[0-9]{1,6})?$"},
+    {"type": "string", "format": "date-time", "maxLength": 40, "pattern": YEARS},
+    {"type": "string", "format": "date", "maxLength": 10, "pattern": YEARS}]}
 WORD = {"type": "string", "minLength": 1, "maxLength": 64}  # event kinds, measurands
 API_KEY = {"type": "string", "minLength": 1, "maxLength": 64, "pattern": "^[A-Za-z0-9_-]+$"}
 
@@ -123,7 +123,7 @@ CHANNEL_INPUT = _object({
     "id": ROW_ID,
 }, required=("name",))
 BRIDGE_INPUT = _object({
-    "url": {"type": "string", "maxLength": 2048, "pattern": "^https?://[^/?#\\s]+[^\\s]*$",
+    "url": {"type": "string", "maxLength": 2048, "pattern": "^https?://[^/?#\\x00-\\x20\\x7f]+[^\\x00-\\x20\\x7f]*$",
             "description": "ThingSpeak (or compatible) base URL"},
     "channel": ROW_ID,
     "write_key": API_KEY,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import date
 from dataclasses import dataclass, field
 
 from flask import Flask, g, request
@@ -79,17 +80,27 @@ def _is_date_time(value) -> bool:
     return True
 
 
-def _date_time_ok(value) -> bool:
-    try:
-        return _is_date_time(value)
-    except (ValueError, TypeError, OverflowError):
-        return False
+@_formats.checks("date", raises=(ValueError, TypeError, OverflowError))
+def _is_date(value) -> bool:
+    if isinstance(value, str):
+        date.fromisoformat(value)
+    return True
+
+
+def _passes(check):
+    def passes(value) -> bool:
+        try:
+            return check(value)
+        except (ValueError, TypeError, OverflowError):
+            return False
+    return passes
 
 
 def _validator(schema: dict) -> FastValidator:
     cls = validator_for(schema, default=Draft202012Validator)
     return FastValidator(cls(schema, format_checker=_formats),
-                         formats={"date-time": _date_time_ok, "uri": lambda value: True},
+                         formats={"date-time": _passes(_is_date_time), "date": _passes(_is_date),
+                                  "uri": lambda value: True},
                          draft=None if cls is Draft4Validator else DRAFT_7)
 
 
