@@ -24,7 +24,7 @@ def error_response(status: int, reason: str, **extra):
 
 
 _ERROR_NAMES = {400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 409: "Conflict",
-                413: "Payload Too Large", 422: "Unprocessable Entity", 502: "Bad Gateway",
+                413: "Payload Too Large", 422: "Unprocessable Entity", 429: "Too Many Requests", 502: "Bad Gateway",
                 503: "Service Unavailable", 504: "Gateway Timeout"}
 
 

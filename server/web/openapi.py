@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from server.fleet import REGISTRATION_STATES
 from server.ocpp import schemas
-from server.ocpp.central import MAX_CALL_TIMEOUT
+from server.ocpp.central import MAX_CALL_TIMEOUT, MIN_CALL_TIMEOUT
 
 ERROR = {"$ref": "#/components/schemas/Error"}
 
@@ -123,8 +123,9 @@ CHANNEL_INPUT = _object({
     "id": ROW_ID,
 }, required=("name",))
 BRIDGE_INPUT = _object({
-    "url": {"type": "string", "maxLength": 2048, "pattern": "^https?://[^/?#\\x00-\\x20\\x7f]+[^\\x00-\\x20\\x7f]*$",
-            "description": "ThingSpeak (or compatible) base URL"},
+    "url": {"type": "string", "maxLength": 2048, "pattern": "^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[!-~]*)?$",
+            "description": "ThingSpeak (or compatible) base URL: http(s), a host name or "
+                           "IPv4 address, optional port and path"},
     "channel": ROW_ID,
     "write_key": API_KEY,
     "enabled": {"type": "boolean"},
@@ -231,8 +232,9 @@ def openapi_document(server_url: str) -> dict:
         "/openapi.json": {"get": _op("This document", tag="service")},
     }
     timeout = _param("timeout", description=(
-        f"seconds to wait for the answer (default: the server's ocpp.call_timeout; at most "
-        f"{MAX_CALL_TIMEOUT:g})"), schema={"type": "number", "exclusiveMinimum": 0,
+        f"seconds to wait for the answer (default: the server's ocpp.call_timeout; "
+        f"{MIN_CALL_TIMEOUT:g} to "
+        f"{MAX_CALL_TIMEOUT:g})"), schema={"type": "number", "minimum": MIN_CALL_TIMEOUT,
                                                 "maximum": MAX_CALL_TIMEOUT})
     for action in schemas.CENTRAL_SYSTEM_ACTIONS:
         body = schemas.schema(action)
@@ -247,6 +249,8 @@ def openapi_document(server_url: str) -> dict:
              "404": _resp("unknown charge point", ERROR),
              "409": _resp("charge point not connected, or it disconnected during the call",
                           ERROR),
+             "429": _resp("too many operations already waiting for charge points "
+                          "(all HTTP workers but two); retry later", ERROR),
              "502": _resp("CALLERROR or invalid answer (code = OCPP error code)", ERROR),
              "503": _resp("the OCPP endpoint is not running", ERROR),
              "504": _resp("no answer in time", ERROR)},

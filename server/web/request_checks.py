@@ -87,6 +87,16 @@ def _is_date(value) -> bool:
     return True
 
 
+_URI = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:[!-~]+")
+
+
+@_formats.checks("uri", raises=(TypeError,))
+def _is_uri(value) -> bool:
+    """An absolute URI (RFC 3986: a scheme, then printable ASCII): what a charge point
+    needs for UpdateFirmware/GetDiagnostics locations."""
+    return not isinstance(value, str) or _URI.fullmatch(value) is not None
+
+
 def _passes(check):
     def passes(value) -> bool:
         try:
@@ -100,7 +110,7 @@ def _validator(schema: dict) -> FastValidator:
     cls = validator_for(schema, default=Draft202012Validator)
     return FastValidator(cls(schema, format_checker=_formats),
                          formats={"date-time": _passes(_is_date_time), "date": _passes(_is_date),
-                                  "uri": lambda value: True},
+                                  "uri": _passes(_is_uri)},
                          draft=None if cls is Draft4Validator else DRAFT_7)
 
 
@@ -271,7 +281,7 @@ class RequestChecker:
         if op.body is None:
             return
         raw = request.get_data(cache=True)
-        if not raw.strip():
+        if not raw:
             body = {}
         elif not request.is_json:
             raise InvalidRequest("body", "", "must be JSON (Content-Type: application/json)")
