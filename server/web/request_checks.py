@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import date
 from dataclasses import dataclass, field
+from datetime import date
 
 from flask import Flask, g, request
 from flask.json.provider import DefaultJSONProvider
