@@ -10,6 +10,7 @@ from __future__ import annotations
 from server.fleet import REGISTRATION_STATES
 from server.ocpp import schemas
 from server.ocpp.central import MAX_CALL_TIMEOUT, MIN_CALL_TIMEOUT
+from server.timeutil import EARLIEST_TIME, LATEST_TIME
 
 ERROR = {"$ref": "#/components/schemas/Error"}
 
@@ -18,7 +19,6 @@ MAX_CP_ID = 48  # the OCPP endpoint's limit for the id in the connection URL
 MAX_ID_TAG = 20  # OCPP 1.6 IdToken is CiString20Type
 MAX_TEXT = 500  # free text an operator types: descriptions, notes
 MAX_INT32 = 2**31 - 1  # OCPP 1.6 integers (transactionId, ...) are 32-bit on charge points
-EARLIEST_TIME, LATEST_TIME = 0, 4102444799  # UNIX seconds: 1970-01-01 .. 2099-12-31
 
 CP_ID = {"type": "string", "minLength": 1, "maxLength": MAX_CP_ID, "pattern": "^[^/\\x00-\\x1f\\x7f]+$"}
 ID_TAG = {"type": "string", "minLength": 1, "maxLength": MAX_ID_TAG}

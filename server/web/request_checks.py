@@ -15,12 +15,11 @@ import re
 from dataclasses import dataclass, field
 from datetime import date
 
-from flask import Flask, g, request
+from flask import Flask, current_app, g, request
 from flask.json.provider import DefaultJSONProvider
 from jsonschema import Draft4Validator, Draft202012Validator, FormatChecker
 from jsonschema.exceptions import best_match
 from jsonschema.validators import validator_for
-from werkzeug.exceptions import BadRequest
 
 from server.ocpp.errors import code_for_schema_error
 from server.timeutil import parse_time
@@ -287,9 +286,9 @@ class RequestChecker:
             raise InvalidRequest("body", "", "must be JSON (Content-Type: application/json)")
         else:
             try:
-                body = request.get_json()
-            except BadRequest as exc:
-                raise InvalidRequest("body", "", f"is not valid JSON: {exc.description}") from None
+                body = current_app.json.loads(raw)
+            except ValueError as exc:
+                raise InvalidRequest("body", "", f"is not valid JSON: {exc}") from None
         if not isinstance(body, dict):
             raise InvalidRequest("body", "", "must be a JSON object")
         _check(op.body, body, "body")
