@@ -175,3 +175,16 @@ def test_thingspeak_compatible_writes_refuse_deep_json_and_far_times(server):
     status, feeds = http(server, "GET", f"/channels/{channel['id']}/feeds.json?api_key={key}")
     assert status == 200 and feeds["feeds"] == [], feeds
     assert http(server, "POST", "/update", {"api_key": key, "field1": "7"}) == (200, "1")
+
+
+def test_operation_location_that_is_not_an_absolute_uri_is_refused_before_the_station(server):
+    register(server, "CP-FW")
+    for location in ("", "firmware.bin", "http://host/ with space"):
+        status, body = http(server, "POST", "/api/v1/chargepoints/CP-FW/UpdateFirmware",
+                            {"location": location, "retrieveDate": "2030-01-01T00:00:00Z"})
+        _refused(status, body, "location")
+        assert body["code"] == "FormationViolation" or body["code"].endswith("Violation"), body
+    status, body = http(server, "POST", "/api/v1/chargepoints/CP-FW/UpdateFirmware",
+                        {"location": "https://fw.example/pico.json",
+                         "retrieveDate": "2030-01-01T00:00:00Z"})
+    assert status == 409, body  # valid, and the station is simply not connected
