@@ -151,8 +151,7 @@ class ParameterSet:
 class Operation:
     path: ParameterSet | None
     query: ParameterSet | None
-    body: FastValidator | None
-    body_required: bool = False
+    body: FastValidator | None  # an empty body is validated as {}
 
 
 @dataclass
@@ -175,8 +174,7 @@ class OperationIndex:
                 operations[method.upper()] = Operation(
                     ParameterSet.build([p for p in params if p["in"] == "path"]),
                     ParameterSet.build([p for p in params if p["in"] == "query"]),
-                    _validator(body["content"]["application/json"]["schema"]) if body else None,
-                    bool(body and body.get("required")))
+                    _validator(body["content"]["application/json"]["schema"]) if body else None)
             index.routes.append((re.compile(pattern), operations))
         return index
 
