@@ -40,6 +40,55 @@ API_KEY = {"type": "string", "minLength": 1, "maxLength": 64, "pattern": "^[A-Za
 OBJ = {"type": "object"}
 ARR = {"type": "array", "items": OBJ}
 
+# What the main resources look like in answers (the properties a client relies on).
+STR_OR_NULL = {"type": ["string", "null"]}
+INT_OR_NULL = {"type": ["integer", "null"]}
+
+
+def _shape(properties: dict) -> dict:
+    return {"type": "object", "required": list(properties), "properties": properties}
+
+
+def _ref(name: str) -> dict:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _list_of(name: str) -> dict:
+    return {"type": "array", "items": _ref(name)}
+
+
+RESOURCE_SCHEMAS = {
+    "ChargePoint": _shape({
+        "id": {"type": "string"}, "registration": {"enum": [*REGISTRATION_STATES, None]},
+        "description": STR_OR_NULL, "has_auth_key": {"type": "boolean"},
+        "created_at": STR_OR_NULL,
+        "ocpp": _shape({"online": {"type": "boolean"}, "connected": {"type": "boolean"},
+                        "last_seen": STR_OR_NULL}),
+        "telemetry": {"type": "object", "required": ["online", "received", "lost"],
+                      "properties": {"online": {"type": "boolean"},
+                                     "received": {"type": "integer"},
+                                     "lost": {"type": "integer"}}},
+        "connectors": ARR}),
+    "IdTag": _shape({
+        "id_tag": {"type": "string"}, "status": {"type": "string"},
+        "effective_status": {"type": "string"}, "expiry": STR_OR_NULL,
+        "parent_id_tag": STR_OR_NULL, "note": STR_OR_NULL, "created_at": STR_OR_NULL}),
+    "Transaction": _shape({
+        "id": {"type": "integer"}, "cp_id": {"type": "string"},
+        "connector_id": {"type": "integer"}, "id_tag": STR_OR_NULL, "start": STR_OR_NULL,
+        "stop": STR_OR_NULL, "meter_start": INT_OR_NULL, "meter_stop": INT_OR_NULL,
+        "active": {"type": "boolean"}}),
+    "Channel": _shape({
+        "id": {"type": "integer"}, "name": {"type": "string"}, "description": {"type": "string"},
+        "public": {"type": "boolean"}, "write_key": {"type": "string"},
+        "read_key": {"type": "string"}, "field_names": {"type": "array", "maxItems": 8},
+        "last_entry_id": {"type": "integer"}}),
+    "Bridge": _shape({
+        "cp_id": {"type": "string"}, "url": {"type": "string"}, "channel": {"type": "integer"},
+        "enabled": {"type": "boolean"}, "backlog": {"type": "integer"},
+        "failures": {"type": "integer"}, "last_error": STR_OR_NULL}),
+}
+
 
 def _resp(description: str, schema: dict | None = None, media: str = "application/json") -> dict:
     body = {"description": description}
@@ -135,23 +184,25 @@ BRIDGE_INPUT = _object({
 def openapi_document(server_url: str) -> dict:
     tx_id = _param("tx_id", "path", "transaction id", ROW_ID)
     channel_id = _param("channel_id", "path", "channel id", ROW_ID)
-    tag_found = {"200": _resp("OK", OBJ), **_errors(404)}
+    tag_found = {"200": _resp("OK", _ref("IdTag")), **_errors(404)}
     paths: dict[str, dict] = {
         "/chargepoints": {
             "get": _op("List charge points with presence, connectors and telemetry loss",
                        [_param("online", description="only online (true) or offline (false)",
                                schema={"enum": ["true", "false"]})],
-                       {"200": _resp("OK", ARR)}, tag="chargepoints"),
+                       {"200": _resp("OK", _list_of("ChargePoint"))}, tag="chargepoints"),
             "post": _op("Register a charge point (200 if it was already registered)",
-                        responses={"201": _resp("created", OBJ), "200": _resp("updated", OBJ)},
+                        responses={"201": _resp("created", _ref("ChargePoint")),
+                                   "200": _resp("updated", _ref("ChargePoint"))},
                         body=_object({"id": CP_ID, **CHARGE_POINT_FIELDS}, required=("id",)),
                         tag="chargepoints"),
         },
         "/chargepoints/{cp_id}": {
-            "get": _op("One charge point", [CP], {"200": _resp("OK", OBJ), **_errors(404)},
+            "get": _op("One charge point", [CP],
+                       {"200": _resp("OK", _ref("ChargePoint")), **_errors(404)},
                        tag="chargepoints"),
             "patch": _op("Change registration, auth_key (null clears) or description", [CP],
-                         {"200": _resp("OK", OBJ), **_errors(404)},
+                         {"200": _resp("OK", _ref("ChargePoint")), **_errors(404)},
                          body=_object(CHARGE_POINT_FIELDS), tag="chargepoints"),
             "delete": _op("Forget a charge point", [CP], {"204": _resp("deleted"), **_errors(404)},
                           tag="chargepoints"),
@@ -178,9 +229,10 @@ def openapi_document(server_url: str) -> dict:
             "Transactions of one charge point; format=csv for a CSV export",
             [CP, *_transaction_filters()], _transactions_ok(404), tag="transactions")},
         "/chargepoints/{cp_id}/thingspeak": {
-            "get": _op("ThingSpeak bridge state", [CP], {"200": _resp("OK", OBJ), **_errors(404)},
-                       tag="thingspeak"),
-            "put": _op("Configure the bridge", [CP], body=BRIDGE_INPUT, tag="thingspeak"),
+            "get": _op("ThingSpeak bridge state", [CP],
+                       {"200": _resp("OK", _ref("Bridge")), **_errors(404)}, tag="thingspeak"),
+            "put": _op("Configure the bridge", [CP], {"200": _resp("OK", _ref("Bridge"))},
+                       body=BRIDGE_INPUT, tag="thingspeak"),
             "delete": _op("Remove the bridge", [CP], {"204": _resp("deleted"), **_errors(404)},
                           tag="thingspeak"),
         },
@@ -191,11 +243,13 @@ def openapi_document(server_url: str) -> dict:
             "Transactions with energy; format=csv for a CSV export",
             [CP_QUERY, *_transaction_filters()], _transactions_ok(), tag="transactions")},
         "/transactions/{tx_id}": {"get": _op("One transaction with its meter values", [tx_id],
-                                             {"200": _resp("OK", OBJ), **_errors(404)},
+                                             {"200": _resp("OK", _ref("Transaction")),
+                                              **_errors(404)},
                                              tag="transactions")},
-        "/idtags": {"get": _op("idTags", responses={"200": _resp("OK", ARR)}, tag="idtags"),
+        "/idtags": {"get": _op("idTags", responses={"200": _resp("OK", _list_of("IdTag"))},
+                               tag="idtags"),
                     "post": _op("Create (or replace) an idTag",
-                                responses={"201": _resp("created", OBJ)},
+                                responses={"201": _resp("created", _ref("IdTag"))},
                                 body=_object({"id_tag": ID_TAG, **ID_TAG_FIELDS},
                                              required=("id_tag",)), tag="idtags")},
         "/idtags/{id_tag}": {
@@ -213,22 +267,24 @@ def openapi_document(server_url: str) -> dict:
         "/telemetry/stats": {"get": _op("MQTT ingest counters and per-station loss", tag="telemetry")},
         "/thingspeak/channels": {
             "get": _op("ThingSpeak-compatible channels (with keys)",
-                       responses={"200": _resp("OK", ARR)}, tag="thingspeak"),
-            "post": _op("Create a channel", responses={"201": _resp("created", OBJ),
+                       responses={"200": _resp("OK", _list_of("Channel"))}, tag="thingspeak"),
+            "post": _op("Create a channel", responses={"201": _resp("created", _ref("Channel")),
                                                        **_errors(409)},
                         body=CHANNEL_INPUT, tag="thingspeak")},
         "/thingspeak/channels/{channel_id}": {
-            "get": _op("One channel", [channel_id], {"200": _resp("OK", OBJ), **_errors(404)},
-                       tag="thingspeak"),
+            "get": _op("One channel", [channel_id],
+                       {"200": _resp("OK", _ref("Channel")), **_errors(404)}, tag="thingspeak"),
             "delete": _op("Delete", [channel_id], {"204": _resp("deleted"), **_errors(404)},
                           tag="thingspeak")},
-        "/thingspeak/bridges": {"get": _op("All bridge states", responses={"200": _resp("OK", ARR)},
+        "/thingspeak/bridges": {"get": _op("All bridge states",
+                                           responses={"200": _resp("OK", _list_of("Bridge"))},
                                            tag="thingspeak")},
         "/firmware": {"get": _op("Firmware bundles with verified manifests and URLs",
                                  responses={"200": _resp("OK", ARR)}, tag="files")},
         "/diagnostics": {"get": _op("Received diagnostics uploads", [CP_QUERY], tag="files")},
         "/stats": {"get": _op("Counters: telemetry_stored, OCPP, MQTT, store, process", tag="service")},
-        "/health": {"get": _op("Liveness", tag="service")},
+        "/health": {"get": _op("Liveness", responses={"200": _resp("OK", _shape(
+            {"status": {"const": "ok"}}))}, tag="service")},
         "/openapi.json": {"get": _op("This document", tag="service")},
     }
     timeout = _param("timeout", description=(
@@ -267,6 +323,7 @@ def openapi_document(server_url: str) -> dict:
                 "in": {"enum": ["path", "query", "body"]},
                 "code": {"type": "string", "description": "OCPP 1.6 error code, when there is one"},
                 "details": {"type": "object"}}},
+            **RESOURCE_SCHEMAS,
         }},
     }
 
@@ -279,6 +336,7 @@ def _transaction_filters() -> list:
 
 
 def _transactions_ok(*errors: int) -> dict:
-    return {"200": {"description": "OK", "content": {"application/json": {"schema": ARR},
+    return {"200": {"description": "OK", "content": {"application/json": {
+                                                         "schema": _list_of("Transaction")},
                                                      "text/csv": {"schema": {"type": "string"}}}},
             **_errors(*errors)}
