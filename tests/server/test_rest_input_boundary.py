@@ -188,3 +188,16 @@ def test_operation_location_that_is_not_an_absolute_uri_is_refused_before_the_st
                         {"location": "https://fw.example/pico.json",
                          "retrieveDate": "2030-01-01T00:00:00Z"})
     assert status == 409, body  # valid, and the station is simply not connected
+
+
+def test_json_bodies_are_capped_at_1_mib_while_diagnostics_uploads_keep_their_own_cap(server):
+    two_mib = b"x" * (2 * 1024 * 1024)
+    status, body = http(server, "POST", "/api/v1/idtags",
+                        raw=b'{"id_tag": "BIG", "note": "' + two_mib + b'"}',
+                        headers={"Content-Type": "application/json"})
+    assert status == 413, body
+    status, _ = http(server, "POST", "/update.json", raw=b'{"field1": "' + two_mib + b'"}',
+                     headers={"Content-Type": "application/json"})
+    assert status == 413
+    status, answer = http(server, "PUT", "/diagnostics/CP-DIAG/big.log", raw=two_mib)
+    assert status == 201 and answer["size"] == len(two_mib), answer
