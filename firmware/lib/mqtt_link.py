@@ -1,0 +1,407 @@
+"""One guarded MQTT 3.1.1 link for the board's publishers (telemetry.py, and thingspeak.py's
+MQTT mode): connect (TCP, TLS for mqtts://, CONNECT with credentials and a last will),
+publish at QoS 0 or 1, keep alive, reconnect with backoff and jitter. Nothing here ever
+blocks the event loop waiting for the network, and nothing needs a reboot to recover.
+
+    link = Link(url, client_id, user=None, password=None, ca_file=None, insecure=False,
+                flash=None, will=None, keepalive_s=60, timeout_s=5, max_backoff_s=60,
+                log=print, name="mqtt")
+    link.due()                       # may a connection attempt start now (backoff over)?
+    await link.connect()             # True when connected (else see link.last_error)
+    await link.publish(topic, payload, retain=False, qos=1)  # True once the broker has it
+    await link.keep_alive()          # PINGREQ/PINGRESP once idle for half the keep-alive
+    link.close(topic, payload)       # best effort, no waiting: `payload` retained, DISCONNECT
+
+`url`: `mqtt://host[:port]` (1883) or `mqtts://host[:port]` (8883, TLS); `user:password@`
+in the URL is accepted as well. `will`: (topic, payload, retain, qos). `password` may be a
+function (called at each connection attempt: a rotated AuthorizationKey applies at once).
+
+TLS (`mqtts://`): `ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)` (MicroPython's and CPython's
+API alike, built by `httpc.ssl_context`), the server certificate checked against the CA in
+`ca_file` (DER, on flash) and the host name given as `server_hostname`. A TLS URL with no
+`ca_file` refuses to connect unless `insecure` is true; then it connects unchecked and
+`security()` says so. A port without `ssl` fails each attempt with "mqtts needs the ssl
+module" (logged, retried with backoff).
+
+Bounds (the loop never waits on the network):
+- the TCP connect is non-blocking; readiness is polled every 20 ms from the event loop and
+  the socket is closed when `timeout_s` passes (asyncio.open_connection cancelled by a
+  timeout leaves its socket open on MicroPython: one lost socket per black-holed attempt);
+- then the socket is wrapped as an asyncio stream (TLS handshake, CONNACK, PUBACK and
+  PINGRESP are awaited, each bounded by `timeout_s`): a broker that accepts and never
+  answers costs one timeout, not a stalled loop;
+- the host name is resolved once and the address kept (getaddrinfo blocks on every port);
+  it is resolved again after a refused connection.
+A failure closes the socket and schedules the next attempt after min(max_backoff_s,
+2^n s) scaled by a random 0.5..1.0 (jitter: a fleet does not reconnect in step).
+
+Why not umqtt.simple's client itself: its connect() opens a blocking socket of its own and
+reads the CONNACK without a timeout, and its QoS 1 publish() loops on blocking reads until
+the PUBACK; neither can be bounded from outside, and its TLS takes `ussl.wrap_socket`
+parameters in 1.3.4 but an SSLContext in later releases. The four packets a publisher needs
+are a few lines each, written here after umqtt.simple's encoding.
+"""
+
+import asyncio
+import random
+import select
+import socket
+import struct
+import sys
+import time
+
+MICROPYTHON = sys.implementation.name == "micropython"
+POLL_MS = 20
+MAX_PACKET = 256  # we subscribe to nothing: only CONNACK, PUBACK, PINGRESP come in
+REFUSED = ("", "unacceptable protocol version", "client id rejected", "server unavailable",
+           "bad user name or password", "not authorised")
+
+
+class MQTTError(Exception):
+    pass
+
+
+def parse_url(url):
+    """mqtt(s)://[user[:password]@]host[:port] -> (secure, host, port, user, password)."""
+    if not isinstance(url, str) or "://" not in url:
+        raise MQTTError("not an MQTT URL: %r" % (url,))
+    scheme, rest = url.split("://", 1)
+    if scheme not in ("mqtt", "mqtts"):
+        raise MQTTError("MQTT URLs start with mqtt:// or mqtts://, not %s://" % scheme)
+    secure = scheme == "mqtts"
+    rest = rest.split("/", 1)[0]
+    user = password = None
+    if "@" in rest:
+        cred, rest = rest.rsplit("@", 1)
+        user, sep, pw = cred.partition(":")
+        password = pw if sep else None
+    port = 8883 if secure else 1883
+    if rest.startswith("["):
+        host, _, tail = rest[1:].partition("]")
+        if tail.startswith(":"):
+            port = int(tail[1:])
+    elif ":" in rest:
+        host, p = rest.rsplit(":", 1)
+        port = int(p)
+    else:
+        host = rest
+    if not host:
+        raise MQTTError("no host in %r" % (url,))
+    return secure, host, port, user, password
+
+
+def _b(text):
+    return text.encode() if isinstance(text, str) else text
+
+
+def _field(data):
+    """A length-prefixed MQTT string or binary field."""
+    return struct.pack("!H", len(data)) + data
+
+
+def _packet(first, body):
+    """Fixed header (type and flags, remaining length as a varint) + body."""
+    head = bytearray([first])
+    n = len(body)
+    while True:
+        if n > 0x7F:
+            head.append((n & 0x7F) | 0x80)
+            n >>= 7
+        else:
+            head.append(n)
+            break
+    return bytes(head) + body
+
+
+def connect_packet(client_id, user, password, keepalive_s, will):
+    flags = 0x02  # clean session
+    payload = _field(_b(client_id))
+    if will is not None:
+        topic, msg, retain, qos = will
+        flags |= 0x04 | (qos << 3) | (0x20 if retain else 0)
+        payload += _field(_b(topic)) + _field(_b(msg))
+    if user is not None:
+        flags |= 0x80
+        payload += _field(_b(user))
+        if password is not None:
+            flags |= 0x40
+            payload += _field(_b(password))
+    return _packet(0x10, b"\x00\x04MQTT\x04" + bytes([flags]) + struct.pack("!H", keepalive_s)
+                   + payload)
+
+
+def publish_packet(topic, payload, retain, qos, pid):
+    body = _field(_b(topic))
+    if qos:
+        body += struct.pack("!H", pid)
+    return _packet(0x30 | (qos << 1) | (1 if retain else 0), body + _b(payload))
+
+
+class Link:
+    def __init__(self, url, client_id, user=None, password=None, ca_file=None, insecure=False,
+                 flash=None, will=None, keepalive_s=60, timeout_s=5, max_backoff_s=60,
+                 log=print, name="mqtt"):
+        self.secure, self.host, self.port, url_user, url_password = parse_url(url)
+        self.client_id = client_id
+        self.user = user if user is not None else url_user
+        self.password = password if password is not None else url_password
+        self.ca_file = ca_file
+        self.insecure = bool(insecure)
+        self.flash = flash
+        self.will = will
+        self.keepalive_s = int(keepalive_s)
+        self.timeout_ms = int(timeout_s * 1000)
+        self.max_backoff_s = max_backoff_s
+        self.log = log
+        self.name = name
+        self.reader = self.writer = None
+        self.addr = None
+        self.pid = 0
+        self.attempts = 0  # consecutive failed attempts (backoff exponent)
+        self.connects = 0
+        self.failures = 0
+        self.last_error = None
+        self.next_ms = time.ticks_ms()
+        self.last_tx_ms = None
+        self.warned = False
+        if self.secure and not ca_file and self.insecure:
+            self.log("%s: TLS to %s:%d WITHOUT a certificate check (insecure: true)" % (
+                name, self.host, self.port))
+
+    # -- state ----------------------------------------------------------------------------
+    def connected(self):
+        return self.writer is not None
+
+    def due(self):
+        return self.writer is None and time.ticks_diff(time.ticks_ms(), self.next_ms) >= 0
+
+    def security(self):
+        """plain | tls | tls-unchecked | refused (mqtts without a CA, not insecure)."""
+        if not self.secure:
+            return "plain"
+        if self.ca_file:
+            return "tls"
+        return "tls-unchecked" if self.insecure else "refused"
+
+    def summary(self):
+        return {"broker": "%s:%d" % (self.host, self.port), "security": self.security(),
+                "connected": self.connected(), "connects": self.connects,
+                "failures": self.failures, "last_error": self.last_error}
+
+    # -- connecting -----------------------------------------------------------------------
+    def _fail(self, why):
+        """Drop the connection and schedule the next attempt (backoff with jitter)."""
+        self.last_error = why
+        self.failures += 1
+        self._close_socket()
+        top = min(int(self.max_backoff_s * 1000), 1000 << min(self.attempts, 10))
+        self.attempts += 1
+        jittered = top * (512 + random.getrandbits(9)) // 1024  # 0.5 .. 1.0 of top
+        self.next_ms = time.ticks_add(time.ticks_ms(), jittered)
+        return False
+
+    def _close_socket(self):
+        writer = self.writer
+        self.reader = self.writer = None
+        if writer is not None:
+            try:
+                if MICROPYTHON:
+                    writer.s.close()  # Stream.close() does nothing there
+                else:
+                    writer.close()
+            except Exception:
+                pass
+
+    def _tls(self):
+        if not self.secure:
+            return None
+        if not self.ca_file and not self.insecure:
+            raise MQTTError("mqtts without mqtt.ca_file: refusing to connect unchecked "
+                            "(set \"insecure\": true to allow it)")
+        import httpc
+
+        try:
+            return httpc.ssl_context(self.flash.read_bytes(self.ca_file) if self.ca_file else None)
+        except httpc.HTTPError:
+            raise MQTTError("mqtts needs the ssl module")
+        except OSError:
+            raise MQTTError("CA file %s is not on flash" % self.ca_file)
+
+    async def _tcp(self):
+        """A connected non-blocking socket, or an exception; never left open on failure."""
+        if self.addr is None:
+            self.addr = socket.getaddrinfo(self.host, self.port, 0, socket.SOCK_STREAM)[0]
+        ai = self.addr
+        sock = socket.socket(ai[0], ai[1], ai[2])
+        try:
+            sock.setblocking(False)
+            try:
+                sock.connect(ai[-1])
+            except OSError as exc:
+                if exc.errno not in (115, 36, 11):  # EINPROGRESS (Linux, lwIP), EAGAIN
+                    raise
+            poller = select.poll()
+            poller.register(sock, select.POLLOUT)
+            waited = 0
+            while True:
+                events = poller.poll(0)
+                if events:
+                    if events[0][1] & (select.POLLERR | select.POLLHUP):
+                        self.addr = None  # refused: the name may point elsewhere now
+                        raise OSError(111, "connection refused")
+                    return sock
+                if waited >= self.timeout_ms:
+                    raise OSError(110, "TCP connect timed out")
+                await asyncio.sleep_ms(POLL_MS)
+                waited += POLL_MS
+        except BaseException:
+            sock.close()
+            raise
+
+    async def _streams(self, sock, ctx):
+        if MICROPYTHON:
+            if ctx is not None:
+                sock = ctx.wrap_socket(sock, server_hostname=self.host,
+                                       do_handshake_on_connect=False)
+                sock.setblocking(False)
+            stream = asyncio.StreamReader(sock)
+            return stream, stream
+        if ctx is not None:
+            return await asyncio.open_connection(sock=sock, ssl=ctx, server_hostname=self.host)
+        return await asyncio.open_connection(sock=sock)
+
+    async def _read_packet(self):
+        """(first byte, body) of the next packet from the broker."""
+        reader = self.reader
+        first = (await reader.readexactly(1))[0]
+        n = shift = 0
+        while True:
+            b = (await reader.readexactly(1))[0]
+            n |= (b & 0x7F) << shift
+            if not b & 0x80:
+                break
+            shift += 7
+            if shift > 21:
+                raise MQTTError("bad remaining length")
+        if n > MAX_PACKET:
+            raise MQTTError("unexpected %d-byte packet 0x%02x" % (n, first))
+        return first, (await reader.readexactly(n)) if n else b""
+
+    async def _handshake(self, ctx):
+        sock = await self._tcp()
+        try:
+            self.reader, self.writer = await self._streams(sock, ctx)
+        except BaseException:
+            sock.close()
+            raise
+        password = self.password() if callable(self.password) else self.password
+        self.writer.write(connect_packet(self.client_id, self.user, password,
+                                         self.keepalive_s, self.will))
+        await self.writer.drain()
+        first, body = await self._read_packet()
+        if first != 0x20 or len(body) != 2:
+            raise MQTTError("no CONNACK (packet 0x%02x)" % first)
+        if body[1]:
+            text = REFUSED[body[1]] if body[1] < len(REFUSED) else "code %d" % body[1]
+            raise MQTTError("broker refused the connection: %s" % text)
+
+    async def connect(self):
+        """One connection attempt, bounded by timeout_s; True when connected."""
+        if self.writer is not None:
+            return True
+        try:
+            ctx = self._tls()
+        except MQTTError as exc:
+            if not self.warned:  # say it once, then keep retrying quietly
+                self.warned = True
+                self.log("%s: %s" % (self.name, exc))
+            return self._fail(str(exc))
+        try:
+            await asyncio.wait_for(self._handshake(ctx), self.timeout_ms / 1000)
+        except Exception as exc:
+            if isinstance(exc, asyncio.TimeoutError):
+                exc = "no answer within %d ms" % self.timeout_ms
+            return self._fail("connect to %s:%d: %s" % (self.host, self.port, _text(exc)))
+        self.attempts = 0
+        self.connects += 1
+        self.pid = 0
+        self.last_tx_ms = time.ticks_ms()
+        self.log("%s: connected to %s:%d%s" % (self.name, self.host, self.port, {
+            "plain": "", "tls": " (TLS, certificate checked)",
+            "tls-unchecked": " (TLS, certificate NOT checked)"}[self.security()]))
+        return True
+
+    # -- traffic --------------------------------------------------------------------------
+    async def _send(self, data):
+        self.writer.write(data)
+        await self.writer.drain()
+        self.last_tx_ms = time.ticks_ms()
+
+    async def _await_ack(self, first, pid):
+        while True:
+            got, body = await self._read_packet()
+            if got == first and (pid is None or body[:2] == struct.pack("!H", pid)):
+                return
+
+    async def _exchange(self, data, ack, pid):
+        await self._send(data)
+        if ack is not None:
+            await self._await_ack(ack, pid)
+
+    async def _call(self, what, data, ack=None, pid=None):
+        if self.writer is None:
+            return False
+        try:
+            await asyncio.wait_for(self._exchange(data, ack, pid), self.timeout_ms / 1000)
+            return True
+        except Exception as exc:
+            if isinstance(exc, asyncio.TimeoutError):
+                exc = "no answer within %d ms" % self.timeout_ms
+            return self._fail("%s: %s" % (what, _text(exc)))
+
+    async def publish(self, topic, payload, retain=False, qos=1):
+        """True once sent (QoS 0) or acknowledged (QoS 1); False: the link dropped."""
+        pid = None
+        if qos:
+            self.pid = self.pid % 65535 + 1
+            pid = self.pid
+        return await self._call("publish", publish_packet(topic, payload, retain, qos, pid),
+                                0x40 if qos else None, pid)
+
+    async def keep_alive(self):
+        """A PINGREQ when nothing was sent for half the keep-alive; False if it failed."""
+        if self.writer is None or self.last_tx_ms is None or not self.keepalive_s:
+            return True
+        if time.ticks_diff(time.ticks_ms(), self.last_tx_ms) < self.keepalive_s * 500:
+            return True
+        return await self._call("ping", b"\xc0\x00", 0xD0)
+
+    def idle_ms(self):
+        """ms until the next keep-alive ping (or the next connection attempt) is due."""
+        now = time.ticks_ms()
+        if self.writer is None:
+            return time.ticks_diff(self.next_ms, now)
+        if self.last_tx_ms is None or not self.keepalive_s:
+            return 60000
+        return time.ticks_diff(self.last_tx_ms, now) + self.keepalive_s * 500
+
+    def close(self, topic=None, payload=None):
+        """Clean shutdown without waiting: `payload` to `topic` retained (the broker drops
+        the last will on a DISCONNECT), DISCONNECT, close. For the reboot path."""
+        if self.writer is None:
+            return
+        try:
+            if topic is not None:
+                self.writer.write(publish_packet(topic, payload, True, 0, None))
+            self.writer.write(b"\xe0\x00")
+        except Exception:
+            pass
+        self._close_socket()
+
+
+def _text(exc):
+    if isinstance(exc, str):
+        return exc
+    if isinstance(exc, OSError) and exc.args and len(exc.args) > 1:
+        return "%s" % exc.args[1]
+    return repr(exc)
