@@ -155,6 +155,7 @@ class Link:
         self.log = log
         self.name = name
         self.reader = self.writer = None
+        self.up = False  # CONNACK received, not dropped since
         self.addr = None
         self.pid = 0
         self.attempts = 0  # consecutive failed attempts (backoff exponent)
@@ -164,16 +165,17 @@ class Link:
         self.next_ms = time.ticks_ms()
         self.last_tx_ms = None
         self.warned = False
+        self.stage = None  # what the current connection attempt waits for
         if self.secure and not ca_file and self.insecure:
             self.log("%s: TLS to %s:%d WITHOUT a certificate check (insecure: true)" % (
                 name, self.host, self.port))
 
     # -- state ----------------------------------------------------------------------------
     def connected(self):
-        return self.writer is not None
+        return self.up
 
     def due(self):
-        return self.writer is None and time.ticks_diff(time.ticks_ms(), self.next_ms) >= 0
+        return not self.up and time.ticks_diff(time.ticks_ms(), self.next_ms) >= 0
 
     def security(self):
         """plain | tls | tls-unchecked | refused (mqtts without a CA, not insecure)."""
@@ -203,6 +205,7 @@ class Link:
     def _close_socket(self):
         writer = self.writer
         self.reader = self.writer = None
+        self.up = False
         if writer is not None:
             try:
                 if MICROPYTHON:
@@ -242,18 +245,14 @@ class Link:
                     raise
             poller = select.poll()
             poller.register(sock, select.POLLOUT)
-            waited = 0
-            while True:
+            while True:  # until connected, refused, or cancelled by connect()'s timeout
                 events = poller.poll(0)
                 if events:
                     if events[0][1] & (select.POLLERR | select.POLLHUP):
                         self.addr = None  # refused: the name may point elsewhere now
                         raise OSError(111, "connection refused")
                     return sock
-                if waited >= self.timeout_ms:
-                    raise OSError(110, "TCP connect timed out")
                 await asyncio.sleep_ms(POLL_MS)
-                waited += POLL_MS
         except BaseException:
             sock.close()
             raise
@@ -288,7 +287,9 @@ class Link:
         return first, (await reader.readexactly(n)) if n else b""
 
     async def _handshake(self, ctx):
+        self.stage = "TCP connect"
         sock = await self._tcp()
+        self.stage = "TLS handshake" if ctx is not None else "CONNACK"
         try:
             self.reader, self.writer = await self._streams(sock, ctx)
         except BaseException:
@@ -298,6 +299,7 @@ class Link:
         self.writer.write(connect_packet(self.client_id, self.user, password,
                                          self.keepalive_s, self.will))
         await self.writer.drain()
+        self.stage = "CONNACK"
         first, body = await self._read_packet()
         if first != 0x20 or len(body) != 2:
             raise MQTTError("no CONNACK (packet 0x%02x)" % first)
@@ -307,7 +309,7 @@ class Link:
 
     async def connect(self):
         """One connection attempt, bounded by timeout_s; True when connected."""
-        if self.writer is not None:
+        if self.up:
             return True
         try:
             ctx = self._tls()
@@ -320,8 +322,9 @@ class Link:
             await asyncio.wait_for(self._handshake(ctx), self.timeout_ms / 1000)
         except Exception as exc:
             if isinstance(exc, asyncio.TimeoutError):
-                exc = "no answer within %d ms" % self.timeout_ms
+                exc = "no answer within %d ms (%s)" % (self.timeout_ms, self.stage)
             return self._fail("connect to %s:%d: %s" % (self.host, self.port, _text(exc)))
+        self.up = True
         self.attempts = 0
         self.connects += 1
         self.pid = 0
@@ -349,7 +352,7 @@ class Link:
             await self._await_ack(ack, pid)
 
     async def _call(self, what, data, ack=None, pid=None):
-        if self.writer is None:
+        if not self.up:
             return False
         try:
             await asyncio.wait_for(self._exchange(data, ack, pid), self.timeout_ms / 1000)
@@ -370,7 +373,7 @@ class Link:
 
     async def keep_alive(self):
         """A PINGREQ when nothing was sent for half the keep-alive; False if it failed."""
-        if self.writer is None or self.last_tx_ms is None or not self.keepalive_s:
+        if not self.up or self.last_tx_ms is None or not self.keepalive_s:
             return True
         if time.ticks_diff(time.ticks_ms(), self.last_tx_ms) < self.keepalive_s * 500:
             return True
@@ -379,7 +382,7 @@ class Link:
     def idle_ms(self):
         """ms until the next keep-alive ping (or the next connection attempt) is due."""
         now = time.ticks_ms()
-        if self.writer is None:
+        if not self.up:
             return time.ticks_diff(self.next_ms, now)
         if self.last_tx_ms is None or not self.keepalive_s:
             return 60000
@@ -388,7 +391,8 @@ class Link:
     def close(self, topic=None, payload=None):
         """Clean shutdown without waiting: `payload` to `topic` retained (the broker drops
         the last will on a DISCONNECT), DISCONNECT, close. For the reboot path."""
-        if self.writer is None:
+        if not self.up:
+            self._close_socket()
             return
         try:
             if topic is not None:
