@@ -4,6 +4,7 @@ recorder on 127.0.0.1."""
 
 from __future__ import annotations
 
+import getpass
 import itertools
 import json
 import os
@@ -54,13 +55,18 @@ def wait_world(board, predicate, timeout=20.0, what="world condition"):
 BOOTED = []  # boards of the running test (their consoles are shown when it fails)
 
 
-def boot(board_factory, config, world=None):
-    """Boot a board and wait until its app is ready (console REPL task running)."""
+def boot(board_factory, config, world=None, flash=None, files=None):
+    """Boot a board and wait until its app is ready (console REPL task running).
+    `files` ({name: bytes}) are put on its flash (directory `flash`) before it starts."""
     cfg = {"cp_id": "PICO-0007"}
     cfg.update(config)
     settings = {"dht_blocking_ms": 0}
     settings.update(world or {})
-    board = board_factory(cfg, world=settings)
+    if files:
+        flash.mkdir(parents=True, exist_ok=True)
+        for name, data in files.items():
+            (flash / name).write_bytes(data)
+    board = board_factory(cfg, world=settings, flash=flash)
     BOOTED.append(board)
     board.wait_for(r"^ready: ", timeout=40)
     board.control("console", line="import ev")
@@ -84,7 +90,9 @@ class Broker:
         self.port = port or free_port()
         self.sub_port = self.port
         self.conf = tmp_path / f"mosquitto-{self.port}.conf"
-        lines = ["per_listener_settings true", "persistence false",
+        # `user`: a broker started as root drops to the mosquitto user by default, which
+        # cannot read the password and key files under the test's private tmp_path
+        lines = ["per_listener_settings true", "persistence false", f"user {getpass.getuser()}",
                  f"listener {self.port} 127.0.0.1"]
         if tls is not None:
             lines += [f"certfile {tls[0]}", f"keyfile {tls[1]}"]
