@@ -191,6 +191,13 @@ class Link:
                 "failures": self.failures, "last_error": self.last_error}
 
     # -- connecting -----------------------------------------------------------------------
+    def _why(self, exc):
+        if isinstance(exc, asyncio.TimeoutError):
+            return "no answer within %d ms (%s)" % (self.timeout_ms, self.stage)
+        if isinstance(exc, OSError) and len(exc.args) > 1:
+            return str(exc.args[1])
+        return repr(exc)
+
     def _fail(self, why):
         """Drop the connection and schedule the next attempt (backoff with jitter)."""
         self.last_error = why
@@ -257,18 +264,6 @@ class Link:
             sock.close()
             raise
 
-    async def _streams(self, sock, ctx):
-        if MICROPYTHON:
-            if ctx is not None:
-                sock = ctx.wrap_socket(sock, server_hostname=self.host,
-                                       do_handshake_on_connect=False)
-                sock.setblocking(False)
-            stream = asyncio.StreamReader(sock)
-            return stream, stream
-        if ctx is not None:
-            return await asyncio.open_connection(sock=sock, ssl=ctx, server_hostname=self.host)
-        return await asyncio.open_connection(sock=sock)
-
     async def _read_packet(self):
         """(first byte, body) of the next packet from the broker."""
         reader = self.reader
@@ -291,7 +286,15 @@ class Link:
         sock = await self._tcp()
         self.stage = "TLS handshake" if ctx is not None else "CONNACK"
         try:
-            self.reader, self.writer = await self._streams(sock, ctx)
+            if MICROPYTHON:  # its open_connection cannot take a connected socket
+                if ctx is not None:
+                    sock = ctx.wrap_socket(sock, server_hostname=self.host,
+                                           do_handshake_on_connect=False)
+                    sock.setblocking(False)
+                self.reader = self.writer = asyncio.StreamReader(sock)
+            else:
+                self.reader, self.writer = await asyncio.open_connection(
+                    sock=sock, ssl=ctx, server_hostname=self.host if ctx else None)
         except BaseException:
             sock.close()
             raise
@@ -321,9 +324,7 @@ class Link:
         try:
             await asyncio.wait_for(self._handshake(ctx), self.timeout_ms / 1000)
         except Exception as exc:
-            if isinstance(exc, asyncio.TimeoutError):
-                exc = "no answer within %d ms (%s)" % (self.timeout_ms, self.stage)
-            return self._fail("connect to %s:%d: %s" % (self.host, self.port, _text(exc)))
+            return self._fail("connect to %s:%d: %s" % (self.host, self.port, self._why(exc)))
         self.up = True
         self.attempts = 0
         self.connects += 1
@@ -335,32 +336,25 @@ class Link:
         return True
 
     # -- traffic --------------------------------------------------------------------------
-    async def _send(self, data):
+    async def _exchange(self, data, ack, pid):
+        """Send a packet, then (if `ack`) read until the answer of that type (and packet id)."""
         self.writer.write(data)
         await self.writer.drain()
         self.last_tx_ms = time.ticks_ms()
-
-    async def _await_ack(self, first, pid):
-        while True:
+        while ack is not None:
             got, body = await self._read_packet()
-            if got == first and (pid is None or body[:2] == struct.pack("!H", pid)):
+            if got == ack and (pid is None or body[:2] == struct.pack("!H", pid)):
                 return
 
-    async def _exchange(self, data, ack, pid):
-        await self._send(data)
-        if ack is not None:
-            await self._await_ack(ack, pid)
-
-    async def _call(self, what, data, ack=None, pid=None):
+    async def _call(self, what, stage, data, ack=None, pid=None):
         if not self.up:
             return False
+        self.stage = stage
         try:
             await asyncio.wait_for(self._exchange(data, ack, pid), self.timeout_ms / 1000)
             return True
         except Exception as exc:
-            if isinstance(exc, asyncio.TimeoutError):
-                exc = "no answer within %d ms" % self.timeout_ms
-            return self._fail("%s: %s" % (what, _text(exc)))
+            return self._fail("%s: %s" % (what, self._why(exc)))
 
     async def publish(self, topic, payload, retain=False, qos=1):
         """True once sent (QoS 0) or acknowledged (QoS 1); False: the link dropped."""
@@ -368,7 +362,8 @@ class Link:
         if qos:
             self.pid = self.pid % 65535 + 1
             pid = self.pid
-        return await self._call("publish", publish_packet(topic, payload, retain, qos, pid),
+        return await self._call("publish", "PUBACK" if qos else "sending",
+                                publish_packet(topic, payload, retain, qos, pid),
                                 0x40 if qos else None, pid)
 
     async def keep_alive(self):
@@ -377,7 +372,7 @@ class Link:
             return True
         if time.ticks_diff(time.ticks_ms(), self.last_tx_ms) < self.keepalive_s * 500:
             return True
-        return await self._call("ping", b"\xc0\x00", 0xD0)
+        return await self._call("ping", "PINGRESP", b"\xc0\x00", 0xD0)
 
     def idle_ms(self):
         """ms until the next keep-alive ping (or the next connection attempt) is due."""
@@ -401,11 +396,3 @@ class Link:
         except Exception:
             pass
         self._close_socket()
-
-
-def _text(exc):
-    if isinstance(exc, str):
-        return exc
-    if isinstance(exc, OSError) and exc.args and len(exc.args) > 1:
-        return "%s" % exc.args[1]
-    return repr(exc)
