@@ -35,26 +35,24 @@ Bounds (the loop never waits on the network):
 A failure closes the socket and schedules the next attempt after min(max_backoff_s,
 2^n s) scaled by a random 0.5..1.0 (jitter: a fleet does not reconnect in step).
 
+The connection code (TLS context, TCP connect, CONNECT/CONNACK) is in mqtt_connect.py,
+loaded for each attempt and dropped again: it is not on the heap while the link is up.
+
 Why not umqtt.simple's client itself: its connect() opens a blocking socket of its own and
 reads the CONNACK without a timeout, and its QoS 1 publish() loops on blocking reads until
 the PUBACK; neither can be bounded from outside, and its TLS takes `ussl.wrap_socket`
 parameters in 1.3.4 but an SSLContext in later releases. The four packets a publisher needs
-are a few lines each, written here after umqtt.simple's encoding.
+are a few lines each, written here (and in mqtt_connect.py) after umqtt.simple's encoding.
 """
 
 import asyncio
 import random
-import select
-import socket
 import struct
 import sys
 import time
 
 MICROPYTHON = sys.implementation.name == "micropython"
-POLL_MS = 20
 MAX_PACKET = 256  # we subscribe to nothing: only CONNACK, PUBACK, PINGRESP come in
-REFUSED = ("", "unacceptable protocol version", "client id rejected", "server unavailable",
-           "bad user name or password", "not authorised")
 
 
 class MQTTError(Exception):
@@ -90,16 +88,16 @@ def parse_url(url):
     return secure, host, port, user, password
 
 
-def _b(text):
+def as_bytes(text):
     return text.encode() if isinstance(text, str) else text
 
 
-def _field(data):
+def field(data):
     """A length-prefixed MQTT string or binary field."""
     return struct.pack("!H", len(data)) + data
 
 
-def _packet(first, body):
+def packet(first, body):
     """Fixed header (type and flags, remaining length as a varint) + body."""
     head = bytearray([first])
     n = len(body)
@@ -113,28 +111,11 @@ def _packet(first, body):
     return bytes(head) + body
 
 
-def connect_packet(client_id, user, password, keepalive_s, will):
-    flags = 0x02  # clean session
-    payload = _field(_b(client_id))
-    if will is not None:
-        topic, msg, retain, qos = will
-        flags |= 0x04 | (qos << 3) | (0x20 if retain else 0)
-        payload += _field(_b(topic)) + _field(_b(msg))
-    if user is not None:
-        flags |= 0x80
-        payload += _field(_b(user))
-        if password is not None:
-            flags |= 0x40
-            payload += _field(_b(password))
-    return _packet(0x10, b"\x00\x04MQTT\x04" + bytes([flags]) + struct.pack("!H", keepalive_s)
-                   + payload)
-
-
 def publish_packet(topic, payload, retain, qos, pid):
-    body = _field(_b(topic))
+    body = field(as_bytes(topic))
     if qos:
         body += struct.pack("!H", pid)
-    return _packet(0x30 | (qos << 1) | (1 if retain else 0), body + _b(payload))
+    return packet(0x30 | (qos << 1) | (1 if retain else 0), body + as_bytes(payload))
 
 
 class Link:
@@ -222,49 +203,7 @@ class Link:
             except Exception:
                 pass
 
-    def _tls(self):
-        if not self.secure:
-            return None
-        if not self.ca_file and not self.insecure:
-            raise MQTTError("mqtts without mqtt.ca_file: refusing to connect unchecked "
-                            "(set \"insecure\": true to allow it)")
-        import httpc
-
-        try:
-            return httpc.ssl_context(self.flash.read_bytes(self.ca_file) if self.ca_file else None)
-        except httpc.HTTPError:
-            raise MQTTError("mqtts needs the ssl module")
-        except OSError:
-            raise MQTTError("CA file %s is not on flash" % self.ca_file)
-
-    async def _tcp(self):
-        """A connected non-blocking socket, or an exception; never left open on failure."""
-        if self.addr is None:
-            self.addr = socket.getaddrinfo(self.host, self.port, 0, socket.SOCK_STREAM)[0]
-        ai = self.addr
-        sock = socket.socket(ai[0], ai[1], ai[2])
-        try:
-            sock.setblocking(False)
-            try:
-                sock.connect(ai[-1])
-            except OSError as exc:
-                if exc.errno not in (115, 36, 11):  # EINPROGRESS (Linux, lwIP), EAGAIN
-                    raise
-            poller = select.poll()
-            poller.register(sock, select.POLLOUT)
-            while True:  # until connected, refused, or cancelled by connect()'s timeout
-                events = poller.poll(0)
-                if events:
-                    if events[0][1] & (select.POLLERR | select.POLLHUP):
-                        self.addr = None  # refused: the name may point elsewhere now
-                        raise OSError(111, "connection refused")
-                    return sock
-                await asyncio.sleep_ms(POLL_MS)
-        except BaseException:
-            sock.close()
-            raise
-
-    async def _read_packet(self):
+    async def read_packet(self):
         """(first byte, body) of the next packet from the broker."""
         reader = self.reader
         first = (await reader.readexactly(1))[0]
@@ -281,50 +220,27 @@ class Link:
             raise MQTTError("unexpected %d-byte packet 0x%02x" % (n, first))
         return first, (await reader.readexactly(n)) if n else b""
 
-    async def _handshake(self, ctx):
-        self.stage = "TCP connect"
-        sock = await self._tcp()
-        self.stage = "TLS handshake" if ctx is not None else "CONNACK"
-        try:
-            if MICROPYTHON:  # its open_connection cannot take a connected socket
-                if ctx is not None:
-                    sock = ctx.wrap_socket(sock, server_hostname=self.host,
-                                           do_handshake_on_connect=False)
-                    sock.setblocking(False)
-                self.reader = self.writer = asyncio.StreamReader(sock)
-            else:
-                self.reader, self.writer = await asyncio.open_connection(
-                    sock=sock, ssl=ctx, server_hostname=self.host if ctx else None)
-        except BaseException:
-            sock.close()
-            raise
-        password = self.password() if callable(self.password) else self.password
-        self.writer.write(connect_packet(self.client_id, self.user, password,
-                                         self.keepalive_s, self.will))
-        await self.writer.drain()
-        self.stage = "CONNACK"
-        first, body = await self._read_packet()
-        if first != 0x20 or len(body) != 2:
-            raise MQTTError("no CONNACK (packet 0x%02x)" % first)
-        if body[1]:
-            text = REFUSED[body[1]] if body[1] < len(REFUSED) else "code %d" % body[1]
-            raise MQTTError("broker refused the connection: %s" % text)
-
     async def connect(self):
         """One connection attempt, bounded by timeout_s; True when connected."""
         if self.up:
             return True
+        import mqtt_connect  # the connection code, on the heap only while connecting
+
         try:
-            ctx = self._tls()
-        except MQTTError as exc:
-            if not self.warned:  # say it once, then keep retrying quietly
-                self.warned = True
-                self.log("%s: %s" % (self.name, exc))
-            return self._fail(str(exc))
-        try:
-            await asyncio.wait_for(self._handshake(ctx), self.timeout_ms / 1000)
-        except Exception as exc:
-            return self._fail("connect to %s:%d: %s" % (self.host, self.port, self._why(exc)))
+            try:
+                ctx = mqtt_connect.tls_context(self)
+            except MQTTError as exc:
+                if not self.warned:  # say it once, then keep retrying quietly
+                    self.warned = True
+                    self.log("%s: %s" % (self.name, exc))
+                return self._fail(str(exc))
+            try:
+                await asyncio.wait_for(mqtt_connect.handshake(self, ctx), self.timeout_ms / 1000)
+            except Exception as exc:
+                return self._fail("connect to %s:%d: %s" % (self.host, self.port, self._why(exc)))
+        finally:
+            del mqtt_connect
+            sys.modules.pop("mqtt_connect", None)
         self.up = True
         self.attempts = 0
         self.connects += 1
@@ -342,7 +258,7 @@ class Link:
         await self.writer.drain()
         self.last_tx_ms = time.ticks_ms()
         while ack is not None:
-            got, body = await self._read_packet()
+            got, body = await self.read_packet()
             if got == ack and (pid is None or body[:2] == struct.pack("!H", pid)):
                 return
 

@@ -23,8 +23,6 @@ import asyncio
 import gc
 import time
 
-from mqtt_link import Link
-
 KEYS = ("ts", "seq", "t", "rh", "tmcu", "v", "a", "w", "wh", "cp", "st", "lim", "rssi", "heap", "up")
 MAX_PAYLOAD = 256
 
@@ -106,6 +104,8 @@ class Telemetry:
         self.state_topic = ("picocharge/%s/state" % self.cp_id).encode()
         self.key_fn = key_fn
         self.ocpp_password = (config.get("ocpp") or {}).get("password")
+        from mqtt_link import Link  # here: thingspeak.py imports Ring from this module
+
         link = self.link = Link(
             section.get("url", "mqtt://127.0.0.1"), self.cp_id, user=section.get("user"),
             password=section.get("password"), ca_file=section.get("ca_file"),
