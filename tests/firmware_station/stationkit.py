@@ -65,6 +65,7 @@ def boot(board_factory, config, world=None, flash=None, files=None):
     if files:
         flash.mkdir(parents=True, exist_ok=True)
         for name, data in files.items():
+            (flash / name).parent.mkdir(parents=True, exist_ok=True)
             (flash / name).write_bytes(data)
     board = board_factory(cfg, world=settings, flash=flash)
     BOOTED.append(board)

@@ -32,7 +32,7 @@ def holes():
 
 @pytest.mark.dual_runtime
 def test_black_holed_brokers_and_thingspeak_never_stall_the_loop_and_every_link_recovers(
-        board_factory, holes, tmp_path):
+        board_factory, holes, tmp_path, runtime_name):
     telemetry_port = holes.silent()      # accepts, never answers (no CONNACK)
     ts_mqtt_port = holes.unreachable()   # never accepts (SYNs dropped)
     ts_rest_port = holes.silent()        # accepts the POST, never answers
@@ -91,4 +91,4 @@ def test_black_holed_brokers_and_thingspeak_never_stall_the_loop_and_every_link_
     r = report(board)
     assert r["loop_gap_ms"] < LOOP_GAP_BOUND_MS, r["loop_gap_ms"]
     assert board.board.boots == 1 and board.board.resets == []
-    print("max loop gap %d ms" % r["loop_gap_ms"])
+    print("max loop gap on %s: %d ms" % (runtime_name, r["loop_gap_ms"]))

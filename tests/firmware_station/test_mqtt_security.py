@@ -87,6 +87,23 @@ def test_mqtt_password_wins_over_the_authorization_key_and_wrong_credentials_are
         broker.stop()
 
 
+@pytest.mark.dual_runtime
+def test_a_rotated_authorization_key_is_the_mqtt_password(board_factory, tmp_path):
+    """The key the charge point holds now (rotated over OCPP and saved in its OCPP
+    configuration on flash) is sent, not the first one in config.json's ocpp.password."""
+    rotated = "Rotated-Key-0042-xyz987"
+    broker = Broker(tmp_path, users={CP: rotated}).start()
+    sub = Subscriber(broker.sub_port, ["picocharge/%s/telemetry" % CP])
+    try:
+        saved = json.dumps({"AuthorizationKey": rotated}).encode()
+        boot(board_factory, config("mqtt://127.0.0.1:%d" % broker.port), world=WORLD,
+             flash=tmp_path / "board", files={"ocpp/config.json": saved})
+        sub.wait(lambda m: True, what="telemetry with the rotated key")
+    finally:
+        sub.stop()
+        broker.stop()
+
+
 @pytest.fixture
 def tls_broker(tmp_path):
     crt, key, der = make_cert(tmp_path, "broker")
