@@ -25,8 +25,9 @@ module" (logged, retried with backoff).
 
 Bounds (the loop never waits on the network):
 - the TCP connect is non-blocking; readiness is polled every 20 ms from the event loop and
-  the socket is closed when `timeout_s` passes (asyncio.open_connection cancelled by a
-  timeout leaves its socket open on MicroPython: one lost socket per black-holed attempt);
+  the socket is closed at once when `timeout_s` passes (MicroPython's
+  asyncio.open_connection cancelled by a timeout leaves its socket open: on the Unix port
+  for good, on a board until a garbage collection runs lwIP's finaliser);
 - then the socket is wrapped as an asyncio stream (TLS handshake, CONNACK, PUBACK and
   PINGRESP are awaited, each bounded by `timeout_s`): a broker that accepts and never
   answers costs one timeout, not a stalled loop;
