@@ -92,3 +92,48 @@ def test_black_holed_brokers_and_thingspeak_never_stall_the_loop_and_every_link_
     assert r["loop_gap_ms"] < LOOP_GAP_BOUND_MS, r["loop_gap_ms"]
     assert board.board.boots == 1 and board.board.resets == []
     print("max loop gap on %s: %d ms" % (runtime_name, r["loop_gap_ms"]))
+
+
+LEAK_SNIPPET = r'''
+import asyncio, os, time
+import mqtt_link
+
+def open_fds():
+    n = 0
+    for i in range(1024):
+        try:
+            os.stat("/proc/self/fd/%%d" %% i)
+            n += 1
+        except OSError:
+            pass
+    return n
+
+async def main():
+    out = []
+    for port in (%(silent)d, %(unreachable)d):
+        link = mqtt_link.Link("mqtt://127.0.0.1:%%d" %% port, "PICO-LEAK", timeout_s=0.05,
+                              log=lambda *a: None)
+        await link.connect()  # the first attempt may load modules that open files
+        before = open_fds()
+        for _ in range(40):
+            await link.connect()  # connect() does not wait for the backoff
+        out.append("%%d %%d %%d %%s" %% (before, open_fds(), link.failures, link.last_error))
+    print("RESULT " + "|".join(out))
+
+asyncio.run(main())
+'''
+
+
+@pytest.mark.dual_runtime
+def test_timed_out_connection_attempts_leave_no_socket_open(runtime_name, holes, tmp_path):
+    """A black-holed attempt closes its socket when it times out (MicroPython's
+    asyncio.open_connection, cancelled by a timeout, would leave one open per attempt)."""
+    from firmware_ocpp.scripts import run_snippet
+
+    out = run_snippet(runtime_name, LEAK_SNIPPET % {"silent": holes.silent(),
+                                                    "unreachable": holes.unreachable()}, tmp_path)
+    for result, stage in zip(out.split("RESULT ", 1)[1].strip().split("|"),
+                             ("CONNACK", "TCP connect")):
+        before, after, failures, error = result.split(" ", 3)
+        assert int(failures) == 41 and error.endswith("(%s)" % stage), result
+        assert int(after) == int(before), f"{int(after) - int(before)} sockets left open: {result}"
