@@ -6,6 +6,8 @@ the watchdog never resets it, every link keeps retrying, and once real servers a
 those ports again every uplink comes back by itself, without a reboot."""
 
 import json
+import socket
+import threading
 
 import pytest
 from stationkit import BlackHoles, Broker, Subscriber, ThingSpeakRecorder, boot, report, wait_until
@@ -137,3 +139,112 @@ def test_timed_out_connection_attempts_leave_no_socket_open(runtime_name, holes,
         before, after, failures, error = result.split(" ", 3)
         assert int(failures) == 41 and error.endswith("(%s)" % stage), result
         assert int(after) == int(before), f"{int(after) - int(before)} sockets left open: {result}"
+
+
+@pytest.mark.dual_runtime
+def test_a_broker_that_freezes_mid_session_costs_one_timeout_and_the_link_comes_back(
+        board_factory, tmp_path, runtime_name):
+    """Mosquitto stopped with SIGSTOP while the board publishes: the kernel still accepts
+    connections for it but nothing answers, the half-open path of the field. The PUBACK
+    wait times out, the link drops and keeps retrying (CONNACK timeouts) with the loop
+    running; after SIGCONT the buffered reports go out without a reboot."""
+    import os
+    import signal
+
+    broker = Broker(tmp_path).start()
+    sub = Subscriber(broker.port, ["picocharge/PICO-0052/telemetry"])
+    frozen = False
+    try:
+        cfg = {"cp_id": "PICO-0052", "wifi": {"ssid": "workshop", "password": "x"},
+               "mqtt": {"url": f"mqtt://127.0.0.1:{broker.port}", "timeout_s": 1,
+                        "max_backoff_s": 2},
+               "intervals": {"sensors_s": 2, "telemetry_s": 1},
+               "app": {"loop_probe_ms": 20}}
+        board = boot(board_factory, cfg, world=WORLD)
+        sub.wait(lambda m: True, what="first reports")
+        os.kill(broker.proc.pid, signal.SIGSTOP)
+        frozen = True
+        mark = board.console.mark()
+        board.wait_for(r"^mqtt: connection lost \(publish: no answer within 1000 ms \(PUBACK\)\)",
+                       start=mark, timeout=30)
+        wait_until(lambda: summary(board, "app.telemetry.summary()")["failures"] >= 4,
+                   timeout=40, interval=1, what="reconnection attempts while frozen")
+        t = summary(board, "app.telemetry.summary()")
+        assert t["last_error"].endswith("no answer within 1000 ms (CONNACK)"), t
+        seen = len(sub.messages)
+        os.kill(broker.proc.pid, signal.SIGCONT)
+        frozen = False
+        board.wait_for(r"^mqtt: connected to 127\.0\.0\.1", start=mark, timeout=30)
+        sub.wait(lambda m: len(sub.messages) > seen + 3, what="reports after the freeze")
+        r = report(board)
+        assert r["loop_gap_ms"] < LOOP_GAP_BOUND_MS, r["loop_gap_ms"]
+        assert board.board.boots == 1 and board.board.resets == []
+        print("max loop gap on %s (frozen broker): %d ms" % (runtime_name, r["loop_gap_ms"]))
+    finally:
+        if frozen:
+            os.kill(broker.proc.pid, signal.SIGCONT)
+        sub.stop()
+        broker.stop()
+
+
+class ConnackThenSilent:
+    """A fake broker: answers the CONNECT with CONNACK (accepted), then reads and never
+    answers again (a broker that hangs mid-session)."""
+
+    def __init__(self):
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        self.conns = []
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        while True:
+            try:
+                conn, _ = self.server.accept()
+            except OSError:
+                return
+            self.conns.append(conn)
+            conn.recv(1024)
+            conn.sendall(b"\x20\x02\x00\x00")
+
+    def close(self):
+        self.server.close()
+        for conn in self.conns:
+            conn.close()
+
+
+KEEPALIVE_SNIPPET = r'''
+import asyncio, time
+import mqtt_link
+
+async def ping(port):
+    link = mqtt_link.Link("mqtt://127.0.0.1:%%d" %% port, "PICO-PING", keepalive_s=2,
+                          timeout_s=1, log=lambda *a: None)
+    out = [await link.connect(), await link.keep_alive()]  # traffic just now: no ping
+    link.last_tx_ms = time.ticks_add(time.ticks_ms(), -1500)  # idle past half of 2 s
+    out += [await link.keep_alive(), link.connected(), link.last_error]
+    return out
+
+async def main():
+    print("RESULT %%r %%r" %% (await ping(%(broker)d), await ping(%(silent)d)))
+
+asyncio.run(main())
+'''
+
+
+@pytest.mark.dual_runtime
+def test_keep_alive_pings_an_idle_link_and_drops_it_when_no_pingresp_comes(
+        runtime_name, tmp_path):
+    from firmware_ocpp.scripts import run_snippet
+
+    broker = Broker(tmp_path).start()
+    silent = ConnackThenSilent()
+    try:
+        out = run_snippet(runtime_name, KEEPALIVE_SNIPPET % {"broker": broker.port,
+                                                            "silent": silent.port}, tmp_path)
+    finally:
+        silent.close()
+        broker.stop()
+    answered, unanswered = out.split("RESULT ", 1)[1].strip().split("] [")
+    assert answered == "[True, True, True, True, None", out
+    assert unanswered == "True, True, False, False, 'ping: no answer within 1000 ms (PINGRESP)']", out
