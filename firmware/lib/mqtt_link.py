@@ -17,7 +17,7 @@ in the URL is accepted as well. `will`: (topic, payload, retain, qos). `password
 function (called at each connection attempt: a rotated AuthorizationKey applies at once).
 
 TLS (`mqtts://`): `ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)` (MicroPython's and CPython's
-API alike, built by `httpc.ssl_context`), the server certificate checked against the CA in
+API alike, built in mqtt_connect.py), the server certificate checked against the CA in
 `ca_file` (DER, on flash) and the host name given as `server_hostname`. A TLS URL with no
 `ca_file` refuses to connect unless `insecure` is true; then it connects unchecked and
 `security()` says so. A port without `ssl` fails each attempt with "mqtts needs the ssl
