@@ -178,7 +178,8 @@ class Link:
             return "no answer within %d ms (%s)" % (self.timeout_ms, self.stage)
         if isinstance(exc, OSError) and len(exc.args) > 1:
             return str(exc.args[1])
-        return repr(exc)
+        text = str(exc).strip()  # mbedTLS's messages come wrapped in newlines
+        return "%s: %s" % (type(exc).__name__, text) if text else type(exc).__name__
 
     def _fail(self, why):
         """Drop the connection and schedule the next attempt (backoff with jitter)."""
