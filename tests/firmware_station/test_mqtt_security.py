@@ -17,8 +17,9 @@ CP = "PICO-0042"
 KEY = "Station-Key-0042-abcdef"  # an AuthorizationKey: 16-40 characters
 WORLD = {"ap_ssid": "workshop"}
 # mqtts runs where the runtime has an `ssl` module. The MicroPython Unix build of the test
-# suite has none yet; once the TLS-capable build is merged, add f"micropython-{HEAP}" here
-# (a build without ssl then FAILS these tests with a message, it does not skip them).
+# suite has none yet; once the 32-bit TLS build (branch mpytls) is merged, add its
+# MicroPython runtime id from tests/conftest.py's RUNTIMES here ("micropython-picow" on that
+# branch). A build without ssl then FAILS these tests with a message; it never skips them.
 TLS_RUNTIMES = ["cpython"]
 
 
