@@ -70,8 +70,14 @@ def merge(defaults, overrides):
 
 def _check_mqtt(section, name):
     """An MQTT link's keys (mqtt_link.Link): url, user, password, ca_file, insecure."""
-    if not str(section.get("url", "")).startswith(("mqtt://", "mqtts://")):
+    url = str(section.get("url", ""))
+    if not url.startswith(("mqtt://", "mqtts://")):
         raise ConfigError("%s.url must start with mqtt:// or mqtts://" % name)
+    host = url.split("://", 1)[1].split("/", 1)[0].rsplit("@", 1)[-1]
+    port = host.rsplit("]", 1)[-1] if host.startswith("[") else host
+    port = port.rsplit(":", 1)[1] if ":" in port else "1883"
+    if not host or host.startswith(":") or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError("%s.url needs a host and a port of 1..65535" % name)
     for key in ("user", "password", "ca_file", "client_id"):
         if section.get(key) is not None and not isinstance(section[key], str):
             raise ConfigError("%s.%s must be a string" % (name, key))

@@ -59,6 +59,9 @@ def test_flash_refuses_mqtts_without_a_ca_and_malformed_mqtt_keys(tmp_path):
                                                            "insecure": "yes"}}))
     out = deploy("flash", "--port", "/dev/ttyACM9", "--config", str(cfg), "--dry-run")
     assert out.returncode != 0 and "mqtt.insecure must be true or false" in out.stderr
+    cfg.write_text(json.dumps({"cp_id": "PICO-1", "mqtt": {"url": "mqtt://broker.lan:18x3"}}))
+    out = deploy("flash", "--port", "/dev/ttyACM9", "--config", str(cfg), "--dry-run")
+    assert out.returncode != 0 and "mqtt.url needs a host and a port" in out.stderr
     cfg.write_text(json.dumps({"cp_id": "PICO-1", "thingspeak": {
         "channel": 1, "write_key": "K", "mqtt": {"url": "http://mqtt3.thingspeak.com"}}}))
     out = deploy("flash", "--port", "/dev/ttyACM9", "--config", str(cfg), "--dry-run")
