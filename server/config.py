@@ -72,6 +72,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "allowed_hosts": [],
         "tls_cert": "",  # PEM certificate (chain): serve HTTPS instead of HTTP
         "tls_key": "",
+        "max_json_bytes": 1024 * 1024,  # request bodies of every route but uploads
     },
     "mqtt": {
         "url": "",  # empty: embedded broker; mqtt://user:pass@host:port for an external one

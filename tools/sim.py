@@ -8,11 +8,11 @@ MQTT telemetry) built on its own simulated world (`tools/stubs/simworld.py`) and
 flash directory, with a simulated EV that arrives, presents an idTag, charges along a
 curve, suspends now and then, sometimes faults (over-temperature), is stopped or unplugs.
 Stations run as asyncio tasks in worker processes (`--workers`, default one per 250
-stations, started as the fleet grows). The size matters: umqtt.simple's QoS 1 publish
-blocks until the broker's PUBACK, which on a board stalls one board but here stalls every
-station of the worker, while too many processes fight over two cores; at 2 000 stations
-with telemetry every 10 s on the embedded broker, one worker gave an OCPP p99 of about
-1 s, 8 workers of 250 98 ms, 20 workers of 100 936 ms.
+stations, started as the fleet grows). The size matters: too many processes fight over
+two cores; at 2 000 stations with telemetry every 10 s on the embedded broker, one worker
+gave an OCPP p99 of about 1 s, 8 workers of 250 98 ms, 20 workers of 100 936 ms (measured
+while the telemetry's QoS 1 publish still blocked its worker until the PUBACK; the MQTT
+link awaits it now, see firmware/lib/mqtt_link.py).
 
 `--runtime micropython --stations k` instead boots k separate MicroPython Unix-port
 boards (tools.board) for fidelity checks.
@@ -310,7 +310,7 @@ class Fleet:
                         "safety_window_us": 1100 * 1000 // SIM_PILOT_HZ},
             "calibration": {"mains_hz": SIM_MAINS_HZ},
             "app": {"watchdog_ms": 0, "report_s": 0, "console": False, "log_bytes": 4096,
-                    "collect": False},
+                    "collect": False, "loop_probe_ms": 0},
         }
         key = station_key(opts.key_secret, cp_id)
         if key:
