@@ -9,9 +9,10 @@ verification needs, then dropped) do both on MicroPython's big integers. The boa
 only verifies, never signs. Loaded only while a firmware bundle is checked
 (`firmware_trust`) and dropped after: its constants are not resident.
 
-`verifier` is the check as a generator: it yields None after every `step` bits of the
-scalar multiplication and the verdict (True / False) last, so a task on an event loop can
-give the other tasks a turn (a verify takes seconds on an RP2040). `verify` runs it to
+`verifier` is the check as a generator: it yields None after decoding the key, after the
+hash and after every `step` bits of the scalar multiplication, and the verdict (True /
+False) last, so a task on an event loop can give the other tasks a turn (a verify takes
+over a second on an RP2040). `verify` runs it to
 the end.
 
 Method: the public key A and the signature (R, S) are decoded as RFC 8032 5.1.3 says
@@ -125,8 +126,10 @@ def verifier(public_key, message, signature, step=8):
     if s >= _L:
         yield False
         return
+    yield None  # decoding A took an exponentiation: a turn for the others
     r = bytes(signature[:32])
     k = int.from_bytes(sha512(r + bytes(public_key) + bytes(message)), "little") % _L
+    yield None
     ax, ay = a
     ax = p - ax  # -A
     cb = _cached((_BX, _BY, 1, _BX * _BY % p))
