@@ -8,6 +8,8 @@ MICROPYTHON := $(CACHE)/bin/micropython
 UMQTT := $(CACHE)/mplib/umqtt/simple.py
 PORT ?= /dev/ttyACM0
 BOARD_CONFIG ?= config.local.json
+# The suite mostly waits (boards, brokers, timeouts): four workers on two cores (pytest-xdist).
+PYTEST_ARGS ?= -n 4
 SYSTEM_PACKAGES := build-essential gcc-multilib mosquitto chromium
 
 .PHONY: help setup system-deps broker-deps micropython run test lint firmware deploy repl logs bench clean distclean

@@ -274,6 +274,11 @@ class RequestChecker:
         if op.path:
             _check(op.path.validator, op.path.values(path_values), "path")
         if op.query:
+            for name in op.query.schemas:
+                # one value per parameter: `?online=false&online=true` would otherwise be
+                # read as its first value
+                if len(request.args.getlist(name)) > 1:
+                    raise InvalidRequest("query", name, "is given more than once")
             _check(op.query.validator, op.query.values(request.args), "query")
         if op.body is None:
             return
