@@ -221,7 +221,8 @@ class TelemetryProbe:
             key = station_key(BENCH_KEY_SECRET, probe_id)
             req = urllib.request.Request(f"{api}/api/v1/chargepoints",
                                          data=json.dumps({"id": probe_id, "auth_key": key}).encode(),
-                                         headers={"Content-Type": "application/json"}, method="POST")
+                                         headers={"Content-Type": "application/json",
+                                                  **API_HEADERS}, method="POST")
             urllib.request.urlopen(req, timeout=10).close()
             self.client.username_pw_set(probe_id, key)
             self.client.reconnect_delay_set(0.1, 2)
@@ -296,7 +297,7 @@ def run_load(label: str, target: dict, steps: list[int], hold: float, meter_inte
         cmd += ["--mqtt", target["mqtt_url"]]
     if target.get("embedded_broker"):
         # the embedded broker admits registered stations only, by their keys
-        cmd += ["--key-secret", BENCH_KEY_SECRET, "--api", f"{target['api']}/api/v1"]
+        cmd += ["--key-secret", BENCH_KEY_SECRET, "--api", f"{target['api']}/api/v1", "--api-token", API_TOKEN]
     log(f"{label}: {' '.join(cmd[3:])}")
     sim = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=open(workdir / f"sim-{label}.log", "w"),
                            text=True, start_new_session=True)
