@@ -78,15 +78,15 @@ class Application:
         self.accounts.bootstrap(config.auth["admin_token"], config.auth["first_admin"],
                                 sys.stdout)
 
-        self._start_ocpp()
-        self._start_mqtt()
         try:
+            self._start_ocpp()
+            self._start_mqtt()
             self._start_http()
-        except Exception:
-            # the embedded Mosquitto outlives the process unless stopped (server/mqtt/mosquitto.py)
-            self.ingest.stop()
-            if self.broker is not None:
-                self.broker.stop()
+        except BaseException:
+            # Undo what did start: the embedded Mosquitto outlives the process unless
+            # stopped (server/mqtt/mosquitto.py), the store holds accepted writes.
+            self.started = True
+            self.stop()
             raise
         self.bridge.start()
         self.started = True
@@ -122,11 +122,7 @@ class Application:
             credentials.load(self.fleet.all())
             self.fleet.on_key_change(credentials.set_station)
             self.broker = open_embedded_broker(self.config, credentials)
-            try:
-                port = self.broker.start()
-            except Exception:
-                self.broker = None
-                raise
+            port = self.broker.start()  # on failure, stop() ends what it spawned
             broker = {"host": mqtt["embedded_host"], "port": port, "tls": False,
                       "username": credentials.ingest_user,
                       "password": credentials.ingest_password}
@@ -149,8 +145,9 @@ class Application:
         log.info("shutting down")
         if self._http is not None:
             self._http.stop()
-        if self.endpoint is not None:
+        if self._monitor is not None:
             self._monitor.cancel()
+        if self.endpoint is not None and self.endpoint.server is not None:
             asyncio.run_coroutine_threadsafe(self.endpoint.stop(), self.loop).result(15)
         if self.ingest is not None:
             self.ingest.stop()

@@ -3,6 +3,7 @@ ports (or the ones given), its PORTS line parsed, stopped by PID."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -54,11 +55,34 @@ class ServerProcess:
         except (AttributeError, OSError):
             return ""
 
-    def kill(self) -> None:
-        """SIGKILL: the crash, nothing flushed, no goodbye."""
+    def kill(self, broker_too: bool = False) -> None:
+        """SIGKILL: the crash, nothing flushed, no goodbye. The embedded Mosquitto outlives
+        its server by design (a restarted server adopts it); `broker_too` ends it as well,
+        for the end of a test."""
         if self.process is not None and self.process.poll() is None:
             self.process.send_signal(signal.SIGKILL)
             self.process.wait(30)
+        if broker_too:
+            self.stop_broker()
+
+    def stop_broker(self) -> None:
+        state = self.data_dir / "mqtt" / "broker.json"
+        try:
+            pid = json.loads(state.read_text())["pid"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.05)
+        os.kill(pid, signal.SIGKILL)
 
     def terminate(self, timeout: float = 60) -> int:
         self.process.send_signal(signal.SIGTERM)

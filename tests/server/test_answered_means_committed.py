@@ -58,6 +58,6 @@ def test_transactions_answered_before_a_sigkill_exist_after_the_restart(tmp_path
         # the same journal flushed once more maps to the same ids, never to new ones
         repeated = asyncio.run(_starts(again.ports["ocpp"], "CP-KILL", 60, 1000))
     finally:
-        again.kill()
+        again.kill(broker_too=True)
     assert min(later) > max(answered)
     assert repeated == answered

@@ -30,7 +30,7 @@ def test_backup_while_the_server_writes_is_a_consistent_usable_copy(tmp_path):
 
         answered, returncode, output = asyncio.run(traffic_and_backup())
     finally:
-        server.kill()
+        server.kill(broker_too=True)
     assert returncode == 0, output
     assert "backup of" in output and "schema version" in output
     copy = sqlite3.connect(tmp_path / "copy.db")
@@ -46,7 +46,7 @@ def test_backup_while_the_server_writes_is_a_consistent_usable_copy(tmp_path):
     restored.mkdir()
     (tmp_path / "copy.db").rename(restored / "picocharge.db")
     again = ServerProcess(restored).start()
-    again.kill()
+    again.kill(broker_too=True)
 
 
 def test_a_damaged_database_is_reported_at_start_with_what_to_do(tmp_path):
