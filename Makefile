@@ -8,7 +8,7 @@ MICROPYTHON := $(CACHE)/bin/micropython
 UMQTT := $(CACHE)/mplib/umqtt/simple.py
 PORT ?= /dev/ttyACM0
 BOARD_CONFIG ?= config.local.json
-SYSTEM_PACKAGES := build-essential mosquitto chromium
+SYSTEM_PACKAGES := build-essential gcc-multilib mosquitto chromium
 
 .PHONY: help setup system-deps micropython run test lint firmware deploy repl logs bench clean distclean
 
@@ -31,7 +31,7 @@ $(VENV)/.installed: pyproject.toml
 setup: $(VENV)/.installed system-deps micropython
 
 # Debian packages the tests use (the broker and browser they start themselves, a C
-# compiler for the MicroPython build). Installed only when missing; needs root or sudo.
+# compiler and 32-bit C library for the MicroPython build). Installed only when missing; needs root or sudo.
 system-deps:
 	@missing=""; \
 	for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \

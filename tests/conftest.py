@@ -16,7 +16,7 @@ from harness import HEAP, HEAP_BYTES, BoardHarness  # noqa: E402
 
 from tools.board import MICROPYTHON  # noqa: E402
 
-RUNTIMES = ["cpython", f"micropython-{HEAP}"]
+RUNTIMES = ["cpython", "micropython-picow"]
 HEAP_REPORT: list[tuple[str, int]] = []
 
 
@@ -52,7 +52,7 @@ def board_factory(tmp_path, runtime_name):
 
 @pytest.fixture
 def record_heap(request):
-    """Record the peak heap a MicroPython scenario used (192 KiB minus the lowest free)."""
+    """Record the peak heap a MicroPython scenario used (the Pico W heap minus the lowest free)."""
 
     def record(min_free: int):
         HEAP_REPORT.append((request.node.nodeid, HEAP_BYTES - min_free))
@@ -63,6 +63,6 @@ def record_heap(request):
 def pytest_terminal_summary(terminalreporter):
     if not HEAP_REPORT:
         return
-    terminalreporter.section(f"MicroPython Unix port, heap {HEAP}: peak heap used")
+    terminalreporter.section(f"MicroPython Unix port (32-bit), heap {HEAP} bytes: peak heap used")
     for nodeid, used in HEAP_REPORT:
-        terminalreporter.write_line(f"{used / 1024:7.1f} KiB of {HEAP_BYTES // 1024} KiB  {nodeid}")
+        terminalreporter.write_line(f"{used / 1024:7.1f} KiB of {HEAP_BYTES / 1024:.1f} KiB  {nodeid}")

@@ -2,7 +2,7 @@
 
 `BoardHarness` wraps `tools.board.Board` (the same object `python -m tools.board` uses),
 capturing the serial console so a test can wait for lines. Runtimes: "micropython" (the
-Unix port at a 192 KiB heap) and "cpython".
+Unix port at a Pico W's heap, 191 872 bytes) and "cpython".
 """
 
 from __future__ import annotations
@@ -13,10 +13,11 @@ import threading
 import time
 from pathlib import Path
 
-from tools.board import Board, install_firmware
+from tools.board import DEFAULT_HEAP, PICO_W_HEAP_BYTES, Board, install_firmware
 
-HEAP = "192K"
-HEAP_BYTES = 192 * 1024
+# The Pico W's heap (see tools/board.py and docs/firmware.md "Heap").
+HEAP = DEFAULT_HEAP
+HEAP_BYTES = PICO_W_HEAP_BYTES
 
 
 class Console:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tools.board import MICROPYTHON, STUBS, install_firmware
+from tools.board import DEFAULT_HEAP, MICROPYTHON, STUBS, install_firmware
 from tools.deploy import FIRMWARE, MPY_ARCH, compile_file, firmware_sources
 
 ROOT = FIRMWARE.parent
@@ -87,7 +87,7 @@ def test_firmware_file_uses_only_micropython_features(src):
 
 
 def test_every_firmware_module_imports_on_the_micropython_unix_port(tmp_path):
-    """Each module, compiled as a board gets it (.mpy), imports in a fresh 192 KiB VM."""
+    """Each module, compiled as a board gets it (.mpy), imports in a fresh a Pico W's heap VM."""
     assert MICROPYTHON.exists(), "the MicroPython Unix port is missing: run `make micropython`"
     flash = tmp_path / "flash"
     install_firmware(flash, runtime="micropython")
@@ -97,7 +97,7 @@ def test_every_firmware_module_imports_on_the_micropython_unix_port(tmp_path):
     for module in modules:
         script = ("import gc\ngc.collect()\nbase = gc.mem_alloc()\nimport %s\ngc.collect()\n"
                   "print('OK', gc.mem_alloc() - base)" % module)
-        result = subprocess.run([str(MICROPYTHON), "-X", "heapsize=192K", "-c", script],
+        result = subprocess.run([str(MICROPYTHON), "-X", f"heapsize={DEFAULT_HEAP}", "-c", script],
                                 capture_output=True, text=True, env=env, cwd=flash, timeout=60)
         if not result.stdout.startswith("OK"):
             failures.append(f"firmware/lib/{module}.py: {(result.stdout + result.stderr).strip()}")

@@ -11,14 +11,14 @@ import time
 
 import pytest
 
-from tools.board import MICROPYTHON, ROOT, STUBS, STUBS_CPYTHON
+from tools.board import DEFAULT_HEAP, MICROPYTHON, ROOT, STUBS, STUBS_CPYTHON
 
 
 def run_on(runtime, script, timeout=30):
     env = dict(os.environ)
     if runtime == "micropython":
         env["MICROPYPATH"] = ".frozen" + os.pathsep + str(STUBS)
-        cmd = [str(MICROPYTHON), "-X", "heapsize=192K", "-c", script]
+        cmd = [str(MICROPYTHON), "-X", f"heapsize={DEFAULT_HEAP}", "-c", script]
     else:
         env["PYTHONPATH"] = os.pathsep.join([str(STUBS), str(STUBS_CPYTHON)])
         cmd = [sys.executable, "-c", "import hostcompat\n" + script]

@@ -6,7 +6,7 @@ DIR is the board's flash: the firmware is installed into it the way `make deploy
 it on a board (boot.py and main.py as source, lib/ and umqtt.simple compiled to .mpy; only
 changed files are copied; CPython gets the lib/ sources, as it cannot load .mpy), and
 its `config.json` is the board's config. The child process is the board: MicroPython Unix
-port with a 192 KiB heap, or CPython. Its output is the board's serial console; lines typed
+port with a Pico W's heap (187.4 KiB), or CPython. Its output is the board's serial console; lines typed
 on this process's stdin go to the board's console input.
 
 The simulated world is driven through the control interface: a TCP socket speaking JSON
@@ -37,7 +37,11 @@ CACHE = Path(os.environ.get("PICOCHARGE_CACHE", ROOT / ".cache"))
 MICROPYTHON = CACHE / "bin" / "micropython"
 MPLIB = CACHE / "mplib"
 FIRMWARE = ROOT / "firmware"
-DEFAULT_HEAP = "192K"
+# The MicroPython heap a Pico W gives the firmware (MicroPython 1.25, RPI_PICO_W): the GC
+# heap spans the RAM the linker leaves after static data (lwIP pools, cyw43 and BTstack
+# state), 191 872 bytes; docs/firmware.md "Heap" says how the figure was found.
+PICO_W_HEAP_BYTES = 191_872
+DEFAULT_HEAP = str(PICO_W_HEAP_BYTES)
 
 RESET_CAUSE = {"power": 1, "hard": 1, "soft": 5, "watchdog": 3}
 
@@ -63,19 +67,20 @@ COMMANDS = {
 
 
 def check_micropython() -> None:
-    """The Unix port exists and its frozen stand-ins are the ones in tools/stubs/."""
-    from tools.fetch import stand_ins_digest
+    """The Unix port exists and was built from what tools/fetch.py pins now (flags, mbedTLS
+    and its configuration, the frozen stand-ins in tools/stubs/)."""
+    from tools.fetch import build_key
 
     if not MICROPYTHON.exists():
         raise SystemExit(f"{MICROPYTHON} is missing: run `make micropython` first")
     stamp = MICROPYTHON.with_name("micropython.stamp")
     try:
-        frozen = json.loads(stamp.read_text()).get("frozen_stand_ins")
-    except (OSError, ValueError):
-        frozen = None
-    if frozen != stand_ins_digest():
-        raise SystemExit("the hardware stand-ins in tools/stubs/ changed since the MicroPython "
-                         "build froze them: run `make micropython`")
+        built = stamp.read_text()
+    except OSError:
+        built = None
+    if built != build_key():
+        raise SystemExit("the MicroPython build is out of date (flags, mbedTLS configuration or "
+                         "frozen modules changed since it was built): run `make micropython`")
 
 
 def read_board_config(flash: Path) -> dict:
@@ -394,7 +399,7 @@ def main(argv=None) -> int:
     parser.add_argument("--runtime", choices=["cpython", "micropython"], default="micropython")
     parser.add_argument("--flash", type=Path, required=True, help="the board's flash directory")
     parser.add_argument("--control", default="127.0.0.1:0", help="control socket HOST:PORT")
-    parser.add_argument("--heap", default=DEFAULT_HEAP, help="MicroPython heap (default 192K)")
+    parser.add_argument("--heap", default=DEFAULT_HEAP, help=f"MicroPython heap in bytes or with K/M (default {DEFAULT_HEAP}, a Pico W's)")
     parser.add_argument("--seed", type=int, default=0, help="world random seed (0: random)")
     parser.add_argument("--world", default="{}", help="initial world settings as JSON")
     parser.add_argument("--no-install", action="store_true",

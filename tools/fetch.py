@@ -1,7 +1,10 @@
 """Fetch and build the pinned third-party pieces the test bench needs.
 
-* ``micropython``: the MicroPython Unix port, built from Debian's source tarball of
-  MicroPython (hash-pinned) into the project cache. Nothing is installed system-wide.
+* ``micropython``: the MicroPython Unix port built as the board's runtime: 32-bit (object
+  sizes as on the RP2040) with mbedTLS configured as MicroPython's rp2 port configures it
+  (TLS buffers on the MicroPython heap). Sources: Debian's source tarballs of MicroPython
+  and of mbedTLS (both hash-pinned); built into the project cache, nothing installed
+  system-wide. Needs gcc-multilib (Debian) for the 32-bit C library.
 * ``umqtt``: the upstream ``umqtt.simple`` module from its published distribution on the
   Python package index (hash-pinned), unpacked where MicroPython and the host runner find it.
 
@@ -36,18 +39,35 @@ MICROPYTHON_VERSION = "1.25.0"
 MICROPYTHON_SOURCE = "pool/main/m/micropython/micropython_1.25.0+ds.orig.tar.xz"
 MICROPYTHON_SHA256 = "7b25be99a502f070b2de81dafc08da7051d992325d6e67daa9045a918fffdbea"
 
+# mbedTLS of the 3.6 LTS line, whose source file list MicroPython 1.25's extmod.mk names,
+# from Debian's source package; unpacked into the MicroPython tree's empty lib/mbedtls.
+MBEDTLS_VERSION = "3.6.5"
+MBEDTLS_SOURCE = "pool/main/m/mbedtls/mbedtls_3.6.5.orig.tar.bz2"
+MBEDTLS_SHA256 = "4a11f1777bb95bf4ad96721cac945a26e04bf19f57d905f241fe77ebeddf46d8"
+# mbedTLS configuration: the rp2 port's (bare metal: allocations on the MicroPython heap).
+MBEDTLS_CONFIG = ROOT / "tools" / "micropython" / "mbedtls_config_board.h"
+# Python modules a Pico W's firmware image freezes that this source tree lacks (`ssl`).
+BOARD_MODULES = [ROOT / "tools" / "micropython" / "ssl.py"]
+
 UMQTT_PROJECT = "micropython-umqtt.simple"
 UMQTT_VERSION = "1.3.4"
 UMQTT_FILE = "micropython-umqtt.simple-1.3.4.tar.gz"
 UMQTT_SHA256 = "b6a2520239e3992c63a7de9370ee9b3d9d27819a90359c521f1c0f7ccab8d12f"
 
-# The Unix port is built as Debian builds its "standard" variant, minus the pieces Debian
-# strips from its source (bundled mbedTLS, Berkeley DB, libffi): so no `ssl` module here.
+# The Unix port as the board's runtime: Debian's "standard" variant build, minus Berkeley DB
+# and libffi (stripped from Debian's source, absent on a Pico W), but 32-bit and with the
+# `tls` module on mbedTLS. MICROPY_TRACKED_ALLOC is what the rp2 port turns on with mbedTLS:
+# mbedTLS's calloc/free become m_tracked_calloc/free, which take their memory from the
+# MicroPython heap, so TLS record buffers and handshake state count in gc.mem_alloc() and
+# against -X heapsize exactly as they count against a Pico W's heap.
 MAKE_FLAGS = [
     "VARIANT=standard",
+    "MICROPY_FORCE_32BIT=1",
     "MICROPY_PY_BTREE=0",
-    "MICROPY_PY_SSL=0",
     "MICROPY_PY_FFI=0",
+    "MICROPY_PY_SSL=1",
+    "MICROPY_SSL_MBEDTLS=1",
+    "CFLAGS_EXTRA=-DMICROPY_TRACKED_ALLOC=1",
 ]
 
 
@@ -131,24 +151,66 @@ def stand_ins_digest() -> str:
 
 
 def frozen_manifest() -> str:
-    """asyncio, as on a Pico, plus the hardware stand-ins: frozen code lives in the binary,
-    not on the heap, as a board's own drivers do, so the 192 KiB heap is the firmware's."""
+    """asyncio and ssl, as on a Pico, plus the hardware stand-ins: frozen code lives in the
+    binary, not on the heap, as a board's own drivers do, so the heap is the firmware's."""
     lines = ['include("$(MPY_DIR)/extmod/asyncio")']
-    for path in stand_in_sources():
+    for path in BOARD_MODULES + stand_in_sources():
         lines.append(f"module({path.name!r}, base_path={str(path.parent)!r})")
     return "\n".join(lines) + "\n"
+
+
+def build_key() -> str:
+    """Everything the binary depends on; a change to any of it rebuilds (and a tree built
+    with other flags, e.g. the former 64-bit one, is cleaned first)."""
+    return json.dumps({
+        "version": MICROPYTHON_VERSION,
+        "flags": MAKE_FLAGS,
+        "mbedtls": [MBEDTLS_VERSION, MBEDTLS_SHA256],
+        "mbedtls_config": hashlib.sha256(MBEDTLS_CONFIG.read_bytes()).hexdigest()[:16],
+        "board_modules": hashlib.sha256(b"".join(
+            p.name.encode() + b"\0" + p.read_bytes() for p in BOARD_MODULES)).hexdigest()[:16],
+        "frozen_stand_ins": stand_ins_digest(),
+    })
+
+
+def check_toolchain() -> None:
+    for tool in ("gcc", "make"):
+        if shutil.which(tool) is None:
+            sys.exit(f"[fetch] '{tool}' is missing: install build-essential (apt-get install build-essential)")
+    probe = subprocess.run(["gcc", "-m32", "-x", "c", "-", "-o", os.devnull],
+                           input="int main(void){return 0;}\n", capture_output=True, text=True)
+    if probe.returncode != 0:
+        sys.exit("[fetch] gcc cannot build 32-bit programs: install gcc-multilib "
+                 "(apt-get install gcc-multilib)")
+
+
+def unpack_mbedtls(cache: Path, src: Path) -> None:
+    """Debian's mbedTLS source into the MicroPython tree's (empty) lib/mbedtls."""
+    target = src / "lib" / "mbedtls"
+    marker = target / ".picocharge-version"
+    if marker.exists() and marker.read_text() == MBEDTLS_SHA256:
+        return
+    tarball = download(
+        f"{debian_mirror()}/{MBEDTLS_SOURCE}",
+        cache / "downloads" / Path(MBEDTLS_SOURCE).name,
+        MBEDTLS_SHA256,
+    )
+    log(f"unpacking {tarball.name} into {target.relative_to(cache)}")
+    shutil.rmtree(target, ignore_errors=True)
+    with tempfile.TemporaryDirectory(dir=cache) as tmp:
+        with tarfile.open(tarball) as tar:
+            tar.extractall(tmp, filter="data")
+        os.replace(Path(tmp) / f"mbedtls-{MBEDTLS_VERSION}", target)
+    marker.write_text(MBEDTLS_SHA256)
 
 
 def build_micropython(cache: Path) -> Path:
     binary = cache / "bin" / "micropython"
     stamp = cache / "bin" / "micropython.stamp"
-    wanted = json.dumps({"version": MICROPYTHON_VERSION, "flags": MAKE_FLAGS,
-                         "frozen_stand_ins": stand_ins_digest()})
+    wanted = build_key()
     if binary.exists() and stamp.exists() and stamp.read_text() == wanted:
         return binary
-    for tool in ("gcc", "make"):
-        if shutil.which(tool) is None:
-            sys.exit(f"[fetch] '{tool}' is missing: install build-essential (apt-get install build-essential)")
+    check_toolchain()
     tarball = download(
         f"{debian_mirror()}/{MICROPYTHON_SOURCE}",
         cache / "downloads" / Path(MICROPYTHON_SOURCE).name,
@@ -159,26 +221,37 @@ def build_micropython(cache: Path) -> Path:
         log(f"unpacking {tarball.name}")
         with tarfile.open(tarball) as tar:
             tar.extractall(cache, filter="data")
+    unpack_mbedtls(cache, src)
     # Debian's source omits the micropython-lib submodule; the port only checks that the
     # directory is populated, and our manifest freezes nothing from it.
     (src / "lib" / "micropython-lib" / "README.md").touch()
     manifest = cache / "unix-manifest.py"
     manifest.write_text(frozen_manifest())
-    log("building the MicroPython Unix port (about a minute on 2 cores)")
+    port = src / "ports" / "unix"
+    build_dir = port / "build-standard"
+    built_with = build_dir / "picocharge.key"
+    if build_dir.exists() and (not built_with.exists() or built_with.read_text() != wanted):
+        # Objects of another configuration (say the former 64-bit build) must not be mixed in.
+        log("cleaning a MicroPython build made with other flags")
+        shutil.rmtree(build_dir)
+    log("building the 32-bit MicroPython Unix port with mbedTLS (about a minute on 2 cores)")
     jobs = f"-j{os.cpu_count() or 2}"
     # mpy-cross first and on its own: the port's make would pass FROZEN_MANIFEST down to it.
     run_make(["make", "-C", str(src / "mpy-cross"), jobs], "mpy-cross")
-    cmd = ["make", "-C", str(src / "ports" / "unix"), jobs,
-           f"FROZEN_MANIFEST={manifest}", *MAKE_FLAGS]
+    cmd = ["make", "-C", str(port), jobs, f"FROZEN_MANIFEST={manifest}",
+           # The header's name reaches the C compiler through the shell: keep its quotes escaped.
+           f'MBEDTLS_CONFIG_FILE=\\"{MBEDTLS_CONFIG}\\"', *MAKE_FLAGS]
     run_make(cmd, "the MicroPython Unix port")
+    built_with.write_text(wanted)
     binary.parent.mkdir(parents=True, exist_ok=True)
     # Replace by rename: a running test may be executing the old binary.
     fresh = binary.with_name("micropython.new")
-    shutil.copy2(src / "ports" / "unix" / "build-standard" / "micropython", fresh)
+    shutil.copy2(build_dir / "micropython", fresh)
     os.replace(fresh, binary)
     stamp.write_text(wanted)
-    version = subprocess.run([str(binary), "-c", "import sys; print(sys.version)"],
-                             capture_output=True, text=True).stdout.strip()
+    version = subprocess.run(
+        [str(binary), "-c", "import sys, tls; print(sys.version, sys.maxsize, tls.MBEDTLS_VERSION)"],
+        capture_output=True, text=True).stdout.strip()
     log(f"MicroPython ready: {binary} ({version})")
     return binary
 

@@ -75,7 +75,7 @@ def host_imports():
 
     import hostcompat  # noqa: F401
 
-    # The firmware calls gc.collect() to fight fragmentation in a 192 KiB heap; on CPython,
+    # The firmware calls gc.collect() to fight fragmentation in a Pico W's heap; on CPython,
     # with thousands of boards in one process, each call walks the whole process. CPython's
     # own collector keeps running; only the firmware's explicit calls become no-ops here.
     gc.collect = lambda generation=2: 0

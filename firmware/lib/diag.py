@@ -20,7 +20,11 @@ def uplinks_text(app):
     parts.append("time from " + str(app.clock.source) if app.clock.synced else "time not synced")
     if app.mode == "ocpp":
         s = app.point.summary()
-        parts.append("ocpp " + str(s.get("connection", s.get("state", "?"))))
+        tls = s.get("tls")
+        parts.append("ocpp " + str(s.get("connection", s.get("state", "?"))) + (
+            "" if tls is None else " (wss, certificate %s)" % (
+                "checked" if tls == "checked" else "NOT checked: insecure" if tls == "insecure"
+                else "unchecked: no CA, refused")))
     else:
         parts.append("ocpp off (local mode)")
     if app.telemetry is None:

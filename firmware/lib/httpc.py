@@ -27,10 +27,15 @@ API
   are handled.
 - `timeout`: seconds for the whole exchange (connect, send, receive); `asyncio`'s
   TimeoutError (MicroPython: `asyncio.TimeoutError`) on expiry.
-- `ssl_ctx`: an SSL context for https (see `ssl_context()`); default: a context that
-  checks nothing. `ssl_context(cadata=None)` builds one that checks the server
-  certificate against the given CA (DER bytes) when one is given. A board or port without
-  an `ssl` module raises `HTTPError("https needs the ssl module")`.
+- `ssl_ctx` (https): an SSL context, or an uplink's config section (a dict with
+  `ca_file` and/or `insecure`, see `tls_context()`). Without one an https URL is refused:
+  TLS is secure by default. `ssl_context(cadata=None, insecure=False)` builds a context
+  that checks the server certificate and host name against the given CA (DER bytes);
+  without a CA it raises `HTTPError` unless `insecure` is true (then nothing is checked).
+  A board or port without an `ssl` module raises `HTTPError("https needs the ssl module")`.
+- `tls_context(section, flash=None)`: the context an uplink's config section asks for:
+  `ca_file` (a DER CA certificate on flash) checked, else `"insecure": true` unchecked,
+  else `HTTPError`. `tls_mode(section)` says which: "checked", "insecure" or "no CA".
 
 `Response`: `status` (int), `reason` (str), `headers` (dict, lower-case names, at most
 `MAX_HEADERS` kept), `body` (bytes or None when sunk), `length` (body bytes received).
@@ -113,15 +118,22 @@ def basic_auth(user, password):
     return "Basic " + token.decode().strip()
 
 
-def ssl_context(cadata=None):
-    """An SSL client context: the server certificate is checked against `cadata` (DER
-    bytes of the CA) when given, not checked otherwise. HTTPError if there is no ssl."""
+NO_CA = "TLS without a CA certificate: set ca_file (or \"insecure\": true to skip the check)"
+
+
+def ssl_context(cadata=None, insecure=False):
+    """An SSL client context that checks the server certificate and host name against
+    `cadata` (DER bytes of the CA). Without a CA: HTTPError, unless `insecure` (then the
+    context checks nothing). HTTPError if there is no ssl module."""
+    if not cadata and not insecure:
+        raise HTTPError(NO_CA)
     try:
         import ssl
     except ImportError:
         raise HTTPError("https needs the ssl module")
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     if cadata:
+        # a board's ssl.SSLContext starts at CERT_NONE: ask for the check explicitly
         ctx.verify_mode = ssl.CERT_REQUIRED
         ctx.load_verify_locations(cadata=cadata)
     else:
@@ -131,11 +143,34 @@ def ssl_context(cadata=None):
     return ctx
 
 
+def tls_mode(section):
+    """How an uplink's config section wants TLS: "checked", "insecure" or "no CA"."""
+    section = section or {}
+    if section.get("ca_file"):
+        return "checked"
+    return "insecure" if section.get("insecure") is True else "no CA"
+
+
+def tls_context(section, flash=None):
+    """The SSL context an uplink's config section asks for (see `tls_mode`)."""
+    section = section or {}
+    ca = section.get("ca_file")
+    if ca:
+        if flash is not None:
+            cadata = flash.read_bytes(ca)
+        else:
+            with open(ca, "rb") as fh:
+                cadata = fh.read()
+        return ssl_context(cadata)
+    return ssl_context(None, section.get("insecure") is True)
+
+
 async def open_stream(host, port, secure, ssl_ctx=None):
-    """(reader, writer) to host:port, TLS if `secure`."""
+    """(reader, writer) to host:port, TLS if `secure` (`ssl_ctx`: a context or an
+    uplink's config section; None refuses, as a TLS URL without a CA must)."""
     if secure:
-        if ssl_ctx is None:
-            ssl_ctx = ssl_context()
+        if ssl_ctx is None or isinstance(ssl_ctx, dict):
+            ssl_ctx = tls_context(ssl_ctx)
         return await asyncio.open_connection(host, port, ssl=ssl_ctx, server_hostname=host)
     return await asyncio.open_connection(host, port)
 

@@ -45,15 +45,21 @@ async def upload(fw, location, name, tries, interval):
     for attempt in range(tries):
         fw.diag_status = "Uploading"
         cp.queue("DiagnosticsStatusNotification", {"status": "Uploading"})
+        held = await cp.hold_link(url)  # one TLS session at a time
         try:
             with open(fw.flash.path("fw/diag.txt"), "rb") as fh:
                 resp = await httpc.put(url, source=fh, source_len=size, timeout=60,
-                                       headers={"Content-Type": "text/plain"})
+                                       headers={"Content-Type": "text/plain"},
+                                       ssl_ctx=httpc.tls_context(cp.ocpp_conf, fw.flash)
+                                       if url.startswith("https:") else None)
             ok = 200 <= resp.status < 300
             if not ok:
                 cp.log("diagnostics: upload answered HTTP %d" % resp.status)
         except Exception as exc:
             cp.log("diagnostics: upload failed: %r" % (exc,))
+        finally:
+            if held:
+                cp.release_link()
         if ok:
             break
         if attempt < tries - 1:

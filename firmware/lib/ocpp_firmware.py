@@ -255,7 +255,10 @@ class Firmware:
         """Stream `url` into `path` on flash: (HTTP status, bytes, sha256 hex)."""
         with open(self.flash.path(path), "wb") as fh:
             sink = HashSink(fh, limit)
-            resp = await httpc.get(url, sink=sink, timeout=60)
+            # https: the central system's TLS settings (ocpp.ca_file / ocpp.insecure)
+            resp = await httpc.get(url, sink=sink, timeout=60,
+                                   ssl_ctx=httpc.tls_context(self.cp.ocpp_conf, self.flash)
+                                   if url.startswith("https:") else None)
         if resp.status != 200:
             raise OSError("%s: HTTP %d" % (url, resp.status))
         return sink.n, binascii.hexlify(sink.h.digest()).decode()
@@ -319,12 +322,16 @@ class Firmware:
             result = None
             for attempt in range(tries):
                 self.notify("Downloading")
+                held = await cp.hold_link(location)  # one TLS session at a time
                 try:
                     result = await self._download(location)
                     break
                 except Exception as exc:
                     cp.log("firmware: download failed: %r" % (exc,))
                     self.clear("fw/stage")
+                finally:
+                    if held:
+                        cp.release_link()
                     if attempt < tries - 1:
                         await asyncio.sleep(interval)
             if result is None:

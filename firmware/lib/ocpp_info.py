@@ -26,4 +26,14 @@ def summary(cp):
             "limit_a": None if cp.limit_a == -1 else cp.limit_a,
             "queued": len(cp.journal) + len(cp.outbox), "journal_dropped": cp.journal.dropped,
             "journal_degraded": cp.journal.degraded, "firmware": cp.fw_version,
-            "firmware_status": cp.fw_state()}
+            "firmware_status": cp.fw_state(),
+            "tls": _tls(cp)}
+
+
+def _tls(cp):
+    """None for ws://; "checked", "insecure" or "no CA" for wss:// (httpc.tls_mode)."""
+    if not cp.url.startswith("wss:"):
+        return None
+    import httpc
+
+    return httpc.tls_mode(cp.ocpp_conf)

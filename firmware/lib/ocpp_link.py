@@ -1,9 +1,15 @@
 """The charge point's link to the central system (a base class of
 chargepoint.ChargePoint, split out so each module compiles in a small heap): the
 WebSocket connection with backoff and jitter, BootNotification, heartbeats and pings,
-the one outstanding CALL, and answering the central system's CALLs."""
+the one outstanding CALL, and answering the central system's CALLs.
+
+One TLS session at a time: a Pico W's heap holds one mbedTLS session (about 23 KB held,
+more during the handshake) next to the running board, not two (docs/firmware.md, "Heap").
+An https transfer (firmware download, diagnostics upload) takes the link down while it
+runs when the link is wss:// itself (`hold_link` / `release_link`)."""
 
 import asyncio
+import gc
 import random
 import time
 
@@ -18,6 +24,8 @@ class NotConnected(OSError):
 
 
 class Link:
+    link_held = 0  # https transfers that asked for the TLS link to stay down
+
     # -- connection ------------------------------------------------------------------------
     def _backoff(self, failures):
         top = min(float(self.cfg.get("ReconnectMaxInterval")), self.backoff_min * (2 ** min(failures, 10)))
@@ -25,6 +33,10 @@ class Link:
 
     async def run(self):
         self.log("ocpp: charge point %s -> %s" % (self.cp_id, self.url))
+        if self.url.startswith("wss:") and self.ocpp_conf.get("ca_file") is None:
+            self.log("ocpp: WARNING TLS certificate NOT checked (\"insecure\": true)"
+                     if self.ocpp_conf.get("insecure") is True else
+                     "ocpp: wss:// without ocpp.ca_file: refusing to connect (set \"insecure\": true to skip the check)")
         asyncio.create_task(self._tick_loop())
         asyncio.create_task(self._sender())
         asyncio.create_task(self._pacer())
@@ -39,10 +51,12 @@ class Link:
             ws = self.ws_obj
             if ws is None:  # allocated once: its buffers are reused across reconnects
                 ws = self.ws_obj = ocpp_ws.WebSocket(max_size=int(self.ocpp_conf.get("max_message", 4096)))
+            while self.link_held:
+                await asyncio.sleep_ms(200)
             self.conn_state = "connecting"
             try:
                 password = self.cfg.get("AuthorizationKey") or None
-                await ws.connect(self.url, "ocpp1.6", self.cp_id, password, self.ocpp_conf.get("ca_file"),
+                await ws.connect(self.url, "ocpp1.6", self.cp_id, password, self.ocpp_conf,
                                  timeout=15, flash=self.flash)
             except Exception as exc:
                 failures += 1
@@ -80,6 +94,30 @@ class Link:
             self.log("ocpp: disconnected")
             failures = 1 if was_online else failures + 1
             await asyncio.sleep(self._backoff(failures))
+
+    # -- one TLS session at a time -------------------------------------------------------
+    async def hold_link(self, url):
+        """Before an https transfer: when the OCPP link is TLS as well, let the queued
+        messages go out (at most 10 s), drop the link and keep it down until
+        `release_link()`. True if the link is held (call release_link after)."""
+        if not (url.startswith("https:") and self.url.startswith("wss:")):
+            return False
+        for _ in range(100):
+            if not self.outbox or not self.online.is_set():
+                break
+            await asyncio.sleep_ms(100)
+        self.link_held += 1
+        self.log("ocpp: link down during an https transfer (one TLS session at a time)")
+        ws = self.ws
+        if ws is not None:
+            ws.open = False  # ends the session: run() drops the connection
+        while self.ws is not None:
+            await asyncio.sleep_ms(50)
+        gc.collect()
+        return True
+
+    def release_link(self):
+        self.link_held -= 1
 
     def boot_payload(self):
         return {"chargePointVendor": "PicoCharge", "chargePointModel": "PicoCharge-W",

@@ -66,8 +66,9 @@ class WebSocket:
     # -- connection ------------------------------------------------------------------
     async def connect(self, url, protocol="ocpp1.6", user=None, password=None, ssl_ctx=None,
                       timeout=10, flash=None):
-        """`ssl_ctx` (wss only): an SSL context, or the flash path of a DER CA certificate
-        (read from `flash`), or None (httpc's default context)."""
+        """`ssl_ctx` (wss only): an SSL context, or the uplink's config section (`ca_file`
+        on `flash`, `insecure`; see httpc.tls_context), or the flash path of a DER CA
+        certificate. Without a CA (and not insecure) a wss:// URL is refused."""
         import ocpp_wsopen  # the handshake code, only while connecting
         try:
             await asyncio.wait_for(ocpp_wsopen.handshake(self, url, protocol, user, password, ssl_ctx,

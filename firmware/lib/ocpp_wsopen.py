@@ -106,9 +106,11 @@ def _rand_bytes(n):
 async def handshake(self, url, protocol, user, password, ssl_ctx, flash=None):
     secure, host, port, path = parse_url(url)
     if secure:
-        if ssl_ctx is None or isinstance(ssl_ctx, str):  # a CA file on flash, or none
+        if ssl_ctx is None or isinstance(ssl_ctx, (str, dict)):
             import httpc
-            ssl_ctx = httpc.ssl_context(flash.read_bytes(ssl_ctx) if ssl_ctx else None)
+            if isinstance(ssl_ctx, str):  # the flash path of a CA certificate
+                ssl_ctx = {"ca_file": ssl_ctx}
+            ssl_ctx = httpc.tls_context(ssl_ctx, flash)
         self.reader, self.writer = await asyncio.open_connection(
             host, port, ssl=ssl_ctx, server_hostname=host)
     else:

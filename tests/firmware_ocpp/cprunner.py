@@ -1,5 +1,5 @@
 """Run the firmware's ChargePoint in a child process (CPython or the MicroPython Unix port
-at 192 KiB) on the station test double, driven through a file: the test writes
+at a Pico W's heap) on the station test double, driven through a file: the test writes
 `ev.json` ({"pilot": "C", "taps": n, "tag": ..., "exit": false}) in the child's directory, the child applies
 it every 100 ms and, when told to exit, prints `HEAP <lowest free bytes>` (MicroPython),
 sampled after a gc.collect() every 0.5 s, so it counts live data (code included)."""
@@ -13,7 +13,14 @@ import sys
 import time
 from pathlib import Path
 
-from tools.board import MICROPYTHON, STUBS, STUBS_CPYTHON, check_micropython, install_firmware
+from tools.board import (
+    DEFAULT_HEAP,
+    MICROPYTHON,
+    STUBS,
+    STUBS_CPYTHON,
+    check_micropython,
+    install_firmware,
+)
 
 HERE = Path(__file__).resolve().parent
 LIB = HERE.parents[1] / "firmware" / "lib"
@@ -91,10 +98,10 @@ class ChargePointProcess:
         if runtime == "micropython":
             check_micropython()
             # as on a board: the modules as compiled .mpy (loading them from source at
-            # 192 KiB needs the compiler's heap on top of the charge point's)
+            # a Pico W's heap needs the compiler's heap on top of the charge point's)
             install_firmware(workdir / "fw")
             env["MICROPYPATH"] = os.pathsep.join([".frozen", str(workdir / "fw" / "lib"), str(STUBS)])
-            cmd = [str(MICROPYTHON), "-X", "heapsize=192K", "-c", code]
+            cmd = [str(MICROPYTHON), "-X", f"heapsize={DEFAULT_HEAP}", "-c", code]
         else:
             env["PYTHONPATH"] = os.pathsep.join([str(LIB), str(STUBS), str(STUBS_CPYTHON)])
             cmd = [sys.executable, "-u", "-c", "import hostcompat\n" + code]

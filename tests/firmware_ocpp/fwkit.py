@@ -90,7 +90,8 @@ class FileServer:
     the connection closed. `requests`: (wall time, method, path); `uploads`: (wall time,
     method, path, headers, body)."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, tls=None):
+        """`tls`: an SSL server context for HTTPS (the handshake in the request's thread)."""
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.faults: dict[str, str] = {}
@@ -146,9 +147,19 @@ class FileServer:
             def do_POST(self):
                 self._upload("POST")
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        class Server(ThreadingHTTPServer):
+            def finish_request(self, request, client_address):
+                if tls is not None:
+                    try:
+                        request = tls.wrap_socket(request, server_side=True)
+                    except OSError:
+                        return  # a client that refused the certificate
+                super().finish_request(request, client_address)
+
+        self.server = Server(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
-        self.url = "http://127.0.0.1:%d" % self.server.server_address[1]
+        self.url = "%s://127.0.0.1:%d" % ("https" if tls is not None else "http",
+                                          self.server.server_address[1])
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 

@@ -1,5 +1,6 @@
 """A small threaded HTTP server for firmware tests: fixed files, chunked and unframed
-bodies, uploads recorded, a slow path; 127.0.0.1 on a free port."""
+bodies, uploads recorded, a slow path; 127.0.0.1 on a free port; HTTPS when given an
+SSL server context."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
 class TestHTTPServer:
-    def __init__(self):
+    def __init__(self, tls=None):
         self.files: dict[str, bytes] = {}
         self.uploads: list[tuple[str, str, dict, bytes]] = []
         self.requests: list[tuple[str, str]] = []
@@ -72,10 +73,23 @@ class TestHTTPServer:
             def do_PUT(self):
                 self._upload("PUT")
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        class Server(ThreadingHTTPServer):
+            def finish_request(self, request, client_address):
+                # the TLS handshake in the request's thread: a client that fails it (a
+                # certificate it refuses) cannot hold up the others
+                if tls is not None:
+                    try:
+                        request = tls.wrap_socket(request, server_side=True)
+                    except OSError as exc:
+                        owner.tls_failures.append(repr(exc))
+                        return
+                super().finish_request(request, client_address)
+
+        self.tls_failures: list[str] = []
+        self.server = Server(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
-        self.url = "http://127.0.0.1:%d" % self.port
+        self.url = "%s://127.0.0.1:%d" % ("https" if tls is not None else "http", self.port)
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 

@@ -1,11 +1,11 @@
 """Run a snippet of firmware code in a fresh process on either runtime.
 
 The snippet sees `firmware/lib` on its path (plus the stand-ins), as the board does, and
-runs on the MicroPython Unix port at 192 KiB or on CPython with the host shims. It prints
+runs on the MicroPython Unix port at a Pico W's heap or on CPython with the host shims. It prints
 its results; the test parses them.
 
 `compiled=True` (MicroPython) installs the firmware into `cwd/fw` as .mpy first, as a board
-gets it (loading the whole charge point from source at 192 KiB needs the compiler's heap on
+gets it (loading the whole charge point from source at a Pico W's heap needs the compiler's heap on
 top of it). `start_snippet` is the same, without waiting: it returns the running process,
 its output going to `cwd/out.txt`.
 """
@@ -17,7 +17,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tools.board import MICROPYTHON, MPLIB, STUBS, STUBS_CPYTHON, install_firmware
+from tools.board import DEFAULT_HEAP, MICROPYTHON, MPLIB, STUBS, STUBS_CPYTHON, install_firmware
 
 ROOT = Path(__file__).resolve().parents[2]
 LIB = ROOT / "firmware" / "lib"
@@ -31,7 +31,7 @@ def _command(runtime: str, code: str, cwd: Path, compiled: bool = False, unbuffe
             install_firmware(cwd / "fw")
             lib = cwd / "fw" / "lib"
         env["MICROPYPATH"] = os.pathsep.join([".frozen", str(lib), str(MPLIB), str(STUBS)])
-        cmd = [str(MICROPYTHON), "-X", "heapsize=192K", "-c", code]
+        cmd = [str(MICROPYTHON), "-X", f"heapsize={DEFAULT_HEAP}", "-c", code]
     else:
         env["PYTHONPATH"] = os.pathsep.join([str(LIB), str(STUBS), str(STUBS_CPYTHON)])
         cmd = [sys.executable] + (["-u"] if unbuffered else []) + ["-c", "import hostcompat\n" + code]

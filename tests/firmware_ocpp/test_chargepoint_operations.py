@@ -1,9 +1,8 @@
 """The charge point against an independent central system (the `ocpp` package, schemas
 on), with the station test double (tests/firmware_ocpp/fakestation.py).
 
-- every central-system operation of every feature profile, on CPython (on the MicroPython
-  Unix port at 192 KiB, loading the feature modules from source runs out of contiguous
-  heap: see docs/firmware.md, "Heap");
+- every central-system operation of every feature profile, on both runtimes (the
+  firmware as .mpy on MicroPython);
 - a charging session (boot, heartbeat, status, authorize, start, sampled meter values,
   stop) on both runtimes, with the peak heap on MicroPython.
 Every message the charge point sends must validate against the OCPP 1.6 schemas."""

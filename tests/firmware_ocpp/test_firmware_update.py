@@ -400,7 +400,7 @@ def test_firmware_that_keeps_rebooting_is_rolled_back_after_three_boots(
     assert cs.invalid == []
 
 
-@pytest.mark.parametrize("runtime", ["micropython-192K"])
+@pytest.mark.parametrize("runtime", ["micropython-picow"])
 def test_a_source_module_on_flash_does_not_shadow_the_new_mpy(
         cs, files, board_factory, boards, runtime_name):
     board = board_factory(board_config(cs.url), world=WORLD, start=False)

@@ -84,3 +84,65 @@ def test_http_client_reads_every_body_framing_streams_uploads_and_times_out(runt
     puts = [u for u in http_server.uploads if u[0] == "PUT"]
     assert puts[0][3] == b"0123456789" * 300
     assert puts[0][2]["Authorization"] == "Basic ZGlhZzpwdw=="
+
+
+HTTPS_SNIPPET = r'''
+import asyncio, json
+import httpc
+
+URL = %(url)r
+
+async def fetch(section):
+    try:
+        r = await httpc.get(URL, max_body=10000, ssl_ctx=section, timeout=20)
+        return [r.status, r.length]
+    except Exception as exc:
+        return [type(exc).__name__, str(exc)]
+
+async def main():
+    out = {}
+    out["ca"] = await fetch({"ca_file": "ca.der"})
+    out["other_ca"] = await fetch({"ca_file": "other.der"})
+    out["no_ca"] = await fetch({})
+    out["no_section"] = await fetch(None)
+    out["insecure"] = await fetch({"insecure": True})
+    out["modes"] = [httpc.tls_mode(s) for s in ({"ca_file": "ca.der"}, {"insecure": True}, {})]
+    print("RESULT " + json.dumps(out))
+
+asyncio.run(main())
+'''
+
+
+@pytest.mark.dual_runtime
+def test_https_checks_the_server_certificate_against_the_configured_ca_and_refuses_without_one(
+        runtime_name, tmp_path):
+    """HTTPS (a firmware download, a diagnostics upload) against a server whose ECDSA P-256
+    certificate is signed by a CA made here: with that CA on flash the download completes;
+    with another CA the handshake fails and nothing is requested; without a CA the client
+    refuses before connecting; `"insecure": true` connects without a check. On
+    MicroPython this is the 32-bit build's mbedTLS, configured as a Pico W's."""
+    from httpserver import TestHTTPServer
+    from tlscerts import make_server_cert
+
+    cert = make_server_cert(tmp_path / "pki", "server")
+    other = make_server_cert(tmp_path / "pki", "other")
+    (tmp_path / "ca.der").write_bytes(cert.ca_der)
+    (tmp_path / "other.der").write_bytes(other.ca_der)
+    server = TestHTTPServer(tls=cert.server_context())
+    blob = bytes(range(256)) * 20
+    server.files["/fw/a.bin"] = blob
+    try:
+        out = run_snippet(runtime_name, HTTPS_SNIPPET % {"url": server.url + "/fw/a.bin"}, tmp_path)
+    finally:
+        server.close()
+    result = json.loads(out.split("RESULT ", 1)[1])
+    assert result["ca"] == [200, len(blob)]
+    assert result["other_ca"][0] in ("OSError", "SSLCertVerificationError", "ValueError"), result
+    assert result["no_ca"] == ["HTTPError", "TLS without a CA certificate: set ca_file "
+                               "(or \"insecure\": true to skip the check)"]
+    assert result["no_section"] == result["no_ca"]
+    assert result["insecure"] == [200, len(blob)]
+    assert result["modes"] == ["checked", "insecure", "no CA"]
+    # two downloads reached the server (the checked one and the insecure one), nothing else
+    assert [p for m, p in server.requests] == ["/fw/a.bin", "/fw/a.bin"]
+    assert len(server.tls_failures) == 1

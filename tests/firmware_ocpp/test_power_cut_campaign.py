@@ -1,5 +1,5 @@
 """Power cuts at random moments during charging sessions: the MicroPython process (Unix
-port, 192 KiB heap, the firmware installed as .mpy as on a board; the station test double
+port, a Pico W's heap, the firmware installed as .mpy as on a board; the station test double
 persists its energy register like the real one) is killed and restarted again and again -
 while booting, while connecting, mid-session, right after the EV left. In the end the
 central system holds every transaction exactly once, closed, with monotonic meter values.

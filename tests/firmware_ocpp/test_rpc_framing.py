@@ -1,5 +1,5 @@
 """OCPP-J 1.6 RPC framing of the charge point (ocpp_rpc, ocpp_link), the whole ChargePoint
-in a child process on CPython and on the MicroPython Unix port at 192 KiB, against a raw
+in a child process on CPython and on the MicroPython Unix port at a Pico W's heap, against a raw
 central system on 127.0.0.1 (tests/firmware_ocpp/wsserver.py) that can hold answers back,
 answer late or with unknown ids, and send malformed frames:
 

@@ -1,6 +1,6 @@
 """The firmware's WebSocket client (firmware/lib/ocpp_ws.py, ocpp_wsopen.py) against raw
 servers on 127.0.0.1 (tests/firmware_ocpp/wsserver.py), on CPython and on the MicroPython
-Unix port at 192 KiB: the opening handshake (subprotocol, Basic auth, refusals), frames
+Unix port at a Pico W's heap: the opening handshake (subprotocol, Basic auth, refusals), frames
 (fragmentation, interleaved control frames, masking, close handshake, maximum size,
 protocol errors per RFC 6455) and an event loop that never blocks on a stuck socket.
 

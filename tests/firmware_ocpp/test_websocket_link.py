@@ -1,6 +1,6 @@
 """The charge point's link to the central system (ocpp_link over ocpp_ws) against servers
 on 127.0.0.1, the whole ChargePoint running in a child process (CPython, or the MicroPython
-Unix port at 192 KiB with the firmware as .mpy; tests/firmware_ocpp/wsserver.py):
+Unix port, 32-bit with mbedTLS, at a Pico W's heap, with the firmware as .mpy; tests/firmware_ocpp/wsserver.py):
 refused upgrades and 401 retried with backoff, a close from the central system answered
 and followed by a new session, a message above the maximum size closed with 1009 and
 recovered from, reconnect delays that grow exponentially with jitter up to the configured
@@ -17,14 +17,13 @@ import base64
 import json
 import re
 import ssl
-import subprocess
 import threading
 import time
-from pathlib import Path
 
 import pytest
 import websockets
 from cprunner import wait_until
+from tlscerts import make_server_cert
 from wsserver import (
     OP_CLOSE,
     OP_TEXT,
@@ -257,24 +256,12 @@ def test_the_event_loop_keeps_running_while_the_upgrade_is_never_answered(
 
 # -- wss:// ---------------------------------------------------------------------------------
 
-def make_cert(dir: Path, name: str) -> tuple[Path, Path, bytes]:
-    """A self-signed certificate for 127.0.0.1 (openssl CLI): (cert PEM, key PEM, cert DER)."""
-    crt, key, der = dir / (name + ".pem"), dir / (name + ".key"), dir / (name + ".der")
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
-                    "-out", str(crt), "-days", "2", "-subj", "/CN=127.0.0.1",
-                    "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
-    subprocess.run(["openssl", "x509", "-in", str(crt), "-outform", "DER", "-out", str(der)],
-                   check=True, capture_output=True)
-    return crt, key, der.read_bytes()
-
-
 class WssCentralSystem:
     """A `websockets` server over TLS that answers BootNotification (and the other CALLs
     with their default answers) and records the upgrade requests and CALLs."""
 
-    def __init__(self, cert: Path, key: Path):
-        self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        self.ctx.load_cert_chain(cert, key)
+    def __init__(self, ctx: ssl.SSLContext):
+        self.ctx = ctx
         self.requests: list[tuple[str, object]] = []
         self.calls: list[tuple[str, str]] = []
         self.loop = asyncio.new_event_loop()
@@ -320,62 +307,76 @@ class WssCentralSystem:
 
 @pytest.fixture
 def wss(tmp_path):
-    crt, key, der = make_cert(tmp_path, "server")
-    _, _, other = make_cert(tmp_path, "other")
-    cs = WssCentralSystem(crt, key).start()
-    yield cs, der, other
+    """A central system over TLS with an ECDSA P-256 certificate for 127.0.0.1 signed by a CA
+    made here; (server, that CA as DER, another CA as DER)."""
+    cert = make_server_cert(tmp_path / "pki", "server")
+    other = make_server_cert(tmp_path / "pki", "other")
+    cs = WssCentralSystem(cert.server_context()).start()
+    yield cs, cert.ca_der, other.ca_der
     cs.stop()
 
 
-def test_wss_with_the_configured_ca_boots__cpython_only_the_micropython_unix_build_has_no_ssl(
-        wss, children, tmp_path):
-    """Security profile 2 (Basic auth over TLS): with `ocpp.ca_file` naming the server's
-    self-signed certificate (DER, on flash) the charge point checks the certificate and the
-    host (127.0.0.1 in subjectAltName), connects over wss:// and completes a
-    BootNotification. CPython only: the MicroPython Unix port built here has no `ssl`
-    module (Debian strips mbedTLS); the next test covers that build."""
+@pytest.mark.dual_runtime
+def test_wss_with_the_configured_ca_boots_with_basic_auth_over_tls(
+        runtime_name, wss, children, tmp_path):
+    """Security profile 2 (Basic auth over TLS): with `ocpp.ca_file` naming the CA that
+    signed the server's certificate (DER, on flash) the charge point checks the certificate
+    and the host (127.0.0.1 in subjectAltName), connects over wss:// and completes a
+    BootNotification. On MicroPython this is the 32-bit build's mbedTLS configured as a
+    Pico W's, its buffers on the MicroPython heap."""
     cs, der, _ = wss
     cfg = cp_config(cs.url, CP, KEY, ca_file="ca.der")
-    child = children("cpython", tmp_path / "cp", cfg, seconds=40, files={"ca.der": der})
-    wait_until(lambda: ("/ocpp/" + CP, "StatusNotification") in cs.calls, 30, "a session over wss")
+    child = children(runtime_name, tmp_path / "cp", cfg, seconds=60, files={"ca.der": der})
+    wait_until(lambda: ("/ocpp/" + CP, "StatusNotification") in cs.calls, 45, "a session over wss")
     report = child.stop()
     assert cs.calls[0] == ("/ocpp/" + CP, "BootNotification")
     assert report["registration"] == "Accepted" and report["conn"] == "connected"
+    assert report["tls"] == "checked"
     path, headers = cs.requests[0]
     assert path == "/ocpp/" + CP
     assert headers["Sec-WebSocket-Protocol"] == "ocpp1.6"
     assert headers["Authorization"] == "Basic " + base64.b64encode(("%s:%s" % (CP, KEY)).encode()).decode()
+    assert not child.logged("NOT checked")
 
 
-def test_wss_with_another_ca_is_refused__cpython_only_the_micropython_unix_build_has_no_ssl(
-        wss, children, tmp_path):
-    """With `ocpp.ca_file` naming a different certificate, the TLS handshake fails on the
+@pytest.mark.dual_runtime
+def test_wss_with_another_ca_is_refused_and_retried(runtime_name, wss, children, tmp_path):
+    """With `ocpp.ca_file` naming a different CA, the TLS handshake fails on the
     certificate check: no upgrade request ever reaches the server, the failure is logged
     and retried with backoff, and the charge point never registers."""
     cs, _, other = wss
     cfg = cp_config(cs.url, CP, KEY, ca_file="ca.der")
-    child = children("cpython", tmp_path / "cp", cfg, seconds=40, files={"ca.der": other})
-    wait_until(lambda: len(retries(child)) >= 3, 30, "three refused attempts")
+    child = children(runtime_name, tmp_path / "cp", cfg, seconds=60, files={"ca.der": other})
+    wait_until(lambda: len(retries(child)) >= 3, 45, "three refused attempts")
     report = child.stop()
     assert cs.requests == [] and cs.calls == []
     assert report["registration"] is None and report["conn"] != "connected"
-    assert all("CERTIFICATE_VERIFY_FAILED" in e for _, e, _ in retries(child)), retries(child)
+    verify_failed = ("CERTIFICATE_VERIFY_FAILED" if runtime_name == "cpython" else
+                     "The certificate is not correctly signed by the trusted CA")  # mbedTLS
+    assert all(verify_failed in e for _, e, _ in retries(child)), retries(child)
 
 
-def test_wss_on_the_micropython_unix_build_without_ssl_fails_cleanly_and_retries(
-        wss, children, tmp_path):
-    """What the MicroPython Unix port built here (no `ssl` module) does with a wss:// URL:
-    each attempt fails with a clear error, is logged and retried with backoff; the charge
-    point keeps running (it does not crash) and nothing reaches the server. A Pico W's
-    MicroPython has `ssl`; this build cannot show the TLS path itself."""
-    cs, der, _ = wss
-    cfg = cp_config(cs.url, CP, KEY, ca_file="ca.der")
-    child = children("micropython", tmp_path / "cp", cfg, seconds=40, files={"ca.der": der})
-    wait_until(lambda: len(retries(child)) >= 3, 30, "three failed attempts")
-    report = child.stop()
-    assert cs.requests == []
-    assert report["conn"] != "connected" and report["ticks"] > 0
-    assert all("https needs the ssl module" in e for _, e, _ in retries(child)), retries(child)
+@pytest.mark.dual_runtime
+def test_wss_without_a_ca_is_refused_before_connecting_unless_insecure_is_set(
+        runtime_name, wss, children, tmp_path):
+    """Secure by default: a wss:// URL without `ocpp.ca_file` is refused before any TCP
+    connection (a clear console line at start, each attempt logged and retried), nothing
+    reaches the server. With `"insecure": true` the charge point connects without checking
+    the certificate, says so on the console, and its summary (ev.status) shows it."""
+    cs, _, _ = wss
+    refused = children(runtime_name, tmp_path / "refused", cp_config(cs.url, CP, KEY), seconds=60)
+    wait_until(lambda: len(retries(refused)) >= 2, 45, "two refused attempts")
+    report = refused.stop()
+    assert cs.requests == [] and report["conn"] != "connected" and report["tls"] == "no CA"
+    assert refused.logged("wss:// without ocpp.ca_file: refusing to connect")
+    assert all("TLS without a CA certificate" in e for _, e, _ in retries(refused)), retries(refused)
+
+    insecure = children(runtime_name, tmp_path / "insecure",
+                        cp_config(cs.url, CP, KEY, insecure=True), seconds=60)
+    wait_until(lambda: ("/ocpp/" + CP, "StatusNotification") in cs.calls, 45, "a session over wss")
+    report = insecure.stop()
+    assert report["registration"] == "Accepted" and report["tls"] == "insecure"
+    assert insecure.logged("WARNING TLS certificate NOT checked")
 
 
 @pytest.mark.dual_runtime

@@ -13,7 +13,7 @@ record every byte of the client's side frame by frame (mask bit, mask key, paylo
 A Conn reads the upgrade request (`read_request`), answers it (`accept`, `refuse`), and
 exchanges frames (`send_frame`, `recv_frame`, `recv_message`). `Peer(conn)` speaks OCPP-J
 over it as a small central system. `ChargePointChild` runs the firmware's ChargePoint in a
-child process (CPython or the MicroPython Unix port at 192 KiB, the firmware as .mpy) with a
+child process (CPython or the MicroPython Unix port at a Pico W's heap, the firmware as .mpy) with a
 timestamped log and a ticker task that shows whether the event loop kept running.
 """
 
@@ -474,7 +474,8 @@ async def main():
         await asyncio.sleep_ms(100)
     print("TICKS %%d %%d" %% (ticks[0], time.ticks_diff(time.ticks_ms(), T0)))
     print("STATE " + json.dumps({"conn": cp.conn_state, "registration": cp.registration,
-                                 "calls_in": cp.calls_in, "calls_out": cp.calls_out}))
+                                 "calls_in": cp.calls_in, "calls_out": cp.calls_out,
+                                 "tls": cp.summary().get("tls")}))
 asyncio.run(main())
 '''
 

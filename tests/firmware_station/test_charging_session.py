@@ -1,5 +1,5 @@
 """A charging session end to end on the simulated world, on CPython and on MicroPython at
-192 KiB: plug in, authorise, charge at the offered current, smart-charging limit, the EV
+a Pico W's heap: plug in, authorise, charge at the offered current, smart-charging limit, the EV
 suspending, stopping, unplugging; energy and power against the simulated load."""
 
 import json

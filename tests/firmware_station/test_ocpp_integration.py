@@ -3,13 +3,10 @@
 statuses from the pilot, a remote start charges at the offered current, the
 transaction's meter values come from the station's register, unplugging stops it.
 
-CPython only, for now. On the MicroPython Unix port (firmware as .mpy, stand-ins frozen)
-the whole board runs the session through to StopTransaction, but at 192 KiB the 64-bit heap
-is at 152 KB used / 42 KB free with the largest free block ~3.3 KB after boot, and the
-board runner's private link thread (simulation plumbing, not on a real board) then fails
-to allocate its 4 KB receive buffer, so the runner loses the board. The OCPP stack alone
-on a station test double fits (tests/firmware_ocpp); the station side alone fits (the
-other tests here, ~100-125 KiB)."""
+Both runtimes. On the former 64-bit Unix port at 192 KiB the MicroPython board ran out
+of heap here (152 KB used / 42 KB free, largest free block ~3.3 KB after boot, and the
+board runner's link thread could not allocate its receive buffer); the 32-bit build at a
+Pico W's heap runs it."""
 
 import sys
 from pathlib import Path
@@ -29,7 +26,7 @@ def central():
     cs.stop()
 
 
-@pytest.mark.parametrize("runtime", ["cpython"])
+@pytest.mark.dual_runtime
 def test_remote_start_charges_and_unplug_stops_the_transaction(board_factory, central,
                                                               runtime_name):
     cfg = {"cp_id": "PICO-0100", "wifi": {"ssid": "workshop", "password": "x"},

@@ -35,7 +35,7 @@ def check_update(req):
 
 # The 15 s rule takes two real intervals (31 s), so it runs on the MicroPython board only;
 # the wire format of an update is also checked on both runtimes in the next test.
-@pytest.mark.parametrize("runtime", ["micropython-192K"])
+@pytest.mark.parametrize("runtime", ["micropython-picow"])
 def test_updates_follow_the_wire_format_and_the_15_s_rule_with_averaging(
         board_factory, thingspeak_recorder):
     board = boot(board_factory, config(thingspeak_recorder.url), world=WORLD)

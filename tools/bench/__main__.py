@@ -47,7 +47,7 @@ from pathlib import Path
 
 import psutil
 
-from tools.bench import report
+from tools.bench import commit_cost, report
 from tools.bench.profile import Profiler
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -433,7 +433,7 @@ def start_mosquitto(workdir: Path) -> tuple[Process, int]:
 
 
 def firmware_heap_figures() -> dict:
-    """Peak heap on the MicroPython Unix port at 192 KiB: the charge point alone during a
+    """Peak heap on the MicroPython Unix port (32-bit) at a Pico W's heap: the charge point alone during a
     session (tools.firmware_heap) and the complete board (tools.bench.board_heap)."""
     from tools import firmware_heap
     from tools.bench import board_heap
@@ -469,6 +469,8 @@ def main(argv=None) -> int:
     parser.add_argument("--no-mosquitto", action="store_true", help="skip the Mosquitto run")
     parser.add_argument("--no-reference", action="store_true", help="skip the ocpp-package reference")
     parser.add_argument("--no-firmware", action="store_true", help="skip the firmware heap figures")
+    parser.add_argument("--no-commit-cost", action="store_true",
+                        help="skip the cost of answering after commit (tools.bench.commit_cost)")
     parser.add_argument("--no-profile", action="store_true",
                         help="skip the server profile of each sweep step (py-spy)")
     parser.add_argument("--seed", type=int, default=1)
@@ -489,6 +491,9 @@ def main(argv=None) -> int:
     processes: list[Process] = []
     if not args.no_firmware:
         results["firmware"] = firmware_heap_figures()
+    if not args.no_commit_cost:
+        log("commit cost: transaction messages against store.synchronous FULL and NORMAL")
+        results["commit_cost"] = commit_cost.run()
     try:
         configs = [("embedded", None)]
         if not args.no_mosquitto:

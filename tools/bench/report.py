@@ -144,7 +144,11 @@ def write(results: dict, out_dir: Path, started) -> list[Path]:
           table(results)]
     fw = results.get("firmware")
     if fw:
-        md += ["", "Firmware heap on the MicroPython Unix port (64-bit) at 192 KiB, live data after a "
+        # runs before the 32-bit build (2026-11-30) used a 64-bit port at 192 KiB
+        heap_kib = fw.get("board", {}).get("heap_kib", "?")
+        build = "64-bit" if heap_kib == 192 else "32-bit"
+        md += ["", f"Firmware heap on the MicroPython Unix port ({build}) at {heap_kib} KiB, "
+               "live data after a "
                "collection (target: under 96 KiB during a session):", "",
                "| what | peak used KiB | completed |", "|---|---:|---|"]
         for name, label in (("charge_point", "charge point session (station test double)"),
@@ -155,6 +159,12 @@ def write(results: dict, out_dir: Path, started) -> list[Path]:
             else:
                 md.append(f"| {label} | {fmt(r.get('peak_used_kib'))} | "
                           f"{'yes' if r.get('completed', r.get('transactions')) else 'no'} |")
+    if results.get("commit_cost"):
+        from tools.bench.commit_cost import table as commit_table
+
+        md += ["", "Answering after commit (transaction messages as fast as answers come; "
+               "FULL fsyncs every commit before its answers):", "",
+               commit_table(results["commit_cost"])]
     rat = ratios(results)
     if rat:
         md += ["", "Against the bare `ocpp`-package central system:", "", rat]

@@ -1,6 +1,6 @@
 """Boot a simulated Pico W inside this process: the child side of `python -m tools.board`.
 
-Runs on the MicroPython Unix port (`micropython -X heapsize=192K boardboot.py`) and on
+Runs on the MicroPython Unix port (`micropython -X heapsize=191872 -m boardboot`) and on
 CPython. It builds the world, opens the private link to the runner (commands in, replies
 and reset requests out, JSON lines), changes into the board's flash directory and runs
 `boot.py` then `main.py` in `__main__`, as the rp2 port does.
