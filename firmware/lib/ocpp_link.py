@@ -210,7 +210,17 @@ class Link:
                 await ws.send(ocpp_rpc.call(uid, action, payload))
                 self.last_sent_ms = t0 = time.ticks_ms()
                 self.calls_out += 1
-                await asyncio.wait_for(box[1].wait(), self.call_timeout)
+                try:
+                    await asyncio.wait_for(box[1].wait(), self.call_timeout)
+                except asyncio.TimeoutError:
+                    if time.ticks_diff(ws.last_rx, t0) < 0 and ws.open:
+                        # not a frame since the CALL went out: the link is dead (a black
+                        # hole, a half-open connection); reconnect now rather than after
+                        # the ping check's 2 x WebSocketPingInterval + 10 s
+                        self.log("ocpp: %s unanswered, nothing heard for %d s: reconnecting" % (
+                            action, self.call_timeout))
+                        ws.open = False
+                    raise
                 outcome = "ok" if box[2][0] == ocpp_rpc.CALLRESULT else "error"
             finally:
                 self.pending_call = None
