@@ -117,7 +117,7 @@ class _Pair:
         try:
             self.u_reader, self.u_writer = await asyncio.wait_for(
                 asyncio.open_connection(self.proxy.target_host, self.proxy.target_port), 10)
-        except (OSError, asyncio.TimeoutError):
+        except (OSError, TimeoutError):
             # the server is down: the client sees what it would see without a proxy
             self.proxy.count("upstream_refused")
             self.reset()
