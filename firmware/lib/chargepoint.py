@@ -79,6 +79,7 @@ class ChargePoint(ocpp_link.Link, ocpp_tx.Transactions):
         self.backoff_min = float(ocpp.get("reconnect_min_s", 1))
         self.ws = None
         self.ws_obj = None
+        self.wifi = None  # the board's Wi-Fi (app.py sets it): the link follows it
         self.conn_state = "offline"
         self.registration = None
         self.accepted_once = False
