@@ -6,6 +6,7 @@ its connections. See tests/outage_soak.py for what is injected and measured."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -14,6 +15,7 @@ from tools.board import MICROPYTHON
 
 MINUTES = float(os.environ.get("PICOCHARGE_SOAK_MINUTES", "3"))
 SEED = int(os.environ.get("PICOCHARGE_SOAK_SEED", "20261130"))
+FIRMWARE = os.environ.get("PICOCHARGE_SOAK_FIRMWARE")  # another firmware tree (default firmware/)
 
 
 @pytest.mark.slow
@@ -22,7 +24,8 @@ def test_board_recovers_every_link_after_random_outages_without_reboot_or_lost_t
         tmp_path):
     if not MICROPYTHON.exists():
         pytest.fail(f"{MICROPYTHON} is missing: `make test` builds it (make micropython)")
-    result = Soak(MINUTES, tmp_path / "soak", seed=SEED, echo=print).run()
+    result = Soak(MINUTES, tmp_path / "soak", seed=SEED, echo=print,
+                  firmware=Path(FIRMWARE) if FIRMWARE else None).run()
     print(summary_text(result))
     faults = result["faults_by_category"]
     for category in ("wifi", "broker", "server", "blackhole"):
