@@ -58,6 +58,7 @@ STATION_KEY = "soak-station-key-0123456789"  # 16-40 characters
 ID_TAG = "SOAK-CARD"
 ADMIN_TOKEN = "soak-admin-token-0123456789abcdef0123456789"
 CATEGORIES = ("wifi", "broker", "server", "blackhole", "reset")
+WARM_UP_S = 60  # heap readings of the first minute (boot, first connections) left out
 
 
 def free_port() -> int:
@@ -671,7 +672,8 @@ class Soak:
         for t, free in samples:
             windows.setdefault(int((t - start) // self.window_s), []).append(free)
         out["windows"] = [{"from_s": round(start + k * self.window_s), "min_free": min(v),
-                           "max_free": max(v), "n": len(v)} for k, v in sorted(windows.items())]
+                           "median_free": statistics.median(v), "max_free": max(v),
+                           "n": len(v)} for k, v in sorted(windows.items())]
         xs = [t for t, _ in samples]
         ys = [f for _, f in samples]
         mx, my = statistics.fmean(xs), statistics.fmean(ys)
@@ -687,17 +689,18 @@ class Soak:
 
     def verdict(self, r: dict) -> dict:
         heap = r["heap"]
-        # flat: the best free heap after a collection (the ceiling a leak would lower) in
-        # the second half of the run is within 4 KiB of the first half's; the free heap
-        # moves by several KiB with the board's state (session, loaded features, buffers)
-        series = heap.get("series") or []
+        # flat: the median free heap after a collection in the second half of the run is
+        # within 4 KiB of the first half's (the first minute, the boot's, left out). A
+        # single reading moves by ~10 KiB with the board's state (a feature module loaded
+        # for a moment, a session, buffered reports); a leak moves the median.
+        series = [p for p in heap.get("series") or [] if p[0] >= WARM_UP_S]
         flat = False
         if len(series) >= 4:
             middle = (series[0][0] + series[-1][0]) / 2
-            first = max(f for t, f in series if t <= middle)
-            second = max(f for t, f in series if t > middle)
-            heap["ceiling_first_half"] = first
-            heap["ceiling_second_half"] = second
+            first = statistics.median(f for t, f in series if t <= middle)
+            second = statistics.median(f for t, f in series if t > middle)
+            heap["median_first_half"] = first
+            heap["median_second_half"] = second
             flat = second >= first - 4096
         checks = {
             "no_reboot": r["boots"] == 1 and not r["board_resets"],
@@ -759,12 +762,12 @@ def summary_text(r: dict) -> str:
         f"energy: {r['energy']['within_tolerance']}/{r['energy']['checked']} sessions within "
         "2 Wh + 5 % of what the world delivered",
         f"heap free after gc: min {h.get('min_free')} max {h.get('max_free')} bytes, slope "
-        f"{h.get('slope_bytes_per_hour')} B/h over {h.get('samples')} samples; best free "
-        f"first half {h.get('ceiling_first_half')}, second half {h.get('ceiling_second_half')}",
+        f"{h.get('slope_bytes_per_hour')} B/h over {h.get('samples')} samples; median "
+        f"first half {h.get('median_first_half')}, second half {h.get('median_second_half')}",
     ]
     for w in h.get("windows", []):
-        lines.append(f"  from {w['from_s']:6d} s: min {w['min_free']} max {w['max_free']} "
-                     f"({w['n']} samples)")
+        lines.append(f"  from {w['from_s']:6d} s: min {w['min_free']} median {w['median_free']} "
+                     f"max {w['max_free']} ({w['n']} samples)")
     g = r["loop_gap"]
     lines.append(f"loop gap (board clock, 100 ms probe): max {g['probe_max_ms']} ms, median of "
                  f"10 s maxima {g['probe_median_ms']} ms; firmware loop_gap_ms "
