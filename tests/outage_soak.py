@@ -286,18 +286,19 @@ class Soak:
             "intervals": {"telemetry_s": 2, "report_s": 10},
         }
         flash = self.out / "flash"
-        if self.firmware is not None:
-            from tools import board as board_mod
+        import tests.harness as harness_mod
 
-            original = board_mod.install_firmware
+        default_install = harness_mod.install_firmware
+        if self.firmware is not None:  # another firmware tree, for this board only
 
-            def install(flash_dir, runtime="micropython", **kw):
-                return original(flash_dir, firmware=self.firmware, runtime=runtime)
-
-            import tests.harness as harness_mod
+            def install(flash_dir, runtime="micropython"):
+                return default_install(flash_dir, firmware=self.firmware, runtime=runtime)
 
             harness_mod.install_firmware = install
-        self.board = BoardHarness("micropython", flash, config, seed=self.seed % 100000 + 1)
+        try:
+            self.board = BoardHarness("micropython", flash, config, seed=self.seed % 100000 + 1)
+        finally:
+            harness_mod.install_firmware = default_install
         self.log = BoardLog(self.out / "console.log")
         self.board.console = self.log
         self.board.board.console = self.log
