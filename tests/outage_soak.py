@@ -734,7 +734,7 @@ class Soak:
             ax.axvspan(fault["at_s"] / 60, fault["end_s"] / 60, color="red", alpha=0.08)
         ax.set_xlabel("minutes")
         ax.set_ylabel("free heap after gc (KiB)")
-        ax.set_title(f"outage soak: board heap ({HEAP} heap); red: faults")
+        ax.set_title(f"outage soak: the board's free heap (heap {HEAP} B); shaded: faults")
         fig.tight_layout()
         fig.savefig(self.out / "heap.png", dpi=90)
         plt.close(fig)
@@ -773,6 +773,10 @@ def summary_text(r: dict) -> str:
     lines.append(f"loop gap (board clock, 100 ms probe): max {g['probe_max_ms']} ms, median of "
                  f"10 s maxima {g['probe_median_ms']} ms; firmware loop_gap_ms "
                  f"{g['firmware_loop_gap_max_ms']}")
+    p = r["proxies"]
+    lines.append(f"connections open through the proxies at the end: ocpp {p['ocpp']['open']}, "
+                 f"mqtt {p['mqtt']['open']}; telemetry messages received "
+                 f"{r['telemetry_received']}; central system started {r['server_starts']} times")
     if r["journal_dropped"]:
         lines.append("journal dropped: " + "; ".join(r["journal_dropped"][:5]))
     return "\n".join(lines) + "\n"
