@@ -347,8 +347,12 @@ class Soak:
         self.probe_boot = self.log.count("boot")
 
     def read_gap_probe(self) -> None:
-        if self.probe_injected and self.log.count("boot") == self.probe_boot:
-            self.type('print("soakgap %d" % _sg[0]); _sg[0] = 0')
+        if not self.probe_injected:
+            return
+        if self.log.count("boot") != self.probe_boot:  # a reboot took the probe with it
+            self.inject_gap_probe()
+            return
+        self.type('print("soakgap %d" % _sg[0]); _sg[0] = 0')
 
     # -- link checks ----------------------------------------------------------------------
     def ocpp_round_trip(self) -> bool:
