@@ -10,9 +10,11 @@ PORT ?= /dev/ttyACM0
 BOARD_CONFIG ?= config.local.json
 SOAK_MINUTES ?= 120
 SOAK_OUT ?= results/soak
+# The suite mostly waits (boards, brokers, timeouts): four workers on two cores (pytest-xdist).
+PYTEST_ARGS ?= -n 4
 SYSTEM_PACKAGES := build-essential gcc-multilib mosquitto chromium
 
-.PHONY: help setup system-deps micropython run test lint firmware deploy repl logs bench soak clean distclean
+.PHONY: help setup system-deps broker-deps micropython run test lint firmware deploy repl logs bench soak clean distclean
 
 help:
 	@echo "make run        start the central system with its embedded defaults"
@@ -33,22 +35,32 @@ $(VENV)/.installed: pyproject.toml
 
 setup: $(VENV)/.installed system-deps micropython
 
-# Debian packages the tests use (the broker and browser they start themselves, a C
-# compiler and 32-bit C library for the MicroPython build). Installed only when missing; needs root or sudo.
-system-deps:
-	@missing=""; \
-	for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+# Install the Debian packages given as $(1) that are missing; needs root or sudo.
+define apt_install_missing
+	missing=""; \
+	for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "[setup] installing Debian packages:$$missing"; \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
 	fi
+endef
+
+# Debian packages the tests use (the broker and browser they start themselves, a C
+# compiler and 32-bit C library for the MicroPython build). Installed only when missing.
+system-deps:
+	@$(call apt_install_missing,$(SYSTEM_PACKAGES))
+
+# The embedded broker `make run` starts: Mosquitto, persistent. Without it the server
+# falls back to the pip-only amqtt broker (in memory only) and says so.
+broker-deps:
+	@$(call apt_install_missing,mosquitto) || echo "[run] could not install mosquitto: the server falls back to amqtt"
 
 micropython: $(VENV)/.installed
 	$(PY) -m tools.fetch all --cache $(CACHE)
 
 # --- the two commands --------------------------------------------------------------------
-run: $(VENV)/.installed
+run: $(VENV)/.installed broker-deps
 	$(PY) -m server $(ARGS)
 
 test: setup

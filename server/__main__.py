@@ -122,6 +122,8 @@ def main(argv: list[str] | None = None) -> int:
               f"(--http-host or http.host to open them to the network)", flush=True)
     print(f"OCPP endpoint: {app.ocpp_url}/<chargePointId>", flush=True)
     print(f"MQTT broker: {app.ingest.broker['host']}:{app.ingest.broker['port']}", flush=True)
+    if app.broker is not None:
+        print(f"MQTT broker guarantee: {app.broker.guarantee}", flush=True)
     print(f"PORTS ocpp={app.ports['ocpp']} http={app.ports['http']} "
           f"mqtt={app.ingest.broker['port']}", flush=True)
     while not stop.wait(1.0):

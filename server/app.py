@@ -18,7 +18,8 @@ from server.accounts import Accounts
 from server.config import Config
 from server.files import DiagnosticsInbox, FirmwareLibrary
 from server.fleet import Fleet
-from server.mqtt.broker import BrokerProcess
+from server.mqtt.broker import open_embedded_broker
+from server.mqtt.credentials import BrokerCredentials
 from server.mqtt.ingest import MqttIngest, parse_broker_url
 from server.ocpp.central import CentralSystem
 from server.ocpp.endpoint import OcppEndpoint
@@ -42,7 +43,7 @@ class Application:
         self.store = self.fleet = self.central = self.ingest = None
         self.channels = self.bridge = self.firmware = self.diagnostics = None
         self.accounts: Accounts | None = None
-        self.broker: BrokerProcess | None = None
+        self.broker = None  # the embedded broker (MosquittoBroker or AmqttBroker), if any
         self.endpoint: OcppEndpoint | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: threading.Thread | None = None
@@ -79,7 +80,14 @@ class Application:
 
         self._start_ocpp()
         self._start_mqtt()
-        self._start_http()
+        try:
+            self._start_http()
+        except Exception:
+            # the embedded Mosquitto outlives the process unless stopped (server/mqtt/mosquitto.py)
+            self.ingest.stop()
+            if self.broker is not None:
+                self.broker.stop()
+            raise
         self.bridge.start()
         self.started = True
         log.info("dashboard %s  OCPP %s/<chargePointId>  MQTT %s:%s", self.dashboard_url,
@@ -103,12 +111,28 @@ class Application:
     def _start_mqtt(self) -> None:
         mqtt = self.config.mqtt
         if mqtt["url"]:
+            # External broker: the ingest uses the URL's credentials; identities and ACLs
+            # are the operator's to configure there (docs/server.md).
             broker = parse_broker_url(mqtt["url"])
+            log.info("MQTT: external broker %s:%s; delivery guarantees are that broker's",
+                     broker["host"], broker["port"])
         else:
-            self.broker = BrokerProcess(mqtt["embedded_host"], mqtt["embedded_port"])
-            port = self.broker.start()
-            broker = {"host": mqtt["embedded_host"], "port": port, "tls": False}
+            credentials = BrokerCredentials(self.config.data_dir / "mqtt", mqtt["client_id"],
+                                            mqtt["topic_prefix"])
+            credentials.load(self.fleet.all())
+            self.fleet.on_key_change(credentials.set_station)
+            self.broker = open_embedded_broker(self.config, credentials)
+            try:
+                port = self.broker.start()
+            except Exception:
+                self.broker = None
+                raise
+            broker = {"host": mqtt["embedded_host"], "port": port, "tls": False,
+                      "username": credentials.ingest_user,
+                      "password": credentials.ingest_password}
             self.ports["mqtt"] = port
+            (log.info if self.broker.kind == "mosquitto" else log.warning)(
+                "MQTT broker guarantee: %s", self.broker.guarantee)
         self.ingest = MqttIngest(self.config, self.store, self.fleet, on_telemetry=self.bridge.feed)
         self.ingest.start(broker)
 

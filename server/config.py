@@ -72,11 +72,16 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "allowed_hosts": [],
         "tls_cert": "",  # PEM certificate (chain): serve HTTPS instead of HTTP
         "tls_key": "",
+        "max_json_bytes": 1024 * 1024,  # request bodies of every route but uploads
     },
     "mqtt": {
         "url": "",  # empty: embedded broker; mqtt://user:pass@host:port for an external one
+        "embedded_broker": "auto",  # auto (Mosquitto if installed, else amqtt), mosquitto, amqtt
+        "mosquitto_binary": "",  # default: `mosquitto` on PATH, then /usr/sbin/mosquitto
         "embedded_host": "127.0.0.1",
         "embedded_port": 1883,
+        "broker_autosave_seconds": 10,  # Mosquitto's autosave_interval (what its own crash loses)
+        "broker_max_queued_messages": 1000000,  # per client (the ingest while the server is down)
         "client_id": "picocharge-central",
         "max_payload_bytes": 256,
         "topic_prefix": "picocharge",

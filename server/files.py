@@ -9,6 +9,11 @@ characters) and takes a version of at most 50 characters (BootNotification's
 firmwareVersion); ``describe`` reports anything else as a problem. Build a bundle from
 ``build/firmware/`` (``make firmware``: the modules as .mpy, as a board runs them); one built
 from the sources makes a board compile them at import, which costs it heap.
+
+Signed bundles: ``manifest.sig`` beside the manifest (``python -m tools.sign sign``; format
+in docs/firmware.md). The board decides what it installs, so an unsigned bundle is still
+served; ``describe`` says whether the bundle is signed, by which key, and whether that
+signature matches the manifest as it is now (``signature``).
 """
 
 from __future__ import annotations
@@ -26,6 +31,12 @@ from pathlib import Path
 from server.store import Store
 
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+# the signed-bundle format (firmware/lib/firmware_trust.py holds the board's copy)
+SIGNATURE_FILE = "manifest.sig"
+SIGNATURE_FORMAT = "picocharge-sig-1"
+MANIFEST_CONTEXT = b"PicoCharge firmware manifest v1\n"
+ENDORSE_CONTEXT = b"PicoCharge key endorsement v1\n"
 
 
 def sha256_file(path: Path) -> str:
@@ -70,6 +81,34 @@ def build_bundle(source: Path, bundle_dir: Path, version: str) -> dict:
     return manifest
 
 
+def signature_info(bundle: Path) -> dict:
+    """{"signed": bool, "key": hex or None, "key_rotations": n, "matches_manifest": bool}:
+    whether ``manifest.sig`` is there and its signature, by the key it names, holds for
+    the manifest's current bytes (whether a board trusts that key is the board's
+    business)."""
+    path = Path(bundle) / SIGNATURE_FILE
+    if not path.is_file():
+        return {"signed": False, "key": None, "key_rotations": 0, "matches_manifest": False}
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    info = {"signed": True, "key": None, "key_rotations": 0, "matches_manifest": False}
+    try:
+        doc = json.loads(path.read_text())
+        if not isinstance(doc, dict) or doc.get("format") != SIGNATURE_FORMAT:
+            return info
+        info["key"] = str(doc.get("key"))[:64]
+        endorse = doc.get("endorse", [])
+        info["key_rotations"] = len(endorse) if isinstance(endorse, list) else 0
+        manifest = (Path(bundle) / "manifest.json").read_bytes()
+        Ed25519PublicKey.from_public_bytes(bytes.fromhex(doc["key"])).verify(
+            bytes.fromhex(doc["sig"]), MANIFEST_CONTEXT + hashlib.sha256(manifest).digest())
+        info["matches_manifest"] = True
+    except (OSError, ValueError, TypeError, KeyError, InvalidSignature):
+        pass
+    return info
+
+
 class FirmwareLibrary:
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
@@ -89,12 +128,14 @@ class FirmwareLibrary:
         try:
             manifest = json.loads((path / "manifest.json").read_text())
         except ValueError as exc:
-            return {"name": name, "valid": False, "problems": [f"manifest.json: {exc}"]}
+            return {"name": name, "valid": False, "problems": [f"manifest.json: {exc}"],
+                    "signature": signature_info(path)}
         problems = []
         files = manifest.get("files")
         if not isinstance(files, dict):
             return {"name": name, "valid": False,
-                    "problems": ["manifest.json: files must map paths to {size, sha256}"]}
+                    "problems": ["manifest.json: files must map paths to {size, sha256}"],
+                    "signature": signature_info(path)}
         version = manifest.get("version")
         if not isinstance(version, str) or not 0 < len(version) <= MAX_VERSION:
             problems.append(f"manifest.json: version must be a string of 1 to {MAX_VERSION} "
@@ -113,7 +154,8 @@ class FirmwareLibrary:
             elif entry.get("size") != file_path.stat().st_size:
                 problems.append(f"{relative}: size mismatch")
         return {"name": name, "version": manifest.get("version"),
-                "files": files, "valid": not problems, "problems": problems}
+                "files": files, "valid": not problems, "problems": problems,
+                "signature": signature_info(path)}
 
     def names(self) -> list[str]:
         return sorted(p.name for p in self.root.iterdir()

@@ -29,6 +29,7 @@ class Fleet:
         self._connectors: dict[tuple[str, int], dict[str, Any]] = {}
         self._persisted_seen: dict[str, float] = {}
         self.strangers = Strangers()  # ids nobody registered: no record, just a short list
+        self._key_listeners: list = []
         for record in store.load_chargepoints():
             # Nobody is connected to a process that just started.
             record["ocpp_online"] = 0
@@ -54,6 +55,19 @@ class Fleet:
     def is_registered(self, cp_id: str) -> bool:
         record = self._records.get(cp_id)
         return bool(record and record.get("registration"))
+
+    # Key changes ---------------------------------------------------------------
+    def on_key_change(self, listener) -> None:
+        """Call `listener(cp_id, plaintext_key_or_None)` whenever a station's key is set
+        (the plaintext exists only then), cleared, or the station deleted."""
+        self._key_listeners.append(listener)
+
+    def _key_changed(self, cp_id: str, key: str | None) -> None:
+        for listener in self._key_listeners:
+            try:
+                listener(cp_id, key)
+            except Exception:
+                log.exception("key change listener failed for %s", cp_id)
 
     # Writes --------------------------------------------------------------------
     def _persist(self, record: dict[str, Any]) -> None:
@@ -96,6 +110,8 @@ class Fleet:
             self._persist(record)
             if previous != registration:
                 self.event(cp_id, "registration", previous=previous, registration=registration)
+            if auth_key is not None or clear_auth_key:
+                self._key_changed(cp_id, auth_key)
             return dict(record)
 
     def set_auth_key(self, cp_id: str, auth_key: str) -> bool:
@@ -111,6 +127,7 @@ class Fleet:
             record["auth_key_hash"] = digest
             self._persist(record)
         self.event(cp_id, "auth_key_changed")
+        self._key_changed(cp_id, auth_key)
         return True
 
     def upgrade_key_hash(self, cp_id: str, old: str, new: str) -> None:
@@ -137,6 +154,7 @@ class Fleet:
                 del self._connectors[key]
             self.store.delete_chargepoint(cp_id)
             self.event(cp_id, "deleted")
+            self._key_changed(cp_id, None)
             return True
 
     def touch(self, cp_id: str, now: float) -> None:

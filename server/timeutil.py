@@ -5,6 +5,14 @@ from __future__ import annotations
 import time
 from datetime import UTC, datetime
 
+# Times accepted from outside (REST input, ThingSpeak writes): UNIX seconds from 1970 to
+# the end of 2099. Anything else is a mistake or an attack, and breaks ISO formatting.
+EARLIEST_TIME, LATEST_TIME = 0.0, 4102444799.0
+
+
+def in_sane_range(epoch: float) -> bool:
+    return EARLIEST_TIME <= epoch <= LATEST_TIME  # False for NaN too
+
 
 def now() -> float:
     return time.time()

@@ -61,13 +61,14 @@ def central(tmp_path):
 def test_firmware_board_charges_a_car_and_the_central_system_sees_it_live(
         central, board_factory, record_heap, runtime_name):
     api(central, "/idtags", {"id_tag": "CARD-0042"})
+    # the broker admits a station by its chargePointId and AuthorizationKey
+    key = "e2e-key-PICO-E2E-0123456789"
+    api(central, "/chargepoints", {"id": "PICO-E2E", "auth_key": key})
     board = board_factory({
         "cp_id": "PICO-E2E",
         "wifi": {"ssid": "workshop", "password": "secret"},
-        # auto_register: the first AuthorizationKey the board presents becomes its key
-        "ocpp": {"url": "ws://127.0.0.1:%d/ocpp" % central.ports["ocpp"],
-                 "password": "e2e-station-key-0001"},
-        "mqtt": {"url": "mqtt://127.0.0.1:%d" % central.ports["mqtt"]},
+        "ocpp": {"url": "ws://127.0.0.1:%d/ocpp" % central.ports["ocpp"], "password": key},
+        "mqtt": {"url": "mqtt://PICO-E2E:%s@127.0.0.1:%d" % (key, central.ports["mqtt"])},
         "intervals": {"telemetry_s": 2, "report_s": 2},
     })
     wait_for(lambda: api(central, "/chargepoints/PICO-E2E").get("ocpp", {}).get("online"),

@@ -43,7 +43,10 @@ def test_simulated_fleet_registers_charges_and_loses_no_telemetry(central, tmp_p
            "--mqtt", "mqtt://127.0.0.1:%d" % central.ports["mqtt"],
            "--telemetry-interval", "2", "--meter-interval", "5", "--session-min", "5",
            "--session-max", "10", "--idle-mean", "3", "--arrival-spread", "2",
-           "--id-prefix", "FLEET-", "--flash-root", str(tmp_path / "flash")]
+           "--id-prefix", "FLEET-", "--flash-root", str(tmp_path / "flash"),
+           # every station registered with its own key: the broker admits no one else
+           "--key-secret", "fleet-test", "--api", "http://127.0.0.1:%d/api/v1" % central.ports["http"],
+           "--api-token", ADMIN_TOKEN]
     result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=180)
     assert result.returncode == 0, result.stderr[-3000:]
     events = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]

@@ -108,6 +108,18 @@ def check_config(path: Path) -> dict:
         fw_config.validate(fw_config.merge(fw_config.DEFAULTS, raw))
     except fw_config.ConfigError as exc:
         raise SystemExit(f"{path}: {exc}") from None
+    for name, section in (("mqtt", raw.get("mqtt")),
+                          ("thingspeak.mqtt", (raw.get("thingspeak") or {}).get("mqtt"))):
+        if not section or not str(section.get("url", "")).startswith("mqtts://"):
+            continue
+        if not section.get("ca_file") and not section.get("insecure"):
+            # the board would refuse to connect: say it before flashing, not in the field
+            raise SystemExit(f"{path}: {name}.url is mqtts:// without {name}.ca_file: the board "
+                             "refuses to connect unchecked; name the broker's CA (DER, copied "
+                             f"to the board's flash) or set {name}.insecure to true")
+        if not section.get("ca_file"):
+            print(f"warning: {name}: TLS WITHOUT a certificate check ({name}.insecure is true)",
+                  file=sys.stderr)
     return raw
 
 

@@ -8,19 +8,20 @@ MQTT telemetry) built on its own simulated world (`tools/stubs/simworld.py`) and
 flash directory, with a simulated EV that arrives, presents an idTag, charges along a
 curve, suspends now and then, sometimes faults (over-temperature), is stopped or unplugs.
 Stations run as asyncio tasks in worker processes (`--workers`, default one per 250
-stations, started as the fleet grows). The size matters: umqtt.simple's QoS 1 publish
-blocks until the broker's PUBACK, which on a board stalls one board but here stalls every
-station of the worker, while too many processes fight over two cores; at 2 000 stations
-with telemetry every 10 s on the embedded broker, one worker gave an OCPP p99 of about
-1 s, 8 workers of 250 98 ms, 20 workers of 100 936 ms.
-
-Each station presents an AuthorizationKey derived from its id and `--key-secret`
-(`station_key`), so a server with `ocpp.auto_register` stores it at the first
-BootNotification, and one where the stations were registered beforehand with the same
-keys (`station_key(cp_id, secret)`) admits them.
+stations, started as the fleet grows). The size matters: too many processes fight over
+two cores; at 2 000 stations with telemetry every 10 s on the embedded broker, one worker
+gave an OCPP p99 of about 1 s, 8 workers of 250 98 ms, 20 workers of 100 936 ms (measured
+while the telemetry's QoS 1 publish still blocked its worker until the PUBACK; the MQTT
+link awaits it now, see firmware/lib/mqtt_link.py).
 
 `--runtime micropython --stations k` instead boots k separate MicroPython Unix-port
 boards (tools.board) for fidelity checks.
+
+Every station has an AuthorizationKey derived from `--key-secret` and its id
+(`station_key`; OCPP Basic auth, and its MQTT username/password, which the server's embedded
+broker requires), so a server with `ocpp.auto_register` stores it at the first
+BootNotification; `--api URL` (the server's /api/v1, `--api-token` if it needs one) registers
+every station with its key before the fleet starts.
 
 Progress goes to stderr once a second: connected, sessions, messages/s, errors. With
 `--json` (used by `python -m tools.bench`) step events go to stdout as JSON lines:
@@ -292,7 +293,7 @@ class Fleet:
         cfg = {
             "cp_id": cp_id,
             "wifi": {"ssid": "sim", "password": "sim"},
-            "ocpp": {"url": opts.server, "password": station_key(cp_id, opts.key_secret),
+            "ocpp": {"url": opts.server,
                      "keys": {"HeartbeatInterval": opts.heartbeat,
                               "MeterValueSampleInterval": opts.meter_interval}},
             "intervals": {"sensors_s": max(5, opts.telemetry_interval), "telemetry_s": opts.telemetry_interval},
@@ -309,10 +310,13 @@ class Fleet:
                         "safety_window_us": 1100 * 1000 // SIM_PILOT_HZ},
             "calibration": {"mains_hz": SIM_MAINS_HZ},
             "app": {"watchdog_ms": 0, "report_s": 0, "console": False, "log_bytes": 4096,
-                    "collect": False},
+                    "collect": False, "loop_probe_ms": 0},
         }
+        key = station_key(opts.key_secret, cp_id)
+        if key:
+            cfg["ocpp"]["password"] = key
         if opts.mqtt:
-            cfg["mqtt"] = {"url": opts.mqtt}
+            cfg["mqtt"] = {"url": mqtt_url(opts.mqtt, cp_id, key)}
         return cfg
 
     def telemetry_acked(self):
@@ -467,9 +471,42 @@ def split(total, parts):
     return [base + (1 if i < extra else 0) for i in range(parts)]
 
 
+def station_key(secret: str, cp_id: str) -> str:
+    """The station's AuthorizationKey (32 hex characters), or "" without a secret."""
+    if not secret:
+        return ""
+    return hmac.new(secret.encode(), cp_id.encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def mqtt_url(url: str, cp_id: str, key: str) -> str:
+    """The broker URL with the station's credentials (username = chargePointId)."""
+    if not key or "@" in url:
+        return url
+    scheme, _, rest = url.partition("://")
+    return "%s://%s:%s@%s" % (scheme, cp_id, key, rest)
+
+
+def register_stations(opts, count: int) -> None:
+    """Register stations 0..count-1 with their keys through the server's REST API."""
+    import urllib.request
+
+    headers = {"Content-Type": "application/json"}
+    if opts.api_token:
+        headers["Authorization"] = "Bearer " + opts.api_token
+    for i in range(count):
+        cp_id = "%s%05d" % (opts.id_prefix, i)
+        body = json.dumps({"id": cp_id, "auth_key": station_key(opts.key_secret, cp_id)})
+        request = urllib.request.Request(opts.api.rstrip("/") + "/chargepoints", data=body.encode(),
+                                         headers=headers, method="POST")
+        with urllib.request.urlopen(request, timeout=30):
+            pass
+
+
 async def coordinator(opts):
     schedule = [int(s) for s in opts.schedule.split(",")] if opts.schedule else [opts.stations]
     peak = max(schedule)
+    if opts.api and opts.key_secret:
+        await asyncio.to_thread(register_stations, opts, peak)
     # workers are started as the fleet grows (a small first step must not share the
     # machine with the processes of the largest one); worker i holds stations
     # i * capacity ... (i + 1) * capacity - 1
@@ -582,12 +619,15 @@ def run_micropython_boards(opts):
             flash = root / cp_id
             flash.mkdir(parents=True, exist_ok=True)
             cfg = {"cp_id": cp_id, "wifi": {"ssid": "sim", "password": "sim"},
-                   "ocpp": {"url": opts.server, "password": station_key(cp_id, opts.key_secret),
+                   "ocpp": {"url": opts.server,
                             "keys": {"HeartbeatInterval": opts.heartbeat,
                                      "MeterValueSampleInterval": opts.meter_interval}},
                    "intervals": {"telemetry_s": opts.telemetry_interval}}
+            key = station_key(opts.key_secret, cp_id)
+            if key:
+                cfg["ocpp"]["password"] = key
             if opts.mqtt:
-                cfg["mqtt"] = {"url": opts.mqtt}
+                cfg["mqtt"] = {"url": mqtt_url(opts.mqtt, cp_id, key)}
             (flash / "config.json").write_text(json.dumps(cfg))
             install_firmware(flash)
             console = open(root / f"{cp_id}.console.log", "w")
@@ -611,11 +651,6 @@ def run_micropython_boards(opts):
             board.close()
 
 
-def station_key(cp_id, secret):
-    """The simulated station's AuthorizationKey: 32 hex characters (OCPP: 16 to 40)."""
-    return hmac.new(secret.encode(), cp_id.encode(), hashlib.sha256).hexdigest()[:32]
-
-
 def parse(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--stations", type=int, default=10)
@@ -624,6 +659,8 @@ def parse(argv=None):
     p.add_argument("--server", default="ws://127.0.0.1:9000/ocpp", help="OCPP base URL")
     p.add_argument("--mqtt", default="", help="broker URL (empty: no telemetry)")
     p.add_argument("--id-prefix", default="SIM-")
+    p.add_argument("--api", default="", help="server REST base URL: register the stations with their keys")
+    p.add_argument("--api-token", default="", help="Bearer token for --api")
     p.add_argument("--meter-interval", type=int, default=60, help="MeterValueSampleInterval, s")
     p.add_argument("--telemetry-interval", type=int, default=60, help="MQTT telemetry period, s")
     p.add_argument("--heartbeat", type=int, default=300, help="HeartbeatInterval, s")
@@ -640,7 +677,8 @@ def parse(argv=None):
     p.add_argument("--arrival-spread", type=float, default=60.0)
     p.add_argument("--connect-timeout", type=float, default=120.0)
     p.add_argument("--key-secret", default="picocharge-sim",
-                   help="secret the stations' AuthorizationKeys are derived from")
+                   help="derive each station's AuthorizationKey from this (OCPP and MQTT "
+                        "credentials; 32 hex characters each)")
     # internal: worker processes
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--first-index", type=int, default=0, help=argparse.SUPPRESS)
@@ -658,6 +696,8 @@ def main(argv=None) -> int:
         opts.flash_root = tempfile.mkdtemp(prefix="picocharge-sim-")
     try:
         if opts.runtime == "micropython":
+            if opts.api and opts.key_secret:
+                register_stations(opts, opts.stations)
             run_micropython_boards(opts)
         else:
             asyncio.run(coordinator(opts))

@@ -39,6 +39,7 @@ def app_options(config):
         "log_bytes": 16384,
         "console": True,  # the REPL task on the serial console (the fleet simulator has none)
         "collect": True,  # gc.collect() around start-up (a simulator of thousands skips it)
+        "loop_probe_ms": 100,  # loop-gap probe period (0: off); see App.loop_probe
     }
     extra = config.get("app")
     if isinstance(extra, dict):
@@ -109,19 +110,20 @@ class App:
             from telemetry import Telemetry
 
             self.telemetry = Telemetry(cfg, self.station, self.clock, self.status, self.wifi,
-                                       self.log)
+                                       self.log, self.flash, self.authorization_key)
         self.thingspeak = None
         if cfg["thingspeak"] is not None:
             gc.collect()  # load modules into a clean heap: less fragmentation
             from thingspeak import ThingSpeak
 
             self.thingspeak = ThingSpeak(cfg, self.station, self.clock, self.status, self.wifi,
-                                         self.log)
+                                         self.log, flash=self.flash)
         self.console = None
         self.wdt = None
         self.reports = 0
         self.task_errors = 0
         self.rebooting = False
+        self.loop_gap_ms = None  # longest wake-to-wake interval of the loop probe
 
     def _connector_logic(self):
         cfg = self.config
@@ -152,6 +154,16 @@ class App:
             return self.point.status
         except Exception:
             return None
+
+    def authorization_key(self):
+        """The station's AuthorizationKey as the charge point holds it now (rotated keys
+        included), or None; the MQTT link's default password."""
+        try:
+            if self.mode == "ocpp":
+                return self.point.cfg.get("AuthorizationKey") or None
+        except Exception:
+            pass
+        return None
 
     def uptime_s(self):
         return time.ticks_diff(time.ticks_ms(), self.start_ms) // 1000
@@ -220,6 +232,24 @@ class App:
                 self.wdt.feed()
             await asyncio.sleep_ms(1000)
 
+    async def loop_probe(self):
+        """Measures how long the event loop stays away: a task that asks to wake every
+        `loop_probe_ms` and keeps the longest interval between two wakes (the board's own
+        clock). Any single blocking stretch is at most that long; the figure is at most one
+        period above the longest stretch. Shown by ev.status() and ev.report()."""
+        period = int(self.opts["loop_probe_ms"])
+        if period <= 0:
+            return
+        last = time.ticks_ms()
+        self.loop_gap_ms = 0
+        while True:
+            await asyncio.sleep_ms(period)
+            now = time.ticks_ms()
+            gap = time.ticks_diff(now, last)
+            if gap > self.loop_gap_ms:
+                self.loop_gap_ms = gap
+            last = now
+
     def _forget(self, name):
         """Drop a module loaded for a moment (diagnostics) so its code leaves the heap."""
         import sys
@@ -274,6 +304,7 @@ class App:
             self.console = Console()
             tasks.append(asyncio.create_task(self.guard("console", self.console.run)))
         tasks.append(asyncio.create_task(self.guard("watchdog", self.watchdog)))
+        tasks.append(asyncio.create_task(self.guard("loop probe", self.loop_probe)))
         tasks.append(asyncio.create_task(self.guard("report", self.reporter)))
         if self.opts["collect"]:
             gc.collect()

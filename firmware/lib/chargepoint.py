@@ -73,6 +73,8 @@ class ChargePoint(ocpp_link.Link, ocpp_tx.Transactions):
             self.fw_version = flash.read_json("fw/version.json")["version"]
         except (OSError, ValueError, KeyError):
             pass
+        if (config.get("firmware") or {}).get("allow_unsigned") is True:
+            self.log("firmware: WARNING firmware.allow_unsigned is on: unsigned bundles get installed")
         if flash.exists("fw/install.json"):
             self.feature("fw")  # an update on trial, or one to roll back
         self.call_timeout = int(ocpp.get("call_timeout_s", 30))

@@ -68,6 +68,27 @@ def merge(defaults, overrides):
     return out
 
 
+def _check_mqtt(section, name):
+    """An MQTT link's keys (mqtt_link.Link): url, user, password, ca_file, insecure."""
+    url = str(section.get("url", ""))
+    if not url.startswith(("mqtt://", "mqtts://")):
+        raise ConfigError("%s.url must start with mqtt:// or mqtts://" % name)
+    host = url.split("://", 1)[1].split("/", 1)[0].rsplit("@", 1)[-1]
+    port = host.rsplit("]", 1)[-1] if host.startswith("[") else host
+    port = port.rsplit(":", 1)[1] if ":" in port else "1883"
+    if not host or host.startswith(":") or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError("%s.url needs a host and a port of 1..65535" % name)
+    for key in ("user", "password", "ca_file", "client_id"):
+        if section.get(key) is not None and not isinstance(section[key], str):
+            raise ConfigError("%s.%s must be a string" % (name, key))
+    if not isinstance(section.get("insecure", False), bool):
+        raise ConfigError("%s.insecure must be true or false" % name)
+    for key in ("timeout_s", "max_backoff_s"):
+        value = section.get(key, 1)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+            raise ConfigError("%s.%s must be a positive number" % (name, key))
+
+
 def validate(cfg):
     """Raise ConfigError with a readable message for a config the board cannot use."""
     if not isinstance(cfg.get("cp_id"), str) or not cfg["cp_id"]:
@@ -82,11 +103,24 @@ def validate(cfg):
         raise ConfigError("wifi.ssid is missing")
     if cfg["ocpp"] is not None and not str(cfg["ocpp"].get("url", "")).startswith(("ws://", "wss://")):
         raise ConfigError("ocpp.url must start with ws:// or wss://")
-    if cfg["mqtt"] is not None and not str(cfg["mqtt"].get("url", "")).startswith(("mqtt://", "mqtts://")):
-        raise ConfigError("mqtt.url must start with mqtt:// or mqtts://")
+    if cfg["mqtt"] is not None:
+        _check_mqtt(cfg["mqtt"], "mqtt")
+    ts = cfg["thingspeak"]
+    if ts is not None and ts.get("mqtt") is not None:
+        if not isinstance(ts["mqtt"], dict):
+            raise ConfigError("thingspeak.mqtt must be an object or absent")
+        _check_mqtt(ts["mqtt"], "thingspeak.mqtt")
     for key in ("pins", "calibration", "limits", "intervals"):
         if not isinstance(cfg.get(key), dict):
             raise ConfigError("%s must be an object" % key)
+    fw = cfg.get("firmware")  # signed updates (firmware_trust.py)
+    if fw is not None:
+        if not isinstance(fw, dict):
+            raise ConfigError("firmware must be an object or absent")
+        if not isinstance(fw.get("keys", []), list):
+            raise ConfigError("firmware.keys must be a list of Ed25519 public keys (hex or base64)")
+        if not isinstance(fw.get("allow_unsigned", False), bool):
+            raise ConfigError("firmware.allow_unsigned must be true or false")
     return cfg
 
 

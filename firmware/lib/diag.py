@@ -11,6 +11,20 @@ def _r(v):
     return "--" if v is None else "%.1f" % v
 
 
+def firmware_text(app):
+    """The running version and what the board accepts as an update (firmware_trust.py)."""
+    fw = app.config.get("firmware") or {}
+    keys = fw.get("keys") or []
+    text = "%s  updates: %d key(s) in config" % (getattr(app.point, "fw_version", "?"), len(keys))
+    if app.flash.exists("fw/keys.json"):
+        text += " + rotations in fw/keys.json"
+    if fw.get("allow_unsigned") is True:
+        return text + "  UNSIGNED BUNDLES ALLOWED (firmware.allow_unsigned)"
+    if not keys and not app.flash.exists("fw/keys.json"):
+        return text + "  (no key: every bundle is refused)"
+    return text + "  (signed bundles only)"
+
+
 def uplinks_text(app):
     parts = []
     if app.wifi is None:
@@ -31,14 +45,26 @@ def uplinks_text(app):
         parts.append("mqtt off")
     else:
         t = app.telemetry
-        parts.append("mqtt %s (%d sent, %d buffered)" % (
-            "connected" if t.connected() else "down", t.published, len(t.buffer)))
+        parts.append("mqtt %s (%d sent, %d buffered%s)" % (
+            "connected" if t.connected() else "down", t.published, len(t.buffer),
+            _security(t.link)))
     if app.thingspeak is None:
         parts.append("thingspeak off")
     else:
         ts = app.thingspeak
-        parts.append("thingspeak %d updates, %d backlog" % (ts.updates, len(ts.backlog)))
+        parts.append("thingspeak %d updates, %d backlog%s" % (
+            ts.updates, len(ts.backlog), _security(ts.mqtt) if ts.mqtt is not None else ""))
     return ", ".join(parts)
+
+
+def _security(link):
+    """What the uplinks line says about a link's TLS (nothing for plain or checked TLS)."""
+    sec = link.security()
+    if sec == "tls-unchecked":
+        return ", TLS certificate NOT checked (insecure)"
+    if sec == "refused":
+        return ", mqtts without a CA: refused"
+    return ", TLS" if sec == "tls" else ""
 
 
 def report(app):
@@ -63,6 +89,8 @@ def report(app):
     out["st"] = app.status()
     out["lim"] = st.offered_a()
     out["relay"] = st.relay_closed()
+    if app.loop_gap_ms is not None:
+        out["loop_gap_ms"] = app.loop_gap_ms
     faults = st.faults()
     if faults:
         out["faults"] = [f[0] for f in faults]
@@ -201,9 +229,10 @@ def ev_status():
     if s["warnings"]:
         print("warnings %s" % "; ".join("%s: %s" % w for w in s["warnings"]))
     print("uplinks  %s" % uplinks_text(app))
-    print("board    up %d s  heap free %s  safety ticks %d (max gap %d ms)" % (
+    print("firmware %s" % firmware_text(app))
+    print("board    up %d s  heap free %s  safety ticks %d (max gap %d ms)  loop gap max %s ms" % (
         app.uptime_s(), gc.mem_free() if hasattr(gc, "mem_free") else "--", s["ticks"],
-        s["max_tick_gap_ms"]))
+        s["max_tick_gap_ms"], "--" if app.loop_gap_ms is None else app.loop_gap_ms))
 
 
 def ev_sensors():

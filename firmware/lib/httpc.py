@@ -38,7 +38,8 @@ API
   else `HTTPError`. `tls_mode(section)` says which: "checked", "insecure" or "no CA".
 
 `Response`: `status` (int), `reason` (str), `headers` (dict, lower-case names, at most
-`MAX_HEADERS` kept), `body` (bytes or None when sunk), `length` (body bytes received).
+`MAX_HEADERS` kept; a head line longer than `MAX_LINE` bytes or more than `MAX_HEAD_LINES`
+header lines is an `HTTPError`, read without ever buffering more than one line), `body` (bytes or None when sunk), `length` (body bytes received).
 Errors: `HTTPError` (malformed URL or response, body too large), `OSError` (network),
 the timeout error above.
 
@@ -51,6 +52,7 @@ import binascii
 import json
 
 MAX_HEADERS = 24
+MAX_HEAD_LINES = 64  # header lines read before giving up (only MAX_HEADERS are kept)
 MAX_LINE = 1024
 CHUNK = 512
 
@@ -184,10 +186,21 @@ async def close_stream(writer):
 
 
 async def read_line(reader):
-    line = await reader.readline()
-    if len(line) > MAX_LINE:
+    """One line of the response head (status, header, chunk size), at most MAX_LINE bytes.
+    Read byte by byte (heads are short), as the WebSocket handshake does: the streams'
+    readline() has no limit on MicroPython, so a server that never ends a line would fill
+    the heap before any length check."""
+    buf = bytearray()
+    while len(buf) < MAX_LINE:
+        c = await reader.read(1)
+        if not c:
+            break
+        buf += c
+        if c == b"\n":
+            break
+    else:
         raise HTTPError("header line too long")
-    return line
+    return bytes(buf)
 
 
 async def read_some(reader, n):
@@ -281,7 +294,7 @@ async def _exchange(method, url, body, headers, sink, source, source_len, max_bo
         except ValueError:
             raise HTTPError("bad status line")
         resp.reason = parts[2] if len(parts) > 2 else ""
-        while True:
+        for _ in range(MAX_HEAD_LINES):
             line = await read_line(reader)
             if not line:
                 raise HTTPError("connection closed inside the headers")
@@ -291,6 +304,8 @@ async def _exchange(method, url, body, headers, sink, source, source_len, max_bo
             if ":" in text and len(resp.headers) < MAX_HEADERS:
                 name, value = text.split(":", 1)
                 resp.headers[name.strip().lower()] = value.strip()
+        else:
+            raise HTTPError("more than %d header lines" % MAX_HEAD_LINES)
         out = sink
         buf = None
         if sink is None:

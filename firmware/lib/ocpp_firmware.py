@@ -12,6 +12,14 @@ tries before giving up (at least once; 3 when absent), `retryInterval` s apart (
 absent). The manifest and every file are streamed to `fw/stage/` with their size and
 SHA-256 checked; a failed download leaves nothing behind.
 
+Signed bundles: `manifest.sig` next to the manifest (`<name>.sig` for a location
+`<name>.json`) must carry an Ed25519 signature of the manifest by a key the board trusts
+(`firmware_trust`, loaded with `ed25519` for the check only), checked before any file is
+fetched. A bundle that fails it (no signature, an unknown key, a signature that does not
+verify, a file whose SHA-256 differs from the signed manifest) is refused at once, without
+retries: InstallationFailed, nothing installed, a log line `firmware: refused ...`. A key
+rotation the bundle carries is written to `fw/keys.json` once all its files verified.
+
 Installation (after the transaction, if one runs): `fw/install.json` records the plan
 ("copying"); every target is moved into `fw/backup/` and the staged file renamed into
 its place (renames only: atomic, no second copy on flash); a `lib/x.py` that would shadow
@@ -42,6 +50,11 @@ import httpc
 BASE_VERSION = "1.0.0"
 MAX_TRIAL_BOOTS = 3
 MAX_MANIFEST = 16384
+MAX_SIG = 4096
+
+
+class Refused(Exception):
+    """The bundle is not what a trusted key signed: no retry, InstallationFailed."""
 
 
 def attempts(p):
@@ -230,9 +243,13 @@ class Firmware:
 
     async def trial_watch(self):
         """Roll back a trial that does not reach Accepted in time."""
-        if self.trial is None:
-            return
-        await asyncio.sleep(self.cp.cfg.get("FirmwareTrialTimeout"))
+        # in 1 s steps: a task asleep for the whole timeout would keep this module (~11 KB)
+        # alive after the commit unloaded it, and the next UpdateFirmware would load a
+        # second copy next to it
+        for _ in range(self.cp.cfg.get("FirmwareTrialTimeout")):
+            if self.trial is None:
+                return
+            await asyncio.sleep(1)
         if self.trial is not None:
             self.cp.log("firmware: %s not accepted within %ds, rolling back" % (
                 self.trial["version"], self.cp.cfg.get("FirmwareTrialTimeout")))
@@ -251,17 +268,71 @@ class Firmware:
                                              p.get("retryInterval", 30)))
         return {}
 
-    async def _get(self, url, path, limit):
-        """Stream `url` into `path` on flash: (HTTP status, bytes, sha256 hex)."""
+    async def _get(self, url, path, limit, missing_ok=False):
+        """Stream `url` into `path` on flash: (bytes, sha256 digest); None for a 404 when
+        `missing_ok`."""
         with open(self.flash.path(path), "wb") as fh:
             sink = HashSink(fh, limit)
             # https: the central system's TLS settings (ocpp.ca_file / ocpp.insecure)
             resp = await httpc.get(url, sink=sink, timeout=60,
                                    ssl_ctx=httpc.tls_context(self.cp.ocpp_conf, self.flash)
                                    if url.startswith("https:") else None)
+        if resp.status == 404 and missing_ok:
+            self.flash.remove(path)
+            return None
         if resp.status != 200:
             raise OSError("%s: HTTP %d" % (url, resp.status))
-        return sink.n, binascii.hexlify(sink.h.digest()).decode()
+        return sink.n, sink.h.digest()
+
+    async def _check_signature(self, digest, sig_path):
+        """(why refused or None, (fw/keys.json content, log lines) or None). The policy
+        (firmware_trust) and the Ed25519 code are loaded one after the other, each for
+        this moment only (each in its own function: a module bound to a local of this
+        coroutine would stay on the heap as long as it runs)."""
+        why, checks, learnt, notes = self._plan_signature(digest, sig_path)
+        gc.collect()
+        if why or not checks:
+            return why, None
+        why = await self._verify_signatures(checks)
+        gc.collect()
+        if why:
+            return why, None
+        self.cp.log("firmware: manifest signed by key %s (%d signature(s) verified)" % (
+            binascii.hexlify(checks[-1][0]).decode()[:16], len(checks)))
+        return None, (learnt, notes)
+
+    def _plan_signature(self, digest, sig_path):
+        import sys
+
+        gc.collect()  # into a clean heap
+        try:
+            import firmware_trust
+
+            return firmware_trust.plan(self.cp.config, self.flash, self.cp.log, digest, sig_path)
+        finally:
+            if "firmware_trust" in sys.modules:
+                del sys.modules["firmware_trust"]
+
+    async def _verify_signatures(self, checks):
+        """Why the first failing check fails, or None; the event loop gets a turn every 4
+        bits of each verification."""
+        import sys
+
+        gc.collect()
+        try:
+            import ed25519
+
+            await asyncio.sleep_ms(0)  # loading it from flash was one stretch already
+            for key, message, sig, fail in checks:
+                for verdict in ed25519.verifier(key, message, sig, 4):
+                    if verdict is None:
+                        await asyncio.sleep_ms(0)
+                    elif verdict is not True:
+                        return fail
+            return None
+        finally:
+            if "ed25519" in sys.modules:
+                del sys.modules["ed25519"]
 
     async def _download(self, location):
         flash = self.flash
@@ -273,7 +344,15 @@ class Firmware:
             murl = base + "manifest.json"
         self.clear("fw/stage")
         flash.makedirs("fw/stage/lib")
-        await self._get(murl, "fw/stage/manifest.json", MAX_MANIFEST)
+        digest = (await self._get(murl, "fw/stage/manifest.json", MAX_MANIFEST))[1]
+        sig_path = "fw/stage/manifest.sig"
+        if await self._get(murl[:-5] + ".sig", sig_path, MAX_SIG, True) is None:
+            sig_path = None
+        why, learnt = await self._check_signature(digest, sig_path)
+        if sig_path:
+            flash.remove(sig_path)
+        if why:
+            raise Refused(why)
         with open(flash.path("fw/stage/manifest.json"), "rb") as fh:
             if not json_complete(fh):
                 raise ValueError("manifest cut short")
@@ -307,9 +386,15 @@ class Firmware:
             for line in ix:
                 path, size, sha = line.split()
                 n, digest = await self._get(base + path, "fw/stage/" + path, int(size))
-                if n != int(size) or digest != sha:
-                    raise ValueError("%s: size or sha256 mismatch" % path)
+                if n != int(size):
+                    raise ValueError("%s: %d bytes, not %s" % (path, n, size))
+                if binascii.hexlify(digest).decode() != sha:
+                    raise Refused("%s: sha256 differs from the manifest's" % path)
         flash.remove("fw/stage/index.txt")
+        if learnt is not None and learnt[0] is not None:
+            flash.write_json("fw/keys.json", learnt[0])
+            for line in learnt[1]:
+                self.cp.log(line)
         return version, names
 
     async def _update(self, location, retrieve, tries, interval):
@@ -325,15 +410,23 @@ class Firmware:
                 held = await cp.hold_link(location)  # one TLS session at a time
                 try:
                     result = await self._download(location)
-                    break
+                except Refused as exc:
+                    result = exc
                 except Exception as exc:
                     cp.log("firmware: download failed: %r" % (exc,))
                     self.clear("fw/stage")
                 finally:
                     if held:
                         cp.release_link()
-                    if attempt < tries - 1:
-                        await asyncio.sleep(interval)
+                if result is not None:
+                    break
+                if attempt < tries - 1:  # (not after a success or a refusal)
+                    await asyncio.sleep(interval)
+            if isinstance(result, Refused):
+                cp.log("firmware: refused %s: %s" % (location, result))
+                self.clear("fw/stage")
+                self.notify("InstallationFailed")
+                return
             if result is None:
                 self.notify("DownloadFailed")
                 return

@@ -46,6 +46,7 @@ class Link:
             self.reboot("Hard")
         if fw is not None and fw.trial is not None:
             asyncio.create_task(fw.trial_watch())
+        fw = None  # this coroutine runs forever: a reference would keep ocpp_firmware loaded
         failures = 0
         while True:
             ws = self.ws_obj

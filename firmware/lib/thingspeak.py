@@ -18,8 +18,11 @@ code (0 Available .. 8 Faulted), field8 MCU temperature C; `status` = status tex
   `POST <url>/channels/<id>/bulk_update.json` (`{"write_api_key": .., "updates": [..]}`,
   ThingSpeak answers 202 `{"success": true}`), in the same 15 s slot.
 - Optional `thingspeak.mqtt` (`{"url": "mqtt://mqtt3.thingspeak.com:1883", "client_id",
-  "user", "password"}`): regular updates go to `channels/<id>/publish` (payload
-  `field1=..&..&status=..`, QoS 0) instead of REST; the backlog still uses bulk REST.
+  "user", "password"}`, and for `mqtts://` `"ca_file"` or `"insecure": true`; ThingSpeak's
+  MQTT device credentials, not the station's): regular updates go to
+  `channels/<id>/publish` (payload `field1=..&..&status=..`, QoS 0) instead of REST over an
+  `mqtt_link.Link` (the same guarded link as the telemetry: a dead or silent broker costs a
+  bounded wait, never a stalled loop); the backlog still uses bulk REST.
 
 `thingspeak.url` is configurable, so a board can post to the project's own server.
 """
@@ -29,7 +32,7 @@ import time
 
 import connector_state
 import httpc
-from telemetry import Ring, TimeoutSocket, parse_url
+from telemetry import Ring
 
 FREE_TIER_S = 15
 AVG_FIELDS = (1, 2, 3, 4, 5, 8)  # fields averaged over the samples of an interval
@@ -62,7 +65,7 @@ def json_string(text):
 
 class ThingSpeak:
     def __init__(self, config, station, clock, status_fn, wifi=None, log=print, http=None,
-                 mqtt_mod=None):
+                 flash=None):
         section = config["thingspeak"]
         self.base = section.get("url", "https://api.thingspeak.com").rstrip("/")
         self.channel = section.get("channel")
@@ -79,7 +82,7 @@ class ThingSpeak:
         self.http = http or httpc
         self.backlog = Ring(section.get("backlog", 40))
         self.mqtt_section = section.get("mqtt")
-        self.mqtt_mod = mqtt_mod
+        self.flash = flash  # for thingspeak.mqtt.ca_file
         self.mqtt = None
         self.sums = [0.0] * 9
         self.counts = [0] * 9
@@ -101,7 +104,8 @@ class ThingSpeak:
                 "backlog": len(self.backlog), "dropped": self.backlog.dropped,
                 "rejected": self.rejected, "http_errors": self.http_errors,
                 "net_errors": self.net_errors, "mqtt_publishes": self.mqtt_publishes,
-                "last_entry": self.last_entry, "last_error": self.last_error}
+                "last_entry": self.last_entry, "last_error": self.last_error,
+                "mqtt": self.mqtt.summary() if self.mqtt is not None else None}
 
     # -- sampling and averaging ---------------------------------------------------------
     def sample(self):
@@ -213,32 +217,32 @@ class ThingSpeak:
         self.log("thingspeak: backlog of %d entries sent (bulk_update.json)" % n)
         return True
 
-    def publish_mqtt(self, payload):
-        sec = self.mqtt_section
-        if self.mqtt is None:
-            if self.mqtt_mod is None:
-                from umqtt import simple
+    async def publish_mqtt(self, payload):
+        """True once the channel feed publish went out; False: see self.last_error."""
+        link = self.mqtt
+        if link is None:
+            from mqtt_link import Link
 
-                self.mqtt_mod = simple
-            host, port, user, password = parse_url(sec.get("url", "mqtt://mqtt3.thingspeak.com"))
-            user = sec.get("user", user) or ""
-            password = sec.get("password", password) or ""
-            client = self.mqtt_mod.MQTTClient(sec.get("client_id", "picocharge").encode(), host,
-                                              port, user.encode(), password.encode(), 60)
-            client.connect(True)
-            client.sock = TimeoutSocket(client.sock, 3)
-            self.mqtt = client
+            sec = self.mqtt_section
+            link = self.mqtt = Link(
+                sec.get("url", "mqtt://mqtt3.thingspeak.com"), sec.get("client_id", "picocharge"),
+                user=sec.get("user"), password=sec.get("password"), ca_file=sec.get("ca_file"),
+                insecure=sec.get("insecure", False), flash=self.flash, keepalive_s=60,
+                timeout_s=sec.get("timeout_s", 5), max_backoff_s=sec.get("max_backoff_s", 60),
+                log=self.log, name="thingspeak mqtt")
+        if not link.connected():
+            if not link.due():
+                self.last_error = "mqtt: waiting to reconnect (%s)" % link.last_error
+                return False
+            if not await link.connect():
+                self.last_error = "mqtt: %s" % link.last_error
+                return False
         topic = ("channels/%s/publish" % self.channel).encode()
-        try:
-            self.mqtt.publish(topic, payload.encode(), False, 0)
-        except Exception:
-            try:
-                self.mqtt.sock.close()
-            except Exception:
-                pass
-            self.mqtt = None
-            raise
+        if not await link.publish(topic, payload.encode(), False, 0):
+            self.last_error = "mqtt: %s" % link.last_error
+            return False
         self.mqtt_publishes += 1
+        return True
 
     async def send(self):
         """One 15 s slot: the backlog first (bulk), else the averaged update."""
@@ -254,14 +258,10 @@ class ThingSpeak:
             await self.post_bulk()
             return
         if self.mqtt_section:
-            try:
-                self.publish_mqtt(self.form(fields, status, key=False))
-                return
-            except Exception as exc:
+            if not await self.publish_mqtt(self.form(fields, status, key=False)):
                 self.net_errors += 1
-                self.last_error = "mqtt: %r" % (exc,)
                 self.backlog.push(self.bulk_entry(fields, status, ts))
-                return
+            return
         if not await self.post_update(self.form(fields, status)):
             self.backlog.push(self.bulk_entry(fields, status, ts))
 

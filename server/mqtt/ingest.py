@@ -23,6 +23,7 @@ import paho.mqtt.client as mqtt
 from jsonschema.exceptions import best_match
 
 from server.fleet import Fleet
+from server.mqtt.pollloop import PollLoop
 from server.mqtt.telemetry import TELEMETRY_VALIDATOR, StationTelemetryStats
 from server.store import Store
 from server.store.sqlite import TELEMETRY_COLUMNS
@@ -55,8 +56,14 @@ class MqttIngest:
         self.counters: Counter = Counter()
         self.stations: dict[str, StationTelemetryStats] = {
             row["cp_id"]: StationTelemetryStats(**row) for row in store.load_telemetry_stats()}
+        # (seq, up) of each station's newest committed row. The persisted stats never run
+        # ahead of it: after a crash, a redelivered message whose row was not committed
+        # must not be taken for a duplicate (it would be acknowledged and lost).
+        self._committed: dict[str, tuple] = {
+            cp: (s.last_seq, s.last_up) for cp, s in self.stations.items()}
         self.ready = threading.Event()
         self.client: mqtt.Client | None = None
+        self.loop: PollLoop | None = None
         self.broker: dict | None = None
         self._generation = 0  # bumped on every (re)connect: message ids are per connection
 
@@ -77,7 +84,7 @@ class MqttIngest:
         client.reconnect_delay_set(1, 30)
         self.client = client
         client.connect_async(broker["host"], broker["port"], keepalive=30)
-        client.loop_start()
+        self.loop = PollLoop(client, "mqtt-ingest", 1, 30).start()
         if wait and not self.ready.wait(wait):
             log.warning("MQTT ingest not subscribed yet after %.0f s (broker %s:%s); retrying "
                         "in the background", wait, broker["host"], broker["port"])
@@ -85,8 +92,7 @@ class MqttIngest:
     def stop(self) -> None:
         if self.client is None:
             return
-        self.client.disconnect()
-        self.client.loop_stop()
+        self.loop.stop()
         self.client = None
 
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
@@ -129,7 +135,7 @@ class MqttIngest:
         if cp_id is not None:
             stats = self.stations.setdefault(cp_id, StationTelemetryStats(cp_id))
             stats.invalid += 1
-            self.store.save_telemetry_stats(stats.as_row())
+            self._save_stats(stats)
         log.warning("invalid MQTT message from %s (%s): %s", cp_id, reason, detail)
 
     def handle(self, topic: str, payload: bytes, acknowledge=None) -> bool:
@@ -176,7 +182,7 @@ class MqttIngest:
         stats = self.stations.setdefault(cp_id, StationTelemetryStats(cp_id))
         if not stats.observe(data["seq"], data.get("up"), now):
             self.counters["duplicates"] += 1
-            self.store.save_telemetry_stats(stats.as_row())
+            self._save_stats(stats)
             if acknowledge is None:
                 return False
             # the first copy may still be waiting for its commit: acknowledge after it
@@ -185,13 +191,27 @@ class MqttIngest:
         row = {"cp_id": cp_id, "ts": float(data["ts"]), "received_at": now, "seq": data["seq"]}
         for column in TELEMETRY_COLUMNS:
             row[column] = data.get(column)
-        self.store.add_telemetry(row, on_settled=acknowledge)
-        self.store.save_telemetry_stats(stats.as_row())
+        position = (data["seq"], data.get("up"))
+
+        def settled(stored: bool = True) -> None:
+            # the saved counters never run ahead of the committed rows
+            if stored:
+                self._committed[cp_id] = position
+                self._save_stats(stats)
+            if acknowledge is not None:
+                acknowledge()
+
+        self.store.add_telemetry(row, on_settled=settled)
         self.counters["telemetry_accepted"] += 1
         self.fleet.set_telemetry_online(cp_id, True, "telemetry received", now)
         if self.on_telemetry is not None:
             self.on_telemetry(cp_id, row)
         return acknowledge is not None
+
+    def _save_stats(self, stats: StationTelemetryStats) -> None:
+        row = stats.as_row()
+        row["last_seq"], row["last_up"] = self._committed.get(stats.cp_id, (None, None))
+        self.store.save_telemetry_stats(row)
 
     def stats(self) -> dict:
         return {

@@ -3,7 +3,8 @@ loss accounting from the ``seq`` counter."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from collections import deque
+from dataclasses import dataclass, field, fields
 
 from jsonschema import Draft202012Validator
 
@@ -32,6 +33,12 @@ TELEMETRY_VALIDATOR = FastValidator(Draft202012Validator(TELEMETRY_SCHEMA),
                                     draft="http://json-schema.org/draft-07/schema#")
 
 
+# How far back a message may arrive late (after newer ones) and still be told apart from a
+# redelivered duplicate. QoS 1 keeps order on one connection, but not across reconnects and
+# broker restarts: a station resending what was in flight after newer messages.
+RECENT_WINDOW = 1024
+
+
 @dataclass
 class StationTelemetryStats:
     cp_id: str
@@ -43,29 +50,47 @@ class StationTelemetryStats:
     last_seq: int | None = None
     last_up: int | None = None
     updated_at: float | None = None
+    # seqs accepted lately (since this process started), oldest first; not persisted
+    recent: deque = field(default_factory=lambda: deque(maxlen=RECENT_WINDOW), repr=False)
 
     def observe(self, seq: int, up: int | None, now: float) -> bool:
         """Account for one valid message; returns False for a duplicate (QoS 1 redelivery).
 
-        A seq back at 0/1, or an uptime that went backwards, is a reboot, not a loss.
+        A seq below the newest one that was not seen lately arrived late: it is accepted,
+        and no longer counted as lost. A seq back at 0/1, or an uptime that went backwards
+        (unless the seq is one that may arrive late), is a reboot, not a loss.
         """
         self.updated_at = now
         last = self.last_seq
-        rebooted = last is not None and (
+        if seq in self.recent:
+            self.duplicates += 1
+            return False
+        late = last is not None and 1 < seq < last and last - seq <= RECENT_WINDOW
+        rebooted = last is not None and not late and (
             (seq <= 1 and seq < last)
             or (up is not None and self.last_up is not None and up < self.last_up))
+        if late:
+            self.received += 1
+            self.lost = max(0, self.lost - 1)
+            self.recent.append(seq)
+            return True
         if last is not None and not rebooted and seq <= last:
             self.duplicates += 1
             return False
         if rebooted:
             self.reboots += 1
+            self.recent.clear()
         elif last is not None and seq > last + 1:
             self.lost += seq - last - 1
         self.received += 1
         self.last_seq = seq
+        self.recent.append(seq)
         if up is not None:
             self.last_up = up
         return True
 
     def as_row(self) -> dict:
-        return asdict(self)
+        return {name: getattr(self, name) for name in PERSISTED_FIELDS}
+
+
+PERSISTED_FIELDS = tuple(f.name for f in fields(StationTelemetryStats) if f.name != "recent")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import threading
 import time
 from collections import Counter
 
@@ -19,6 +20,9 @@ from server.ocpp.transactions import TransactionBook
 from server.store import Store
 
 log = logging.getLogger(__name__)
+# The longest an operation may wait for its answer: each waiting operation holds an HTTP
+# worker thread, so a wait has to end (ocpp.call_timeout is capped to this too).
+MIN_CALL_TIMEOUT, MAX_CALL_TIMEOUT = 0.1, 120.0
 
 
 class OperationError(Exception):
@@ -43,6 +47,9 @@ class CentralSystem:
         self.counters: Counter = Counter()
         self.loop: asyncio.AbstractEventLoop | None = None
         self.upload_tokens = UploadTokens(config.files["diagnostics_token_seconds"])
+        # Each operation waiting for a charge point holds an HTTP worker thread: all but
+        # two of them at most, so reads and /health always find a free worker.
+        self._operation_slots = threading.BoundedSemaphore(max(1, config.http["threads"] - 2))
         schemas.precompile()
 
     # Connections ---------------------------------------------------------------
@@ -84,7 +91,12 @@ class CentralSystem:
     # Operations ----------------------------------------------------------------
     def call_threadsafe(self, cp_id: str, action: str, payload: dict,
                         timeout: float | None = None) -> dict:
-        """Run a central-system-initiated operation from any thread; returns the answer."""
+        """Run a central-system-initiated operation from any thread; returns the answer.
+
+        ``timeout``: seconds, MIN_CALL_TIMEOUT to MAX_CALL_TIMEOUT (None: ocpp.call_timeout)."""
+        if timeout is not None and not MIN_CALL_TIMEOUT <= timeout <= MAX_CALL_TIMEOUT:
+            raise OperationError(400, f"timeout must be {MIN_CALL_TIMEOUT:g} to "
+                                 f"{MAX_CALL_TIMEOUT:g} seconds")
         if action not in schemas.CENTRAL_SYSTEM_ACTIONS:
             raise OperationError(404, f"unknown operation {action!r}; one of: "
                                  + ", ".join(schemas.CENTRAL_SYSTEM_ACTIONS))
@@ -104,7 +116,19 @@ class CentralSystem:
             raise OperationError(409, f"charge point {cp_id!r} is not connected")
         if self.loop is None:
             raise OperationError(503, "the OCPP endpoint is not running")
-        timeout = timeout or self.config.ocpp["call_timeout"]
+        timeout = timeout or min(self.config.ocpp["call_timeout"], MAX_CALL_TIMEOUT)
+        if not self._operation_slots.acquire(blocking=False):
+            self.counters["operations_refused_busy"] += 1
+            raise OperationError(429, "too many operations are waiting for charge points; "
+                                 "retry when one has been answered")
+        try:
+            return self._call(conn, action, payload, timeout)
+        finally:
+            self._operation_slots.release()
+
+    def _call(self, conn: ChargePointConnection, action: str, payload: dict,
+              timeout: float) -> dict:
+        cp_id = conn.cp_id
         future = asyncio.run_coroutine_threadsafe(conn.call(action, payload, timeout), self.loop)
         self.counters["operations"] += 1
         try:

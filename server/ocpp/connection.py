@@ -41,7 +41,7 @@ class ChargePointConnection:
     __slots__ = ("cp_id", "ws", "central", "presented_password", "accepted", "heartbeat_interval",
                  "address",
                  "last_seen", "silent", "replaced", "connected_at", "_tokens", "_tokens_at",
-                 "_call_lock", "_pending_id", "_pending")
+                 "_call_lock", "_pending_id", "_pending", "closed")
 
     def __init__(self, cp_id: str, ws, central, presented_password: str | None) -> None:
         self.cp_id = cp_id
@@ -64,6 +64,7 @@ class ChargePointConnection:
         self._call_lock: asyncio.Lock | None = None
         self._pending_id: str | None = None
         self._pending: asyncio.Future | None = None
+        self.closed = False  # the receive loop ended: no answer can arrive any more
 
     # Receive side -------------------------------------------------------------
     async def run(self) -> None:
@@ -73,6 +74,7 @@ class ChargePointConnection:
         except ConnectionClosed:
             pass
         finally:
+            self.closed = True
             if self._pending is not None and not self._pending.done():
                 self._pending.set_exception(CallFailed("closed", "connection closed"))
 
@@ -166,12 +168,14 @@ class ChargePointConnection:
         self._pending.set_result(frame)
 
     # Send side -----------------------------------------------------------------
-    async def send(self, text: str) -> None:
+    async def send(self, text: str) -> bool:
+        """False when the connection is closed (the frame was not sent)."""
         try:
             await self.ws.send(text)
             self.central.counters["messages_out"] += 1
+            return True
         except ConnectionClosed:
-            pass
+            return False
 
     async def send_error(self, unique_id: str, code: str, description: str,
                          details: Any = None) -> None:
@@ -181,7 +185,9 @@ class ChargePointConnection:
     async def call(self, action: str, payload: dict, timeout: float) -> dict:
         """Send a CALL and return the validated CALLRESULT payload.
 
-        OCPP allows one outstanding CALL per direction, so calls queue on a lock.
+        OCPP allows one outstanding CALL per direction, so calls queue on a lock. Once the
+        connection is closed a call fails at once ("closed"): the pending one when the
+        receive loop ends, the queued ones as they get the lock, one whose send fails.
         """
         if self._call_lock is None:
             self._call_lock = asyncio.Lock()
@@ -192,9 +198,12 @@ class ChargePointConnection:
         except TimeoutError:
             raise CallFailed("timeout", f"{action}: another call to {self.cp_id} is still pending") from None
         try:
+            if self.closed:
+                raise CallFailed("closed", f"{action}: connection closed")
             self._pending_id = uuid.uuid4().hex[:36]
             self._pending = loop.create_future()
-            await self.send(frames.call(self._pending_id, action, payload))
+            if not await self.send(frames.call(self._pending_id, action, payload)):
+                raise CallFailed("closed", f"{action}: connection closed")
             try:
                 answer = await asyncio.wait_for(self._pending, max(0.0, deadline - loop.time()))
             except TimeoutError:

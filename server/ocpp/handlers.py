@@ -80,8 +80,8 @@ def boot_notification(conn, payload: dict) -> dict:
             return {"status": registration, "currentTime": to_iso(now, millis=True),
                     "interval": interval}
         central.fleet.register(conn.cp_id, "Accepted", auth_key=conn.presented_password)
-        # attach() saw a stranger (no record yet), so it did not mark this session online
-        central.fleet.set_ocpp_online(conn.cp_id, True, "registered at BootNotification")
+        # the connection was attached before this record existed: mark it online now
+        central.fleet.set_ocpp_online(conn.cp_id, True, "registered at its first BootNotification")
         registration = "Accepted"
     central.fleet.update(
         conn.cp_id,

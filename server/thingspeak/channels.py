@@ -10,7 +10,7 @@ import time
 from typing import Any
 
 from server.store import Store
-from server.timeutil import parse_time, to_iso
+from server.timeutil import in_sane_range, parse_time, to_iso
 
 FIELDS = tuple(f"field{n}" for n in range(1, 9))
 BULK_MAX_ENTRIES = 960
@@ -149,6 +149,8 @@ class ChannelService:
         if values.get("created_at"):
             try:
                 created_at = parse_time(values["created_at"])
+                if not in_sane_range(created_at):
+                    raise ValueError("created_at out of range")
             except ValueError:
                 raise WriteRefused(400, "error_bad_request", "created_at is not a date") from None
         with self._lock:
@@ -222,6 +224,8 @@ class ChannelService:
                     raise WriteRefused(400, "error_bad_request", "delta_t must be a number") from None
             else:
                 cursor = times[i]
+        if not all(in_sane_range(t) for t in times):
+            raise WriteRefused(400, "error_bad_request", "a time is before 1970 or after 2099")
         with self._lock:
             channel = self._channels.get(channel_id)
             if channel is None:

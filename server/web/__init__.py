@@ -22,19 +22,21 @@ def create_app(services) -> Flask:
     from server.web.dashboard import dashboard
     from server.web.files import files
     from server.web.login import login
+    from server.web.request_checks import install as install_request_checks
     from server.web.thingspeak import thingspeak
 
     app = Flask(__name__)
     app.extensions["picocharge"] = services
     app.config["MAX_CONTENT_LENGTH"] = services.config.http["max_upload_bytes"]
     app.json.sort_keys = False
+    auth.install(app, services)  # who may ask comes before what was asked (401 before 400)
+    install_request_checks(app, services.config.http["max_json_bytes"])
     app.register_blueprint(api)
     app.register_blueprint(thingspeak)
     app.register_blueprint(files)
     app.register_blueprint(dashboard)
     app.register_blueprint(login)
     app.register_blueprint(accounts_api)
-    auth.install(app, services)
 
     @app.before_request
     def refuse_writes_while_store_fails():

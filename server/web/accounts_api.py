@@ -82,13 +82,15 @@ def openapi_paths() -> dict:
         "schema": {"$ref": "#/components/schemas/Error"}}}}
     obj = {"type": "object"}
     role = {"enum": ["viewer", "operator", "admin"]}
+    password = {"type": "string", "minLength": 10, "maxLength": 1024}
+    listing = {"type": "array", "items": obj}
     user_path = {"name": "username", "in": "path", "required": True, "schema": {"type": "string"}}
     token_path = {"name": "token_id", "in": "path", "required": True, "schema": {"type": "string"}}
 
-    def op(summary, body=None, ok="200", parameters=(), errors=(400, 404, 409)):
+    def op(summary, body=None, ok="200", parameters=(), errors=(400, 404, 409), answer=obj):
         out = {"summary": summary, "tags": ["accounts"], "parameters": list(parameters),
                "responses": {ok: {"description": "OK", "content": {
-                   "application/json": {"schema": obj}}} if ok != "204"
+                   "application/json": {"schema": answer}}} if ok != "204"
                    else {"description": "done"}, **{str(c): error for c in errors}}}
         if body is not None:
             out["requestBody"] = {"required": True,
@@ -98,22 +100,21 @@ def openapi_paths() -> dict:
     return {
         "/me": {"get": op("Who the caller is: name, role, kind (token or session)", errors=())},
         "/users": {
-            "get": op("Operator accounts (admin)", errors=()),
+            "get": op("Operator accounts (admin)", errors=(), answer=listing),
             "post": op("Create an account (admin)", {
                 "type": "object", "required": ["username", "password"], "properties": {
                     "username": {"type": "string", "pattern": r"^[A-Za-z0-9_.@-]{1,64}$"},
-                    "role": role, "password": {"type": "string", "minLength": 10,
-                                               "maxLength": 1024}}}, ok="201")},
+                    "role": role, "password": password}}, ok="201")},
         "/users/{username}": {
             "patch": op("Change an account's role or password (admin; a new password ends "
                         "its sessions)", {"type": "object", "additionalProperties": False,
                                           "properties": {"role": role,
-                                                         "password": {"type": "string"}}},
+                                                         "password": password}},
                         parameters=[user_path]),
             "delete": op("Delete an account and its sessions (admin)", ok="204",
                          parameters=[user_path])},
         "/tokens": {
-            "get": op("API tokens, never their secret (admin)", errors=()),
+            "get": op("API tokens, never their secret (admin)", errors=(), answer=listing),
             "post": op("Create a token {name, role}; the answer's `token` is shown only once "
                        "(admin)", {"type": "object", "required": ["name"], "properties": {
                            "name": {"type": "string", "minLength": 1, "maxLength": 100},

@@ -180,7 +180,8 @@ def install(app: Flask, services) -> None:
     config = services.config
     hosts = allowed_hosts(config)
     trusted_origin = public_origin(config)
-    limiter = RateLimiter(config.auth["rate_limit_per_second"], config.auth["rate_limit_burst"])
+    rate = config.auth["rate_limit_per_second"]
+    limiter = RateLimiter(rate, config.auth["rate_limit_burst"]) if rate > 0 else None  # 0: off
     # Password guesses per client address: a burst of 10, then one every 2 seconds (argon2
     # makes each guess cost ~0.1 s of CPU anyway; this keeps one address from taking every
     # thread). Used by server/web/login.py.
@@ -206,7 +207,7 @@ def install(app: Flask, services) -> None:
             return None
         principal = authenticate(services.accounts)
         if not principal:
-            wait = limiter.take("addr:" + (request.remote_addr or "?"))
+            wait = limiter.take("addr:" + (request.remote_addr or "?")) if limiter else 0
             if wait:
                 return _refuse(429, "too many requests", Retry_After=limiter.retry_after_header(wait))
             if principal is None and _is_page() and request.method == "GET":
@@ -216,7 +217,7 @@ def install(app: Flask, services) -> None:
                            WWW_Authenticate='Bearer realm="PicoCharge"')
         if not role_allows(principal["role"], role):
             return _refuse(403, f"needs role {role}; {principal['name']} has {principal['role']}")
-        wait = limiter.take(principal["key"])
+        wait = limiter.take(principal["key"]) if limiter else 0
         if wait:
             return _refuse(429, "too many requests for this token/session",
                            Retry_After=limiter.retry_after_header(wait))

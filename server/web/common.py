@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import current_app, jsonify, request
+from flask import current_app, g, jsonify, request
 
 from server.timeutil import parse_time, to_iso
 
@@ -24,7 +24,7 @@ def error_response(status: int, reason: str, **extra):
 
 
 _ERROR_NAMES = {400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 409: "Conflict",
-                413: "Payload Too Large", 422: "Unprocessable Entity", 502: "Bad Gateway",
+                413: "Payload Too Large", 422: "Unprocessable Entity", 429: "Too Many Requests", 502: "Bad Gateway",
                 503: "Service Unavailable", 504: "Gateway Timeout"}
 
 
@@ -52,6 +52,10 @@ def int_arg(name: str, default: int | None = None, maximum: int | None = None) -
 
 
 def json_body() -> dict:
+    """The request's JSON object: as checked against the OpenAPI document when the route
+    is a documented operation (server.web.request_checks), else parsed here."""
+    if "request_body" in g:
+        return g.request_body
     data = request.get_json(silent=True)
     if data is None:
         if not request.get_data():

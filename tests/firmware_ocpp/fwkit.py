@@ -4,15 +4,21 @@
   firmware exactly as a board of that runtime runs it (lib/ as .mpy for MicroPython, as
   source for CPython; boot.py and main.py as source), with `main.py` printing a marker
   line so a test can see which firmware booted, optionally with one module changed, in the
-  manifest format of `server/files.py` (`build_bundle` writes it).
+  manifest format of `server/files.py` (`build_bundle` writes it), signed by the maker's
+  test key `MAKER` (tools/sign.py) unless told otherwise.
+- `MAKER`, `MAKER_PUB` (hex, what a board's `firmware.keys` holds), `OTHER`: fixed test keys.
 - `FileServer`: a threaded HTTP server on 127.0.0.1 serving bundle directories, with
   faults per path (404, a body cut short), recording every request with its wall-clock
   time and every upload.
 - `firmware_files(flash)`: the firmware files on a board's flash (name -> bytes).
+- `firmware_module(name)`: a module of firmware/lib/ imported on CPython for a unit test,
+  under a private name and without putting firmware/lib/ on sys.path (its module names,
+  `config`, `storage`, `app`..., would shadow others in the test process).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
 import socket
 import tempfile
@@ -21,19 +27,28 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 from server.files import build_bundle
 from tools.board import FIRMWARE, compiled
+from tools.sign import public_hex, sign_bundle
 
 MARK = "booted firmware bundle"
+MAKER = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
+MAKER_PUB = public_hex(MAKER)
+OTHER = Ed25519PrivateKey.from_private_bytes(bytes(range(100, 132)))
 
 
 def make_bundle(runtime: str, dest: Path, version: str, edits: dict | None = None,
-                mark_all: bool = False) -> dict:
+                mark_all: bool = False, key: Ed25519PrivateKey | None = MAKER,
+                endorsements=()) -> dict:
     """Build a complete firmware bundle into `dest` (manifest.json + files).
 
     `edits` maps a firmware source path ("lib/app.py") to a function text -> text applied
     before compiling; `mark_all` gives every module a `_BUNDLE = version` constant, so
-    every file of the bundle differs from the installed firmware. Returns the manifest."""
+    every file of the bundle differs from the installed firmware. `key` signs it
+    (`manifest.sig`, with `endorsements`: key rotations); None leaves it unsigned.
+    Returns the manifest."""
     edits = dict(edits or {})
     main = (FIRMWARE / "main.py").read_text()
     edits_main = edits.pop("main.py", None)
@@ -61,7 +76,18 @@ def make_bundle(runtime: str, dest: Path, version: str, edits: dict | None = Non
             else:
                 shutil.copyfile(src, tree / "lib" / src.name)
         assert not edits, "no such firmware file: %s" % sorted(edits)
-        return build_bundle(tree, dest, version)
+        manifest = build_bundle(tree, dest, version)
+    if key is not None:
+        sign_bundle(dest, key, endorsements)
+    return manifest
+
+
+def firmware_module(name: str):
+    spec = importlib.util.spec_from_file_location("firmware_lib_" + name,
+                                                  FIRMWARE / "lib" / (name + ".py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def firmware_files(flash: Path) -> dict[str, bytes]:

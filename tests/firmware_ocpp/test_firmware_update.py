@@ -5,11 +5,16 @@ on: every message the board sends must validate) and an HTTP file server
 (fwkit.FileServer). Bundles are the current firmware as that runtime runs it (.mpy for
 MicroPython) with a main.py that prints which version booted.
 
-- a good bundle: Downloading, Downloaded, Installing, reboot, BootNotification with the
-  new firmwareVersion Accepted, Installed; the flash holds the bundle's files;
-- download failures (sha256 mismatch, body cut short, HTTP 404, server gone): as many
-  tries as `retries` says (OCPP 1.6: "how many times the Charge Point must try"), then
-  DownloadFailed, and nothing on flash changed;
+- a good bundle (signed by the key the board trusts): Downloading, Downloaded, Installing,
+  reboot, BootNotification with the new firmwareVersion Accepted, Installed; the flash
+  holds the bundle's files;
+- download failures (body cut short, HTTP 404, server gone): as many tries as `retries`
+  says (OCPP 1.6: "how many times the Charge Point must try"), then DownloadFailed, and
+  nothing on flash changed;
+- signed bundles: a missing signature, an unknown key, a manifest or a file changed after
+  signing are refused at once (InstallationFailed, nothing installed, a log line); a board
+  with no key refuses everything unless `firmware.allow_unsigned`; a key rotation carried
+  by a bundle signed with the new key is learnt, and the retired key refused afterwards;
 - a new firmware the central system rejects, and one that crashes at start-up: the board
   rolls back by itself, boots the old firmware Accepted, InstallationFailed;
 - GetDiagnostics: the fileName, the file PUT to the location with the log in it,
@@ -25,6 +30,7 @@ MicroPython) with a main.py that prints which version booted.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -37,7 +43,7 @@ from pathlib import Path
 
 import pytest
 from csms import CentralSystem
-from fwkit import MARK, FileServer, firmware_files, free_port, make_bundle
+from fwkit import MAKER, MAKER_PUB, MARK, OTHER, FileServer, firmware_files, free_port, make_bundle
 from harness import sensor_reports
 from ocpp.v16 import call
 
@@ -53,10 +59,12 @@ def iso(dt: datetime) -> str:
     return dt.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def board_config(url: str, trial_s: int = 300, password: str | None = KEY) -> dict:
+def board_config(url: str, trial_s: int = 300, password: str | None = KEY,
+                 firmware: dict | None = None) -> dict:
     return {"cp_id": CP, "wifi": {"ssid": "workshop", "password": "secret"},
             "ocpp": {"url": url, "password": password, "reconnect_min_s": 0.2,
                      "keys": {"FirmwareTrialTimeout": trial_s, "MeterValueSampleInterval": 1}},
+            "firmware": {"keys": [MAKER_PUB]} if firmware is None else firmware,
             "limits": {"max_current_a": 16.0}, "intervals": {"report_s": 1}}
 
 
@@ -112,8 +120,8 @@ def boards():
 WORLD = {"ap_ssid": "workshop", "ap_password": "secret", "ev_demand_a": 16.0}
 
 
-def start_board(board_factory, boards, cs, trial_s=300):
-    board = board_factory(board_config(cs.url, trial_s), world=WORLD)
+def start_board(board_factory, boards, cs, trial_s=300, firmware=None):
+    board = board_factory(board_config(cs.url, trial_s, firmware=firmware), world=WORLD)
     boards.append(board)
     cs.wait(lambda: cs.booted(CP), 60, "BootNotification")
     cs.wait(lambda: cs.last_status(CP) == "Available", 30, "Available")
@@ -173,16 +181,9 @@ def test_failed_downloads_change_nothing_on_flash(cs, files, board_factory, boar
     before = firmware_files(board.flash)
     make_bundle(runtime_name, files.root / "v3", "3.0.0")
     victim = "lib/app.mpy" if runtime_name == "micropython" else "lib/app.py"
-    # the same bundle with one file changed (same size, other content)
-    bad = files.root / "badsha"
-    make_bundle(runtime_name, bad, "3.0.0")
-    data = bytearray((bad / victim).read_bytes())
-    data[len(data) // 2] ^= 0xFF
-    (bad / victim).write_bytes(bytes(data))
     files.faults["/v3/%s" % victim] = "truncate"
     files.faults["/v3/404/manifest.json"] = "404"
     cases = [
-        ("sha256 mismatch", files.url + "/badsha/manifest.json", "/badsha/%s" % victim),
         ("body cut short", files.url + "/v3/manifest.json", "/v3/%s" % victim),
         ("HTTP 404", files.url + "/v3/404", "/v3/404/manifest.json"),  # a directory location
         ("server gone", "http://127.0.0.1:%d/v3/manifest.json" % free_port(), None),
@@ -200,7 +201,7 @@ def test_failed_downloads_change_nothing_on_flash(cs, files, board_factory, boar
         assert firmware_files(board.flash) == before, what
         assert stage_files(board.flash) == [], what
     assert board.board.resets == [] and boot_versions(cs) == [OLD]
-    assert len(re.findall(r"firmware: download failed", board.console.text)) == 12
+    assert len(re.findall(r"firmware: download failed", board.console.text)) == 9
     # nothing going on any more: asked, the board says Idle (the only time it may)
     cs.call(CP, call.TriggerMessage(requested_message="FirmwareStatusNotification"))
     cs.wait(lambda: fw_statuses(cs)[-1] == "Idle", 30, "Idle")
@@ -418,6 +419,153 @@ def test_a_source_module_on_flash_does_not_shadow_the_new_mpy(
     assert "clock.mpy of the bundle" in board.console.text  # the new module ran
     assert not (lib / "clock.py").exists()
     assert (lib / "clock.mpy").read_bytes() == (files.root / "v2" / "lib" / "clock.mpy").read_bytes()
+    assert cs.invalid == []
+
+
+# -- signed bundles ------------------------------------------------------------------------
+
+def tamper_file(bundle: Path, runtime_name: str) -> str:
+    """Change one byte of lib/app in `bundle` (same size); returns its path."""
+    victim = "lib/app.mpy" if runtime_name == "micropython" else "lib/app.py"
+    data = bytearray((bundle / victim).read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (bundle / victim).write_bytes(bytes(data))
+    return victim
+
+
+def refusals(board) -> list[tuple[str, str]]:
+    """(location, why) of every `firmware: refused` log line."""
+    return re.findall(r"^firmware: refused (\S+): (.*)$", board.console.text, re.M)
+
+
+def refuse_each(cs, files, board, cases):
+    """Send each bundle of `cases` [(name, why)] and check it is refused at once, with
+    nothing fetched past the failing check and nothing changed on flash."""
+    before = firmware_files(board.flash)
+    for n, (name, why) in enumerate(cases, 1):
+        location = files.url + "/%s/manifest.json" % name
+        update(cs, location, retries=3)
+        cs.wait(lambda n=n: fw_statuses(cs).count("InstallationFailed") == n, 60,
+                "InstallationFailed (%s)" % name)
+        assert fw_statuses(cs) == ["Downloading", "InstallationFailed"] * n, name  # no retry
+        assert refusals(board)[-1][0] == location and refusals(board)[-1][1].startswith(why), (
+            name, refusals(board)[-1])
+        fetched = [p for _, method, p in files.requests if p.startswith("/%s/" % name)]
+        yield name, fetched
+        assert firmware_files(board.flash) == before, name
+        assert stage_files(board.flash) == [], name  # no stage, no learnt keys
+    assert board.board.resets == [] and boot_versions(cs) == [OLD]
+    assert cs.invalid == []
+
+
+@pytest.mark.dual_runtime
+def test_bundles_failing_the_signature_check_are_refused_and_change_nothing(
+        cs, files, board_factory, boards, runtime_name):
+    from tools.sign import endorse, public_hex
+
+    board = start_board(board_factory, boards, cs)
+    root = files.root
+    other = public_hex(OTHER)
+    make_bundle(runtime_name, root / "unsigned", "3.0.0", key=None)
+    make_bundle(runtime_name, root / "otherkey", "3.0.0", key=OTHER)
+    # a file changed after signing: the signed manifest still names the original
+    make_bundle(runtime_name, root / "file", "3.0.0")
+    victim = tamper_file(root / "file", runtime_name)
+    # the same change with the manifest made to match it: the signature no longer does
+    make_bundle(runtime_name, root / "manifest", "3.0.0")
+    tamper_file(root / "manifest", runtime_name)
+    manifest = json.loads((root / "manifest" / "manifest.json").read_text())
+    manifest["files"][victim]["sha256"] = hashlib.sha256(
+        (root / "manifest" / victim).read_bytes()).hexdigest()
+    (root / "manifest" / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    # key rotations: one the untrusted key signed itself, one whose signature was altered
+    make_bundle(runtime_name, root / "selfendorsed", "3.0.0", key=OTHER,
+                endorsements=[endorse(OTHER, bytes.fromhex(other))])
+    forged = endorse(MAKER, bytes.fromhex(other))
+    forged["sig"] = ("0" if forged["sig"][0] != "0" else "1") + forged["sig"][1:]
+    make_bundle(runtime_name, root / "forged", "3.0.0", key=OTHER, endorsements=[forged])
+    cases = [
+        ("unsigned", "the bundle is not signed (no manifest.sig)"),
+        ("otherkey", "signed by key %s, which this board does not trust" % other[:16]),
+        ("manifest", "the signature by key %s does not verify" % MAKER_PUB[:16]),
+        ("file", "%s: sha256 differs from the manifest's" % victim),
+        ("selfendorsed", "key rotation to %s signed by key %s, which this board does not trust"
+         % (other[:16], other[:16])),
+        ("forged", "the key rotation to %s does not verify" % other[:16]),
+    ]
+    for name, fetched in refuse_each(cs, files, board, cases):
+        if name == "file":  # fetched up to the altered file, not one further
+            assert fetched[:2] == ["/file/manifest.json", "/file/manifest.sig"]
+            assert fetched[-1] == "/file/" + victim
+        else:  # refused before any file of the bundle was fetched
+            assert fetched == ["/%s/manifest.json" % name, "/%s/manifest.sig" % name], name
+
+
+@pytest.mark.dual_runtime
+def test_a_board_without_keys_refuses_every_bundle(cs, files, board_factory, boards, runtime_name):
+    board = start_board(board_factory, boards, cs, firmware={})
+    make_bundle(runtime_name, files.root / "signed", "3.0.0")
+    make_bundle(runtime_name, files.root / "unsigned", "3.0.0", key=None)
+    cases = [("signed", "no trusted key configured (firmware.keys): every bundle is refused"),
+             ("unsigned", "no manifest.sig, and no trusted key configured (firmware.keys)")]
+    for _name, fetched in refuse_each(cs, files, board, cases):
+        assert len(fetched) == 2, fetched
+    assert "allow_unsigned" not in board.console.text
+
+
+@pytest.mark.dual_runtime
+def test_allow_unsigned_installs_an_unsigned_bundle_and_says_so(
+        cs, files, board_factory, boards, runtime_name):
+    board = start_board(board_factory, boards, cs, firmware={"allow_unsigned": True})
+    assert "firmware: WARNING firmware.allow_unsigned is on" in board.console.text
+    mark = board.console.mark()
+    board.board.type_line("import ev; ev.status()")
+    board.wait_for(r"firmware 1\.0\.0  updates: 0 key\(s\) in config  UNSIGNED BUNDLES ALLOWED",
+                   30, mark)
+    make_bundle(runtime_name, files.root / "v2", "2.0.0", key=None)
+    update(cs, files.url + "/v2/manifest.json")
+    cs.wait(lambda: DONE & set(fw_statuses(cs)), 60, "the update to finish")
+    cs.wait(lambda: len(boot_versions(cs)) == 2, 30, "the second boot")
+    assert fw_statuses(cs) == ["Downloading", "Downloaded", "Installing", "Installed"]
+    assert boot_versions(cs) == [OLD, "2.0.0"]
+    assert "firmware: WARNING installing an UNSIGNED bundle" in board.console.text
+    assert board.console.text.count("firmware: WARNING firmware.allow_unsigned is on") == 2
+    assert cs.invalid == []
+
+
+@pytest.mark.dual_runtime
+def test_a_key_rotation_in_a_bundle_is_learnt_and_retires_the_old_key(
+        cs, files, board_factory, boards, runtime_name):
+    from tools.sign import endorse, public_hex
+
+    other = public_hex(OTHER)
+    board = start_board(board_factory, boards, cs)  # trusts MAKER only
+    # the maker moves to a new key: the old one vouches for it (and retires itself), the
+    # bundle is signed by the new key
+    make_bundle(runtime_name, files.root / "v2", "2.0.0", key=OTHER,
+                endorsements=[endorse(MAKER, bytes.fromhex(other))])
+    update(cs, files.url + "/v2/manifest.json")
+    cs.wait(lambda: DONE & set(fw_statuses(cs)), 60, "the update to finish")
+    cs.wait(lambda: len(boot_versions(cs)) == 2, 30, "the second boot")
+    assert fw_statuses(cs) == ["Downloading", "Downloaded", "Installing", "Installed"]
+    assert boot_versions(cs) == [OLD, "2.0.0"]
+    assert "firmware: key %s endorsed by key %s (which it retires)" % (
+        other[:16], MAKER_PUB[:16]) in board.console.text
+    assert json.loads((board.flash / "fw" / "keys.json").read_text()) == {
+        "added": [other], "retired": [MAKER_PUB]}
+    # the retired key is refused from now on; the new key works without the rotation
+    make_bundle(runtime_name, files.root / "old", "3.0.0", key=MAKER)
+    update(cs, files.url + "/old/manifest.json")
+    cs.wait(lambda: "InstallationFailed" in fw_statuses(cs), 60, "InstallationFailed")
+    assert refusals(board)[-1][1] == "signed by key %s, which this board does not trust" % (
+        MAKER_PUB[:16])
+    make_bundle(runtime_name, files.root / "v3", "3.0.0", key=OTHER)
+    update(cs, files.url + "/v3/manifest.json")
+    cs.wait(lambda: fw_statuses(cs).count("Installed") == 2, 60, "the second install")
+    cs.wait(lambda: len(boot_versions(cs)) == 3, 30, "the third boot")
+    assert boot_versions(cs) == [OLD, "2.0.0", "3.0.0"]
+    assert fw_statuses(cs)[4:] == ["Downloading", "InstallationFailed", "Downloading",
+                                   "Downloaded", "Installing", "Installed"]
     assert cs.invalid == []
 
 

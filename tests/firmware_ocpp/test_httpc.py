@@ -2,6 +2,8 @@
 
 import hashlib
 import json
+import socket
+import threading
 
 import pytest
 from scripts import run_snippet
@@ -146,3 +148,69 @@ def test_https_checks_the_server_certificate_against_the_configured_ca_and_refus
     # two downloads reached the server (the checked one and the insecure one), nothing else
     assert [p for m, p in server.requests] == ["/fw/a.bin", "/fw/a.bin"]
     assert len(server.tls_failures) == 1
+
+
+class EndlessHead:
+    """A raw TCP server whose answer head never ends: `line` sends one header line that
+    never ends, `lines` sends short header lines forever (until the client hangs up)."""
+
+    def __init__(self, kind):
+        self.kind = kind
+        self.sent = 0
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self):
+        try:
+            conn, _ = self.server.accept()
+        except OSError:
+            return
+        with conn:
+            conn.settimeout(10)
+            try:
+                conn.recv(4096)
+                conn.sendall(b"HTTP/1.1 200 OK\r\n" + (b"X-Long: " if self.kind == "line" else b""))
+                chunk = b"a" * 1024 if self.kind == "line" else b"X-A: b\r\n" * 128
+                while self.sent < 50_000_000:
+                    conn.sendall(chunk)
+                    self.sent += len(chunk)
+            except OSError:
+                pass  # the client hung up: what a bounded reader does
+
+    def close(self):
+        self.server.close()
+
+
+HEAD_SNIPPET = r'''
+import asyncio, httpc, time
+async def main():
+    t0 = time.ticks_ms()
+    try:
+        await httpc.get("http://127.0.0.1:%(port)d/", timeout=20)
+        print("RESULT no error")
+    except Exception as exc:
+        print("RESULT %%s %%s %%d" %% (type(exc).__name__, exc, time.ticks_diff(time.ticks_ms(), t0)))
+asyncio.run(main())
+'''
+
+
+@pytest.mark.dual_runtime
+@pytest.mark.parametrize("kind, error", [("line", "header line too long"),
+                                         ("lines", "more than 64 header lines")])
+def test_a_response_head_that_never_ends_is_refused_after_a_bounded_read(
+        runtime_name, kind, error, tmp_path):
+    """The head is read one bounded line at a time and at most 64 header lines: a server
+    streaming an endless header line or endless header lines is refused at once with an
+    HTTPError, with no more than one line (1 KiB) buffered, instead of the client filling
+    its heap or waiting for the overall timeout."""
+    server = EndlessHead(kind)
+    try:
+        out = run_snippet(runtime_name, HEAD_SNIPPET % {"port": server.port}, tmp_path)
+    finally:
+        server.close()
+    name, _, rest = out.split("RESULT ", 1)[1].strip().partition(" ")
+    assert name == "HTTPError" and rest.startswith(error), out
+    elapsed_ms = int(rest.rsplit(" ", 1)[1])
+    assert elapsed_ms < 10_000, "refused when the bound was reached, not at the timeout"

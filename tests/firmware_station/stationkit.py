@@ -4,6 +4,7 @@ recorder on 127.0.0.1."""
 
 from __future__ import annotations
 
+import getpass
 import itertools
 import json
 import os
@@ -54,13 +55,19 @@ def wait_world(board, predicate, timeout=20.0, what="world condition"):
 BOOTED = []  # boards of the running test (their consoles are shown when it fails)
 
 
-def boot(board_factory, config, world=None):
-    """Boot a board and wait until its app is ready (console REPL task running)."""
+def boot(board_factory, config, world=None, flash=None, files=None):
+    """Boot a board and wait until its app is ready (console REPL task running).
+    `files` ({name: bytes}) are put on its flash (directory `flash`) before it starts."""
     cfg = {"cp_id": "PICO-0007"}
     cfg.update(config)
     settings = {"dht_blocking_ms": 0}
     settings.update(world or {})
-    board = board_factory(cfg, world=settings)
+    if files:
+        flash.mkdir(parents=True, exist_ok=True)
+        for name, data in files.items():
+            (flash / name).parent.mkdir(parents=True, exist_ok=True)
+            (flash / name).write_bytes(data)
+    board = board_factory(cfg, world=settings, flash=flash)
     BOOTED.append(board)
     board.wait_for(r"^ready: ", timeout=40)
     board.control("console", line="import ev")
@@ -74,13 +81,35 @@ def free_port() -> int:
 
 
 class Broker:
-    """Mosquitto on 127.0.0.1:<port>, started and stopped by PID."""
+    """Mosquitto on 127.0.0.1:<port>, started and stopped by PID.
 
-    def __init__(self, tmp_path, port=None):
+    `tls=(cert PEM, key PEM)` makes the port TLS-only; `users={name: password}` makes it
+    refuse anonymous clients and wrong credentials. A secured broker gets a second, plain
+    anonymous listener on `sub_port` for the tests' own subscribers."""
+
+    def __init__(self, tmp_path, port=None, tls=None, users=None):
         self.port = port or free_port()
+        self.sub_port = self.port
         self.conf = tmp_path / f"mosquitto-{self.port}.conf"
-        self.conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
-                             "persistence false\n")
+        # `user`: a broker started as root drops to the mosquitto user by default, which
+        # cannot read the password and key files under the test's private tmp_path
+        lines = ["per_listener_settings true", "persistence false", f"user {getpass.getuser()}",
+                 f"listener {self.port} 127.0.0.1"]
+        if tls is not None:
+            lines += [f"certfile {tls[0]}", f"keyfile {tls[1]}"]
+        if users:
+            passwords = tmp_path / f"mosquitto-{self.port}.passwd"
+            passwords.write_text("")
+            for name, password in users.items():
+                subprocess.run(["mosquitto_passwd", "-b", str(passwords), name, password],
+                               check=True, capture_output=True)
+            lines += ["allow_anonymous false", f"password_file {passwords}"]
+        else:
+            lines.append("allow_anonymous true")
+        if tls is not None or users:
+            self.sub_port = free_port()
+            lines += [f"listener {self.sub_port} 127.0.0.1", "allow_anonymous true"]
+        self.conf.write_text("\n".join(lines) + "\n")
         self.proc = None
 
     def start(self):
@@ -92,7 +121,7 @@ class Broker:
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             try:
-                socket.create_connection(("127.0.0.1", self.port), 0.2).close()
+                socket.create_connection(("127.0.0.1", self.sub_port), 0.2).close()
                 return self
             except OSError:
                 time.sleep(0.05)
@@ -103,6 +132,63 @@ class Broker:
             os.kill(self.proc.pid, 15)
             self.proc.wait(10)
         self.proc = None
+
+
+class BlackHoles:
+    """TCP black holes on 127.0.0.1, what a network that is up but does not answer looks
+    like from a board:
+
+    - `silent()`: a listener that never accepts or reads. The kernel completes the TCP
+      handshake (the connection sits in the accept queue), takes the client's bytes and
+      never answers: a hung broker or server, or a half-open path where requests vanish.
+    - `unreachable()`: a listener whose accept queue is full. The kernel drops every further
+      SYN, so a connect hangs in SYN retransmissions as it does towards a host behind a
+      router without uplink or a firewall that drops packets (without root, dropping SYNs
+      on 127.0.0.1 cannot be arranged any other way).
+
+    Each returns its port; `close(port)` frees it (a real server may then take the port)."""
+
+    def __init__(self):
+        self.sockets = {}
+
+    def silent(self) -> int:
+        srv = socket.socket()
+        srv.bind(("127.0.0.1", 0))
+        srv.listen(128)
+        port = srv.getsockname()[1]
+        self.sockets[port] = [srv]
+        return port
+
+    def unreachable(self) -> int:
+        srv = socket.socket()
+        srv.bind(("127.0.0.1", 0))
+        srv.listen(0)
+        port = srv.getsockname()[1]
+        held = [srv]
+        for _ in range(4):  # fill the accept queue (backlog 0 holds one on Linux)
+            c = socket.socket()
+            c.setblocking(False)
+            c.connect_ex(("127.0.0.1", port))
+            held.append(c)
+        self.sockets[port] = held
+        probe = socket.socket()
+        probe.settimeout(0.5)
+        try:
+            probe.connect(("127.0.0.1", port))
+            raise AssertionError("the accept queue is not full: connects still succeed")
+        except TimeoutError:
+            pass
+        finally:
+            probe.close()
+        return port
+
+    def close(self, port: int) -> None:
+        for s in self.sockets.pop(port, []):
+            s.close()
+
+    def close_all(self) -> None:
+        for port in list(self.sockets):
+            self.close(port)
 
 
 _SUBSCRIBERS = itertools.count(1)
@@ -152,7 +238,7 @@ class ThingSpeakRecorder:
     `mode`: "ok" (update -> entry id, bulk -> 202 {"success": true}), "zero" (update body
     `0`: not inserted), "error" (HTTP 500)."""
 
-    def __init__(self):
+    def __init__(self, port=0):
         self.requests = []
         self.mode = "ok"
         self.entry = 0
@@ -195,7 +281,7 @@ class ThingSpeakRecorder:
                     recorder.entry += 1
                     self._answer(200, str(recorder.entry))
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.port = self.server.server_address[1]
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()

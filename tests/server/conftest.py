@@ -333,16 +333,31 @@ def mosquitto(tmp_path):
             process.wait()
 
 
-def mqtt_publisher(port: int, client_id: str = "test-board"):
+def mqtt_publisher(port: int, client_id: str = "test-board", username: str | None = None,
+                   password: str | None = None):
+    """A paho client connected (in the background, reconnecting) to 127.0.0.1:port."""
     import paho.mqtt.client as mqtt
 
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id)
+    if username is not None:
+        client.username_pw_set(username, password)
+    # a station registered a moment ago may be refused until the broker has its key
+    client.reconnect_delay_set(0.1, 2)
     client.connect("127.0.0.1", port)
     client.loop_start()
     return client
 
 
+def mqtt_station(app, cp_id: str, registered: bool = True):
+    """A station on the server's embedded broker with its own credentials (username =
+    chargePointId, password = its AuthorizationKey), registered with that key first."""
+    if registered:
+        register(app, cp_id, station_key(cp_id))
+    return mqtt_publisher(app.ports["mqtt"], cp_id, cp_id, station_key(cp_id))
+
+
 def publish(client, topic: str, payload, qos: int = 1) -> None:
     if not isinstance(payload, (str, bytes)):
         payload = json.dumps(payload)
+    wait_until(client.is_connected, timeout=10)
     client.publish(topic, payload, qos=qos).wait_for_publish(5)

@@ -15,7 +15,14 @@ import pytest
 from ocpp.v16 import call
 from playwright.sync_api import expect, sync_playwright
 
-from tests.server.conftest import charge_point, http, mqtt_publisher, now_iso, publish, register
+from tests.server.conftest import (
+    charge_point,
+    http,
+    mqtt_station,
+    now_iso,
+    publish,
+    register,
+)
 
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parents[2] / "build" / "artifacts"
@@ -72,7 +79,7 @@ class BackgroundChargePoint:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
-        self._context = charge_point(app, cp_id)
+        self._context = charge_point(app, cp_id)  # with the station's own key
         self.cp = self._run(self._context.__aenter__())
 
     def _run(self, coro):
@@ -89,10 +96,9 @@ class BackgroundChargePoint:
 
 def _populate(app) -> BackgroundChargePoint:
     """A charging station with telemetry, transactions and events; another one offline."""
-    register(app, "PICO-0001")
     register(app, "PICO-0002")
     http(app, "POST", "/api/v1/idtags", {"id_tag": "DRIVER1"})
-    board = mqtt_publisher(app.ports["mqtt"])
+    board = mqtt_station(app, "PICO-0001")  # registers it with its key
     start = time.time() - 600
     for i in range(40):
         phase = i / 6

@@ -1,25 +1,228 @@
-"""The embedded broker delivers retained messages only to sessions that subscribed: a board
-that subscribes to nothing (umqtt.simple) must never receive other stations' presence."""
+"""The embedded broker, Mosquitto and the amqtt fallback alike: who may connect (a station
+with its chargePointId and AuthorizationKey, the ingest with its own credentials, nobody
+anonymous), where a station may publish (its own topics only), that nobody can take the
+ingest's client id, and that key changes and deletions apply without restarting it."""
 
+from __future__ import annotations
+
+import stat
+import threading
 import time
 
 import paho.mqtt.client as mqtt
-from conftest import mqtt_publisher, publish, register, wait_until
+import pytest
+from conftest import (
+    http,
+    mqtt_publisher,
+    mqtt_station,
+    publish,
+    register,
+    station_key,
+    wait_until,
+)
+
+KINDS = ["mosquitto", "amqtt"]
 
 
-def test_a_new_client_without_subscriptions_receives_no_retained_messages(start_server):
-    app = start_server()
+@pytest.fixture(params=KINDS)
+def broker_server(request, start_server):
+    app = start_server({"mqtt.embedded_broker": request.param})
+    assert app.broker.kind == request.param
+    return app
+
+
+def connect_outcome(port: int, client_id: str, username=None, password=None,
+                    timeout: float = 10.0) -> str:
+    """'accepted', or the broker's reason for refusing (or dropping) the connection."""
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id)
+    if username is not None:
+        client.username_pw_set(username, password)
+    outcome: list[str] = []
+    done = threading.Event()
+
+    def on_connect(c, userdata, flags, reason_code, properties):
+        outcome.append("accepted" if not reason_code.is_failure else str(reason_code))
+        done.set()
+
+    def on_disconnect(c, userdata, flags, reason_code, properties):
+        outcome.append(f"dropped: {reason_code}")
+        done.set()
+
+    client.on_connect = on_connect
+    client.on_disconnect = on_disconnect
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    try:
+        assert done.wait(timeout), "no answer to CONNECT"
+        return outcome[0]
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+def accepted(port: int, cp_id: str) -> None:
+    """Wait until a station registered a moment ago can connect with its own key."""
+    wait_until(lambda: connect_outcome(port, cp_id, cp_id, station_key(cp_id)) == "accepted",
+               timeout=10, interval=0.05)
+
+
+class Watched:
+    """A paho client that records when it is disconnected."""
+
+    def __init__(self, client) -> None:
+        self.client = client
+        self.disconnected = threading.Event()
+        client.on_disconnect = lambda *args: self.disconnected.set()
+
+    def stop(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def _telemetry(seq: int) -> dict:
+    return {"ts": int(time.time()), "seq": seq, "t": 21.0}
+
+
+def _series(app, cp_id: str) -> list[int]:
+    status, rows = http(app, "GET", f"/api/v1/chargepoints/{cp_id}/telemetry")
+    return [row["seq"] for row in rows] if status == 200 else []
+
+
+def test_anonymous_clients_are_refused(broker_server):
+    port = broker_server.ports["mqtt"]
+    assert connect_outcome(port, "anyone") == "Not authorized"
+
+
+def test_a_wrong_password_or_an_unknown_station_is_refused(broker_server):
+    app = broker_server
+    register(app, "CP-KEYED", station_key("CP-KEYED"))
     port = app.ports["mqtt"]
-    for cp_id in ("board-1", "board-2"):
-        register(app, cp_id)
-    first = mqtt_publisher(port, client_id="board-1")
+    accepted(port, "CP-KEYED")
+    assert connect_outcome(port, "CP-KEYED", "CP-KEYED", "not-the-key-0123456789") != "accepted"
+    assert connect_outcome(port, "CP-NOBODY", "CP-NOBODY", station_key("CP-NOBODY")) != "accepted"
+    # a station registered without a key has no MQTT credential at all
+    register(app, "CP-KEYLESS")
+    assert connect_outcome(port, "CP-KEYLESS", "CP-KEYLESS", "") != "accepted"
+
+
+def test_a_station_cannot_publish_under_another_stations_topics(broker_server):
+    app = broker_server
+    victim = mqtt_station(app, "CP-VICTIM")
+    publish(victim, "picocharge/CP-VICTIM/telemetry", _telemetry(1))
+    wait_until(lambda: _series(app, "CP-VICTIM") == [1], timeout=10)
+    wait_until(lambda: app.fleet.get("CP-VICTIM").get("telemetry_online"), timeout=10)
+
+    attacker = mqtt_station(app, "CP-ATTACKER")
+    publish(attacker, "picocharge/CP-VICTIM/telemetry", {"ts": int(time.time()), "seq": 10**15})
+    publish(attacker, "picocharge/CP-VICTIM/state", "offline")
+    publish(attacker, "picocharge/CP-STRANGER/telemetry", _telemetry(1))
+    publish(attacker, "picocharge/CP-ATTACKER/telemetry", _telemetry(1))  # its own: allowed
+    # the broker handles one client's messages in order: once its own is stored, the
+    # forged ones before it would have been too
+    wait_until(lambda: _series(app, "CP-ATTACKER") == [1], timeout=10)
+    publish(victim, "picocharge/CP-VICTIM/telemetry", _telemetry(2))
+    wait_until(lambda: _series(app, "CP-VICTIM") == [1, 2], timeout=10)
+    assert app.fleet.get("CP-VICTIM")["telemetry_online"]
+    assert app.fleet.get("CP-STRANGER") is None
+    assert app.ingest.counters["duplicates"] == 0
+    attacker.loop_stop()
+    victim.loop_stop()
+
+
+def test_nobody_can_take_the_ingests_client_id(broker_server):
+    app = broker_server
+    port = app.ports["mqtt"]
+    ingest_id = app.config.mqtt["client_id"]
+    connects = app.ingest.counters["connects"]
+    assert connect_outcome(port, ingest_id) == "Not authorized"
+    assert connect_outcome(port, ingest_id, ingest_id, "guessed-password-0123") != "accepted"
+    # a real station's credentials do not buy another client id either
+    register(app, "CP-SNEAKY", station_key("CP-SNEAKY"))
+    accepted(port, "CP-SNEAKY")
+    outcome = connect_outcome(port, ingest_id, "CP-SNEAKY", station_key("CP-SNEAKY"))
+    if app.broker.kind == "mosquitto":
+        assert outcome == "Not authorized"  # the client id is bound to its username
+    else:
+        assert outcome == "accepted"  # amqtt: the client id is replaced by the username
+    assert app.ingest.ready.is_set() and app.ingest.counters["connects"] == connects
+    board = mqtt_station(app, "CP-AFTER")
+    publish(board, "picocharge/CP-AFTER/telemetry", _telemetry(1))
+    wait_until(lambda: _series(app, "CP-AFTER") == [1], timeout=10)
+    assert app.ingest.counters["connects"] == connects
+    board.loop_stop()
+
+
+def test_a_key_change_applies_at_once_without_restarting_the_broker(broker_server):
+    app = broker_server
+    port = app.ports["mqtt"]
+    process = app.broker.pid if app.broker.kind == "mosquitto" else app.broker._proc.pid
+    old = Watched(mqtt_station(app, "CP-ROTATE"))
+    publish(old.client, "picocharge/CP-ROTATE/telemetry", _telemetry(1))
+    new_key = "rotated-key-CP-ROTATE-0123"
+    status, _ = http(app, "PATCH", "/api/v1/chargepoints/CP-ROTATE", {"auth_key": new_key})
+    assert status == 200
+    assert old.disconnected.wait(10), "the client with the old key stayed connected"
+    old.stop()
+    assert connect_outcome(port, "CP-ROTATE", "CP-ROTATE", station_key("CP-ROTATE")) != "accepted"
+    board = mqtt_publisher(port, "CP-ROTATE", "CP-ROTATE", new_key)
+    publish(board, "picocharge/CP-ROTATE/telemetry", _telemetry(2))
+    wait_until(lambda: _series(app, "CP-ROTATE") == [1, 2], timeout=10)
+    board.loop_stop()
+    same = app.broker.pid if app.broker.kind == "mosquitto" else app.broker._proc.pid
+    assert same == process
+
+
+def test_a_deleted_station_is_disconnected_and_refused(broker_server):
+    app = broker_server
+    board = Watched(mqtt_station(app, "CP-GONE"))
+    publish(board.client, "picocharge/CP-GONE/telemetry", _telemetry(1))
+    status, _ = http(app, "DELETE", "/api/v1/chargepoints/CP-GONE")
+    assert status == 204
+    assert board.disconnected.wait(10), "the deleted station stayed connected"
+    board.stop()
+    assert connect_outcome(app.ports["mqtt"], "CP-GONE", "CP-GONE",
+                           station_key("CP-GONE")) != "accepted"
+
+
+def test_credentials_are_private_files_that_survive_a_restart(start_server, tmp_path, caplog):
+    app = start_server()
+    register(app, "CP-KEEP", station_key("CP-KEEP"))
+    secret = app.ingest.broker["password"]
+    app.stop()
+    directory = tmp_path / "var" / "mqtt"
+    for name in ("passwd", "ingest.secret", "admin.secret", "mosquitto.conf",
+                 "dynamic-security.json"):
+        assert stat.S_IMODE((directory / name).stat().st_mode) == 0o600, name
+    assert "CP-KEEP:$7$" in (directory / "passwd").read_text()
+    assert station_key("CP-KEEP") not in (directory / "passwd").read_text()
+
+    again = start_server()
+    assert again.ingest.broker["password"] == secret
+    assert connect_outcome(again.ports["mqtt"], "CP-KEEP", "CP-KEEP",
+                           station_key("CP-KEEP")) == "accepted"
+    assert secret not in caplog.text
+    assert secret not in str(http(again, "GET", "/api/v1/telemetry/stats")[1])
+
+
+def test_without_mosquitto_the_server_falls_back_to_amqtt_and_says_what_it_guarantees(
+        start_server, caplog):
+    app = start_server({"mqtt.mosquitto_binary": "/nonexistent/mosquitto"})
+    assert app.broker.kind == "amqtt"
+    assert "in memory only" in caplog.text and "can lose telemetry" in caplog.text
+
+
+def test_a_new_client_without_subscriptions_receives_no_retained_messages(broker_server):
+    app = broker_server
+    first = mqtt_station(app, "board-1")
     publish(first, "picocharge/board-1/state", "online")
     first.publish("picocharge/board-1/state", "online", qos=1, retain=True).wait_for_publish(5)
 
     received = []
+    register(app, "board-2", station_key("board-2"))
     second = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="board-2")
+    second.username_pw_set("board-2", station_key("board-2"))
     second.on_message = lambda client, userdata, msg: received.append(msg.topic)
-    second.connect("127.0.0.1", port)
+    second.connect("127.0.0.1", app.ports["mqtt"])
     second.loop_start()
     try:
         publish(second, "picocharge/board-2/state", "online")
@@ -31,3 +234,23 @@ def test_a_new_client_without_subscriptions_receives_no_retained_messages(start_
     finally:
         second.loop_stop()
         first.loop_stop()
+
+
+def test_many_stations_registered_at_once_can_all_connect(start_server, monkeypatch):
+    # Mosquitto's plugin rewrites its file after every command, so a burst of registrations
+    # is applied by restarting Mosquitto on regenerated credentials (persistence kept).
+    # Each registration hashes its key (argon2, slower on a loaded machine), so the burst is
+    # made to count from a handful of changes on.
+    monkeypatch.setattr("server.mqtt.mosquitto.BULK_RESTART", 3)
+    app = start_server()
+    before = app.broker.pid
+    ids = [f"CP-BULK-{n:03d}" for n in range(60)]
+    for cp_id in ids:
+        app.fleet.register(cp_id, auth_key=station_key(cp_id))
+    for cp_id in (ids[0], ids[-1]):
+        accepted(app.ports["mqtt"], cp_id)
+    assert app.broker.pid != before
+    board = mqtt_station(app, ids[30], registered=False)
+    publish(board, f"picocharge/{ids[30]}/telemetry", _telemetry(1))
+    wait_until(lambda: _series(app, ids[30]) == [1], timeout=15)
+    board.loop_stop()

@@ -30,7 +30,7 @@ def test_telemetry_received_but_not_committed_is_delivered_again_after_a_crash(
         publish(board, "picocharge/CP-CRASH/telemetry", {"ts": 1795000000 + seq, "seq": seq, "t": 20.0})
     wait_until(lambda: doomed_store.taken == [1, 2, 3], timeout=10)
     # The crash: the process vanishes without a DISCONNECT and without acknowledging.
-    ingest.client.loop_stop()
+    ingest.loop.stop(disconnect=False)
     ingest.client.socket().close()
     doomed_store.close()
 

@@ -7,20 +7,34 @@ import time
 
 import pytest
 
-from tests.server.conftest import http, mqtt_publisher, publish, register, wait_until
+from tests.server.conftest import (
+    http,
+    mqtt_publisher,
+    mqtt_station,
+    publish,
+    register,
+    wait_until,
+)
 
 
-@pytest.fixture(params=["embedded", "mosquitto"])
+@pytest.fixture(params=["embedded", "amqtt", "external"])
 def ingest_server(request, start_server):
-    if request.param == "embedded":
-        app = start_server()
-        _register_stations(app)
-        return app, app.ports["mqtt"]
+    """(app, board factory): the embedded Mosquitto, the amqtt fallback (stations with
+    their credentials), or an external anonymous Mosquitto the server only reads."""
+    if request.param != "external":
+        app = start_server({"mqtt.embedded_broker": "auto" if request.param == "embedded"
+                            else "amqtt"})
+        assert app.broker.kind == ("mosquitto" if request.param == "embedded" else "amqtt")
+        return app, lambda cp_id: mqtt_station(app, cp_id)
     broker = request.getfixturevalue("mosquitto")
     app = start_server({"mqtt.url": broker["url"]})
-    _register_stations(app)
     assert app.broker is None  # an external broker means no embedded one
-    return app, broker["port"]
+
+    def external_station(cp_id: str):
+        register(app, cp_id)  # fleet records are for registered stations only
+        return mqtt_publisher(broker["port"], cp_id)
+
+    return app, external_station
 
 
 def _telemetry(seq: int, **extra) -> dict:
@@ -33,15 +47,9 @@ def _stored(app) -> int:
     return http(app, "GET", "/api/v1/stats")[1]["telemetry_stored"]
 
 
-def _register_stations(app) -> None:
-    """Only registered stations get fleet records; telemetry of strangers is not theirs."""
-    for cp_id in ("CP-TEL", "CP-BAD", "CP-LOSS"):
-        register(app, cp_id)
-
-
 def test_telemetry_is_validated_stored_and_served_as_a_series(ingest_server):
-    app, port = ingest_server
-    board = mqtt_publisher(port)
+    app, connect = ingest_server
+    board = connect("CP-TEL")
     for seq in (1, 2, 3):
         publish(board, "picocharge/CP-TEL/telemetry", _telemetry(seq))
     wait_until(lambda: _stored(app) == 3)
@@ -54,8 +62,8 @@ def test_telemetry_is_validated_stored_and_served_as_a_series(ingest_server):
 
 
 def test_bad_payloads_are_counted_and_never_stop_the_ingest(ingest_server):
-    app, port = ingest_server
-    board = mqtt_publisher(port)
+    app, connect = ingest_server
+    board = connect("CP-BAD")
     publish(board, "picocharge/CP-BAD/telemetry", b"{not json")
     publish(board, "picocharge/CP-BAD/telemetry", {"ts": 1, "seq": "one"})
     publish(board, "picocharge/CP-BAD/telemetry", {"ts": 1})
@@ -74,8 +82,8 @@ def test_bad_payloads_are_counted_and_never_stop_the_ingest(ingest_server):
 
 
 def test_loss_is_counted_from_seq_gaps_but_a_reboot_is_not_loss(ingest_server):
-    app, port = ingest_server
-    board = mqtt_publisher(port)
+    app, connect = ingest_server
+    board = connect("CP-LOSS")
     for seq in (1, 2, 5, 6):          # 3 and 4 lost
         publish(board, "picocharge/CP-LOSS/telemetry", _telemetry(seq))
     publish(board, "picocharge/CP-LOSS/telemetry", _telemetry(6))     # redelivered duplicate
@@ -100,4 +108,38 @@ def test_persistent_session_delivers_what_was_published_while_the_server_was_dow
     again = start_server({"mqtt.url": mosquitto["url"]})
     wait_until(lambda: _stored(again) == 2, timeout=10)
     _, series = http(again, "GET", "/api/v1/chargepoints/CP-AWAY/telemetry")
+    assert [row["seq"] for row in series] == [1, 2]
+
+
+def test_a_message_arriving_after_newer_ones_is_stored_not_taken_for_a_duplicate(ingest_server):
+    # QoS 1 keeps order on one connection only: after a reconnect a station may resend
+    # what was in flight after newer messages
+    app, connect = ingest_server
+    board = connect("CP-LATE")
+    for seq in (1, 2, 4, 5, 3):
+        publish(board, "picocharge/CP-LATE/telemetry", _telemetry(seq))
+    publish(board, "picocharge/CP-LATE/telemetry", _telemetry(3))  # now a real duplicate
+    wait_until(lambda: _stored(app) == 5)
+    _, series = http(app, "GET", "/api/v1/chargepoints/CP-LATE/telemetry")
+    assert sorted(row["seq"] for row in series) == [1, 2, 3, 4, 5]
+    _, record = http(app, "GET", "/api/v1/chargepoints/CP-LATE")
+    assert (record["telemetry"]["lost"], record["telemetry"]["duplicates"]) == (0, 1)
+    board.loop_stop()
+
+
+def test_the_embedded_broker_keeps_queued_telemetry_across_a_clean_restart(start_server):
+    # the ingest is away (its persistent session stays); what stations publish meanwhile is
+    # queued by Mosquitto, written to its persistence file when the server stops it, and
+    # delivered once both are back
+    app = start_server()
+    board = mqtt_station(app, "CP-QUEUED")
+    app.ingest.stop()
+    publish(board, "picocharge/CP-QUEUED/telemetry", _telemetry(1))
+    publish(board, "picocharge/CP-QUEUED/telemetry", _telemetry(2))
+    board.loop_stop()
+    app.stop()
+    again = start_server()
+    assert again.ports["mqtt"] == app.ports["mqtt"]  # port 0 asked: the same one again
+    wait_until(lambda: _stored(again) == 2, timeout=15)
+    _, series = http(again, "GET", "/api/v1/chargepoints/CP-QUEUED/telemetry")
     assert [row["seq"] for row in series] == [1, 2]

@@ -8,7 +8,7 @@ import time
 
 import paho.mqtt.client as mqtt
 
-from tests.server.conftest import ahttp, http, raw_socket, register, run, wait_until
+from tests.server.conftest import ahttp, http, raw_socket, register, run, station_key, wait_until
 
 
 def test_station_whose_socket_drops_is_offline_in_under_one_second(server):
@@ -60,10 +60,14 @@ def test_silent_station_is_offline_within_the_configured_window_and_back_on_acti
 def test_mqtt_last_will_marks_telemetry_offline(server):
     register(server, "CP-WILL")
     port = server.ports["mqtt"]
-    board = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="board-CP-WILL")
+    register(server, "CP-WILL", station_key("CP-WILL"))
+    board = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="CP-WILL")
+    board.username_pw_set("CP-WILL", station_key("CP-WILL"))
+    board.reconnect_delay_set(0.1, 1)
     board.will_set("picocharge/CP-WILL/state", "offline", qos=1, retain=True)
     board.connect("127.0.0.1", port, keepalive=5)
     board.loop_start()
+    wait_until(board.is_connected, timeout=10)
     board.publish("picocharge/CP-WILL/state", "online", qos=1, retain=True).wait_for_publish(5)
     wait_until(lambda: (server.fleet.get("CP-WILL") or {}).get("telemetry_online") == 1)
     board._sock.close()  # the board vanishes: no DISCONNECT, so the broker sends the will

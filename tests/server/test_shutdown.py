@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import sqlite3
 import time
+import urllib.request
 
 import paho.mqtt.client as mqtt
 import websockets
 from serverproc import ServerProcess
 
-from tests.server.conftest import basic_auth
+from tests.server.conftest import ADMIN_TOKEN
 
 
 def _start(tmp_path) -> tuple[ServerProcess, dict]:
-    server = ServerProcess(tmp_path / "var", "--auto-register").start()
+    server = ServerProcess(tmp_path / "var", "--auto-register",
+                           env={"PICOCHARGE_ADMIN_TOKEN": ADMIN_TOKEN}).start()
     return server, {**server.ports, "output": server.text}
 
 
@@ -23,9 +26,21 @@ def test_sigterm_after_accepted_messages_loses_nothing(tmp_path):
     server, info = _start(tmp_path)
     try:
         assert f"PicoCharge dashboard: http://127.0.0.1:{info['http']}/" in info["output"]
-        board = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="board-shutdown")
+        key = "shutdown-key-CP-SIG-0123456789"  # the broker admits registered stations only
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{info['http']}/api/v1/chargepoints", method="POST",
+            data=json.dumps({"id": "CP-SIG", "auth_key": key}).encode(),
+            headers={"Content-Type": "application/json",
+                     "Authorization": f"Bearer {ADMIN_TOKEN}"})
+        urllib.request.urlopen(request, timeout=10).close()
+        board = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="CP-SIG")
+        board.username_pw_set("CP-SIG", key)
+        board.reconnect_delay_set(0.1, 1)
         board.connect("127.0.0.1", info["mqtt"])
         board.loop_start()
+        deadline = time.monotonic() + 10
+        while not board.is_connected() and time.monotonic() < deadline:
+            time.sleep(0.05)
         for seq in range(1, 201):
             board.publish("picocharge/CP-SIG/telemetry",
                           json.dumps({"ts": time.time(), "seq": seq, "v": 230.0}),
@@ -33,10 +48,10 @@ def test_sigterm_after_accepted_messages_loses_nothing(tmp_path):
         board.loop_stop()
 
         async def ocpp_traffic():
-            # --auto-register: the first key presented becomes the station's key
+            auth = base64.b64encode(f"CP-SIG:{key}".encode()).decode()
             async with websockets.connect(f"ws://127.0.0.1:{info['ocpp']}/ocpp/CP-SIG",
                                           subprotocols=["ocpp1.6"],
-                                          additional_headers=basic_auth("CP-SIG", "sigterm-key-0001")) as ws:
+                                          additional_headers={"Authorization": f"Basic {auth}"}) as ws:
                 frames = [[2, "b", "BootNotification", {"chargePointVendor": "V",
                                                         "chargePointModel": "M"}]]
                 frames += [[2, f"s{i}", "StatusNotification",

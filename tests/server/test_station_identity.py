@@ -66,7 +66,9 @@ def test_keyless_and_short_key_stations_are_refused(server):
     register(server, "CP-NOKEY", auth_key=None)
     for body in ({"id": "CP-SHORT", "auth_key": "x" * 15}, {"id": "CP-LONG", "auth_key": "x" * 41}):
         status, answer = http(server, "POST", "/api/v1/chargepoints", body)
-        assert status == 400 and "16 to 40" in answer["reason"]
+        # the OpenAPI boundary says it first; the key rule itself says "16 to 40"
+        assert status == 400 and ("16 to 40" in answer["reason"]
+                                  or "'auth_key'" in answer["reason"]), answer
     register(server, "CP-OK")
     status, _ = http(server, "PATCH", "/api/v1/chargepoints/CP-OK", {"auth_key": "too-short"})
     assert status == 400
@@ -379,7 +381,9 @@ def test_ssrf_target_is_refused_and_the_listener_receives_nothing(server, loopba
         status, answer = http(server, "PUT", "/api/v1/chargepoints/CP-SSRF/thingspeak",
                               {"url": url, "channel": 1, "write_key": "K" * 16})
         assert status == 400, url
-        assert "non-public" in answer["reason"] or "resolve" in answer["reason"]
+        # a literal IPv6 host is already outside the documented URL rule
+        assert ("non-public" in answer["reason"] or "resolve" in answer["reason"]
+                or answer.get("field") == "url"), answer
     assert server.bridge.target("CP-SSRF") is None
     assert accepted == []
 

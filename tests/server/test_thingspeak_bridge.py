@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 
 from server.thingspeak.bridge import window_entry
-from tests.server.conftest import http, mqtt_publisher, publish, wait_until
+from tests.server.conftest import http, mqtt_station, publish, wait_until
 
 
 def test_window_entry_averages_and_maps_fields_as_the_architecture_says():
@@ -41,7 +41,7 @@ def test_bridge_forwards_averaged_windows_no_faster_than_the_rule(start_server):
     app = start_server({"thingspeak.min_interval": interval, "thingspeak.bridge_interval": interval,
                         "thingspeak.allow_private_targets": True})  # the fake is on loopback
     channel = _setup(app, interval)
-    board = mqtt_publisher(app.ports["mqtt"])
+    board = mqtt_station(app, "CP-BRIDGE")
     for seq, temperature in enumerate((20.0, 22.0, 24.0), start=1):
         publish(board, "picocharge/CP-BRIDGE/telemetry",
                 {"ts": time.time(), "seq": seq, "t": temperature, "st": "Charging"})
@@ -65,7 +65,7 @@ def test_bridge_catches_up_with_bulk_update_after_a_gap(start_server):
     http(app, "PUT", "/api/v1/chargepoints/CP-BRIDGE/thingspeak",
          {"url": f"http://127.0.0.1:{app.ports['http']}", "channel": channel["id"],
           "write_key": "WRONGKEY0000000"})  # the channel refuses: a gap builds up
-    board = mqtt_publisher(app.ports["mqtt"])
+    board = mqtt_station(app, "CP-BRIDGE")
     for seq in range(1, 5):
         publish(board, "picocharge/CP-BRIDGE/telemetry", {"ts": time.time(), "seq": seq, "t": 20 + seq})
         time.sleep(interval + 0.1)

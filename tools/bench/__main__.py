@@ -201,17 +201,35 @@ class ResourceSampler:
         }
 
 
+# the fleet's AuthorizationKeys are derived from this (tools/sim.py station_key)
+BENCH_KEY_SECRET = "picocharge-bench"
+
+
 class TelemetryProbe:
     """Publishes probe telemetry (QoS 1) and polls the REST API until each is stored."""
 
-    def __init__(self, mqtt_port: int, api: str, probe_id: str = "BENCH-PROBE"):
+    def __init__(self, mqtt_port: int, api: str, probe_id: str = "BENCH-PROBE", embedded: bool = False):
         import paho.mqtt.client as mqtt
+
+        from tools.sim import station_key
 
         self.api = api
         self.probe_id = probe_id
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"bench-probe-{os.getpid()}")
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
+                                  client_id=probe_id if embedded else f"bench-probe-{os.getpid()}")
+        if embedded:  # a registered station with its key, as the embedded broker requires
+            key = station_key(BENCH_KEY_SECRET, probe_id)
+            req = urllib.request.Request(f"{api}/api/v1/chargepoints",
+                                         data=json.dumps({"id": probe_id, "auth_key": key}).encode(),
+                                         headers={"Content-Type": "application/json"}, method="POST")
+            urllib.request.urlopen(req, timeout=10).close()
+            self.client.username_pw_set(probe_id, key)
+            self.client.reconnect_delay_set(0.1, 2)
         self.client.connect("127.0.0.1", mqtt_port)
         self.client.loop_start()
+        deadline = time.monotonic() + 10
+        while not self.client.is_connected() and time.monotonic() < deadline:
+            time.sleep(0.05)
         self.seq = 0
         self.stored = 0
         self.latencies: list[float] = []
@@ -276,12 +294,16 @@ def run_load(label: str, target: dict, steps: list[int], hold: float, meter_inte
            "--seed", str(seed), "--json", "--flash-root", str(workdir / f"sim-{label}")]
     if target.get("mqtt_url"):
         cmd += ["--mqtt", target["mqtt_url"]]
+    if target.get("embedded_broker"):
+        # the embedded broker admits registered stations only, by their keys
+        cmd += ["--key-secret", BENCH_KEY_SECRET, "--api", f"{target['api']}/api/v1"]
     log(f"{label}: {' '.join(cmd[3:])}")
     sim = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=open(workdir / f"sim-{label}.log", "w"),
                            text=True, start_new_session=True)
     sim_ps = psutil.Process(sim.pid)
     measured = [psutil.Process(pid) for pid in target["pids"]]
-    probe = TelemetryProbe(target["mqtt_port"], target["api"]) if target.get("api") else None
+    probe = (TelemetryProbe(target["mqtt_port"], target["api"], embedded=target.get("embedded_broker"))
+             if target.get("api") else None)
     base = stored_telemetry(target["api"]) if target.get("api") else 0
     records = []
     sampler = None
@@ -416,7 +438,7 @@ def start_server(workdir: Path, label: str, mqtt_url: str | None = None) -> tupl
         urllib.request.urlopen(req, timeout=10).close()
     return proc, {"ocpp_url": f"ws://127.0.0.1:{ocpp_port}/ocpp", "api": api,
                   "mqtt_url": f"mqtt://127.0.0.1:{mqtt_port}", "mqtt_port": mqtt_port,
-                  "pids": [proc.proc.pid]}
+                  "embedded_broker": not mqtt_url, "pids": [proc.proc.pid]}
 
 
 def start_mosquitto(workdir: Path) -> tuple[Process, int]:
@@ -436,11 +458,12 @@ def firmware_heap_figures() -> dict:
     """Peak heap on the MicroPython Unix port (32-bit) at a Pico W's heap: the charge point alone during a
     session (tools.firmware_heap) and the complete board (tools.bench.board_heap)."""
     from tools import firmware_heap
-    from tools.bench import board_heap
+    from tools.bench import board_heap, ed25519_verify
 
-    log("firmware heap: charge point session, then the complete board")
+    log("firmware heap: charge point session, then the complete board; Ed25519 verify")
     out = {}
-    for name, fn in (("charge_point", firmware_heap.run), ("board", board_heap.run)):
+    for name, fn in (("charge_point", firmware_heap.run), ("board", board_heap.run),
+                     ("ed25519", ed25519_verify.run)):
         try:
             out[name] = fn()
         except Exception as exc:  # reported, not hidden: the table says it failed

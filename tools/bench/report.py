@@ -165,6 +165,16 @@ def write(results: dict, out_dir: Path, started) -> list[Path]:
         md += ["", "Answering after commit (transaction messages as fast as answers come; "
                "FULL fsyncs every commit before its answers):", "",
                commit_table(results["commit_cost"])]
+    ed = (fw or {}).get("ed25519")
+    if ed and "error" not in ed:
+        est = ed["rp2040_verify_s_estimate"]
+        md += ["", "Signed firmware bundles: one Ed25519 verification on the MicroPython Unix port "
+               f"{ed['verify_ms_unix']} ms, peak heap {ed['peak_heap_bytes']} B (modules "
+               "included); RP2040 estimate "
+               + ", ".join(f"{v} s ({k}, x{ed['rp2040_over_unix'][k]})" for k, v in est.items())
+               + " from published RP2040 times of the same workloads (tools/bench/ed25519_verify.py)."]
+    elif ed:
+        md += ["", f"Ed25519 verification: not measured ({ed['error']})"]
     rat = ratios(results)
     if rat:
         md += ["", "Against the bare `ocpp`-package central system:", "", rat]

@@ -1,0 +1,225 @@
+"""Who may use the embedded broker, and where they may publish: the credentials and topic
+rules shared by the Mosquitto broker and the amqtt fallback.
+
+Stations connect with username = chargePointId and password = their AuthorizationKey;
+the ingest has its own generated credentials (and Mosquitto an administrator for its
+dynamic-security plugin). The password file ``passwd`` is in Mosquitto's own format
+(``user:$7$<iterations>$<salt b64>$<hash b64>``: PBKDF2-SHA512, mosquitto_passwd(1)),
+computed here because only a hash of each key is kept once it has been set (the plaintext
+exists only while a key is being registered). It is the source of truth across restarts:
+the amqtt fallback reads it, and Mosquitto's dynamic-security document is generated from
+it (same PBKDF2-SHA512, salt and iterations). Files are written atomically (temporary
+file, fsync, rename) with mode 0600.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import logging
+import os
+import secrets
+import threading
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+# Mosquitto's default for `$7$` hashes. The keys are random 16-40 character secrets, not
+# words, so iterations buy little; the broker checks them on every connect.
+PBKDF2_ITERATIONS = 101
+SALT_BYTES = 12
+# A username the password file and the ACL pattern can carry unchanged: no separator of
+# the file (':'), no topic level or wildcard ('/', '+', '#'), nothing invisible.
+_FORBIDDEN = set(":/+#")
+
+
+def mosquitto_hash(password: str, salt: bytes | None = None,
+                   iterations: int = PBKDF2_ITERATIONS) -> str:
+    salt = salt if salt is not None else secrets.token_bytes(SALT_BYTES)
+    digest = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, iterations)
+    return (f"$7${iterations}${base64.b64encode(salt).decode()}"
+            f"${base64.b64encode(digest).decode()}")
+
+
+def check_mosquitto_hash(password: str | bytes | None, stored: str | None) -> bool:
+    if password is None or not stored:
+        return False
+    if isinstance(password, bytes):
+        password = password.decode("utf-8", "replace")
+    try:
+        _, scheme, iterations, salt, digest = stored.split("$")
+        if scheme != "7":
+            return False
+        computed = hashlib.pbkdf2_hmac("sha512", password.encode(), base64.b64decode(salt),
+                                       int(iterations))
+        return hmac.compare_digest(computed, base64.b64decode(digest))
+    except (ValueError, TypeError):
+        return False
+
+
+def usable_username(name: str) -> bool:
+    return (bool(name) and len(name) <= 128 and name.isprintable()
+            and not any(ch in _FORBIDDEN or ch.isspace() for ch in name))
+
+
+def read_password_file(path: Path) -> dict[str, str]:
+    users: dict[str, str] = {}
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return users
+    for line in text.splitlines():
+        user, sep, hashed = line.partition(":")
+        if sep and user:
+            users[user] = hashed
+    return users
+
+
+def write_private(path: Path, text: str) -> None:
+    """Replace `path` atomically with `text`, readable by the owner only."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, text.encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def topic_allowed(username: str | None, ingest_user: str, prefix: str, topic: str,
+                  subscribe: bool) -> bool:
+    """The ACL both brokers enforce: a station writes only under `<prefix>/<its id>/`;
+    only the ingest reads (subscribes to) the stations' topics."""
+    if not username:
+        return False
+    if username == ingest_user:
+        return subscribe and (topic == f"{prefix}/#" or topic.startswith(f"{prefix}/"))
+    return not subscribe and topic.startswith(f"{prefix}/{username}/")
+
+
+class BrokerCredentials:
+    """The embedded broker's credentials (the password file, and the dynamic-security
+    document generated from it), kept in step with the fleet.
+
+    `set_station(cp_id, key)` is called when a station gets a key (plaintext, available
+    only then), `set_station(cp_id, None)` when the key is cleared or the station deleted.
+    Every change rewrites the password file atomically and calls `on_change` (the broker
+    reloads it)."""
+
+    ADMIN_USER = "picocharge-broker-admin"
+
+    def __init__(self, directory: Path, ingest_user: str, prefix: str) -> None:
+        self.directory = directory
+        self.ingest_user = ingest_user
+        self.admin_user = self.ADMIN_USER
+        self.prefix = prefix
+        self.password_file = directory / "passwd"
+        self.secret_file = directory / "ingest.secret"
+        self.admin_secret_file = directory / "admin.secret"
+        self.on_change = None  # on_change(cp_id, key or None, revokes_a_key), set by the broker
+        self._lock = threading.Lock()
+        self._users: dict[str, str] = {}
+        self.ingest_password = ""
+        self.admin_password = ""
+
+    @staticmethod
+    def _secret(path: Path) -> str:
+        value = path.read_text().strip() if path.exists() else ""
+        if not value:
+            value = secrets.token_urlsafe(32)
+            write_private(path, value + "\n")
+        return value
+
+    def load(self, fleet_records: list[dict]) -> None:
+        """Read what the data directory holds, generate the ingest's secret on first use,
+        drop credentials of stations the fleet no longer has a key for, write both files."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.directory, 0o700)
+        self.ingest_password = self._secret(self.secret_file)
+        self.admin_password = self._secret(self.admin_secret_file)
+        with_key = {r["id"] for r in fleet_records if r.get("auth_key_hash")}
+        users = read_password_file(self.password_file)
+        with self._lock:
+            self._users = {user: hashed for user, hashed in users.items()
+                           if user in with_key and user not in self.reserved}
+            missing = sorted(with_key - set(self._users))
+            self._write()
+        if missing:
+            log.warning("%d station(s) have an AuthorizationKey but no MQTT credential (the key "
+                        "was set before the broker kept credentials): set their key again to "
+                        "let them publish telemetry, e.g. %s", len(missing), ", ".join(missing[:5]))
+
+    def stations(self) -> list[str]:
+        with self._lock:
+            return sorted(self._users)
+
+    @property
+    def reserved(self) -> tuple[str, str]:
+        return (self.ingest_user, self.admin_user)
+
+    def set_station(self, cp_id: str, key: str | None) -> None:
+        if cp_id in self.reserved or not usable_username(cp_id):
+            if key is not None:
+                log.warning("station %r gets no MQTT credential: its id cannot be an MQTT "
+                            "username here (reserved, or contains ':', '/', '+', '#' or spaces)",
+                            cp_id)
+            return
+        with self._lock:
+            revoke = cp_id in self._users
+            if key is None:
+                if self._users.pop(cp_id, None) is None:
+                    return
+            else:
+                self._users[cp_id] = mosquitto_hash(key)
+            self._write()
+        if self.on_change is not None:
+            self.on_change(cp_id, key, revoke)
+
+    def _write(self) -> None:
+        lines = [f"{self.ingest_user}:{mosquitto_hash(self.ingest_password)}"]
+        lines += [f"{user}:{hashed}" for user, hashed in sorted(self._users.items())]
+        write_private(self.password_file, "\n".join(lines) + "\n")
+
+    # Mosquitto's dynamic-security plugin ------------------------------------------------
+    def station_role(self, cp_id: str) -> dict:
+        # one role per station: the plugin of Mosquitto 2.0 has no %u in its ACL topics
+        return {"rolename": f"station-{cp_id}",
+                "acls": [{"acltype": "publishClientSend", "topic": f"{self.prefix}/{cp_id}/#",
+                          "allow": True}]}
+
+    @staticmethod
+    def _dynsec_client(username: str, hashed: str, role: str) -> dict:
+        _, _, iterations, salt, digest = hashed.split("$")
+        # clientid: only this username's password can use this client id
+        return {"username": username, "clientid": username, "password": digest, "salt": salt,
+                "iterations": int(iterations), "roles": [{"rolename": role}]}
+
+    def dynsec_document(self) -> dict:
+        """The plugin's configuration file: the administrator (the server's broker manager),
+        the ingest (reads the stations' topics), one client and role per station."""
+        prefix = self.prefix
+        with self._lock:
+            users = dict(self._users)
+        clients = [
+            self._dynsec_client(self.admin_user, mosquitto_hash(self.admin_password), "admin"),
+            self._dynsec_client(self.ingest_user, mosquitto_hash(self.ingest_password), "ingest"),
+        ] + [self._dynsec_client(user, hashed, f"station-{user}")
+             for user, hashed in sorted(users.items())]
+        roles = [
+            {"rolename": "admin", "acls": [
+                {"acltype": kind, "topic": "$CONTROL/dynamic-security/#", "allow": True}
+                for kind in ("publishClientSend", "publishClientReceive", "subscribePattern")]},
+            {"rolename": "ingest", "acls": [
+                {"acltype": "subscribePattern", "topic": f"{prefix}/#", "allow": True},
+                {"acltype": "publishClientReceive", "topic": f"{prefix}/#", "allow": True}]},
+        ] + [self.station_role(user) for user in sorted(users)]
+        return {"defaultACLAccess": {"publishClientSend": False, "publishClientReceive": False,
+                                     "subscribe": False, "unsubscribe": True},
+                "clients": clients, "groups": [], "roles": roles}
