@@ -309,11 +309,17 @@ class Soak:
 
     def teardown(self) -> None:
         self.stop_driver.set()
-        for closer in (self.board.stop, self.watch.stop, self.ocpp_proxy.stop,
-                       self.mqtt_proxy.stop, lambda: self.central.stop(kill=False),
-                       self.broker.stop, self.log.close):
+        for part, method in (("board", "stop"), ("watch", "stop"), ("ocpp_proxy", "stop"),
+                             ("mqtt_proxy", "stop"), ("central", "stop"), ("broker", "stop"),
+                             ("log", "close")):
+            obj = getattr(self, part, None)
+            if obj is None:
+                continue  # never started
             try:
-                closer()
+                if part == "central":
+                    obj.stop(kill=False)
+                else:
+                    getattr(obj, method)()
             except Exception as exc:  # keep tearing down
                 self.notes.append(f"teardown: {exc!r}")
 
@@ -499,7 +505,11 @@ class Soak:
 
     # -- the run ---------------------------------------------------------------------------
     def run(self) -> dict:
-        self.setup()
+        try:
+            self.setup()
+        except BaseException:
+            self.teardown()  # what did start is stopped (a board that could not boot)
+            raise
         driver = threading.Thread(target=self.drive, name="soak-driver", daemon=True)
         driver.start()
         sampler_stop = threading.Event()
