@@ -8,11 +8,13 @@ MICROPYTHON := $(CACHE)/bin/micropython
 UMQTT := $(CACHE)/mplib/umqtt/simple.py
 PORT ?= /dev/ttyACM0
 BOARD_CONFIG ?= config.local.json
+SOAK_MINUTES ?= 120
+SOAK_OUT ?= results/soak
 # The suite mostly waits (boards, brokers, timeouts): four workers on two cores (pytest-xdist).
 PYTEST_ARGS ?= -n 4
 SYSTEM_PACKAGES := build-essential gcc-multilib mosquitto chromium
 
-.PHONY: help setup system-deps broker-deps micropython run test lint firmware deploy repl logs bench clean distclean
+.PHONY: help setup system-deps broker-deps micropython run test lint firmware deploy repl logs bench soak clean distclean
 
 help:
 	@echo "make run        start the central system with its embedded defaults"
@@ -21,6 +23,7 @@ help:
 	@echo "make deploy PORT=/dev/ttyACM0   flash a Pico W over USB with mpremote"
 	@echo "make repl       open the board's REPL        make logs   follow the board's log"
 	@echo "make bench      run the scalability benchmark"
+	@echo "make soak       outage soak: a board through 2 h of outages (SOAK_MINUTES=120, report in $(SOAK_OUT)/)"
 	@echo "make lint       ruff on the host code"
 
 # --- setup -----------------------------------------------------------------------------
@@ -81,6 +84,9 @@ logs: $(VENV)/.installed
 
 bench: setup
 	$(PY) -m tools.bench $(ARGS)
+
+soak: setup
+	$(PY) -m tests.outage_soak --minutes $(SOAK_MINUTES) --out $(SOAK_OUT) $(ARGS)
 
 clean:
 	rm -rf build .pytest_cache .ruff_cache

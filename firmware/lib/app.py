@@ -135,8 +135,10 @@ class App:
                 self.log("ocpp: charge point module missing (%s); local mode" % exc)
             else:
                 self.mode = "ocpp"
-                return ChargePoint(cfg, self.station, self.flash, self.clock, log=self.log,
-                                   on_reset=self.on_reset)
+                point = ChargePoint(cfg, self.station, self.flash, self.clock, log=self.log,
+                                    on_reset=self.on_reset)
+                point.wifi = self.wifi  # no connection attempts while Wi-Fi is down
+                return point
         gc.collect()  # load modules into a clean heap: less fragmentation
         from local_point import LocalPoint
 

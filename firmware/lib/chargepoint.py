@@ -81,6 +81,7 @@ class ChargePoint(ocpp_link.Link, ocpp_tx.Transactions):
         self.backoff_min = float(ocpp.get("reconnect_min_s", 1))
         self.ws = None
         self.ws_obj = None
+        self.wifi = None  # the board's Wi-Fi (app.py sets it): the link follows it
         self.conn_state = "offline"
         self.registration = None
         self.accepted_once = False
@@ -315,9 +316,16 @@ class ChargePoint(ocpp_link.Link, ocpp_tx.Transactions):
             return
         try:
             res = await self.call(rec["a"], payload, uid=rec["id"])
-        except (CallError, asyncio.TimeoutError) as exc:
+        except asyncio.TimeoutError:
+            # no answer is not a "failure to process" (OCPP 1.6 3.7.1: that is a CALLERROR):
+            # the message may not even have arrived, so it is not an attempt used up (a
+            # long outage would otherwise drop a StopTransaction); sent again, same id
+            self.log("ocpp: %s #%d not answered, sending it again" % (rec["a"], rec["s"]))
+            await asyncio.sleep(1)
+            return
+        except CallError as exc:
             rec["n"] += 1
-            what = exc.code if isinstance(exc, CallError) else "timeout"
+            what = exc.code
             if rec["n"] >= self.cfg.get("TransactionMessageAttempts"):
                 j.give_up(rec, " after %d attempts (%s)" % (rec["n"], what))
                 return

@@ -54,6 +54,10 @@ class Link:
                 ws = self.ws_obj = ocpp_ws.WebSocket(max_size=int(self.ocpp_conf.get("max_message", 4096)))
             while self.link_held:
                 await asyncio.sleep_ms(200)
+            wifi = self.wifi
+            if wifi is not None and not wifi.is_up():
+                self.conn_state = "offline"
+                await wifi.event.wait()  # no network: nothing to try (nor to count as failed)
             self.conn_state = "connecting"
             try:
                 password = self.cfg.get("AuthorizationKey") or None
@@ -64,7 +68,7 @@ class Link:
                 delay = self._backoff(failures)
                 self.conn_state = "offline"
                 self.log("ocpp: connect failed (%r), retry in %.1fs" % (exc, delay))
-                await asyncio.sleep(delay)
+                await self._pause(delay)
                 continue
             # `failures` counts on until a session gets online: a central system that
             # accepts the upgrade and closes at once still sees growing delays
@@ -94,7 +98,23 @@ class Link:
             self.outbox = [m for m in self.outbox if m[0] not in ("StatusNotification", "Heartbeat")]
             self.log("ocpp: disconnected")
             failures = 1 if was_online else failures + 1
-            await asyncio.sleep(self._backoff(failures))
+            await self._pause(self._backoff(failures))
+
+    async def _pause(self, delay):
+        """The reconnect backoff; cut short when Wi-Fi comes back up meanwhile (the
+        failures were the network's: the central system is worth a try at once)."""
+        wifi = self.wifi
+        if wifi is None:
+            await asyncio.sleep(delay)
+            return
+        end = time.ticks_add(time.ticks_ms(), int(delay * 1000))
+        was_up = wifi.is_up()
+        while time.ticks_diff(end, time.ticks_ms()) > 0:
+            await asyncio.sleep_ms(250)
+            up = wifi.is_up()
+            if up and not was_up:
+                return
+            was_up = up
 
     # -- one TLS session at a time -------------------------------------------------------
     async def hold_link(self, url):
@@ -161,6 +181,11 @@ class Link:
         last_ping = time.ticks_ms()
         while ws.open:
             await asyncio.sleep(1)
+            if self.wifi is not None and not self.wifi.is_up():
+                # a connection across a Wi-Fi outage is seldom worth keeping (a new
+                # address, a peer that gave up): made again once Wi-Fi is back
+                self.log("ocpp: Wi-Fi down, closing the link")
+                break
             now = time.ticks_ms()
             hb = self.cfg.get("HeartbeatInterval")
             if hb and time.ticks_diff(now, self.last_sent_ms) >= hb * 1000 and not self.has_queued("Heartbeat"):
@@ -211,7 +236,17 @@ class Link:
                 await ws.send(ocpp_rpc.call(uid, action, payload))
                 self.last_sent_ms = t0 = time.ticks_ms()
                 self.calls_out += 1
-                await asyncio.wait_for(box[1].wait(), self.call_timeout)
+                try:
+                    await asyncio.wait_for(box[1].wait(), self.call_timeout)
+                except asyncio.TimeoutError:
+                    if time.ticks_diff(ws.last_rx, t0) < 0 and ws.open:
+                        # not a frame since the CALL went out: the link is dead (a black
+                        # hole, a half-open connection); reconnect now rather than after
+                        # the ping check's 2 x WebSocketPingInterval + 10 s
+                        self.log("ocpp: %s unanswered, nothing heard for %d s: reconnecting" % (
+                            action, self.call_timeout))
+                        ws.open = False
+                    raise
                 outcome = "ok" if box[2][0] == ocpp_rpc.CALLRESULT else "error"
             finally:
                 self.pending_call = None

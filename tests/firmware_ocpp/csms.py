@@ -23,6 +23,7 @@ Switches for the failure scenarios (set them from the test, any time):
 
     cs.fail_next["StartTransaction"] = 2   # answer the next 2 with CALLERROR InternalError
     cs.delay["StartTransaction"] = 4.0     # answer after 4 s (the session reads nothing else meanwhile)
+    cs.silent_next["StopTransaction"] = 2  # leave the next 2 unanswered (a black-holed answer)
     cs.parents["CHILD"] = "PARENT"          # idTagInfo.parentIdTag of a tag
     cs.go_offline()                        # drop every session and refuse new connections
     cs.go_online()                         # accept connections again
@@ -79,7 +80,12 @@ class Session(OcppChargePoint):
                 fail = cs.fail_next.get(msg.action, 0)
                 if fail:
                     cs.fail_next[msg.action] = fail - 1
+                silent = cs.silent_next.get(msg.action, 0)
+                if silent and not fail:
+                    cs.silent_next[msg.action] = silent - 1
                 delay = cs.delay.get(msg.action, 0)
+            if silent and not fail:
+                return  # never answered (nothing else is sent on the session either)
             if fail:
                 with cs.lock:
                     cs.failed.append((msg.action, msg.unique_id))
@@ -219,6 +225,7 @@ class CentralSystem:
         self.parents: dict[str, str] = {}
         self.fail_next: dict[str, int] = {}
         self.delay: dict[str, float] = {}
+        self.silent_next: dict[str, int] = {}  # leave the next n CALLs of an action unanswered
         self.attempts: list[tuple[str, str, float]] = []  # (action, message id, when) of every CALL
         self.failed: list[tuple[str, str]] = []  # CALLs answered with CALLERROR on purpose
         self.offline = False

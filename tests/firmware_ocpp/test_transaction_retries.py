@@ -8,6 +8,8 @@ CALLERROR, `cs.delay[action] = s` answers after s seconds).
   three times is dropped after the third (and the charge point says so in its log and its
   summary); a StopTransaction failing once is delivered at the second. Every retry keeps
   the message id and waits interval × attempts made.
+- A Start- or StopTransaction left unanswered (no answer is not a failure to process) is
+  sent again with the same message id until answered, however often.
 - MeterValues and the StopTransaction queued before the StartTransaction was answered go
   out with the central system's transactionId.
 """
@@ -17,8 +19,9 @@ import re
 import time
 
 import pytest
+from cprunner import ChargePointProcess
 from csms import CentralSystem
-from ocpp_scenarios import KEY, start, wait_console
+from ocpp_scenarios import KEY, config, start, wait_console
 
 CP = "PICO-RETRY"
 INTERVAL = 2  # TransactionMessageRetryInterval (s)
@@ -131,4 +134,35 @@ def test_a_dropped_start_transaction_takes_its_transaction_messages_with_it(cs, 
     assert [m["transaction_id"] for m in cs.of("MeterValues", CP)] == [txid] * len(cs.of("MeterValues", CP))
     summary = json.loads(out.split("SUMMARY ", 1)[1].splitlines()[0])
     assert summary["journal_dropped"] == out.count(" dropped after ") + out.count(" dropped: its StartTransaction")
+    assert not cs.unknown_tx and cs.invalid == [], (cs.unknown_tx, cs.invalid)
+
+
+@pytest.mark.dual_runtime
+def test_unanswered_transaction_messages_are_sent_again_never_dropped(cs, runtime_name, tmp_path):
+    """No answer is not a failure to process (OCPP 1.6 §3.7.1 counts CALLERRORs): a Start-
+    and a StopTransaction left unanswered more often than TransactionMessageAttempts (a
+    long black hole) are sent again, with the same message id, until answered; a link that
+    stayed silent since the CALL went out is dropped and made again."""
+    cfg = config(cs.url, CP, TransactionMessageAttempts=2, TransactionMessageRetryInterval=1)
+    cfg["ocpp"]["call_timeout_s"] = 2
+    cp = ChargePointProcess(runtime_name, tmp_path / "cp", cfg)
+    try:
+        cs.wait(lambda: cs.last_status(CP) is not None, 40, "registered")
+        cs.silent_next["StartTransaction"] = 3
+        cp.ev(pilot="C", start=True, tag="CARD1")
+        cs.wait(lambda: cs.transactions, 60, "StartTransaction answered at the fourth transmission")
+        txid = max(cs.transactions)
+        cs.silent_next["StopTransaction"] = 3
+        cp.ev(pilot="A")
+        cs.wait(lambda: cs.transactions[txid]["meter_stop"] is not None, 60,
+                "StopTransaction answered at the fourth transmission")
+    finally:
+        out = cp.finish()
+    for action in ("StartTransaction", "StopTransaction"):
+        (uid, times), = attempts(cs, action)
+        assert len(times) == 4, (action, times)
+    assert " dropped" not in out, out
+    for action in ("StartTransaction", "StopTransaction"):  # a silent link is dropped
+        assert f"ocpp: {action} unanswered, nothing heard for 2 s: reconnecting" in out, out
+    assert cs.transactions[txid]["reason"] == "EVDisconnected"
     assert not cs.unknown_tx and cs.invalid == [], (cs.unknown_tx, cs.invalid)

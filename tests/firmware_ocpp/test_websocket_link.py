@@ -438,7 +438,9 @@ def test_a_central_system_that_stops_reading_and_answering_is_left_after_unanswe
             await cs.serve(60)
 
     server = servers(script)
-    cfg = cp_config(server.url, CP, KEY, keys={"WebSocketPingInterval": 1})
+    # the unanswered StatusNotification's timeout (which would drop the silent link
+    # itself) past the ping check, which this test is about
+    cfg = cp_config(server.url, CP, KEY, call_timeout_s=30, keys={"WebSocketPingInterval": 1})
     child = children(runtime_name, tmp_path / "cp", cfg, seconds=50)
     server.wait(lambda: "status" in seen, 45, "a new session after the silent one")
     report = child.stop()

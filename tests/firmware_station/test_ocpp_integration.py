@@ -9,6 +9,7 @@ board runner's link thread could not allocate its receive buffer); the 32-bit bu
 Pico W's heap runs it."""
 
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -57,3 +58,27 @@ def test_remote_start_charges_and_unplug_stops_the_transaction(board_factory, ce
     central.wait(lambda: central.last_status("PICO-0100") == "Available", timeout=30)
     assert not central.invalid
     assert report(board)["st"] == "Available"
+
+
+@pytest.mark.dual_runtime
+def test_the_ocpp_link_closes_when_wifi_drops_and_is_made_again_as_soon_as_it_returns(
+        board_factory, central, runtime_name):
+    cfg = {"cp_id": "PICO-0101", "wifi": {"ssid": "workshop", "password": "x"},
+           "ocpp": {"url": central.url, "password": "s3cret"}, "intervals": {"sensors_s": 2}}
+    board = boot(board_factory, cfg, world={"ap_ssid": "workshop"})
+    central.wait(lambda: central.last_status("PICO-0101") == "Available", timeout=60)
+    mark = board.console.mark()
+    board.control("wifi", up=False)
+    board.wait_for(r"^ocpp: Wi-Fi down, closing the link$", 15, start=mark)
+    board.wait_for(r"^ocpp: disconnected$", 15, start=mark)
+    connects = central.connects
+    # no attempt while there is no network (on the host the socket would get through),
+    # and none counted as failed: no backoff grows meanwhile
+    time.sleep(12)
+    assert central.connects == connects
+    assert "ocpp: connect failed" not in board.console.text[mark:]
+    mark = board.console.mark()
+    board.control("wifi", up=True)
+    up = board.wait_for(r"^wifi: up ", 30, start=mark)
+    board.wait_for(r"^ocpp: connected$", 5, start=up.end())
+    central.wait(lambda: central.connects > connects, timeout=5, what="a new session")

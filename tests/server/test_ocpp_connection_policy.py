@@ -141,6 +141,9 @@ def test_auto_register_accepts_and_remembers_the_presented_key(start_server):
         assert info.value.response.status_code == 401
         async with charge_point(app, "CP-LAB", password="lab-secret-key-0001") as cp:
             assert cp.boot_answer.status == "Accepted"
+            # online in its first session too (its record is made at the BootNotification)
+            _, record = await ahttp(app, "GET", "/api/v1/chargepoints/CP-LAB")
+            assert record["ocpp"]["online"] is True, record["ocpp"]
         _, record = await ahttp(app, "GET", "/api/v1/chargepoints/CP-LAB")
         assert record["registration"] == "Accepted" and record["has_auth_key"] is True
         with pytest.raises(InvalidStatus):
