@@ -110,7 +110,10 @@ class Link:
         if self.tls_turn is None:
             self.tls_turn = asyncio.Lock()
         await self.tls_turn.acquire()
-        self.turn_dropped = self.url.startswith("wss:")
+        # an https transfer: the link goes down even over ws (a quiet board during the
+        # download: over ws with mqtts batches the download failed with ENOMEM, the
+        # live link's traffic fragmenting the heap between the files' TLS sessions)
+        self.turn_dropped = self.url.startswith("wss:") or url.startswith("https:")
         if not self.turn_dropped:
             return True
         for _ in range(100):
