@@ -24,7 +24,16 @@ from csms import CentralSystem
 from fwkit import FileServer, make_bundle
 from harness import sensor_reports
 from ocpp.v16 import call
-from test_firmware_update import CP, DONE, KEY, WORLD, board_config, boot_versions, fw_statuses, update
+from test_firmware_update import (
+    CP,
+    DONE,
+    KEY,
+    WORLD,
+    board_config,
+    boot_versions,
+    fw_statuses,
+    update,
+)
 from test_tls_board import min_free, report_count
 from tlscerts import make_server_cert
 
@@ -70,7 +79,7 @@ def test_a_board_with_every_uplink_on_tls_charges_and_updates_over_https_with_a_
         board.wait_for(r"^mqtt: connected to 127\.0\.0\.1:\d+ \(TLS, certificate checked\)$",
                        timeout=30)
 
-        # idle, both TLS links up
+        # idle: wss up, mqtts batches in the TLS turn
         start = report_count(board)
         cs.wait(lambda: report_count(board) >= start + 4, 30, "four idle reports")
         idle = min_free(board, start)
@@ -86,7 +95,7 @@ def test_a_board_with_every_uplink_on_tls_charges_and_updates_over_https_with_a_
         cs.wait(lambda: cs.transactions[txid]["meter_stop"] is not None, 60, "StopTransaction")
         charging = min_free(board, start)
 
-        # a firmware update downloaded over HTTPS, mqtts up all along
+        # a firmware update downloaded over HTTPS in the TLS turn (batches wait for it)
         start = report_count(board)
         mqtt_before = len(sub.messages)
         make_bundle(runtime_name, files.root / "v2", "2.0.0")
