@@ -106,6 +106,11 @@ def validate(cfg):
     if cfg["mqtt"] is not None:
         _check_mqtt(cfg["mqtt"], "mqtt")
     ts = cfg["thingspeak"]
+    if ts is not None:
+        if ts.get("ca_file") is not None and not isinstance(ts["ca_file"], str):
+            raise ConfigError("thingspeak.ca_file must be a file name on flash")
+        if not isinstance(ts.get("insecure", False), bool):
+            raise ConfigError("thingspeak.insecure must be true or false")
     if ts is not None and ts.get("mqtt") is not None:
         if not isinstance(ts["mqtt"], dict):
             raise ConfigError("thingspeak.mqtt must be an object or absent")

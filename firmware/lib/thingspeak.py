@@ -82,7 +82,11 @@ class ThingSpeak:
         self.http = http or httpc
         self.backlog = Ring(section.get("backlog", 40))
         self.mqtt_section = section.get("mqtt")
-        self.flash = flash  # for thingspeak.mqtt.ca_file
+        self.flash = flash  # for thingspeak.ca_file and thingspeak.mqtt.ca_file
+        # https: the server certificate is checked against thingspeak.ca_file (DER on
+        # flash); without one the post is refused unless thingspeak.insecure is true
+        self.tls_section = {"ca_file": section.get("ca_file"),
+                            "insecure": section.get("insecure") is True}
         self.mqtt = None
         self.sums = [0.0] * 9
         self.counts = [0] * 9
@@ -163,13 +167,19 @@ class ThingSpeak:
         return "{" + ",".join(parts) + "}"
 
     # -- sending --------------------------------------------------------------------------
+    def _tls(self):
+        """The SSL context for an https:// ThingSpeak, made per post (not held)."""
+        if not self.base.startswith("https:"):
+            return None
+        return httpc.tls_context(self.tls_section, self.flash)
+
     async def post_update(self, body):
         """True if ThingSpeak inserted the entry."""
         try:
             resp = await self.http.post(
                 self.base + "/update", body,
                 headers={"Content-Type": "application/x-www-form-urlencoded"},
-                timeout=self.timeout_s, max_body=256)
+                timeout=self.timeout_s, max_body=256, ssl_ctx=self._tls())
         except Exception as exc:
             self.net_errors += 1
             self.last_error = "update: %r" % (exc,)
@@ -201,7 +211,8 @@ class ThingSpeak:
         url = "%s/channels/%s/bulk_update.json" % (self.base, self.channel)
         try:
             resp = await self.http.post(url, body, headers={"Content-Type": "application/json"},
-                                        timeout=self.timeout_s, max_body=512)
+                                        timeout=self.timeout_s, max_body=512,
+                                        ssl_ctx=self._tls())
         except Exception as exc:
             self.net_errors += 1
             self.last_error = "bulk: %r" % (exc,)

@@ -238,8 +238,10 @@ class ThingSpeakRecorder:
     `mode`: "ok" (update -> entry id, bulk -> 202 {"success": true}), "zero" (update body
     `0`: not inserted), "error" (HTTP 500)."""
 
-    def __init__(self, port=0):
+    def __init__(self, port=0, tls=None):
+        """`tls`: an ssl.SSLContext to serve HTTPS with."""
         self.requests = []
+        self.tls = tls
         self.mode = "ok"
         self.entry = 0
         self.lock = threading.Lock()
@@ -282,13 +284,15 @@ class ThingSpeakRecorder:
                     self._answer(200, str(recorder.entry))
 
         self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        if tls is not None:
+            self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
         self.port = self.server.server_address[1]
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 
     @property
     def url(self):
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
     def snapshot(self):
         with self.lock:

@@ -8,7 +8,7 @@ from pathlib import Path
 from urllib.parse import parse_qs
 
 import pytest
-from stationkit import Subscriber, boot, report, wait_until
+from stationkit import Subscriber, ThingSpeakRecorder, boot, report, wait_until
 
 WIRE = json.loads((Path(__file__).parent / "thingspeak_wire.json").read_text())
 KEY = "WRITEKEY0123ABCD"
@@ -130,3 +130,40 @@ def test_updates_can_go_to_the_channel_feed_over_mqtt(board_factory, broker):
         assert form["field7"] == ["0"] and float(form["field3"][0]) == pytest.approx(230, abs=3)
     finally:
         sub.stop()
+
+
+@pytest.mark.dual_runtime
+def test_https_thingspeak_checks_the_certificate_against_the_ca_on_flash_and_refuses_without(
+        board_factory, tmp_path):
+    """ThingSpeak's REST API is HTTPS: with `thingspeak.ca_file` the board posts with the
+    server certificate checked; without a CA it posts nothing and says why (not plaintext,
+    not unchecked) unless `thingspeak.insecure` is true."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "firmware_ocpp"))
+    from tlscerts import make_server_cert
+
+    cert = make_server_cert(tmp_path / "pki", "thingspeak")
+    rec = ThingSpeakRecorder(tls=cert.server_context())
+    try:
+        board = boot(board_factory, config(rec.url, interval_s=2, min_interval_s=2, ca_file="ts.der"),
+                     world=WORLD, flash=tmp_path / "checked", files={"ts.der": cert.ca_der})
+        wait_until(lambda: len(rec.snapshot()) >= 1, timeout=30, what="an update over HTTPS")
+        assert check_update(rec.snapshot()[0])["api_key"] == KEY
+        board.stop()
+        seen = len(rec.snapshot())
+        refused = boot(board_factory, config(rec.url, interval_s=2, min_interval_s=2),
+                       world=WORLD, flash=tmp_path / "no-ca")
+        summary = {}
+
+        def failed_for_want_of_a_ca():
+            mark = refused.console.mark()
+            refused.control("console", line="import json; print('ts ' + "
+                            "json.dumps(app.thingspeak.summary()))")
+            summary.update(json.loads(refused.wait_for(r"^ts (\{.*\})$", start=mark).group(1)))
+            return summary["net_errors"] >= 1
+        wait_until(failed_for_want_of_a_ca, timeout=30, interval=0.5, what="a refused post")
+        assert "CA" in summary["last_error"], summary
+        assert len(rec.snapshot()) == seen  # nothing reached the server
+    finally:
+        rec.stop()
