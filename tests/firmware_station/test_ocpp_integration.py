@@ -53,8 +53,10 @@ def test_remote_start_charges_and_unplug_stops_the_transaction(board_factory, ce
     start = central.of("StartTransaction", "PICO-0100")[0]
     delivered = stop["meter_stop"] - start["meter_start"]
     energy = board.world()["energy_wh"]
-    # OCPP carries whole Wh (the charge point truncates): 2 % of the meter plus 1 Wh
-    assert delivered == pytest.approx(energy, abs=1 + 0.02 * energy)
+    # OCPP carries whole Wh (the charge point truncates): 2 % of the meter plus 1 Wh, plus
+    # the energy of one meter pass (about 1 Wh at 16 A) when the unplug lands between passes
+    # on a loaded machine
+    assert delivered == pytest.approx(energy, abs=2 + 0.02 * energy)
     central.wait(lambda: central.last_status("PICO-0100") == "Available", timeout=30)
     assert not central.invalid
     assert report(board)["st"] == "Available"
