@@ -110,8 +110,7 @@ class App:
             from telemetry import Telemetry
 
             self.telemetry = Telemetry(cfg, self.station, self.clock, self.status, self.wifi,
-                                       self.log, self.flash, self.authorization_key,
-                                       self.point if self.mode == "ocpp" else None)
+                                       self.log, self.flash, self.authorization_key)
         self.thingspeak = None
         if cfg["thingspeak"] is not None:
             gc.collect()  # load modules into a clean heap: less fragmentation

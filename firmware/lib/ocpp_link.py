@@ -5,9 +5,8 @@ the one outstanding CALL, and answering the central system's CALLs.
 
 One TLS session at a time: a Pico W's heap holds one mbedTLS session (about 23 KB held,
 more during the handshake) next to the running board, not two (docs/firmware.md, "Heap").
-An https transfer (firmware download, diagnostics upload) and a batch of mqtts telemetry
-(telemetry.py) each take the board's TLS turn (`hold_link` / `release_link`): one of them
-at a time, and the link is down meanwhile when it is wss:// itself."""
+An https transfer (firmware download, diagnostics upload) takes the link down while it
+runs when the link is wss:// itself (`hold_link` / `release_link`)."""
 
 import asyncio
 import gc
@@ -25,9 +24,7 @@ class NotConnected(OSError):
 
 
 class Link:
-    link_held = 0  # TLS turns that asked for the wss link to stay down
-    tls_turn = None  # asyncio.Lock, made at the first turn: one TLS transfer at a time
-    turn_dropped = False  # whether the turn being held took the wss link down
+    link_held = 0  # https transfers that asked for the TLS link to stay down
 
     # -- connection ------------------------------------------------------------------------
     def _backoff(self, failures):
@@ -121,27 +118,17 @@ class Link:
 
     # -- one TLS session at a time -------------------------------------------------------
     async def hold_link(self, url):
-        """Before a TLS transfer (an https URL, or "mqtts:" for a telemetry batch): wait for
-        the board's TLS turn (one transfer at a time), and when the OCPP link is TLS as
-        well, let the queued messages go out (at most 10 s), drop the link and keep it down
-        until `release_link()`. True if the turn is held (call release_link after)."""
-        if not url.startswith(("https:", "mqtts:")):
+        """Before an https transfer: when the OCPP link is TLS as well, let the queued
+        messages go out (at most 10 s), drop the link and keep it down until
+        `release_link()`. True if the link is held (call release_link after)."""
+        if not (url.startswith("https:") and self.url.startswith("wss:")):
             return False
-        if self.tls_turn is None:
-            self.tls_turn = asyncio.Lock()
-        await self.tls_turn.acquire()
-        # an https transfer: the link goes down even over ws (a quiet board during the
-        # download: over ws with mqtts batches the download failed with ENOMEM, the
-        # live link's traffic fragmenting the heap between the files' TLS sessions)
-        self.turn_dropped = self.url.startswith("wss:") or url.startswith("https:")
-        if not self.turn_dropped:
-            return True
         for _ in range(100):
             if not self.outbox or not self.online.is_set():
                 break
             await asyncio.sleep_ms(100)
         self.link_held += 1
-        self.log("ocpp: link down during a TLS transfer (one TLS session at a time)")
+        self.log("ocpp: link down during an https transfer (one TLS session at a time)")
         ws = self.ws
         if ws is not None:
             ws.open = False  # ends the session: run() drops the connection
@@ -151,10 +138,7 @@ class Link:
         return True
 
     def release_link(self):
-        if self.turn_dropped:
-            self.turn_dropped = False
-            self.link_held -= 1
-        self.tls_turn.release()
+        self.link_held -= 1
 
     def boot_payload(self):
         return {"chargePointVendor": "PicoCharge", "chargePointModel": "PicoCharge-W",

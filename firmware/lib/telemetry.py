@@ -15,18 +15,6 @@ else `ocpp.password`. While the broker is away, reports wait in a bounded buffer
 (`mqtt.buffer`, oldest dropped first, counted); a report leaves the buffer only once the
 broker acknowledged it (PUBACK).
 
-mqtts next to a charge point (OCPP mode): a Pico W's heap holds one TLS session next to
-the running board at a time (wss + a resident mqtts link left about 11 KB free and
-StopTransaction's journal write failed with MemoryError; ws + a resident mqtts link that
-stepped aside for an https download still had the download fail with ENOMEM;
-docs/firmware.md, "Heap with every uplink on TLS"). So the link is not kept up: reports
-wait in the buffer, and once `mqtt.tls_batch` of them (default 10) are there the link
-takes the board's TLS turn (`ocpp_link.hold_link`: a wss OCPP link goes down meanwhile,
-and an https transfer never runs at the same time), connects, publishes the buffer,
-disconnects and gives the turn back. The retained `online` is sent at each batch; no
-`offline` at its clean end (the will covers a batch cut short). mqtt:// and local mode
-keep a resident link.
-
 Optional: `thingspeak.mqtt` publishes the ThingSpeak fields on a second link; see
 thingspeak.py.
 """
@@ -102,7 +90,7 @@ class Ring:
 
 class Telemetry:
     def __init__(self, config, station, clock, status_fn, wifi=None, log=print, flash=None,
-                 key_fn=None, tls_turn=None):
+                 key_fn=None):
         section = config["mqtt"]
         self.cp_id = config["cp_id"]
         self.station = station
@@ -131,11 +119,6 @@ class Telemetry:
         if link.password is None:
             link.password = self.station_key
         self.buffer = Ring(section.get("buffer", 30))
-        # batches in the board's TLS turn (see the module docstring), or a resident link
-        self.tls_turn = tls_turn if link.secure else None
-        self.batched = self.tls_turn is not None
-        self.batch = max(1, min(int(section.get("tls_batch", 10)), len(self.buffer.items)))
-        self.batches = 0
         self.seq = 0
         self.published = 0
         self.failures = 0  # publishes the broker did not acknowledge (connection dropped)
@@ -155,8 +138,6 @@ class Telemetry:
         out["buffered"] = len(self.buffer)
         out["dropped"] = self.buffer.dropped
         out["publish_failures"] = self.failures
-        if self.batched:
-            out["tls_batches"] = self.batches
         return out
 
     def sample(self):
@@ -223,11 +204,6 @@ class Telemetry:
                 if time.ticks_diff(now, next_ms) > 0:
                     next_ms = time.ticks_add(now, int(self.interval_s * 1000))
                 self.enqueue()
-            if self.batched:
-                if len(self.buffer) >= self.batch and link.due():
-                    await self.send_batch()
-                await asyncio.sleep_ms(self._idle_ms(next_ms))
-                continue
             if link.due():
                 await self.connect()
             if link.connected():
@@ -237,24 +213,8 @@ class Telemetry:
                     await link.keep_alive()
             await asyncio.sleep_ms(self._idle_ms(next_ms))
 
-    async def send_batch(self):
-        """Connect in the board's TLS turn, publish the buffer, disconnect."""
-        turn = self.tls_turn
-        held = await turn.hold_link("mqtts:")
-        try:
-            if await self.connect() and await self.flush():
-                self.batches += 1
-                self.link.close()  # DISCONNECT: the will is not sent
-        finally:
-            self.link._close_socket()
-            gc.collect()
-            if held:
-                turn.release_link()
-
     def _idle_ms(self, next_ms):
         """How long the loop may sleep: until the next report, reconnect attempt or
         keep-alive ping is due (nothing else feeds it), at least 200 ms, at most 5 s."""
-        wait = time.ticks_diff(next_ms, time.ticks_ms())
-        if not self.batched:
-            wait = min(wait, self.link.idle_ms())
+        wait = min(time.ticks_diff(next_ms, time.ticks_ms()), self.link.idle_ms())
         return max(200, min(5000, wait))
