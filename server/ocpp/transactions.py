@@ -34,8 +34,7 @@ def require_int(payload: dict, key: str, low: int, high: int) -> None:
 
 def require_store(store) -> None:
     """Refuse at once what would need storing while the store cannot commit."""
-    reason = store.failure
-    if reason is not None:
+    if store.failure is not None:
         raise OcppError(INTERNAL_ERROR, "store unavailable, try again later")
 
 

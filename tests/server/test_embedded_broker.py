@@ -61,9 +61,16 @@ def connect_outcome(port: int, client_id: str, username=None, password=None,
 
 
 def accepted(port: int, cp_id: str) -> None:
-    """Wait until a station registered a moment ago can connect with its own key."""
-    wait_until(lambda: connect_outcome(port, cp_id, cp_id, station_key(cp_id)) == "accepted",
-               timeout=10, interval=0.05)
+    """Wait until a station registered a moment ago can connect with its own key (while a
+    burst of registrations restarts the broker, a connection may also be refused)."""
+
+    def connects() -> bool:
+        try:
+            return connect_outcome(port, cp_id, cp_id, station_key(cp_id)) == "accepted"
+        except ConnectionRefusedError:
+            return False
+
+    wait_until(connects, timeout=20, interval=0.05)
 
 
 class Watched:

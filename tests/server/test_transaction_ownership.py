@@ -89,7 +89,7 @@ def test_meter_values_of_the_stations_own_transaction_are_stored_after_commit(se
             await cp.call(call.MeterValues(connector_id=1, transaction_id=start.transaction_id,
                                            meter_value=[{"timestamp": now_iso(), "sampled_value": [
                                                dict(ENERGY, value="250")]}]))
-            # answered means committed: the value is readable without any wait
+            # (that the answer waits for the commit is shown by test_answered_means_committed)
             _, tx = await ahttp(server, "GET", f"/api/v1/transactions/{start.transaction_id}")
             assert [m["value"] for m in tx["meter_values"]] == ["250"]
 
