@@ -232,6 +232,7 @@ class Link:
             observe = getattr(self, "call_observer", None)
             outcome = "timeout"
             t0 = None
+            heard = ws.rx_frames
             try:
                 await ws.send(ocpp_rpc.call(uid, action, payload))
                 self.last_sent_ms = t0 = time.ticks_ms()
@@ -239,7 +240,7 @@ class Link:
                 try:
                     await asyncio.wait_for(box[1].wait(), self.call_timeout)
                 except asyncio.TimeoutError:
-                    if time.ticks_diff(ws.last_rx, t0) < 0 and ws.open:
+                    if ws.rx_frames == heard and ws.open:
                         # not a frame since the CALL went out: the link is dead (a black
                         # hole, a half-open connection); reconnect now rather than after
                         # the ping check's 2 x WebSocketPingInterval + 10 s

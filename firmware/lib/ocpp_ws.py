@@ -61,6 +61,7 @@ class WebSocket:
         self.close_sent = False
         self.close_code = None
         self.last_rx = time.ticks_ms()
+        self.rx_frames = 0  # frames received on this connection (a CALL's liveness check)
         self.protocol = None
 
     # -- connection ------------------------------------------------------------------
@@ -164,6 +165,7 @@ class WebSocket:
                     await self._read_into(hdr, 8)
                     n = struct.unpack(">Q", self.hdr)[0]
                 self.last_rx = time.ticks_ms()
+                self.rx_frames += 1
                 if op >= 8:
                     if n > 125 or not fin:
                         await self._fail(1002)

@@ -13,11 +13,12 @@ answer late or with unknown ids, and send malformed frames:
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 
 import pytest
-from wsserver import Peer, cp_config
+from wsserver import OP_PING, Peer, cp_config
 
 KEY = "AUTH-KEY-0123456789abcdef"
 CP = "PICO-RPC"
@@ -61,7 +62,9 @@ def test_a_call_never_answered_times_out_and_the_link_stays_usable(runtime_name,
     (3 s here) the charge point sends a new one with a new message id, and nothing else
     meanwhile; that one is answered and the session proceeds. A late CALLRESULT for the
     abandoned id (saying Rejected) is ignored: the registration stays Accepted and the
-    charge point answers the next CALL."""
+    charge point answers the next CALL. The central system pings every second while it holds
+    the answer back: the link is alive, so the unanswered CALL does not drop it (a CALL
+    unanswered on a link silent since it went out does: test_transaction_retries)."""
     seen = {}
 
     async def script(conn):
@@ -70,7 +73,15 @@ def test_a_call_never_answered_times_out_and_the_link_stays_usable(runtime_name,
         cs = CheckedPeer(conn)
         first = await cs.expect_call("BootNotification", 30)
         cs.timed_out.add(first[1])
+
+        async def keep_alive():
+            for _ in range(8):
+                await asyncio.sleep(1)
+                await conn.send_frame(OP_PING, b"alive")
+
+        pinger = asyncio.ensure_future(keep_alive())
         second = await cs.expect(lambda m: m[0] == 2, 30, auto=False)
+        pinger.cancel()
         await cs.answer(second)
         await cs.expect_call("StatusNotification", 30)
         await cs.send([3, first[1], {"status": "Rejected", "currentTime": "2030-01-01T00:00:00Z",
