@@ -192,11 +192,15 @@ class MqttIngest:
         for column in TELEMETRY_COLUMNS:
             row[column] = data.get(column)
         position = (data["seq"], data.get("up"))
+        # a message that arrived late fills a gap behind the newest: it must not move the
+        # committed position back (after a crash, newer rows would be stored twice)
+        newest = stats.last_seq == data["seq"]
 
         def settled(stored: bool = True) -> None:
             # the saved counters never run ahead of the committed rows
             if stored:
-                self._committed[cp_id] = position
+                if newest:
+                    self._committed[cp_id] = position
                 self._save_stats(stats)
             if acknowledge is not None:
                 acknowledge()

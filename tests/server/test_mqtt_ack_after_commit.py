@@ -1,5 +1,8 @@
 """Telemetry accepted from the broker is acknowledged only once it is committed: a server
-that dies between receipt and commit gets the messages again from the broker."""
+that dies between receipt and commit gets the messages again from the broker, and the persisted
+position never steps back (a late message must not make a redelivered one look new)."""
+
+import json
 
 from conftest import http, make_config, mqtt_publisher, publish, wait_until
 
@@ -39,3 +42,26 @@ def test_telemetry_received_but_not_committed_is_delivered_again_after_a_crash(
     _, series = http(app, "GET", "/api/v1/chargepoints/CP-CRASH/telemetry")
     assert [row["seq"] for row in series] == [1, 2, 3]
     board.loop_stop()
+
+
+def test_a_late_message_does_not_move_the_committed_position_back(tmp_path):
+    """Seq 5 and 7 are committed, then 6 arrives late and is stored: the persisted position
+    stays at 7, so after a restart a redelivered 7 is a duplicate, not a second row."""
+    config = make_config(tmp_path)
+    path = tmp_path / "telemetry.db"
+    store = SQLiteStore(path)
+    ingest = MqttIngest(config, store, Fleet(store))
+    for seq in (5, 7, 6):
+        payload = json.dumps({"ts": 1795000000 + seq, "seq": seq, "up": 100 + seq, "t": 20.0})
+        assert ingest.handle("picocharge/CP-LATE/telemetry", payload.encode(), lambda: None)
+    store.sync()
+    store.close()
+
+    store = SQLiteStore(path)
+    restarted = MqttIngest(config, store, Fleet(store))
+    redelivered = json.dumps({"ts": 1795000007, "seq": 7, "up": 107, "t": 20.0}).encode()
+    restarted.handle("picocharge/CP-LATE/telemetry", redelivered, lambda: None)
+    store.sync()
+    assert sorted(row["seq"] for row in store.list_telemetry("CP-LATE")) == [5, 6, 7]
+    assert restarted.counters["duplicates"] == 1
+    store.close()
