@@ -180,7 +180,7 @@ class MqttIngest:
             return False
         now = time.time()
         stats = self.stations.setdefault(cp_id, StationTelemetryStats(cp_id))
-        if not stats.observe(data["seq"], data.get("up"), now):
+        if not stats.observe(data["seq"], data.get("up"), now, data["ts"]):
             self.counters["duplicates"] += 1
             self._save_stats(stats)
             if acknowledge is None:

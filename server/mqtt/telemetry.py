@@ -50,11 +50,14 @@ class StationTelemetryStats:
     last_seq: int | None = None
     last_up: int | None = None
     updated_at: float | None = None
-    # seqs accepted lately (since this process started), oldest first; not persisted
+    # (seq, ts, up) of the messages accepted lately (since this process started), oldest
+    # first; not persisted
     recent: deque = field(default_factory=lambda: deque(maxlen=RECENT_WINDOW), repr=False)
 
-    def observe(self, seq: int, up: int | None, now: float) -> bool:
-        """Account for one valid message; returns False for a duplicate (QoS 1 redelivery).
+    def observe(self, seq: int, up: int | None, now: float, ts: float | None = None) -> bool:
+        """Account for one valid message; returns False for a duplicate (QoS 1 redelivery:
+        the same seq, ts and up as a message accepted lately; a station that rebooted
+        numbers its messages from 0/1 again, with a later ts, and those are new).
 
         A seq below the newest one that was not seen lately arrived late: it is accepted,
         and no longer counted as lost. A seq back at 0/1, or an uptime that went backwards
@@ -62,7 +65,8 @@ class StationTelemetryStats:
         """
         self.updated_at = now
         last = self.last_seq
-        if seq in self.recent:
+        key = (seq, ts, up)
+        if key in self.recent:
             self.duplicates += 1
             return False
         late = last is not None and 1 < seq < last and last - seq <= RECENT_WINDOW
@@ -72,7 +76,7 @@ class StationTelemetryStats:
         if late:
             self.received += 1
             self.lost = max(0, self.lost - 1)
-            self.recent.append(seq)
+            self.recent.append(key)
             return True
         if last is not None and not rebooted and seq <= last:
             self.duplicates += 1
@@ -84,7 +88,7 @@ class StationTelemetryStats:
             self.lost += seq - last - 1
         self.received += 1
         self.last_seq = seq
-        self.recent.append(seq)
+        self.recent.append(key)
         if up is not None:
             self.last_up = up
         return True

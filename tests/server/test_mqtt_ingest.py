@@ -97,6 +97,27 @@ def test_loss_is_counted_from_seq_gaps_but_a_reboot_is_not_loss(ingest_server):
     board.loop_stop()
 
 
+def test_a_board_that_reboots_early_has_its_new_messages_stored_not_taken_for_duplicates(
+        ingest_server):
+    # the board numbers from 1 again after a reboot; the seqs of its previous boot are still
+    # among the recent ones, but a redelivery repeats ts and up as well, a new boot does not
+    app, connect = ingest_server
+    board = connect("CP-REBOOT")
+    for seq in (1, 2, 3):
+        publish(board, "picocharge/CP-REBOOT/telemetry", _telemetry(seq, up=60 * seq))
+    for seq in (1, 2, 3):             # rebooted after three minutes
+        publish(board, "picocharge/CP-REBOOT/telemetry", _telemetry(seq, up=2 + seq))
+    publish(board, "picocharge/CP-REBOOT/telemetry", _telemetry(3, up=5))  # redelivered
+    wait_until(lambda: _stored(app) == 6)
+    _, series = http(app, "GET", "/api/v1/chargepoints/CP-REBOOT/telemetry")
+    assert sorted((row["seq"], row["up"]) for row in series) == [
+        (1, 3), (1, 60), (2, 4), (2, 120), (3, 5), (3, 180)]
+    _, record = http(app, "GET", "/api/v1/chargepoints/CP-REBOOT")
+    telemetry = record["telemetry"]
+    assert (telemetry["received"], telemetry["duplicates"], telemetry["reboots"]) == (6, 1, 1)
+    board.loop_stop()
+
+
 def test_persistent_session_delivers_what_was_published_while_the_server_was_down(
         mosquitto, start_server, tmp_path):
     app = start_server({"mqtt.url": mosquitto["url"]})
