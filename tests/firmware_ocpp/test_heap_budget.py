@@ -11,7 +11,6 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-
 from tools.board import DEFAULT_HEAP, MICROPYTHON, check_micropython, install_firmware
 
 # measured at the last change (32-bit Unix port, object sizes as on the RP2040): 32 016 bytes
