@@ -25,7 +25,7 @@ import time
 
 NOISE_FLOOR_A = 0.25  # below this the CT reads its own noise: report 0
 MIN_MAINS_V = 50.0  # a working voltage front end sees the mains
-MAX_SPOILED = 8  # measurements in a row that may keep the last good readings (2 s at 250 ms)
+MAX_SPOILED = 4  # measurements in a row that may keep the last good readings (1 s at 250 ms)
 PAIR_US = 250  # a current/voltage pair read slower than this was interrupted: read again
 
 

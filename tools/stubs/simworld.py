@@ -173,6 +173,7 @@ class World:
         self.energy_wh = 0.0  # energy actually delivered to the EV
         self._last_us = ticks_us()
         self.relay_open_events = []  # (ticks_ms when the relay opened), bounded
+        self.unplugged_ms = None  # ticks_ms when the EV was last unplugged (the world's clock)
         self.reset_handler = None  # called with a reason by machine.reset / WDT
         self.console = None  # optional sink for stand-in messages
 
@@ -362,6 +363,7 @@ class World:
             "wifi_up": self.wifi_up,
             "rssi": self.rssi,
             "relay_open_events": list(self.relay_open_events),
+            "unplugged_ms": self.unplugged_ms,
             "ticks_ms": ticks_ms(),
         }
 
@@ -406,6 +408,8 @@ class World:
         if key == "dht_fault" and value not in (None, "timeout", "checksum"):
             raise ValueError("dht_fault is null, 'timeout' or 'checksum'")
         self._integrate()
+        if key == "ev_plugged" and self.ev_plugged and not value:
+            self.unplugged_ms = ticks_ms()
         setattr(self, key, value)
         return value
 
