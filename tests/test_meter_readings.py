@@ -62,3 +62,63 @@ def test_rms_readings_stay_true_when_the_host_holds_the_sampling(runtime):
     wrong = [r for r in reads if not (abs(r[0] - 16.0) <= 0.015 * 16 and abs(r[1] - 230.0) <= 0.015 * 230
                                       and abs(r[2] - 3680.0) <= 0.025 * 3680)]
     assert not wrong, "readings off by more than 1.5 %% (A, V) or 2.5 %% (W): %s" % wrong
+
+
+STATION = r"""
+import machine, dht, simworld, time
+from config import DEFAULTS, merge
+from storage import Flash
+from station import Station
+w = simworld.current()
+w.ev_plugged = True
+w.ev_demand_a = 16.0
+st = Station(merge(DEFAULTS, {"limits": {"max_current_a": 16.0}}), Flash("."), machine, dht)
+st.set_charging_allowed(True)
+for k in range(40):  # the safety timer's ticks and the sampling task's cycles, by hand
+    st._tick()
+    st._tick()
+    st.cycle()
+    if st.relay_closed() and (st.meter.current_a or 0) > 15:
+        break
+print("CHARGING", st.relay_closed(), st.meter.current_a)
+true_volts = w.adc_volts
+reads = [0]
+def held(channel, now_us=None):
+    if channel == 1:
+        reads[0] += 1
+        if reads[0] % 16 == 0:
+            time.sleep_ms(3)  # from now on every pass has gaps: every measurement is spoiled
+    return true_volts(channel, now_us)
+w.adc_volts = held
+w.ev_plugged = False
+for k in range(3):
+    st._tick()
+print("OPEN", st.relay_closed(), st.meter.current_a)
+for k in range(6):
+    time.sleep_ms(150)  # the sampling task's period (station.meter_ms), roughly
+    st._tick()
+    st.cycle()
+print("FAULTS", st.faults())
+print("ENERGY %.4f %.4f" % (st.energy_wh(), w.energy_wh))
+"""
+
+
+@pytest.mark.parametrize("runtime", ["cpython", "micropython"])
+def test_a_held_reading_is_neither_a_weld_nor_energy_after_the_contactor_opens(runtime, tmp_path):
+    """The last good reading (16 A) kept through spoiled passes must not be judged as
+    current through the contactor once it opened (PowerSwitchFailure), nor integrated as
+    energy after the opening."""
+    env = dict(os.environ)
+    if runtime == "micropython":
+        check_micropython()
+        env["MICROPYPATH"] = os.pathsep.join([".frozen", str(FIRMWARE / "lib"), str(STUBS)])
+        cmd = [str(MICROPYTHON), "-X", f"heapsize={DEFAULT_HEAP}", "-c", STATION]
+    else:
+        env["PYTHONPATH"] = os.pathsep.join([str(FIRMWARE / "lib"), str(STUBS), str(STUBS_CPYTHON)])
+        cmd = [sys.executable, "-c", "import hostcompat\n" + STATION]
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120, cwd=tmp_path)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "CHARGING True 1" in out.stdout and "OPEN False 1" in out.stdout, out.stdout
+    assert "FAULTS []" in out.stdout, out.stdout
+    firmware_wh, world_wh = map(float, out.stdout.split("ENERGY ")[1].split())
+    assert firmware_wh == pytest.approx(world_wh, abs=0.05), out.stdout
