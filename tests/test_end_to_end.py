@@ -2,14 +2,16 @@
 
 The board joins Wi-Fi, registers over OCPP, publishes telemetry through the server's
 embedded broker and posts to the server's ThingSpeak-compatible endpoint; a driver plugs
-in and presents a card; the session shows up live in the server's API and ends with the
-right stop reason when the car leaves.
+in and presents a card; the session shows up live in the server's API, its sampled
+MeterValues are stored at the server, the energy delivered matches the charging power
+over the time charged, and it ends with the right stop reason when the car leaves.
 """
 
 import json
 import time
 import urllib.error
 import urllib.request
+from datetime import datetime
 
 import pytest
 
@@ -67,7 +69,8 @@ def test_firmware_board_charges_a_car_and_the_central_system_sees_it_live(
     board = board_factory({
         "cp_id": "PICO-E2E",
         "wifi": {"ssid": "workshop", "password": "secret"},
-        "ocpp": {"url": "ws://127.0.0.1:%d/ocpp" % central.ports["ocpp"], "password": key},
+        "ocpp": {"url": "ws://127.0.0.1:%d/ocpp" % central.ports["ocpp"], "password": key,
+                 "keys": {"MeterValueSampleInterval": 1}},
         "mqtt": {"url": "mqtt://PICO-E2E:%s@127.0.0.1:%d" % (key, central.ports["mqtt"])},
         "intervals": {"telemetry_s": 2, "report_s": 2},
     })
@@ -82,13 +85,33 @@ def test_firmware_board_charges_a_car_and_the_central_system_sees_it_live(
     tx = wait_for(lambda: [t for t in api(central, "/chargepoints/PICO-E2E/transactions")
                            if t.get("id_tag") == "CARD-0042"], what="transaction started")[0]
     wait_for(lambda: connector_status(central, "PICO-E2E") == "Charging", what="connector Charging")
-    assert board.world()["relay_closed"] is True
-    time.sleep(3)  # let energy flow
+    world = board.world()
+    assert world["relay_closed"] is True
+    amps, volts = world["current_a"], world["mains_v"]
+    assert amps == pytest.approx(16.0, abs=0.01)
+    # charge until the central system has stored five sampled MeterValues with power flowing
+    wait_for(lambda: len(powered_samples(central, tx["id"])) >= 5, what="5 powered MeterValues stored")
     board.control("unplug")
     stopped = wait_for(lambda: (lambda t: t if t.get("stop_reason") else None)(
         api(central, "/transactions/%d" % tx["id"])), what="transaction stopped")
     assert stopped["stop_reason"] == "EVDisconnected"
-    assert stopped["meter_stop"] >= stopped["meter_start"]
+
+    # the MeterValues reached the server, stored for this transaction: the register rises
+    stored = [row for row in stopped["meter_values"] if row["source"] == "MeterValues"]
+    register = [int(row["value"]) for row in stored
+                if row["measurand"] == "Energy.Active.Import.Register"]
+    assert len(register) >= 5 and register == sorted(register) and register[-1] > register[0], stored
+    assert stopped["meter_start"] <= register[0] and register[-1] <= stopped["meter_stop"]
+
+    # energy actually delivered: at least the charging power over the time charged, on the
+    # board's own clock (whole seconds) from the first MeterValue with power flowing to the
+    # StopTransaction; less 1 s for the timestamps' resolution, 10 % for the metering and
+    # 1 Wh for the whole-Wh register at each end
+    charged_s = seconds(stopped["stop"]) - seconds(powered_samples(central, tx["id"])[0]["ts"])
+    least_wh = amps * volts * max(0, charged_s - 1) / 3600 * 0.9 - 1
+    delivered = stopped["meter_stop"] - stopped["meter_start"]
+    assert charged_s >= 4 and delivered > least_wh, (delivered, least_wh, charged_s)
+    assert delivered <= amps * volts * (charged_s + 3) / 3600 * 1.1 + 1, (delivered, charged_s)
 
     telemetry = wait_for(lambda: api(central, "/chargepoints/PICO-E2E/telemetry"), what="telemetry stored")
     assert all(row["cp_id"] == "PICO-E2E" for row in telemetry)
@@ -119,6 +142,17 @@ def test_firmware_board_posts_to_the_servers_thingspeak_compatible_channel(
     assert entry["field7"] == "0"  # connector status code: Available
     if runtime_name == "micropython":
         record_heap(min_heap_free(board))
+
+
+def powered_samples(app, tx_id):
+    """The transaction's sampled Power.Active.Import values above zero stored at the server."""
+    return [row for row in api(app, "/transactions/%d" % tx_id).get("meter_values", [])
+            if row["source"] == "MeterValues" and row["measurand"] == "Power.Active.Import"
+            and float(row["value"]) > 0]
+
+
+def seconds(iso):
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
 
 
 def connector_status(app, cp_id):

@@ -8,7 +8,10 @@ Front ends (docs/hardware.md): a current transformer (SCT-013-030 with burden) o
 `Meter.measure()` samples both channels, interleaved, at evenly paced instants over
 `cycles` whole mains cycles into preallocated `array('H')` buffers (no lists of floats on a
 small heap), tracks each channel's DC offset, and computes I rms, V rms and real power
-P = mean(v * i).
+P = mean(v * i). A pair read slower than PAIR_US was interrupted between its time stamp and
+its reads and is read again; a pass with a gap over a tenth of the window (or two steps) is
+measured again, and when three in a row are spoiled the last good readings stay (at most
+MAX_SPOILED measurements in a row): an interrupt, or a loaded host, never reads low.
 
 `Register` integrates power into Wh and persists it with bounded flash wear: a write
 when `persist_wh` has accumulated (and at least `persist_min_s` since the last write), at
@@ -22,6 +25,8 @@ import time
 
 NOISE_FLOOR_A = 0.25  # below this the CT reads its own noise: report 0
 MIN_MAINS_V = 50.0  # a working voltage front end sees the mains
+MAX_SPOILED = 4  # measurements in a row that may keep the last good readings (1 s at 250 ms)
+PAIR_US = 250  # a current/voltage pair read slower than this was interrupted: read again
 
 
 def zeros(n):
@@ -43,7 +48,9 @@ class Meter:
         self.buf_t = zeros(samples)  # microseconds since the first pair
         self.hz = calibration.get("mains_hz", 50) or 50
         self.period_us = min(60000, int(1000000 * cycles / self.hz))
+        self.max_gap_us = max(self.period_us // 10, 2 * (self.period_us // samples))
         self.retries = 0
+        self.spoiled = 0  # spoiled measurements in a row (the last good readings kept)
         self.k_i = 3.3 / 65535 * calibration["amps_per_adc_v"]
         self.k_v = 3.3 / 65535 * calibration["volts_per_adc_v"]
         self.off_i = calibration["meter_bias_v"] / 3.3 * 65535
@@ -80,9 +87,19 @@ class Meter:
                     # sleep most of the wait: on a host this lets other threads run (the
                     # safety timer); on the board sleep_us is an exact busy wait anyway
                     time.sleep_us(target - t - 120)
-            bi[k] = read_i()
-            bv[k] = read_v()
-            bt[k] = t
+            for _ in range(4):
+                i = read_i()
+                v = read_v()
+                t2 = time.ticks_diff(time.ticks_us(), t0)
+                if t2 - t <= PAIR_US:
+                    break
+                # held between the clock and the reads (an IRQ, a soft IRQ, another thread):
+                # the pair is not from time t; read it again, now
+                t = t2
+            bi[k] = i
+            bv[k] = v
+            t = (t + t2) // 2
+            bt[k] = t if t < 65535 else 65535  # array('H'): a pass held that long is retried
             if t - prev > gap:
                 gap = t - prev
             prev = t
@@ -144,9 +161,20 @@ class Meter:
     def measure(self):
         """One measurement; returns True if the front ends look alive."""
         for _ in range(3):  # an interrupt that held the CPU too long spoils a measurement
-            if self.sample() <= self.period_us // 6:
+            # kept: no gap over a tenth of the window (a sixth read 2.5 % off) or two steps
+            # (a short window), and inside the window (compute() wraps at its end)
+            if self.sample() <= self.max_gap_us and self.buf_t[self.samples - 1] < self.period_us:
                 break
             self.retries += 1
+        else:
+            # every pass had a gap over a tenth of the window: its RMS would be off by up to
+            # a third (a loaded host; on a board, an interrupt storm). Keep the last good
+            # readings (none yet: none), for at most MAX_SPOILED measurements (well inside
+            # the over-current grace), then use what there is
+            self.spoiled += 1
+            if self.spoiled <= MAX_SPOILED:
+                return self.ok
+        self.spoiled = 0
         irms, vrms, power = self.compute()
         self.measured_ms = time.ticks_ms()
         if vrms < MIN_MAINS_V:

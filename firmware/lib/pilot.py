@@ -3,9 +3,9 @@
 The pilot output (GP16) drives a +-12 V op-amp stage; the pilot is read back on ADC0
 (GP26) through a divider with a 1.65 V bias, 8 V of pilot per ADC volt (docs/hardware.md).
 
-- `offer(amps)`: PWM duty encodes the offered current (duty % = A / 0.6 for 6..51 A,
-  A / 2.5 + 64 above, up to 80 A); `offer(0)` or `offer(None)` holds a steady +12 V, the
-  "no PWM" level an EVSE shows when it offers nothing.
+- `offer(amps)`: PWM duty encodes the offered current (IEC 61851-1 Annex A: duty % =
+  A / 0.6 for 6..51 A, A / 2.5 + 64 from 52.5 A up to 80 A); `offer(0)` or `offer(None)`
+  holds a steady +12 V, the "no PWM" level an EVSE shows when it offers nothing.
 - `sample(window_us)`: read the pilot for `window_us` (one PWM period is 1000 us) and
   return the (high, low) levels in pilot volts as integers x10 (no float allocation).
 - `Classifier`: high level -> state A..F with hysteresis and debouncing; a missing diode
@@ -25,25 +25,29 @@ DIODE_LOW_DV = -100  # the low level must reach below -10 V when the EV's diode 
 
 
 def duty_pct(amps):
-    """PWM duty (percent) that offers `amps`; 0 for "no offer" (below 6 A)."""
+    """PWM duty (percent) that offers `amps` (IEC 61851-1 Annex A); 0 for "no offer" (below
+    6 A). The table has no duty for 51..52.5 A: those get 85 % (51 A), never more than asked."""
     if amps is None or amps < 6:
         return 0.0
-    if amps <= 51:
-        return amps / 0.6
+    if amps <= 52.5:
+        return min(amps, 51) / 0.6
     if amps > 80:
         amps = 80
     return amps / 2.5 + 64
 
 
 def amps_for_duty(pct):
-    """Current (A) a duty (percent) offers, the EV's side of the same table."""
+    """Current (A) a duty (percent) offers, the EV's side of the same table: 8..10 % 6 A,
+    10..85 % duty x 0.6, 85..96 % (duty - 64) x 2.5, 96..97 % 80 A, anything else 0."""
     if pct < 8 or pct > 97:
         return 0.0
     if pct < 10:
         return 6.0
     if pct <= 85:
         return pct * 0.6
-    return (pct - 64) * 2.5
+    if pct <= 96:
+        return (pct - 64) * 2.5
+    return 80.0
 
 
 def classify(high_dv, previous=None):
@@ -86,7 +90,8 @@ class Pilot:
     def offer(self, amps):
         """Offer `amps` on the pilot (None/0/below 6 A: steady +12 V, nothing offered)."""
         pct = duty_pct(amps)
-        duty = int(pct * 65535 / 100 + 0.5) if pct else STEADY
+        # rounded down: at 85 % a rounded-up duty would read as the upper band (52.5 A)
+        duty = int(pct * 65535 / 100) if pct else STEADY
         if duty != self.duty:
             self.duty = duty
             self.pwm.duty_u16(duty)

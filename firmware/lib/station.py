@@ -328,7 +328,8 @@ class Station:
                 sm = self.safety_meter
                 sm.measure()
                 self.safety_meterings += 1
-                if sm.current_a is not None and sm.current_a > self._oc_limit() + self.limits["over_current_margin_a"]:
+                if not sm.spoiled and sm.current_a is not None and \
+                        sm.current_a > self._oc_limit() + self.limits["over_current_margin_a"]:
                     if self._oc_since is None:
                         self._oc_since = now
                     elif time.ticks_diff(now, self._oc_since) >= self.opts["over_current_ms"]:
@@ -347,14 +348,18 @@ class Station:
         relay_before = self._relay
         opened_before = self.opened_ms
         ok = self.meter.measure()
+        # a spoiled measurement (every pass held too long) kept the last readings: nothing
+        # new to integrate or to judge faults by this cycle (the next one covers the span)
+        fresh = not self.meter.spoiled
         now = time.ticks_ms()
-        self._integrate(now)
+        if fresh:
+            self._integrate(now)
         flags = self.flags
         # meter failure: two bad measurements in a row
-        if ok:
+        if ok and fresh:
             self._meter_bad = 0
             flags[_METER] = False
-        else:
+        elif fresh:
             self._meter_bad += 1
             if self._meter_bad >= 2:
                 flags[_METER] = True
@@ -362,21 +367,21 @@ class Station:
         # welded contactor: current while it has been open for the whole measurement
         opened_long = (not relay_before and not self._relay and
                        (opened_before is None or time.ticks_diff(now, opened_before) > 300))
-        if ok and opened_long and current >= self.opts["welded_a"]:
+        if ok and fresh and opened_long and current >= self.opts["welded_a"]:
             self._welded_count += 1
             if self._welded_count >= 2:
                 flags[_WELDED] = True
                 self.fault_value[_WELDED] = current
-        else:
+        elif fresh:
             self._welded_count = 0
         # over-current against what the pilot offers (the EV has over_current_ms to follow)
-        if ok and self._relay and current > self._oc_limit() + self.limits["over_current_margin_a"]:
+        if ok and fresh and self._relay and current > self._oc_limit() + self.limits["over_current_margin_a"]:
             if self._oc_since is None:
                 self._oc_since = now
             elif time.ticks_diff(now, self._oc_since) >= self.opts["over_current_ms"]:
                 flags[_OVER_CURRENT] = True
                 self.fault_value[_OVER_CURRENT] = current
-        elif ok:
+        elif ok and fresh:
             self._oc_since = None
         # environment
         self.dht.poll()

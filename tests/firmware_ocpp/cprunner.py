@@ -1,6 +1,7 @@
 """Run the firmware's ChargePoint in a child process (CPython or the MicroPython Unix port
 at a Pico W's heap) on the station test double, driven through a file: the test writes
-`ev.json` ({"pilot": "C", "taps": n, "tag": ..., "exit": false}) in the child's directory, the child applies
+`ev.json` ({"pilot": "C", "taps": n, "tag": ..., "faults": [...], "weld": false, "draw_a": null,
+"exit": false}; fakestation.py says what they do) in the child's directory, the child applies
 it every 100 ms and, when told to exit, prints `HEAP <lowest free bytes>` (MicroPython),
 sampled after a gc.collect() every 0.5 s, so it counts live data (code included)."""
 
@@ -74,6 +75,8 @@ async def driver():
             seen[0] = cmd["taps"]
             print("local_start", cp.local_start(cmd.get("tag", "CARD1")))
         st.fault_list = [tuple(f) for f in cmd.get("faults", [])]
+        st.welded = bool(cmd.get("weld"))
+        st.draw_a = cmd.get("draw_a")
         if cmd.get("exit"):
             print("HEAP", low[0])
             print("SUMMARY", json.dumps(cp.summary()))

@@ -97,16 +97,27 @@ class Rng:
         return a + (b - a) * self.random()
 
 
+# The EV's reading of the pilot duty, IEC 61851-1 Annex A (the maximum current table, as
+# EVSE testers apply it): rows (lowest duty %, that bound included, highest duty %, that
+# bound included, amps per duty %, amps at 0 %). Below 8 %, between the rows' bands and
+# above 97 % nothing may be drawn (3..7 %: digital communication, not a current). The
+# EV's side is written here from the standard, not taken from the firmware, so a wrong
+# table in firmware/lib/pilot.py cannot pass by agreeing with itself.
+IEC61851_DUTY_TO_AMPS = (
+    (8.0, True, 10.0, False, 0.0, 6.0),  # 8 % <= d < 10 %: 6 A
+    (10.0, True, 85.0, True, 0.6, 0.0),  # 10 % <= d <= 85 %: d x 0.6
+    (85.0, False, 96.0, True, 2.5, -160.0),  # 85 % < d <= 96 %: (d - 64) x 2.5
+    (96.0, False, 97.0, True, 0.0, 80.0),  # 96 % < d <= 97 %: 80 A
+)
+
+
 def offered_amps(duty):
     """IEC 61851 current offered by a pilot duty cycle (0..1); 0 if no valid PWM."""
     pct = duty * 100.0
-    if pct < 8.0 or pct > 97.0:
-        return 0.0
-    if pct < 10.0:
-        return 6.0
-    if pct <= 85.0:
-        return pct * 0.6
-    return (pct - 64.0) * 2.5
+    for low, low_in, high, high_in, slope, at_zero in IEC61851_DUTY_TO_AMPS:
+        if (pct > low or (low_in and pct == low)) and (pct < high or (high_in and pct == high)):
+            return slope * pct + at_zero
+    return 0.0
 
 
 class World:
@@ -162,6 +173,7 @@ class World:
         self.energy_wh = 0.0  # energy actually delivered to the EV
         self._last_us = ticks_us()
         self.relay_open_events = []  # (ticks_ms when the relay opened), bounded
+        self.unplugged_ms = None  # ticks_ms when the EV was last unplugged (the world's clock)
         self.reset_handler = None  # called with a reason by machine.reset / WDT
         self.console = None  # optional sink for stand-in messages
 
@@ -351,6 +363,7 @@ class World:
             "wifi_up": self.wifi_up,
             "rssi": self.rssi,
             "relay_open_events": list(self.relay_open_events),
+            "unplugged_ms": self.unplugged_ms,
             "ticks_ms": ticks_ms(),
         }
 
@@ -395,6 +408,8 @@ class World:
         if key == "dht_fault" and value not in (None, "timeout", "checksum"):
             raise ValueError("dht_fault is null, 'timeout' or 'checksum'")
         self._integrate()
+        if key == "ev_plugged" and self.ev_plugged and not value:
+            self.unplugged_ms = ticks_ms()
         setattr(self, key, value)
         return value
 

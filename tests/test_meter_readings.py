@@ -1,0 +1,124 @@
+"""The meter's RMS readings do not depend on how busy the host is (firmware/lib/meter.py on
+the stand-ins, both runtimes).
+
+A loaded host (or, on a board, an interrupt) can hold the sampling for milliseconds: a pair
+read after the time it was stamped with, or a pass with a gap over a sixth of the mains
+cycle. Such a pass read 18.6 A for 24 A and 225.9 V for 230 V in parallel suites. Here the
+hold is made on purpose and reproducibly: the simulated ADC stalls 8 ms on a seeded random
+one read in 150 (about half the passes have such a gap), and every reading must still be
+within 1.5 % of the truth (2.5 % for the power): a held pair is read again, a spoiled pass is measured again, and
+when all tries are spoiled the last good readings stay (for at most MAX_SPOILED)."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tools.board import DEFAULT_HEAP, FIRMWARE, MICROPYTHON, STUBS, STUBS_CPYTHON, check_micropython
+
+SCRIPT = r"""
+import machine, simworld, time
+from meter import Meter
+w = simworld.current()
+w.ev_plugged = True
+w.ev_demand_a = 16.0
+machine.Pin(18, machine.Pin.OUT, value=1)
+machine.PWM(machine.Pin(16), freq=1000, duty_u16=int(16 / 0.6 / 100 * 65535))
+rng = simworld.Rng(7)
+true_volts = w.adc_volts
+def held_sometimes(channel, now_us=None):
+    if channel != 0 and rng.random() < 1 / 150:
+        time.sleep_ms(8)  # the host ran something else in the middle of the pass
+    return true_volts(channel, now_us)
+w.adc_volts = held_sometimes
+m = Meter(machine, {"current_adc": 27, "voltage_adc": 28},
+          {"amps_per_adc_v": 30.0, "volts_per_adc_v": 250.0, "meter_bias_v": 1.65}, 64, 1)
+for k in range(40):
+    m.measure()
+    if m.measured_ms is not None:  # (a spoiled first pass gives no reading yet)
+        print("READ %.3f %.2f %.1f" % (m.current_a, m.voltage_v, m.power_w))
+print("RETRIES", m.retries)
+"""
+
+
+@pytest.mark.parametrize("runtime", ["cpython", "micropython"])
+def test_rms_readings_stay_true_when_the_host_holds_the_sampling(runtime):
+    env = dict(os.environ)
+    if runtime == "micropython":
+        check_micropython()
+        env["MICROPYPATH"] = os.pathsep.join([".frozen", str(FIRMWARE / "lib"), str(STUBS)])
+        cmd = [str(MICROPYTHON), "-X", f"heapsize={DEFAULT_HEAP}", "-c", SCRIPT]
+    else:
+        env["PYTHONPATH"] = os.pathsep.join([str(FIRMWARE / "lib"), str(STUBS), str(STUBS_CPYTHON)])
+        cmd = [sys.executable, "-c", "import hostcompat\n" + SCRIPT]
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+    reads = [tuple(map(float, line.split()[1:])) for line in out.stdout.splitlines()
+             if line.startswith("READ ")]
+    retries = int(out.stdout.split("RETRIES ")[1])
+    assert len(reads) >= 20 and retries >= 10, out.stdout  # the holds did spoil passes
+    # a pass that is kept may still have host jitter in it (gaps up to a sixth of the cycle)
+    wrong = [r for r in reads if not (abs(r[0] - 16.0) <= 0.015 * 16 and abs(r[1] - 230.0) <= 0.015 * 230
+                                      and abs(r[2] - 3680.0) <= 0.025 * 3680)]
+    assert not wrong, "readings off by more than 1.5 %% (A, V) or 2.5 %% (W): %s" % wrong
+
+
+STATION = r"""
+import machine, dht, simworld, time
+from config import DEFAULTS, merge
+from storage import Flash
+from station import Station
+w = simworld.current()
+w.ev_plugged = True
+w.ev_demand_a = 16.0
+st = Station(merge(DEFAULTS, {"limits": {"max_current_a": 16.0}}), Flash("."), machine, dht)
+st.set_charging_allowed(True)
+for k in range(40):  # the safety timer's ticks and the sampling task's cycles, by hand
+    st._tick()
+    st._tick()
+    st.cycle()
+    if st.relay_closed() and (st.meter.current_a or 0) > 15:
+        break
+print("CHARGING", st.relay_closed(), st.meter.current_a)
+true_volts = w.adc_volts
+reads = [0]
+def held(channel, now_us=None):
+    if channel == 1:
+        reads[0] += 1
+        if reads[0] % 16 == 0:
+            time.sleep_ms(3)  # from now on every pass has gaps: every measurement is spoiled
+    return true_volts(channel, now_us)
+w.adc_volts = held
+w.ev_plugged = False
+for k in range(3):
+    st._tick()
+print("OPEN", st.relay_closed(), st.meter.current_a)
+for k in range(6):
+    time.sleep_ms(150)  # the sampling task's period (station.meter_ms), roughly
+    st._tick()
+    st.cycle()
+print("FAULTS", st.faults())
+print("ENERGY %.4f %.4f" % (st.energy_wh(), w.energy_wh))
+"""
+
+
+@pytest.mark.parametrize("runtime", ["cpython", "micropython"])
+def test_a_held_reading_is_neither_a_weld_nor_energy_after_the_contactor_opens(runtime, tmp_path):
+    """The last good reading (16 A) kept through spoiled passes must not be judged as
+    current through the contactor once it opened (PowerSwitchFailure), nor integrated as
+    energy after the opening."""
+    env = dict(os.environ)
+    if runtime == "micropython":
+        check_micropython()
+        env["MICROPYPATH"] = os.pathsep.join([".frozen", str(FIRMWARE / "lib"), str(STUBS)])
+        cmd = [str(MICROPYTHON), "-X", f"heapsize={DEFAULT_HEAP}", "-c", STATION]
+    else:
+        env["PYTHONPATH"] = os.pathsep.join([str(FIRMWARE / "lib"), str(STUBS), str(STUBS_CPYTHON)])
+        cmd = [sys.executable, "-c", "import hostcompat\n" + STATION]
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120, cwd=tmp_path)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "CHARGING True 1" in out.stdout and "OPEN False 1" in out.stdout, out.stdout
+    assert "FAULTS []" in out.stdout, out.stdout
+    firmware_wh, world_wh = map(float, out.stdout.split("ENERGY ")[1].split())
+    assert firmware_wh == pytest.approx(world_wh, abs=0.05), out.stdout
