@@ -50,8 +50,16 @@ uplink.py's (one of each for every uplink), named here too for the callers of ht
 import asyncio
 import json
 
-from uplink import (HTTPError, basic_auth, parse_url, read_headers, read_line, ssl_context,  # noqa: F401
-                    tls_context, tls_mode)
+from uplink import (  # noqa: F401
+    HTTPError,
+    basic_auth,
+    parse_url,
+    read_headers,
+    read_line,
+    ssl_context,
+    tls_context,
+    tls_mode,
+)
 
 CHUNK = 512
 

@@ -52,6 +52,8 @@ import struct
 import sys
 import time
 
+import paging
+
 MICROPYTHON = sys.implementation.name == "micropython"
 MAX_PACKET = 256  # we subscribe to nothing: only CONNACK, PUBACK, PINGRESP come in
 
@@ -227,7 +229,7 @@ class Link:
                 return self._fail("connect to %s:%d: %s" % (self.host, self.port, self._why(exc)))
         finally:
             del mqtt_connect
-            sys.modules.pop("mqtt_connect", None)
+            paging.drop("mqtt_connect")
         self.up = True
         self.attempts = 0
         self.connects += 1

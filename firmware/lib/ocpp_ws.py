@@ -30,6 +30,7 @@ import struct
 import sys
 import time
 
+import paging
 from micropython import const
 
 _OP_CONT = const(0)
@@ -75,7 +76,7 @@ class WebSocket:
             await asyncio.wait_for(ocpp_wsopen.handshake(self, url, protocol, user, password, ssl_ctx,
                                                          flash), timeout)
         finally:
-            sys.modules.pop("ocpp_wsopen", None)
+            paging.drop("ocpp_wsopen")
 
     async def abort(self):
         """Drop the TCP connection without a close handshake (unsent bytes are dropped:
