@@ -64,9 +64,10 @@ class MQTTError(Exception):
 
 def parse_url(url):
     """mqtt(s)://[user[:password]@]host[:port] -> (secure, host, port, user, password)."""
-    from uplink import parse_url as parse
-
-    scheme, host, port, _, userinfo = parse(url, MQTTError)
+    try:
+        scheme, host, port, _, userinfo = paging.load("uplink").parse_url(url, MQTTError)
+    finally:
+        paging.drop("uplink")  # needed again only while connecting (mqtt_connect)
     if scheme not in ("mqtt", "mqtts"):
         raise MQTTError("MQTT URLs start with mqtt:// or mqtts://, not %s://" % scheme)
     user = password = None
@@ -230,6 +231,7 @@ class Link:
         finally:
             del mqtt_connect
             paging.drop("mqtt_connect")
+            paging.drop("uplink")
         self.up = True
         self.attempts = 0
         self.connects += 1

@@ -8,23 +8,30 @@ feature code alone would be more than half of what is free next to a TLS session
     features.get("smart")        # the feature object, its module loaded on first use
     features.unload_idle()       # the control tick: drop what was not used for a while
 
-What pages (and who drops it): the OCPP features (ocpp_core, ocpp_localauth,
-ocpp_reservation, ocpp_smart, ocpp_trigger, ocpp_firmware: `Features`), the CALL
-dispatcher, the summary, registration and the message builders (ocpp_check, ocpp_info,
-ocpp_boot, ocpp_messages: `Features.unload_idle` at the end of every tick; ocpp_boot also
-by ocpp_link), the WebSocket handshake
-(ocpp_wsopen: ocpp_ws), the MQTT connect (mqtt_connect: mqtt_link), firmware
-checks and uploads (firmware_trust, ed25519, ocpp_diagnostics: ocpp_firmware) and the
-console's helpers (diag: app and ev). One module pages by itself: ed25519 drops the pure
-SHA-512 (sha512) after each hash, so it stays usable without this module (tools, tests).
+What pages (and who drops it):
+- the OCPP features (ocpp_core, ocpp_localauth, ocpp_reservation, ocpp_smart,
+  ocpp_trigger, ocpp_firmware): `Features`, when idle and not pinned;
+- the charge point's helpers (ocpp_check: the CALL dispatch, ocpp_info: the summary,
+  ocpp_boot: registration, ocpp_messages: the payload builders): every control tick
+  (`TRANSIENT`), ocpp_boot also by ocpp_link after registering;
+- the connection code: the WebSocket handshake (ocpp_wsopen: ocpp_ws), the MQTT connect
+  (mqtt_connect: mqtt_link), what the uplinks share (uplink: ocpp_ws, mqtt_link and the
+  tick; httpc keeps the functions it imported);
+- firmware checks and uploads (firmware_trust, ed25519, ocpp_diagnostics: ocpp_firmware)
+  and the console's helpers (diag: app and ev).
+One module pages by itself: ed25519 drops the pure SHA-512 (sha512) after each hash, so
+it stays usable without this module (tools, tests).
 
 THE RULE: nothing holds a paged object across an `await`. Idle features are dropped
 between two ticks of the control loop; an object kept across an await may be one that
 was dropped and loaded again meanwhile, and would then act on state the new one no
 longer shares (and keep a second copy of its module on the heap). So a coroutine asks
-again after every await: `cp.feature(name)`, or `paging.load(...)`. The one exception is a
-feature's own work while the feature is pinned (`Features.pinned`: charging profiles, a
-reservation, a firmware job): a pinned feature is never dropped.
+again after every await: `cp.feature(name)`, `paging.load(...)`. Two cases are not
+holding in that sense: a paged module that keeps no state may run its own coroutine to
+the end (ocpp_wsopen's handshake, ocpp_boot's registration, ocpp_check's dispatch,
+mqtt_connect, ocpp_diagnostics' upload: dropping it only forgets the module, whose code
+stays until the coroutine returns), and a pinned feature's own work (`Features.pinned`:
+charging profiles, a reservation, a firmware job), which is never dropped meanwhile.
 """
 
 import gc
@@ -35,7 +42,7 @@ from micropython import const
 
 _AUTH_IDLE_MS = const(1000)
 # the charge point's helpers, dropped by every control tick
-TRANSIENT = ("ocpp_check", "ocpp_info", "ocpp_boot", "ocpp_messages")
+TRANSIENT = ("ocpp_check", "ocpp_info", "ocpp_boot", "ocpp_messages", "uplink")
 
 
 def load(mod):
