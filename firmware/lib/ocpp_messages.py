@@ -1,6 +1,7 @@
 """The charge point's outgoing OCPP 1.6 messages that carry more than one field: one
 payload builder each, in the order a session sends them (BootNotification,
-StatusNotification, StartTransaction, MeterValues, StopTransaction). Plain functions of
+StatusNotification, StartTransaction, MeterValues with the SampledValues read from the
+station, StopTransaction). Plain functions of
 plain values: the components decide when a message goes out (the connector, the link,
 the outbox, the features), this module only what it says. The one-field payloads are
 written where they are sent: Heartbeat `{}`, Authorize `{"idTag": tag}`, the firmware and
@@ -33,6 +34,48 @@ def start_transaction(id_tag, meter_wh, timestamp, reservation_id=None):
     return p
 
 
+
+
+def sampled_values(station, meter_wh, measurands, context):
+    """SampledValue dicts of `measurands` read from `station` now (`meter_wh()`: the
+    energy register as reported, never lower than before); one that cannot be read is
+    left out."""
+    out = []
+    for m in measurands:
+        loc = "Outlet"
+        try:
+            if m == "Energy.Active.Import.Register":
+                v = "%d" % meter_wh()
+                u = "Wh"
+            else:
+                if m == "Power.Active.Import":
+                    v = station.power_w()
+                    u = "W"
+                elif m == "Current.Import":
+                    v = station.current_a()
+                    u = "A"
+                elif m == "Current.Offered":
+                    v = station.offered_a()
+                    u = "A"
+                    loc = None
+                elif m == "Voltage":
+                    v = station.voltage_v()
+                    u = "V"
+                else:
+                    v = station.temperature_c()
+                    u = "Celsius"
+                    loc = "Body"
+                if v is not None:
+                    v = "%.1f" % v
+        except Exception:
+            v = None
+        if v is None:
+            continue
+        sv = {"value": v, "context": context, "measurand": m, "unit": u}
+        if loc:
+            sv["location"] = loc
+        out.append(sv)
+    return out
 
 
 def meter_values(cid, timestamp, sampled_values, transaction_id=None):

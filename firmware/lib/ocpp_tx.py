@@ -215,62 +215,24 @@ class Connector:
         self.resetting = None
 
     # -- meter values ---------------------------------------------------------------------
-    def sampled(self, measurands, context):
-        """SampledValue dicts of `measurands` read from the station now (one that cannot be
-        read is left out)."""
-        st = self.cp.station
-        out = []
-        for m in measurands:
-            loc = "Outlet"
-            try:
-                if m == "Energy.Active.Import.Register":
-                    v = "%d" % self.meter_wh()
-                    u = "Wh"
-                else:
-                    if m == "Power.Active.Import":
-                        v = st.power_w()
-                        u = "W"
-                    elif m == "Current.Import":
-                        v = st.current_a()
-                        u = "A"
-                    elif m == "Current.Offered":
-                        v = st.offered_a()
-                        u = "A"
-                        loc = None
-                    elif m == "Voltage":
-                        v = st.voltage_v()
-                        u = "V"
-                    else:
-                        v = st.temperature_c()
-                        u = "Celsius"
-                        loc = "Body"
-                    if v is not None:
-                        v = "%.1f" % v
-            except Exception:
-                v = None
-            if v is None:
-                continue
-            sv = {"value": v, "context": context, "measurand": m, "unit": u}
-            if loc:
-                sv["location"] = loc
-            out.append(sv)
-        return out
-
     def meter_values(self, cid, context, measurands=None, ts=None):
         """A MeterValues payload for connector `cid` sampled now (stamped `ts` if given)."""
         cp = self.cp
         if measurands is None:
             measurands = cp.cfg.list("MeterValuesSampledData")
-        values = self.sampled(measurands, context) or self.sampled(["Energy.Active.Import.Register"], context)
+        messages = paging.load("ocpp_messages")
+        values = messages.sampled_values(cp.station, self.meter_wh, measurands, context) or \
+            messages.sampled_values(cp.station, self.meter_wh, ["Energy.Active.Import.Register"], context)
         tx = self.tx
-        return paging.load("ocpp_messages").meter_values(
+        return messages.meter_values(
             cid, clock_mod.iso(ts or cp.clock.now()), values,
             tx["txid"] if cid == 1 and tx is not None and tx.get("txid") is not None else None)
 
     def _tx_sample(self, context, ts=None, aligned=False):
         """A sample for the StopTransaction's transactionData (StopTxn*Data)."""
         ms = self.cp.cfg.list("StopTxnAlignedData" if aligned else "StopTxnSampledData")
-        values = self.sampled(ms, context) if ms else None
+        values = paging.load("ocpp_messages").sampled_values(
+            self.cp.station, self.meter_wh, ms, context) if ms else None
         if not values:
             return
         d = self.tx_data
