@@ -206,7 +206,7 @@ class SimStation:
         self.app = App(flash=self.flash, machine=machine_ns, network=network_ns, dht=dht_ns,
                        ntptime=ntptime_ns, console=self.fleet.quiet)
         point = self.app.point
-        point.call_observer = self.observe_call
+        point.link.call_observer = self.observe_call
         self.tasks = [asyncio.ensure_future(self.app.main()), asyncio.ensure_future(self.drive())]
 
     def observe_call(self, action, ms, outcome):

@@ -252,10 +252,9 @@ class App:
 
     def _forget(self, name):
         """Drop a module loaded for a moment (diagnostics) so its code leaves the heap."""
-        import sys
+        import paging
 
-        if name in sys.modules:
-            del sys.modules[name]
+        paging.drop(name)
 
     def report_line(self):
         """The report as JSON (console report, `ev.report()`); the heap is the live heap

@@ -20,8 +20,6 @@ code lives in `diag.py`, loaded for the call and dropped again (off the heap whi
 board runs).
 """
 
-import sys
-
 
 def __getattr__(name):
     """ev.<name>(...) runs diag.ev_<name>(...): diag is imported for the call and dropped
@@ -35,7 +33,9 @@ def __getattr__(name):
         try:
             return getattr(diag, "ev_" + name)(*args)
         finally:
-            sys.modules.pop("diag", None)
+            import paging
+
+            paging.drop("diag")
 
     return call
 

@@ -32,33 +32,36 @@ API
   TLS is secure by default. `ssl_context(cadata=None, insecure=False)` builds a context
   that checks the server certificate and host name against the given CA (DER bytes);
   without a CA it raises `HTTPError` unless `insecure` is true (then nothing is checked).
-  A board or port without an `ssl` module raises `HTTPError("https needs the ssl module")`.
+  A board or port without an `ssl` module raises `HTTPError("TLS needs the ssl module")`.
 - `tls_context(section, flash=None)`: the context an uplink's config section asks for:
   `ca_file` (a DER CA certificate on flash) checked, else `"insecure": true` unchecked,
   else `HTTPError`. `tls_mode(section)` says which: "checked", "insecure" or "no CA".
 
 `Response`: `status` (int), `reason` (str), `headers` (dict, lower-case names, at most
-`MAX_HEADERS` kept; a head line longer than `MAX_LINE` bytes or more than `MAX_HEAD_LINES`
-header lines is an `HTTPError`, read without ever buffering more than one line), `body` (bytes or None when sunk), `length` (body bytes received).
+`uplink.MAX_HEADERS` kept; a head line longer than `uplink.MAX_LINE` bytes or more than
+`uplink.MAX_HEAD_LINES` header lines is an `HTTPError`, read without ever buffering more than one line), `body` (bytes or None when sunk), `length` (body bytes received).
 Errors: `HTTPError` (malformed URL or response, body too large), `OSError` (network),
 the timeout error above.
 
-`parse_url(url) -> (scheme, host, port, path, userinfo_or_None)` is public: the
-WebSocket client reuses it.
+`parse_url`, `basic_auth`, `ssl_context`, `tls_context`, `tls_mode` and `HTTPError` are
+uplink.py's (one of each for every uplink), named here too for the callers of httpc.
 """
 
 import asyncio
-import binascii
 import json
 
-MAX_HEADERS = 24
-MAX_HEAD_LINES = 64  # header lines read before giving up (only MAX_HEADERS are kept)
-MAX_LINE = 1024
+from uplink import (  # noqa: F401
+    HTTPError,
+    basic_auth,
+    parse_url,
+    read_headers,
+    read_line,
+    ssl_context,
+    tls_context,
+    tls_mode,
+)
+
 CHUNK = 512
-
-
-class HTTPError(Exception):
-    pass
 
 
 class Response:
@@ -74,97 +77,6 @@ class Response:
 
     def __repr__(self):
         return "<Response %d %s, %d bytes>" % (self.status, self.reason, self.length)
-
-
-def parse_url(url):
-    """(scheme, host, port, path, userinfo) of an http(s)/ws(s) URL; HTTPError if bad."""
-    if not isinstance(url, str) or "://" not in url:
-        raise HTTPError("not an absolute URL: %r" % (url,))
-    scheme, rest = url.split("://", 1)
-    scheme = scheme.lower()
-    if scheme not in ("http", "https", "ws", "wss"):
-        raise HTTPError("unsupported scheme: %s" % scheme)
-    slash = rest.find("/")
-    if slash < 0:
-        netloc, path = rest, "/"
-    else:
-        netloc, path = rest[:slash], rest[slash:]
-    if "?" in netloc:
-        netloc, query = netloc.split("?", 1)
-        path = "/?" + query
-    userinfo = None
-    if "@" in netloc:
-        userinfo, netloc = netloc.rsplit("@", 1)
-    port = 443 if scheme in ("https", "wss") else 80
-    if netloc.startswith("["):
-        end = netloc.find("]")
-        host = netloc[1:end]
-        if netloc[end + 1:end + 2] == ":":
-            port = int(netloc[end + 2:])
-    elif ":" in netloc:
-        host, p = netloc.rsplit(":", 1)
-        try:
-            port = int(p)
-        except ValueError:
-            raise HTTPError("bad port in %r" % (url,))
-    else:
-        host = netloc
-    if not host:
-        raise HTTPError("no host in %r" % (url,))
-    return scheme, host, port, path, userinfo
-
-
-def basic_auth(user, password):
-    """The value of an `Authorization: Basic` header."""
-    token = binascii.b2a_base64(("%s:%s" % (user, password)).encode())
-    return "Basic " + token.decode().strip()
-
-
-NO_CA = "TLS without a CA certificate: set ca_file (or \"insecure\": true to skip the check)"
-
-
-def ssl_context(cadata=None, insecure=False):
-    """An SSL client context that checks the server certificate and host name against
-    `cadata` (DER bytes of the CA). Without a CA: HTTPError, unless `insecure` (then the
-    context checks nothing). HTTPError if there is no ssl module."""
-    if not cadata and not insecure:
-        raise HTTPError(NO_CA)
-    try:
-        import ssl
-    except ImportError:
-        raise HTTPError("https needs the ssl module")
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    if cadata:
-        # a board's ssl.SSLContext starts at CERT_NONE: ask for the check explicitly
-        ctx.verify_mode = ssl.CERT_REQUIRED
-        ctx.load_verify_locations(cadata=cadata)
-    else:
-        if hasattr(ctx, "check_hostname"):
-            ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-    return ctx
-
-
-def tls_mode(section):
-    """How an uplink's config section wants TLS: "checked", "insecure" or "no CA"."""
-    section = section or {}
-    if section.get("ca_file"):
-        return "checked"
-    return "insecure" if section.get("insecure") is True else "no CA"
-
-
-def tls_context(section, flash=None):
-    """The SSL context an uplink's config section asks for (see `tls_mode`)."""
-    section = section or {}
-    ca = section.get("ca_file")
-    if ca:
-        if flash is not None:
-            cadata = flash.read_bytes(ca)
-        else:
-            with open(ca, "rb") as fh:
-                cadata = fh.read()
-        return ssl_context(cadata)
-    return ssl_context(None, section.get("insecure") is True)
 
 
 async def open_stream(host, port, secure, ssl_ctx=None):
@@ -183,24 +95,6 @@ async def close_stream(writer):
         await writer.wait_closed()
     except Exception:
         pass
-
-
-async def read_line(reader):
-    """One line of the response head (status, header, chunk size), at most MAX_LINE bytes.
-    Read byte by byte (heads are short), as the WebSocket handshake does: the streams'
-    readline() has no limit on MicroPython, so a server that never ends a line would fill
-    the heap before any length check."""
-    buf = bytearray()
-    while len(buf) < MAX_LINE:
-        c = await reader.read(1)
-        if not c:
-            break
-        buf += c
-        if c == b"\n":
-            break
-    else:
-        raise HTTPError("header line too long")
-    return bytes(buf)
 
 
 async def read_some(reader, n):
@@ -285,7 +179,7 @@ async def _exchange(method, url, body, headers, sink, source, source_len, max_bo
             writer.write(body)
             await writer.drain()
         resp = Response()
-        status = await read_line(reader)
+        status = await read_line(reader, HTTPError)
         parts = status.decode().strip().split(" ", 2)
         if len(parts) < 2 or not parts[0].startswith("HTTP/"):
             raise HTTPError("not an HTTP response: %r" % (status[:40],))
@@ -294,18 +188,7 @@ async def _exchange(method, url, body, headers, sink, source, source_len, max_bo
         except ValueError:
             raise HTTPError("bad status line")
         resp.reason = parts[2] if len(parts) > 2 else ""
-        for _ in range(MAX_HEAD_LINES):
-            line = await read_line(reader)
-            if not line:
-                raise HTTPError("connection closed inside the headers")
-            if line in (b"\r\n", b"\n"):
-                break
-            text = line.decode()
-            if ":" in text and len(resp.headers) < MAX_HEADERS:
-                name, value = text.split(":", 1)
-                resp.headers[name.strip().lower()] = value.strip()
-        else:
-            raise HTTPError("more than %d header lines" % MAX_HEAD_LINES)
+        resp.headers = await read_headers(reader, HTTPError)
         out = sink
         buf = None
         if sink is None:
@@ -316,7 +199,7 @@ async def _exchange(method, url, body, headers, sink, source, source_len, max_bo
             pass
         elif resp.headers.get("transfer-encoding", "").lower() == "chunked":
             while True:
-                size_line = (await read_line(reader)).decode().strip()
+                size_line = (await read_line(reader, HTTPError)).decode().strip()
                 if not size_line:
                     raise HTTPError("connection closed inside a chunked body")
                 try:
@@ -325,12 +208,12 @@ async def _exchange(method, url, body, headers, sink, source, source_len, max_bo
                     raise HTTPError("bad chunk size %r" % size_line)
                 if size == 0:
                     while True:  # trailers up to the blank line
-                        line = await read_line(reader)
+                        line = await read_line(reader, HTTPError)
                         if not line or line in (b"\r\n", b"\n"):
                             break
                     break
                 await _read_exact_to(reader, size, out, resp, max_body, buf)
-                await read_line(reader)  # the CRLF after each chunk
+                await read_line(reader, HTTPError)  # the CRLF after each chunk
         elif "content-length" in resp.headers:
             try:
                 n = int(resp.headers["content-length"])

@@ -32,35 +32,22 @@ def connect_packet(client_id, user, password, keepalive_s, will):
 
 
 def tls_context(link):
-    """None for mqtt://. For mqtts:// an ssl.SSLContext (MicroPython's API, which CPython
-    shares) that checks the broker's certificate and host name against the CA in ca_file
-    (DER, on flash), or checks nothing when `insecure`; MQTTError without either."""
+    """None for mqtt://. For mqtts:// the context of uplink.ssl_context (the one every
+    uplink uses): the broker's certificate and host name checked against the CA in ca_file
+    (DER, on flash), or nothing checked when `insecure`; MQTTError without either."""
     if not link.secure:
         return None
     if not link.ca_file and not link.insecure:
         raise MQTTError("mqtts without mqtt.ca_file: refusing to connect unchecked "
                         "(set \"insecure\": true to allow it)")
+    import uplink
+
     try:
-        import ssl
-    except ImportError:
-        raise MQTTError("mqtts needs the ssl module")
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    if link.ca_file:
-        try:
-            if link.flash is not None:
-                cadata = link.flash.read_bytes(link.ca_file)
-            else:
-                with open(link.ca_file, "rb") as fh:
-                    cadata = fh.read()
-        except OSError:
-            raise MQTTError("CA file %s is not on flash" % link.ca_file)
-        ctx.verify_mode = ssl.CERT_REQUIRED  # a board's context starts at CERT_NONE
-        ctx.load_verify_locations(cadata=cadata)
-    else:
-        if hasattr(ctx, "check_hostname"):
-            ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-    return ctx
+        return uplink.tls_context({"ca_file": link.ca_file, "insecure": link.insecure}, link.flash)
+    except OSError:
+        raise MQTTError("CA file %s is not on flash" % link.ca_file)
+    except uplink.HTTPError as exc:
+        raise MQTTError(str(exc))
 
 
 async def tcp(link):

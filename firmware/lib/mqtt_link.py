@@ -52,6 +52,8 @@ import struct
 import sys
 import time
 
+import paging
+
 MICROPYTHON = sys.implementation.name == "micropython"
 MAX_PACKET = 256  # we subscribe to nothing: only CONNACK, PUBACK, PINGRESP come in
 
@@ -62,31 +64,17 @@ class MQTTError(Exception):
 
 def parse_url(url):
     """mqtt(s)://[user[:password]@]host[:port] -> (secure, host, port, user, password)."""
-    if not isinstance(url, str) or "://" not in url:
-        raise MQTTError("not an MQTT URL: %r" % (url,))
-    scheme, rest = url.split("://", 1)
+    try:
+        scheme, host, port, _, userinfo = paging.load("uplink").parse_url(url, MQTTError)
+    finally:
+        paging.drop("uplink")  # needed again only while connecting (mqtt_connect)
     if scheme not in ("mqtt", "mqtts"):
         raise MQTTError("MQTT URLs start with mqtt:// or mqtts://, not %s://" % scheme)
-    secure = scheme == "mqtts"
-    rest = rest.split("/", 1)[0]
     user = password = None
-    if "@" in rest:
-        cred, rest = rest.rsplit("@", 1)
-        user, sep, pw = cred.partition(":")
+    if userinfo is not None:
+        user, sep, pw = userinfo.partition(":")
         password = pw if sep else None
-    port = 8883 if secure else 1883
-    if rest.startswith("["):
-        host, _, tail = rest[1:].partition("]")
-        if tail.startswith(":"):
-            port = int(tail[1:])
-    elif ":" in rest:
-        host, p = rest.rsplit(":", 1)
-        port = int(p)
-    else:
-        host = rest
-    if not host:
-        raise MQTTError("no host in %r" % (url,))
-    return secure, host, port, user, password
+    return scheme == "mqtts", host, port, user, password
 
 
 def as_bytes(text):
@@ -242,7 +230,8 @@ class Link:
                 return self._fail("connect to %s:%d: %s" % (self.host, self.port, self._why(exc)))
         finally:
             del mqtt_connect
-            sys.modules.pop("mqtt_connect", None)
+            paging.drop("mqtt_connect")
+            paging.drop("uplink")
         self.up = True
         self.attempts = 0
         self.connects += 1

@@ -80,14 +80,14 @@ def check(payload, spec, where=""):
 
 
 async def dispatch(cp, ws, uid, action, body):
-    if cp.registration == "Rejected":
+    if cp.link.registration == "Rejected":
         return  # a rejected charge point does not answer the central system
     name = route(action) if isinstance(action, str) else None
     if name and name != "-":
         feature = cp.feature(name)
     else:
         code = ocpp_rpc.NOT_SUPPORTED if name else ocpp_rpc.NOT_IMPLEMENTED
-        await cp._send(ws, ocpp_rpc.error(uid, code, "%s is not handled here" % action))
+        await cp.link.send(ws, ocpp_rpc.error(uid, code, "%s is not handled here" % action))
         return
     meth, spec = feature.HANDLERS[action]
     try:
@@ -100,6 +100,7 @@ async def dispatch(cp, ws, uid, action, body):
         cp.log("ocpp: %s failed: %r" % (action, exc))
         sys.print_exception(exc)
         text = ocpp_rpc.error(uid, ocpp_rpc.INTERNAL_ERROR, "%s failed" % action)
+    feature = None  # paging's rule: not held across the await
     cp.log("ocpp: %s -> %s" % (action, text[:80]))
-    await cp._send(ws, text)
+    await cp.link.send(ws, text)
     cp.poke()

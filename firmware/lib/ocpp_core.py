@@ -1,8 +1,8 @@
 """OCPP 1.6 Core profile: the operations the central system calls (Reset,
 ChangeAvailability, Get/ChangeConfiguration, UnlockConnector, DataTransfer,
 Remote Start/Stop), and checking a new configuration value. Loaded when the central
-system first calls one of them; the charge point's own Core messages live in
-chargepoint.py and ocpp_tx.py."""
+system first calls one of them; the charge point's own Core messages are built in
+ocpp_messages.py and sent by the connector (ocpp_tx.py) and the link (ocpp_link.py)."""
 
 import asyncio
 
@@ -101,26 +101,16 @@ class Core:
         self.cp = cp
 
     def reset(self, p):
-        cp = self.cp
-        if cp.resetting is None:
-            cp.resetting = kind = p["type"]
-            asyncio.create_task(_reset(cp, kind))
+        kind = p["type"]
+        if self.cp.connector.begin_reset(kind):
+            asyncio.create_task(_reset(self.cp, kind))
         return {"status": "Accepted"}
 
     def change_availability(self, p):
         cid = p["connectorId"]
         if cid not in (0, 1):
             return {"status": "Rejected"}
-        cp = self.cp
-        operative = p["type"] == "Operative"
-        if not operative and cp.tx is not None:
-            cp.scheduled_avail = False
-            return {"status": "Scheduled"}
-        cp.scheduled_avail = None
-        cp.available = operative
-        cp.save_state()
-        cp.poke()
-        return {"status": "Accepted"}
+        return {"status": self.cp.connector.set_availability(p["type"] == "Operative")}
 
     def get_configuration(self, p):
         keys = p.get("key")
@@ -140,17 +130,13 @@ class Core:
         key = p["key"]
         status = change(cp.cfg, key, p["value"])
         if status == "Accepted":
-            if key == "MeterValueSampleInterval":
-                cp.next_sample = 0
-            if key == "ClockAlignedDataInterval":
-                cp.next_aligned = 0
-            cp.poke()
+            cp.connector.reschedule(key)
         return {"status": status}
 
     def unlock_connector(self, p):
         if p["connectorId"] != 1:
             return {"status": "NotSupported"}
-        self.cp.stop_transaction("UnlockCommand")
+        self.cp.connector.stop_transaction("UnlockCommand")
         return {"status": "Unlocked"}
 
     def data_transfer(self, p):
@@ -174,33 +160,36 @@ class Core:
             if profile.get("chargingProfilePurpose") != "TxProfile":
                 return {"status": "Rejected"}
         tag = p["idTag"]
-        if cp.tx is not None or not cp.available or cp.connector_status() in ("Faulted", "Unavailable") \
+        con = cp.connector
+        if con.tx is not None or not con.available or con.status() in ("Faulted", "Unavailable") \
                 or not cp.resv_matches(tag):
             return {"status": "Rejected"}
-        cp.remote_profile = profile
+        con.remote_start(profile)
         if cp.cfg.get("AuthorizeRemoteTxRequests"):
             asyncio.create_task(cp.feature("auth").authorize(tag))
         else:
-            cp.arm(tag, None)
+            con.arm(tag, None)
         return {"status": "Accepted"}
 
     def remote_stop(self, p):
-        tx = self.cp.tx
+        con = self.cp.connector
+        tx = con.tx
         if tx is None or tx.get("txid") != p["transactionId"]:
             return {"status": "Rejected"}
-        self.cp.stop_transaction("Remote")
+        con.stop_transaction("Remote")
         return {"status": "Accepted"}
 
 
 async def _reset(cp, kind):
     await asyncio.sleep_ms(200)  # the answer to Reset goes out first
-    if cp.tx is not None:
-        cp.stop_transaction("HardReset" if kind == "Hard" else "SoftReset")
+    con = cp.connector
+    if con.tx is not None:
+        con.stop_transaction("HardReset" if kind == "Hard" else "SoftReset")
     for _ in range(100 if kind == "Soft" else 30):
-        if not len(cp.journal) and not cp.outbox:
+        if not len(cp.journal) and not cp.outbox.items:
             break
         await asyncio.sleep_ms(100)
-    cp.reboot(kind)
+    con.reboot(kind)
 
 
 Feature = Core  # what chargepoint.ChargePoint.feature() builds

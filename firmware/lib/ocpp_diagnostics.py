@@ -44,8 +44,8 @@ async def upload(fw, location, name, tries, interval):
     ok = False
     for attempt in range(tries):
         fw.diag_status = "Uploading"
-        cp.queue("DiagnosticsStatusNotification", {"status": "Uploading"})
-        held = await cp.hold_link(url)  # one TLS session at a time
+        cp.outbox.add("DiagnosticsStatusNotification", {"status": "Uploading"})
+        held = await cp.link.hold(url)  # one TLS session at a time
         try:
             with open(fw.flash.path("fw/diag.txt"), "rb") as fh:
                 resp = await httpc.put(url, source=fh, source_len=size, timeout=60,
@@ -59,11 +59,11 @@ async def upload(fw, location, name, tries, interval):
             cp.log("diagnostics: upload failed: %r" % (exc,))
         finally:
             if held:
-                cp.release_link()
+                cp.link.release()
         if ok:
             break
         if attempt < tries - 1:
             await asyncio.sleep(interval)
     fw.diag_status = "Uploaded" if ok else "UploadFailed"
-    cp.queue("DiagnosticsStatusNotification", {"status": fw.diag_status})
+    cp.outbox.add("DiagnosticsStatusNotification", {"status": fw.diag_status})
     cp.log("diagnostics: %s %s" % (name, fw.diag_status))

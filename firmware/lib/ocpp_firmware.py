@@ -46,6 +46,7 @@ import json
 
 import clock as clock_mod
 import httpc
+import paging
 
 BASE_VERSION = "1.0.0"
 MAX_TRIAL_BOOTS = 3
@@ -182,7 +183,7 @@ class Firmware:
     def release(self):
         """Unload the firmware-management code once nothing is going on."""
         if not self.busy and not self.diag_busy and self.trial is None and not self.announce:
-            self.cp.unload("fw")
+            self.cp.features.unload("fw")
 
     def clear(self, top):
         """Remove the files under `top` (and one level of directories below it)."""
@@ -254,11 +255,11 @@ class Firmware:
             self.cp.log("firmware: %s not accepted within %ds, rolling back" % (
                 self.trial["version"], self.cp.cfg.get("FirmwareTrialTimeout")))
             self.rollback(self.trial)
-            self.cp.reboot("Hard")
+            self.cp.connector.reboot("Hard")
 
     def notify(self, status, done=None):
         self.status = status
-        self.cp.queue("FirmwareStatusNotification", {"status": status}, done)
+        self.cp.outbox.add("FirmwareStatusNotification", {"status": status}, done)
 
     # -- UpdateFirmware -------------------------------------------------------------------
     def update(self, p):
@@ -302,26 +303,19 @@ class Firmware:
         return None, (learnt, notes)
 
     def _plan_signature(self, digest, sig_path):
-        import sys
-
         gc.collect()  # into a clean heap
         try:
-            import firmware_trust
-
-            return firmware_trust.plan(self.cp.config, self.flash, self.cp.log, digest, sig_path)
+            return paging.load("firmware_trust").plan(self.cp.config, self.flash, self.cp.log,
+                                                      digest, sig_path)
         finally:
-            if "firmware_trust" in sys.modules:
-                del sys.modules["firmware_trust"]
+            paging.drop("firmware_trust")
 
     async def _verify_signatures(self, checks):
         """Why the first failing check fails, or None; the event loop gets a turn every 4
         bits of each verification."""
-        import sys
-
         gc.collect()
         try:
-            import ed25519
-
+            ed25519 = paging.load("ed25519")
             await asyncio.sleep_ms(0)  # loading it from flash was one stretch already
             for key, message, sig, fail in checks:
                 for verdict in ed25519.verifier(key, message, sig, 4):
@@ -331,8 +325,7 @@ class Firmware:
                         return fail
             return None
         finally:
-            if "ed25519" in sys.modules:
-                del sys.modules["ed25519"]
+            paging.drop("ed25519")
 
     async def _download(self, location):
         flash = self.flash
@@ -407,7 +400,7 @@ class Firmware:
             result = None
             for attempt in range(tries):
                 self.notify("Downloading")
-                held = await cp.hold_link(location)  # one TLS session at a time
+                held = await cp.link.hold(location)  # one TLS session at a time
                 try:
                     result = await self._download(location)
                 except Refused as exc:
@@ -417,7 +410,7 @@ class Firmware:
                     self.clear("fw/stage")
                 finally:
                     if held:
-                        cp.release_link()
+                        cp.link.release()
                 if result is not None:
                     break
                 if attempt < tries - 1:  # (not after a success or a refusal)
@@ -434,7 +427,7 @@ class Firmware:
             cp.log("firmware: %s downloaded (%d files), heap free %d" % (
                 result[0], len(result[1]), gc.mem_free() if hasattr(gc, "mem_free") else -1))
             self.notify("Downloaded")
-            while cp.tx is not None:
+            while cp.connector.tx is not None:
                 await asyncio.sleep(1)
             answered = []
             self.notify("Installing", answered.append)
@@ -454,7 +447,7 @@ class Firmware:
                 self.notify("InstallationFailed")
                 return
             cp.log("firmware: %s installed, rebooting on trial" % result[0])
-            cp.reboot("Hard")
+            cp.connector.reboot("Hard")
         finally:
             self.busy = False
             self.release()
@@ -472,15 +465,10 @@ class Firmware:
     async def _diagnostics(self, location, name, tries, interval):
         # the upload code is loaded for the moment it runs (heap: an update waiting for a
         # transaction to end keeps this module loaded, without it)
-        import sys
-
         try:
-            import ocpp_diagnostics
-
-            await ocpp_diagnostics.upload(self, location, name, tries, interval)
+            await paging.load("ocpp_diagnostics").upload(self, location, name, tries, interval)
         finally:
-            if "ocpp_diagnostics" in sys.modules:
-                del sys.modules["ocpp_diagnostics"]
+            paging.drop("ocpp_diagnostics")
             self.flash.remove("fw/diag.txt")
             self.diag_busy = False
             self.release()

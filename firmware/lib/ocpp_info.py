@@ -12,28 +12,29 @@ def pending(cp):
             pass
     for rec in cp.journal.ram:
         out.append("%s #%d (RAM)" % (rec["a"], rec["s"]))
-    for m in cp.outbox:
+    for m in cp.outbox.items:
         out.append(m[0])
     return out
 
 
 def summary(cp):
-    tx = cp.tx
-    return {"connection": cp.conn_state, "registration": cp.registration,
-            "status": cp.connector_status(), "available": cp.available,
+    con = cp.connector
+    tx = con.tx
+    return {"connection": cp.link.state, "registration": cp.link.registration,
+            "status": con.status(), "available": con.available,
             "transaction": None if tx is None else {"id": tx.get("txid"), "local": tx["lid"],
                                                     "idTag": tx["tag"], "meterStart": tx["wh0"]},
-            "limit_a": None if cp.limit_a == -1 else cp.limit_a,
-            "queued": len(cp.journal) + len(cp.outbox), "journal_dropped": cp.journal.dropped,
+            "limit_a": None if con.limit_a == -1 else con.limit_a,
+            "queued": len(cp.journal) + len(cp.outbox.items), "journal_dropped": cp.journal.dropped,
             "journal_degraded": cp.journal.degraded, "firmware": cp.fw_version,
             "firmware_status": cp.fw_state(),
             "tls": _tls(cp)}
 
 
 def _tls(cp):
-    """None for ws://; "checked", "insecure" or "no CA" for wss:// (httpc.tls_mode)."""
-    if not cp.url.startswith("wss:"):
+    """None for ws://; "checked", "insecure" or "no CA" for wss:// (uplink.tls_mode)."""
+    if not cp.link.url.startswith("wss:"):
         return None
-    import httpc
+    import uplink
 
-    return httpc.tls_mode(cp.ocpp_conf)
+    return uplink.tls_mode(cp.ocpp_conf)

@@ -1,12 +1,19 @@
-"""The charge point's link to the central system (a base class of
-chargepoint.ChargePoint, split out so each module compiles in a small heap): the
-WebSocket connection with backoff and jitter, BootNotification, heartbeats and pings,
-the one outstanding CALL, and answering the central system's CALLs.
+"""The link to the central system: the WebSocket connection with backoff and jitter,
+BootNotification until Accepted (ocpp_boot, loaded for it), heartbeats and pings, the one
+outstanding CALL (`call`), and reading what the central system sends: answers go to the outstanding CALL, its own
+CALLs to ocpp_check.dispatch (paged), which hands them to the features.
+
+    link = Link(cp)       # cp: the ChargePoint (its log, clock, cfg, outbox, connector)
+    await link.run()      # connect, register, keep alive, reconnect: forever
+    await link.call(action, payload)    # CallError, NotConnected, asyncio.TimeoutError
+    link.online (an asyncio.Event), link.state, link.registration
+    ocpp_boot.end_wait(link)  # a TriggerMessage(BootNotification) while Pending
+    await link.hold(url) / link.release()   # one TLS session at a time (below)
 
 One TLS session at a time: a Pico W's heap holds one mbedTLS session (about 23 KB held,
 more during the handshake) next to the running board, not two (docs/firmware.md, "Heap").
 An https transfer (firmware download, diagnostics upload) takes the link down while it
-runs when the link is wss:// itself (`hold_link` / `release_link`)."""
+runs when the link is wss:// itself (`hold` / `release`)."""
 
 import asyncio
 import gc
@@ -16,6 +23,7 @@ import time
 import clock as clock_mod
 import ocpp_rpc
 import ocpp_ws
+import paging
 from ocpp_rpc import CallError
 
 
@@ -24,70 +32,87 @@ class NotConnected(OSError):
 
 
 class Link:
-    link_held = 0  # https transfers that asked for the TLS link to stay down
+    def __init__(self, cp):
+        conf = cp.ocpp_conf
+        self.cp = cp
+        self.url = conf["url"].rstrip("/") + "/" + cp.cp_id
+        self.call_timeout = int(conf.get("call_timeout_s", 30))
+        self.backoff_min = float(conf.get("reconnect_min_s", 1))
+        self.ws = None  # the WebSocket while a session runs
+        self.ws_obj = None  # allocated once: its buffers are reused across reconnects
+        self.state = "offline"  # "connecting", "connected"
+        self.registration = None  # the last BootNotification status
+        self.accepted_once = False
+        self.online = asyncio.Event()  # registered and open: the outbox may send
+        self.boot_wake = None  # ocpp_boot's, while it waits to send BootNotification again
+        self.held = 0  # https transfers that asked for the TLS link to stay down
+        self.call_lock = asyncio.Lock()
+        self.pending_call = None  # [uid, Event, (kind, body) once answered]
+        self.boot_token = "%08x" % random.getrandbits(32)
+        self.counter = 0
+        self.last_sent_ms = time.ticks_ms()
+        self.calls_in = 0
+        self.calls_out = 0
+        self.call_observer = None  # the fleet simulator measures CALL -> answer latency
 
     # -- connection ------------------------------------------------------------------------
     def _backoff(self, failures):
-        top = min(float(self.cfg.get("ReconnectMaxInterval")), self.backoff_min * (2 ** min(failures, 10)))
+        top = min(float(self.cp.cfg.get("ReconnectMaxInterval")), self.backoff_min * (2 ** min(failures, 10)))
         return top * (0.5 + random.getrandbits(16) / 131072)
 
     async def run(self):
-        self.log("ocpp: charge point %s -> %s" % (self.cp_id, self.url))
-        if self.url.startswith("wss:") and self.ocpp_conf.get("ca_file") is None:
-            self.log("ocpp: WARNING TLS certificate NOT checked (\"insecure\": true)"
-                     if self.ocpp_conf.get("insecure") is True else
-                     "ocpp: wss:// without ocpp.ca_file: refusing to connect (set \"insecure\": true to skip the check)")
-        asyncio.create_task(self._tick_loop())
-        asyncio.create_task(self._sender())
-        asyncio.create_task(self._pacer())
-        fw = self.features.get("fw")
-        fw = fw[0] if fw is not None else None
-        if fw is not None and fw.needs_reboot:
-            self.reboot("Hard")
-        if fw is not None and fw.trial is not None:
-            asyncio.create_task(fw.trial_watch())
-        fw = None  # this coroutine runs forever: a reference would keep ocpp_firmware loaded
+        cp = self.cp
+        conf = cp.ocpp_conf
+        cp.log("ocpp: charge point %s -> %s" % (cp.cp_id, self.url))
+        if self.url.startswith("wss:") and conf.get("ca_file") is None:
+            cp.log("ocpp: WARNING TLS certificate NOT checked (\"insecure\": true)"
+                   if conf.get("insecure") is True else
+                   "ocpp: wss:// without ocpp.ca_file: refusing to connect (set \"insecure\": true to skip the check)")
         failures = 0
         while True:
             ws = self.ws_obj
-            if ws is None:  # allocated once: its buffers are reused across reconnects
-                ws = self.ws_obj = ocpp_ws.WebSocket(max_size=int(self.ocpp_conf.get("max_message", 4096)))
-            while self.link_held:
+            if ws is None:
+                ws = self.ws_obj = ocpp_ws.WebSocket(max_size=int(conf.get("max_message", 4096)))
+            while self.held:
                 await asyncio.sleep_ms(200)
-            wifi = self.wifi
+            wifi = cp.wifi
             if wifi is not None and not wifi.is_up():
-                self.conn_state = "offline"
+                self.state = "offline"
                 await wifi.event.wait()  # no network: nothing to try (nor to count as failed)
-            self.conn_state = "connecting"
+            self.state = "connecting"
             try:
-                password = self.cfg.get("AuthorizationKey") or None
-                await ws.connect(self.url, "ocpp1.6", self.cp_id, password, self.ocpp_conf,
-                                 timeout=15, flash=self.flash)
+                password = cp.cfg.get("AuthorizationKey") or None
+                await ws.connect(self.url, "ocpp1.6", cp.cp_id, password, conf,
+                                 timeout=15, flash=cp.flash)
             except Exception as exc:
                 failures += 1
                 delay = self._backoff(failures)
-                self.conn_state = "offline"
-                self.log("ocpp: connect failed (%r), retry in %.1fs" % (exc, delay))
+                self.state = "offline"
+                cp.log("ocpp: connect failed (%r), retry in %.1fs" % (exc, delay))
                 await self._pause(delay)
                 continue
             # `failures` counts on until a session gets online: a central system that
             # accepts the upgrade and closes at once still sees growing delays
-            self.log("ocpp: connected")
+            cp.log("ocpp: connected")
             self.ws = ws
-            self.conn_state = "connected"
+            self.state = "connected"
             reader = asyncio.create_task(self._reader(ws))
             try:
-                await self._boot(ws)
+                if not (self.accepted_once and self.registration == "Accepted"):
+                    try:  # the registration code: on the heap only while registering
+                        await paging.load("ocpp_boot").register(self, ws)
+                    finally:
+                        paging.drop("ocpp_boot")
                 if ws.open:
-                    self.sent_status = {}
+                    cp.connector.resend_status()
                     self.online.set()
-                    self.poke()
+                    cp.poke()
                     await self._keepalive(ws)
             except Exception as exc:
-                self.log("ocpp: session ended: %r" % (exc,))
+                cp.log("ocpp: session ended: %r" % (exc,))
             was_online = self.online.is_set()
             self.online.clear()
-            self.conn_state = "offline"
+            self.state = "offline"
             await ws.abort()
             self._fail_pending()
             try:
@@ -95,15 +120,15 @@ class Link:
             except BaseException:
                 pass
             self.ws = None
-            self.outbox = [m for m in self.outbox if m[0] not in ("StatusNotification", "Heartbeat")]
-            self.log("ocpp: disconnected")
+            cp.outbox.drop_stale()
+            cp.log("ocpp: disconnected")
             failures = 1 if was_online else failures + 1
             await self._pause(self._backoff(failures))
 
     async def _pause(self, delay):
         """The reconnect backoff; cut short when Wi-Fi comes back up meanwhile (the
         failures were the network's: the central system is worth a try at once)."""
-        wifi = self.wifi
+        wifi = self.cp.wifi
         if wifi is None:
             await asyncio.sleep(delay)
             return
@@ -117,18 +142,18 @@ class Link:
             was_up = up
 
     # -- one TLS session at a time -------------------------------------------------------
-    async def hold_link(self, url):
+    async def hold(self, url):
         """Before an https transfer: when the OCPP link is TLS as well, let the queued
         messages go out (at most 10 s), drop the link and keep it down until
-        `release_link()`. True if the link is held (call release_link after)."""
+        `release()`. True if the link is held (call release after)."""
         if not (url.startswith("https:") and self.url.startswith("wss:")):
             return False
         for _ in range(100):
-            if not self.outbox or not self.online.is_set():
+            if not self.cp.outbox.items or not self.online.is_set():
                 break
             await asyncio.sleep_ms(100)
-        self.link_held += 1
-        self.log("ocpp: link down during an https transfer (one TLS session at a time)")
+        self.held += 1
+        self.cp.log("ocpp: link down during an https transfer (one TLS session at a time)")
         ws = self.ws
         if ws is not None:
             ws.open = False  # ends the session: run() drops the connection
@@ -137,80 +162,51 @@ class Link:
         gc.collect()
         return True
 
-    def release_link(self):
-        self.link_held -= 1
+    def release(self):
+        self.held -= 1
 
-    def boot_payload(self):
-        return {"chargePointVendor": "PicoCharge", "chargePointModel": "PicoCharge-W",
-                "chargePointSerialNumber": self.cp_id[:25], "firmwareVersion": self.fw_version,
-                "meterType": "PicoCharge CT+ZMPT"}
-
-    def on_boot_result(self, res):
-        self.on_heartbeat(res)
-        if res.get("status") == "Accepted" and res.get("interval", 0) > 0:
-            self.cfg.values["HeartbeatInterval"] = res["interval"]
-
-    async def _boot(self, ws):
-        if self.accepted_once and self.registration == "Accepted":
-            return
-        while ws.open:
-            try:
-                res = await self.call("BootNotification", self.boot_payload(), registered=False)
-            except CallError as exc:
-                self.log("ocpp: BootNotification refused: %s" % exc.code)
-                await asyncio.sleep(30)
-                continue
-            except asyncio.TimeoutError:
-                continue
-            self.on_boot_result(res)
-            self.registration = res["status"]
-            self.log("ocpp: BootNotification %s (interval %s)" % (res["status"], res.get("interval")))
-            if self.registration == "Accepted":
-                self.accepted_once = True
-                if "fw" in self.features:
-                    self.feature("fw").on_accepted()
-                return
-            # the retry interval; a TriggerMessage(BootNotification) ends it (ocpp_trigger)
-            self.boot_wake = wake = asyncio.Event()
-            try:
-                await asyncio.wait_for(wake.wait(), max(1, res.get("interval") or 30))
-            except asyncio.TimeoutError:
-                pass
-
+    # -- keep-alive (registration: ocpp_boot) ----------------------------------------------
     async def _keepalive(self, ws):
+        cp = self.cp
         last_ping = time.ticks_ms()
         while ws.open:
             await asyncio.sleep(1)
-            if self.wifi is not None and not self.wifi.is_up():
+            if cp.wifi is not None and not cp.wifi.is_up():
                 # a connection across a Wi-Fi outage is seldom worth keeping (a new
                 # address, a peer that gave up): made again once Wi-Fi is back
-                self.log("ocpp: Wi-Fi down, closing the link")
+                cp.log("ocpp: Wi-Fi down, closing the link")
                 break
             now = time.ticks_ms()
-            hb = self.cfg.get("HeartbeatInterval")
-            if hb and time.ticks_diff(now, self.last_sent_ms) >= hb * 1000 and not self.has_queued("Heartbeat"):
-                self.queue("Heartbeat", {}, self.on_heartbeat)
-            pi = self.cfg.get("WebSocketPingInterval")
+            hb = cp.cfg.get("HeartbeatInterval")
+            if hb and time.ticks_diff(now, self.last_sent_ms) >= hb * 1000 and not cp.outbox.has("Heartbeat"):
+                cp.outbox.add("Heartbeat", {}, self.on_heartbeat)
+            pi = cp.cfg.get("WebSocketPingInterval")
             if pi:
                 if time.ticks_diff(now, last_ping) >= pi * 1000:
                     last_ping = now
                     try:  # bounded: a peer that stopped reading leaves the send lock held
                         await asyncio.wait_for(ws.ping(), pi + 10)
                     except Exception:
-                        self.log("ocpp: ping not sent, reconnecting")
+                        cp.log("ocpp: ping not sent, reconnecting")
                         break
                 if time.ticks_diff(now, ws.last_rx) > (2 * pi + 10) * 1000:
-                    self.log("ocpp: no answer to pings, reconnecting")
+                    cp.log("ocpp: no answer to pings, reconnecting")
                     break
 
     def on_heartbeat(self, res):
-        if "currentTime" in res:
+        """The central system's time (None: a CALLERROR answered the Heartbeat)."""
+        if res and "currentTime" in res:
             try:
-                self.clock.set(clock_mod.parse_iso(res["currentTime"]), "ocpp")
+                self.cp.clock.set(clock_mod.parse_iso(res["currentTime"]), "ocpp")
             except ValueError:
                 pass
 
-    # -- RPC -----------------------------------------------------------------------------
+    # -- RPC: our CALLs ------------------------------------------------------------------
+    def uid(self):
+        """A unique message id: this boot's random token and a counter."""
+        self.counter += 1
+        return "%s-%d" % (self.boot_token, self.counter)
+
     def _fail_pending(self):
         p = self.pending_call
         if p is not None and p[2] is None:
@@ -228,8 +224,7 @@ class Link:
                 uid = self.uid()
             box = [uid, asyncio.Event(), None]
             self.pending_call = box
-            # an optional observer (the fleet simulator measures CALL -> answer latency)
-            observe = getattr(self, "call_observer", None)
+            observe = self.call_observer
             outcome = "timeout"
             t0 = None
             heard = ws.rx_frames
@@ -244,7 +239,7 @@ class Link:
                         # not a frame since the CALL went out: the link is dead (a black
                         # hole, a half-open connection); reconnect now rather than after
                         # the ping check's 2 x WebSocketPingInterval + 10 s
-                        self.log("ocpp: %s unanswered, nothing heard for %d s: reconnecting" % (
+                        self.cp.log("ocpp: %s unanswered, nothing heard for %d s: reconnecting" % (
                             action, self.call_timeout))
                         ws.open = False
                     raise
@@ -262,15 +257,17 @@ class Link:
                 raise CallError(ocpp_rpc.FORMATION_VIOLATION, "answer is not an object")
             return body
 
+    # -- what the central system sends -----------------------------------------------------
     async def _reader(self, ws):
         try:
             await self._read_loop(ws)
         except Exception as exc:  # e.g. MemoryError: nobody would read this link any more
-            self.log("ocpp: reader failed: %r" % (exc,))
+            self.cp.log("ocpp: reader failed: %r" % (exc,))
         ws.open = False  # ends the session (the link is dropped and made again)
         self._fail_pending()
 
     async def _read_loop(self, ws):
+        cp = self.cp
         while True:
             text = await ws.recv()
             if text is None:
@@ -278,28 +275,29 @@ class Link:
             try:
                 kind, uid, action, body = ocpp_rpc.parse(text)
             except CallError as exc:
-                self.log("ocpp: bad frame from the central system: %s" % exc.description)
+                cp.log("ocpp: bad frame from the central system: %s" % exc.description)
                 if exc.details:
-                    await self._send(ws, ocpp_rpc.error(exc.details, exc.code, exc.description))
+                    await self.send(ws, ocpp_rpc.error(exc.details, exc.code, exc.description))
                 continue
             if kind == ocpp_rpc.CALL:
                 self.calls_in += 1
                 try:
-                    import ocpp_check  # the CALL handling (dropped again when idle)
-                    await ocpp_check.dispatch(self, ws, uid, action, body)
+                    # the CALL handling (paged: dropped again when idle)
+                    await paging.load("ocpp_check").dispatch(cp, ws, uid, action, body)
                 except Exception as exc:  # e.g. MemoryError loading a feature
-                    self.log("ocpp: %s failed: %r" % (action, exc))
-                    await self._send(ws, ocpp_rpc.error(uid, ocpp_rpc.INTERNAL_ERROR, "%s failed" % action))
+                    cp.log("ocpp: %s failed: %r" % (action, exc))
+                    await self.send(ws, ocpp_rpc.error(uid, ocpp_rpc.INTERNAL_ERROR, "%s failed" % action))
             else:
                 p = self.pending_call
                 if p is not None and p[0] == uid and p[2] is None:
                     p[2] = (kind, body)
                     p[1].set()
                 else:
-                    self.log("ocpp: answer to an unknown call %s ignored" % uid)
+                    cp.log("ocpp: answer to an unknown call %s ignored" % uid)
 
-    async def _send(self, ws, text):
+    async def send(self, ws, text):
+        """Send an answer (CALLRESULT / CALLERROR); a failure is logged, not raised."""
         try:
             await ws.send(text)
         except Exception as exc:
-            self.log("ocpp: send failed: %r" % (exc,))
+            self.cp.log("ocpp: send failed: %r" % (exc,))

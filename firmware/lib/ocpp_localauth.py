@@ -40,7 +40,7 @@ def _arm(cp, tag, parent):
     """An authorised tag: arm the connector unless a reservation holds it for another
     idTag (and another parent idTag)."""
     if cp.resv_matches(tag, parent):
-        cp.arm(tag, parent)
+        cp.connector.arm(tag, parent)
     else:
         cp.log("ocpp: %s not authorised (connector reserved)" % tag)
 
@@ -125,76 +125,18 @@ class LocalAuth:
             del self.cache[self.cache_order.pop(0)]
         self._save_cache()
 
-    async def authorize(self, tag):
-        """Authorise `tag` (a card, RemoteStartTransaction): arm the connector or refuse."""
-        cp = self.cp
-        cfg = cp.cfg
-        entry = self.lookup(tag)[1]
-        if entry is not None and cfg.get("LocalPreAuthorize") and self.accepted_locally(tag):
-            _arm(cp, tag, entry[2])
-            return
-        if cp.online.is_set():
-            try:
-                res = await cp.call("Authorize", {"idTag": tag})
-            except (ocpp_rpc.CallError, OSError, asyncio.TimeoutError) as exc:
-                res = None
-                cp.log("ocpp: Authorize failed: %r" % (exc,))
-            if res is not None:
-                info = res.get("idTagInfo") or {}
-                cp.feature("auth").remember(tag, info)  # (this object may have been unloaded)
-                if info.get("status") == "Accepted":
-                    _arm(cp, tag, info.get("parentIdTag"))
-                else:
-                    cp.log("ocpp: %s not authorised (%s)" % (tag, info.get("status")))
-                return
-        # offline
-        auth = cp.feature("auth")
-        entry = auth.lookup(tag)[1]
-        if entry is not None:
-            if cfg.get("LocalAuthorizeOffline") and auth.accepted_locally(tag):
-                _arm(cp, tag, entry[2])
-            else:
-                cp.log("ocpp: %s refused offline (%s)" % (tag, entry[0]))
-        elif cfg.get("AllowOfflineTxForUnknownId"):
-            _arm(cp, tag, None)
-        else:
-            cp.log("ocpp: %s unknown and offline: refused" % tag)
-
-    def answered(self, rec, res):
-        """The central system answered a journaled Start/StopTransaction: keep its
-        transactionId, cache the idTagInfo, stop (or suspend) a transaction it refused."""
-        cp = self.cp
-        j = cp.journal
-        lid = rec["l"]
-        if rec["a"] == "StartTransaction":
-            txid = res.get("transactionId")
-            if isinstance(txid, int):
-                j.set_txid(lid, txid)
-            tx = cp.tx
-            if tx is not None and tx["lid"] == lid:
-                tx["txid"] = txid
-                cp.save_state()
-            info = res.get("idTagInfo") or {}
-            self.remember(rec["p"]["idTag"], info)
-            if info.get("status") != "Accepted" and tx is not None and tx["lid"] == lid:
-                cp.log("ocpp: transaction %s idTag %s" % (txid, info.get("status")))
-                if cp.cfg.get("StopTransactionOnInvalidId"):
-                    cp.stop_transaction("DeAuthorized")
-                else:
-                    tx["susp"] = True
-                    cp.save_state()
-        elif rec["a"] == "StopTransaction":
-            j.forget_tx(lid)
-            if "idTagInfo" in res and "idTag" in rec["p"]:
-                self.remember(rec["p"]["idTag"], res["idTagInfo"])
+    def authorize(self, tag):
+        """Authorise `tag` (a card, RemoteStartTransaction): a coroutine that arms the
+        connector or refuses (it does not hold this object across its await: paging.py)."""
+        return _authorize(self.cp, tag)
 
     def local_start(self, id_tag):
         cp = self.cp
-        tx = cp.tx
+        tx = cp.connector.tx
         if tx is not None:
             if id_tag == tx["tag"] or (tx.get("parent") and
                                        (self.lookup(id_tag)[1] or (0, 0, 0))[2] == tx["parent"]):
-                cp.stop_transaction("Local", id_tag)
+                cp.connector.stop_transaction("Local", id_tag)
                 return "stopping"
             return "busy"
         if cp.journal.full:  # the full-flash rule (journal.py): no new transactions
@@ -252,6 +194,42 @@ class LocalAuth:
         if not self.cp.cfg.get("LocalAuthListEnabled"):
             return {"listVersion": -1}
         return {"listVersion": self.version if self.list else 0}
+
+
+async def _authorize(cp, tag):
+    cfg = cp.cfg
+    auth = cp.feature("auth")
+    entry = auth.lookup(tag)[1]
+    if entry is not None and cfg.get("LocalPreAuthorize") and auth.accepted_locally(tag):
+        _arm(cp, tag, entry[2])
+        return
+    auth = None  # paging's rule: not held across the await
+    if cp.link.online.is_set():
+        try:
+            res = await cp.link.call("Authorize", {"idTag": tag})
+        except (ocpp_rpc.CallError, OSError, asyncio.TimeoutError) as exc:
+            res = None
+            cp.log("ocpp: Authorize failed: %r" % (exc,))
+        if res is not None:
+            info = res.get("idTagInfo") or {}
+            cp.feature("auth").remember(tag, info)
+            if info.get("status") == "Accepted":
+                _arm(cp, tag, info.get("parentIdTag"))
+            else:
+                cp.log("ocpp: %s not authorised (%s)" % (tag, info.get("status")))
+            return
+    # offline
+    auth = cp.feature("auth")
+    entry = auth.lookup(tag)[1]
+    if entry is not None:
+        if cfg.get("LocalAuthorizeOffline") and auth.accepted_locally(tag):
+            _arm(cp, tag, entry[2])
+        else:
+            cp.log("ocpp: %s refused offline (%s)" % (tag, entry[0]))
+    elif cfg.get("AllowOfflineTxForUnknownId"):
+        _arm(cp, tag, None)
+    else:
+        cp.log("ocpp: %s unknown and offline: refused" % tag)
 
 
 Feature = LocalAuth  # what chargepoint.ChargePoint.feature() builds

@@ -78,7 +78,7 @@ class Reservation:
         r = self.active()
         if r is not None and r["id"] != p["reservationId"]:
             return {"status": "Occupied"}
-        if self.cp.tx is not None or status in ("Preparing", "Charging", "SuspendedEV",
+        if self.cp.connector.tx is not None or status in ("Preparing", "Charging", "SuspendedEV",
                                                  "SuspendedEVSE", "Finishing"):
             return {"status": "Occupied"}
         self.current = {"id": p["reservationId"], "tag": p["idTag"],

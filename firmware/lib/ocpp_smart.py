@@ -118,7 +118,7 @@ class SmartCharging:
         if pr["pu"] == "ChargePointMaxProfile" and cid != 0:
             return {"status": "Rejected"}
         if pr["pu"] == "TxProfile":
-            tx = self.cp.tx
+            tx = self.cp.connector.tx
             if cid != 1 or tx is None:
                 return {"status": "Rejected"}
             txid = tx.get("txid")
@@ -212,7 +212,7 @@ class SmartCharging:
         return val
 
     def limit_now(self):
-        tx = self.cp.tx
+        tx = self.cp.connector.tx
         t = int(self.cp.clock.now())
         if tx is None:
             v = self.limit10(t)
@@ -253,10 +253,10 @@ class SmartCharging:
         unit = p.get("chargingRateUnit", "A")
         t0 = int(self.cp.clock.now())
         t1 = t0 + p["duration"]
-        tx = self.cp.tx if cid == 1 else None
+        tx = self.cp.connector.tx if cid == 1 else None
         tx_start = tx["start"] if tx else None
         txid = tx.get("txid") if tx else None
-        max10 = int(self.cp.max_current_a() * 10)
+        max10 = int(float(self.cp.config.get("limits", {}).get("max_current_a", 32)) * 10)
         periods = []
         last = None
         for b in self._breaks(t0, t1, tx_start):

@@ -7,17 +7,16 @@ triggered BootNotification ends the wait for the retry interval."""
 
 import asyncio
 
+import ocpp_messages
+
 REQUESTABLE = "BootNotification|DiagnosticsStatusNotification|FirmwareStatusNotification|Heartbeat|MeterValues|StatusNotification"
 
 
 def status_payload(cp, cid):
-    cur = cp.status_now.get(cid)
+    cur = cp.connector.status_now.get(cid)
     if cur is None:
         return None
-    p = {"connectorId": cid, "status": cur[0], "errorCode": cur[1], "timestamp": cp.clock.iso()}
-    if cur[2]:
-        p["info"] = str(cur[2])[:50]
-    return p
+    return ocpp_messages.status_notification(cid, cur, cp.clock.iso())
 
 
 async def _send_now(cp, action, payloads, on_result=None):
@@ -25,7 +24,7 @@ async def _send_now(cp, action, payloads, on_result=None):
         if p is None:
             continue
         try:
-            res = await cp.call(action, p, registered=False)
+            res = await cp.link.call(action, p, registered=False)
             if on_result is not None:
                 on_result(res)
         except Exception as exc:
@@ -47,38 +46,40 @@ class Trigger:
         what = p["requestedMessage"]
         cp = self.cp
         cids = (0, 1) if cid is None else (cid,)
-        if cp.registration != "Accepted":  # Pending: sent now (the outbox waits for Accepted)
+        link = cp.link
+        if link.registration != "Accepted":  # Pending: sent now (the outbox waits for Accepted)
             if what == "BootNotification":
-                wake = getattr(cp, "boot_wake", None)
-                if wake is not None:
-                    wake.set()
+                import ocpp_boot  # dropped again by the tick (paging.TRANSIENT)
+
+                ocpp_boot.end_wait(link)
                 return {"status": "Accepted"}
             on_result = None
             if what == "StatusNotification":
                 payloads = [status_payload(cp, c) for c in cids]
             elif what == "MeterValues":
-                payloads = [cp.meter_values_payload(1 if cid is None else cid, "Trigger")]
+                payloads = [cp.connector.meter_values(1 if cid is None else cid, "Trigger")]
             elif what == "Heartbeat":
                 payloads = [{}]
-                on_result = cp.on_heartbeat
+                on_result = link.on_heartbeat
             else:
                 payloads = [{"status": cp.fw_state(what[0] == "D")}]
             asyncio.create_task(_send_now(cp, what, payloads, on_result))
             return {"status": "Accepted"}
+        add = cp.outbox.add
         if what == "BootNotification":
-            cp.queue("BootNotification", cp.boot_payload(), cp.on_boot_result)
+            import ocpp_boot  # dropped again by the tick (paging.TRANSIENT)
+
+            add("BootNotification", ocpp_boot.payload(cp), lambda res: ocpp_boot.on_result(link, res))
         elif what == "DiagnosticsStatusNotification":
-            cp.queue(what, {"status": cp.fw_state(True)})
+            add(what, {"status": cp.fw_state(True)})
         elif what == "FirmwareStatusNotification":
-            cp.queue(what, {"status": cp.fw_state()})
+            add(what, {"status": cp.fw_state()})
         elif what == "Heartbeat":
-            cp.queue("Heartbeat", {}, cp.on_heartbeat)
+            add("Heartbeat", {}, link.on_heartbeat)
         elif what == "MeterValues":
-            cp.queue("MeterValues", cp.meter_values_payload(1 if cid is None else cid, "Trigger"))
+            add("MeterValues", cp.connector.meter_values(1 if cid is None else cid, "Trigger"))
         else:
-            for c in cids:
-                cp.sent_status.pop(c, None)  # sent again by the control tick
-            cp.poke()
+            cp.connector.resend_status(cids)  # sent again by the control tick
         return {"status": "Accepted"}
 
 

@@ -30,6 +30,7 @@ import struct
 import sys
 import time
 
+import paging
 from micropython import const
 
 _OP_CONT = const(0)
@@ -68,14 +69,16 @@ class WebSocket:
     async def connect(self, url, protocol="ocpp1.6", user=None, password=None, ssl_ctx=None,
                       timeout=10, flash=None):
         """`ssl_ctx` (wss only): an SSL context, or the uplink's config section (`ca_file`
-        on `flash`, `insecure`; see httpc.tls_context), or the flash path of a DER CA
+        on `flash`, `insecure`; see uplink.tls_context), or the flash path of a DER CA
         certificate. Without a CA (and not insecure) a wss:// URL is refused."""
         import ocpp_wsopen  # the handshake code, only while connecting
+
         try:
             await asyncio.wait_for(ocpp_wsopen.handshake(self, url, protocol, user, password, ssl_ctx,
                                                          flash), timeout)
         finally:
-            sys.modules.pop("ocpp_wsopen", None)
+            paging.drop("ocpp_wsopen")
+            paging.drop("uplink")
 
     async def abort(self):
         """Drop the TCP connection without a close handshake (unsent bytes are dropped:

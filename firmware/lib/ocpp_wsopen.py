@@ -12,46 +12,9 @@ import struct
 import time
 
 import ocpp_ws
+import uplink
 
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
-MAX_LINE = 1024
-
-
-def parse_url(url):
-    """(secure, host, port, path) of a ws:// or wss:// URL."""
-    if url.startswith("wss://"):
-        secure, rest = True, url[6:]
-    elif url.startswith("ws://"):
-        secure, rest = False, url[5:]
-    else:
-        raise ocpp_ws.WSError("not a ws:// or wss:// URL")
-    slash = rest.find("/")
-    netloc, path = (rest, "/") if slash < 0 else (rest[:slash], rest[slash:])
-    port = 443 if secure else 80
-    if ":" in netloc:
-        netloc, p = netloc.rsplit(":", 1)
-        port = int(p)
-    return secure, netloc, port, path
-
-
-def basic_auth(user, password):
-    return "Basic " + binascii.b2a_base64(("%s:%s" % (user, password)).encode()).decode().strip()
-
-
-async def _line(reader):
-    """One line of the server's answer, at most MAX_LINE bytes: read byte by byte (the
-    answer is short), so a server that never ends a line cannot exhaust the heap."""
-    buf = bytearray()
-    while len(buf) < MAX_LINE:
-        c = await reader.read(1)
-        if not c:
-            break
-        buf += c
-        if c == b"\n":
-            break
-    else:
-        raise ocpp_ws.WSError("header line too long")
-    return bytes(buf)
 
 
 def _sha1(data):
@@ -104,13 +67,15 @@ def _rand_bytes(n):
 
 
 async def handshake(self, url, protocol, user, password, ssl_ctx, flash=None):
-    secure, host, port, path = parse_url(url)
+    scheme, host, port, path, _ = uplink.parse_url(url, ocpp_ws.WSError)
+    secure = scheme == "wss"
+    if not secure and scheme != "ws":
+        raise ocpp_ws.WSError("not a ws:// or wss:// URL")
     if secure:
         if ssl_ctx is None or isinstance(ssl_ctx, (str, dict)):
-            import httpc
             if isinstance(ssl_ctx, str):  # the flash path of a CA certificate
                 ssl_ctx = {"ca_file": ssl_ctx}
-            ssl_ctx = httpc.tls_context(ssl_ctx, flash)
+            ssl_ctx = uplink.tls_context(ssl_ctx, flash)
         self.reader, self.writer = await asyncio.open_connection(
             host, port, ssl=ssl_ctx, server_hostname=host)
     else:
@@ -123,26 +88,14 @@ async def handshake(self, url, protocol, user, password, ssl_ctx, flash=None):
                "Sec-WebSocket-Protocol: %s\r\n") % (
             path, host if port == default else "%s:%d" % (host, port), key.decode(), protocol)
         if password is not None:
-            req += "Authorization: %s\r\n" % basic_auth(user, password)
+            req += "Authorization: %s\r\n" % uplink.basic_auth(user, password)
         self.writer.write((req + "\r\n").encode())
         await self.writer.drain()
-        status = await _line(self.reader)
+        status = await uplink.read_line(self.reader, ocpp_ws.WSError)
         parts = status.split(b" ", 2)
         if len(parts) < 2 or parts[1] != b"101":
             raise ocpp_ws.WSError("handshake refused: %r" % bytes(status[:80]).strip())
-        headers = {}
-        for _ in range(64):
-            line = await _line(self.reader)
-            if not line:
-                raise ocpp_ws.WSError("connection closed during the handshake")
-            if line in (b"\r\n", b"\n"):
-                break
-            text = line.decode()
-            if ":" in text and len(headers) < 24:
-                name, value = text.split(":", 1)
-                headers[name.strip().lower()] = value.strip()
-        else:
-            raise ocpp_ws.WSError("too many header lines")
+        headers = await uplink.read_headers(self.reader, ocpp_ws.WSError)
         if headers.get("upgrade", "").lower() != "websocket" or \
                 "upgrade" not in headers.get("connection", "").lower():
             raise ocpp_ws.WSError("the server did not upgrade to websocket")

@@ -32,18 +32,10 @@ import time
 
 import connector_state
 import httpc
-from telemetry import Ring
+from telemetry import Ring, fmt
 
 FREE_TIER_S = 15
 AVG_FIELDS = (1, 2, 3, 4, 5, 8)  # fields averaged over the samples of an interval
-
-
-def _num(value, digits):
-    if digits == 3:
-        return "%.3f" % value
-    if digits == 2:
-        return "%.2f" % value
-    return "%.1f" % value
 
 
 def urlencode_value(text):
@@ -142,12 +134,12 @@ class ThingSpeak:
     @staticmethod
     def _field_text(i, v):
         if i == 6:
-            return _num(v, 3)
+            return fmt(v, 3)
         if i == 7:
             return "%d" % v
         if i == 4:
-            return _num(v, 2)
-        return _num(v, 1)
+            return fmt(v, 2)
+        return fmt(v, 1)
 
     def form(self, fields, status, key=True):
         """`api_key=..&field1=..&..&status=..` (the update and MQTT payload)."""

@@ -127,3 +127,23 @@ def test_rejected_stays_silent_answers_nothing_and_retries_after_the_interval(cs
     assert actions[:accepted_at] == ["BootNotification"] * accepted_at
     assert "Authorize" not in actions
     assert cs.invalid == [], cs.invalid
+
+
+@pytest.mark.dual_runtime
+def test_a_heartbeat_answered_with_callerror_leaves_the_sender_running(cs, runtime_name, tmp_path):
+    """A CALLERROR answer to a Heartbeat is logged and the charge point goes on sending:
+    the status change after it and the next heartbeats reach the central system (the
+    answer callback gets None for a CALLERROR; it once raised inside the sender task,
+    which then sent nothing more until a reboot)."""
+    cs.fail_next["Heartbeat"] = 1
+    cp = start(cs, runtime_name, tmp_path / "cp", CP)
+    try:
+        cs.wait(lambda: cs.failed, 30, "a Heartbeat answered with CALLERROR")
+        before = len(cs.statuses(CP))
+        cp.ev(pilot="B")
+        cs.wait(lambda: len(cs.statuses(CP)) > before, 30, "the StatusNotification after the CALLERROR")
+        cs.wait(lambda: cs.of("Heartbeat", CP), 30, "a Heartbeat after the failed one")
+    finally:
+        cp.finish()
+    assert cs.failed[0][0] == "Heartbeat"
+    assert "ocpp: Heartbeat answered InternalError" in cp.console()

@@ -473,8 +473,8 @@ async def main():
     while not stop_asked() and time.ticks_diff(end, time.ticks_ms()) > 0:
         await asyncio.sleep_ms(100)
     print("TICKS %%d %%d" %% (ticks[0], time.ticks_diff(time.ticks_ms(), T0)))
-    print("STATE " + json.dumps({"conn": cp.conn_state, "registration": cp.registration,
-                                 "calls_in": cp.calls_in, "calls_out": cp.calls_out,
+    print("STATE " + json.dumps({"conn": cp.link.state, "registration": cp.link.registration,
+                                 "calls_in": cp.link.calls_in, "calls_out": cp.link.calls_out,
                                  "tls": cp.summary().get("tls")}))
 asyncio.run(main())
 '''
