@@ -476,6 +476,13 @@ async def main():
     print("STATE " + json.dumps({"conn": cp.conn_state, "registration": cp.registration,
                                  "calls_in": cp.calls_in, "calls_out": cp.calls_out,
                                  "tls": cp.summary().get("tls")}))
+    if sys.implementation.name == "cpython":
+        # MicroPython's asyncio.run returns once main() is done, leaving cp.run() behind;
+        # CPython's would cancel it and wait, and a cancellation the link swallows (it
+        # awaits its ended reader under `except BaseException`) would hang the process.
+        import os
+        sys.stdout.flush()
+        os._exit(0)
 asyncio.run(main())
 '''
 

@@ -130,6 +130,7 @@ def _run(operation, mode, headers: dict, tally: Counter, path_parameters=None) -
     exercise()
 
 
+@pytest.mark.slow(seconds=120)
 def test_every_operation_answers_as_documented_for_generated_requests(
         live_api, api_headers, connected_station):
     url = f"http://127.0.0.1:{live_api.ports['http']}/api/v1/openapi.json"

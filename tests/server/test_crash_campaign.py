@@ -26,7 +26,7 @@ KILLS = int(os.environ.get("PICOCHARGE_CRASH_KILLS", "30"))
 KEY = "crash-campaign-station-key"
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=100)
 def test_sigkill_campaign_loses_nothing_that_was_answered_or_acknowledged(tmp_path, mosquitto):
     rng = random.Random(int(os.environ.get("PICOCHARGE_CRASH_SEED", "20261130")))
     data_dir = tmp_path / "var"
