@@ -10,9 +10,9 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
+from tests.waiting import wait_until  # noqa: F401 - the charge point tests import it from here
 from tools.board import (
     DEFAULT_HEAP,
     MICROPYTHON,
@@ -139,10 +139,3 @@ class ChargePointProcess:
         self.out.close()
 
 
-def wait_until(predicate, timeout: float = 30, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")

@@ -48,6 +48,7 @@ from harness import sensor_reports
 from ocpp.v16 import call
 
 from tests.server.conftest import ADMIN_TOKEN
+from tests.waiting import wait_until
 from tools.board import FIRMWARE
 
 CP = "PICO-FW"
@@ -588,14 +589,7 @@ def api(app, path, body=None):
 
 
 def wait_api(probe, timeout=60.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = probe()
-        if last:
-            return last
-        time.sleep(0.2)
-    raise AssertionError("timed out waiting for %s; last value %r" % (what, last))
+    return wait_until(probe, timeout, what, interval=0.2)
 
 
 @pytest.fixture
