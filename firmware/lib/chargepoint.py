@@ -79,6 +79,7 @@ class ChargePoint(ocpp_link.Link, ocpp_tx.Transactions):
             self.feature("fw")  # an update on trial, or one to roll back
         self.call_timeout = int(ocpp.get("call_timeout_s", 30))
         self.backoff_min = float(ocpp.get("reconnect_min_s", 1))
+        self.ping_grace = float(ocpp.get("ping_grace_s", 10))
         self.ws = None
         self.ws_obj = None
         self.wifi = None  # the board's Wi-Fi (app.py sets it): the link follows it

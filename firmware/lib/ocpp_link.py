@@ -195,11 +195,11 @@ class Link:
                 if time.ticks_diff(now, last_ping) >= pi * 1000:
                     last_ping = now
                     try:  # bounded: a peer that stopped reading leaves the send lock held
-                        await asyncio.wait_for(ws.ping(), pi + 10)
+                        await asyncio.wait_for(ws.ping(), pi + self.ping_grace)
                     except Exception:
                         self.log("ocpp: ping not sent, reconnecting")
                         break
-                if time.ticks_diff(now, ws.last_rx) > (2 * pi + 10) * 1000:
+                if time.ticks_diff(now, ws.last_rx) > (2 * pi + self.ping_grace) * 1000:
                     self.log("ocpp: no answer to pings, reconnecting")
                     break
 

@@ -36,6 +36,8 @@ from wsserver import (
 
 KEY = "AUTH-KEY-0123456789abcdef"
 CP = "PICO-WS"
+# 2 x ping interval + this with nothing received ends a link (firmware default 10 s)
+PING_GRACE_S = 3
 RETRY = re.compile(r"connect failed \((.*)\), retry in ([0-9.]+)s")
 
 
@@ -416,9 +418,9 @@ def test_a_central_system_that_accepts_and_closes_at_once_sees_growing_reconnect
 def test_a_central_system_that_stops_reading_and_answering_is_left_after_unanswered_pings(
         runtime_name, servers, children, tmp_path):
     """After the session is up, the central system stops reading and sends nothing more
-    (WebSocketPingInterval 1 s): the charge point's pings go unanswered, it gives the link
-    up once nothing arrived for 2 x interval + 10 s, and connects again; its event loop ran
-    throughout (ticker)."""
+    (WebSocketPingInterval 1 s, ping_grace_s 3): the charge point's pings go unanswered, it
+    gives the link up once nothing arrived for 2 x interval + grace, and connects again; its
+    event loop ran throughout (ticker)."""
     seen = {}
 
     async def script(conn):
@@ -440,12 +442,13 @@ def test_a_central_system_that_stops_reading_and_answering_is_left_after_unanswe
     server = servers(script)
     # the unanswered StatusNotification's timeout (which would drop the silent link
     # itself) past the ping check, which this test is about
-    cfg = cp_config(server.url, CP, KEY, call_timeout_s=30, keys={"WebSocketPingInterval": 1})
+    cfg = cp_config(server.url, CP, KEY, call_timeout_s=30, ping_grace_s=PING_GRACE_S,
+                    keys={"WebSocketPingInterval": 1})
     child = children(runtime_name, tmp_path / "cp", cfg, seconds=50)
     server.wait(lambda: "status" in seen, 45, "a new session after the silent one")
     report = child.stop()
     assert not server.errors, server.errors
-    assert seen["again"] - seen["paused"] >= 12 - 1, "left before the ping timeout"
+    assert seen["again"] - seen["paused"] >= 2 * 1 + PING_GRACE_S - 1, "left before the ping timeout"
     assert any("no answer to pings" in t for _, t in child.logs())
     assert report["conn"] == "connected"
     assert report["ticks"] >= report["ms"] / 50 / 4, report
@@ -457,7 +460,7 @@ def test_a_central_system_that_stops_reading_while_the_charge_point_sends_is_lef
     """The central system stops reading and floods the charge point with CALLs whose answers
     are 3000 bytes each, then falls silent: the charge point's send buffers fill, so its
     answer (and any ping) cannot be written. It must still notice the dead link (ping
-    interval 1 s) and connect again instead of waiting forever; its event loop ran
+    interval 1 s, ping_grace_s 3) and connect again instead of waiting forever; its event loop ran
     throughout (ticker). The flood (9 MB of answers) is more than the kernel's socket
     buffers take with Linux defaults (about 4 MB here): the charge point's answer blocks."""
     seen = {}
@@ -486,7 +489,7 @@ def test_a_central_system_that_stops_reading_while_the_charge_point_sends_is_lef
             await cs.serve(60)
 
     server = servers(script)
-    cfg = cp_config(server.url, CP, KEY, keys={"WebSocketPingInterval": 1})
+    cfg = cp_config(server.url, CP, KEY, ping_grace_s=PING_GRACE_S, keys={"WebSocketPingInterval": 1})
     child = children(runtime_name, tmp_path / "cp", cfg, seconds=55)
     server.wait(lambda: "status" in seen, 50, "a new session after the stuck one")
     report = child.stop()
