@@ -14,7 +14,11 @@ if str(ROOT) not in sys.path:
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from harness import HEAP, HEAP_BYTES, BoardHarness  # noqa: E402
-from scheduling import LongestFirstScheduling, order_longest_first  # noqa: E402
+from scheduling import (  # noqa: E402
+    LongestFirstScheduling,
+    lower_priority_if_cpu_hungry,
+    order_longest_first,
+)
 
 from tools.board import MICROPYTHON  # noqa: E402
 
@@ -29,6 +33,12 @@ def pytest_generate_tests(metafunc):
 
 def pytest_collection_modifyitems(items):
     order_longest_first(items)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    with lower_priority_if_cpu_hungry(item):
+        yield
 
 
 def pytest_xdist_make_scheduler(config, log):

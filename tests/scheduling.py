@@ -8,9 +8,17 @@ point scenarios (a simulated board or MicroPython process each, seconds to tens 
 seconds), then the rest. ``LongestFirstScheduling`` hands each worker the next test of that
 order whenever it finishes one (a greedy longest-processing-time schedule), so the
 campaigns start at once on different workers and the short tests fill the gaps at the end.
+
+Tests marked ``cpu_hungry`` (throughput campaigns whose checks involve no timing: generated
+API requests, crash campaigns) run at a lower CPU priority, they and every thread and
+process they start: on a loaded two-core machine the board simulations, whose sampled
+meters and watchdogs run on the wall clock, get the CPU first.
 """
 
 from __future__ import annotations
+
+import contextlib
+import os
 
 import pytest
 from xdist.scheduler import LoadScheduling
@@ -31,6 +39,28 @@ def estimated_seconds(item: pytest.Item) -> float:
     if on_a_board or any(part in BOARD_TEST_DIRS for part in item.path.parts):
         return 10.0
     return 1.0
+
+
+# How much lower a cpu_hungry test runs (nice increment; Linux gives a nice-10 thread about
+# a tenth of the CPU a nice-0 one gets when both want it).
+CPU_HUNGRY_NICE = 10
+
+
+@contextlib.contextmanager
+def lower_priority_if_cpu_hungry(item: pytest.Item):
+    """Nice the calling thread (on Linux a thread's own; threads and processes it starts
+    inherit it) while a cpu_hungry test runs; back afterwards where the user may raise
+    priority (root), else the worker stays nice, which only makes it yield more."""
+    if item.get_closest_marker("cpu_hungry") is None:
+        yield
+        return
+    before = os.getpriority(os.PRIO_PROCESS, 0)
+    os.setpriority(os.PRIO_PROCESS, 0, min(before + CPU_HUNGRY_NICE, 19))
+    try:
+        yield
+    finally:
+        with contextlib.suppress(PermissionError):
+            os.setpriority(os.PRIO_PROCESS, 0, before)
 
 
 def order_longest_first(items: list[pytest.Item]) -> None:

@@ -27,6 +27,7 @@ KEY = "crash-campaign-station-key"
 
 
 @pytest.mark.slow(seconds=100)
+@pytest.mark.cpu_hungry
 def test_sigkill_campaign_loses_nothing_that_was_answered_or_acknowledged(tmp_path, mosquitto):
     rng = random.Random(int(os.environ.get("PICOCHARGE_CRASH_SEED", "20261130")))
     data_dir = tmp_path / "var"
