@@ -42,7 +42,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from csms import CentralSystem
 from fwkit import MAKER, MAKER_PUB, MARK, OTHER, FileServer, firmware_files, free_port, make_bundle
 from harness import sensor_reports
 from ocpp.v16 import call
@@ -69,11 +68,8 @@ def board_config(url: str, trial_s: int = 300, password: str | None = KEY,
             "limits": {"max_current_a": 16.0}, "intervals": {"report_s": 1}}
 
 
-@pytest.fixture
-def cs():
-    server = CentralSystem(password=KEY, heartbeat_s=5).start()
-    yield server
-    server.stop()
+# the `cs` fixture's heartbeat interval (tests/firmware_ocpp/conftest.py)
+CS_HEARTBEAT_S = 5
 
 
 @pytest.fixture
