@@ -435,18 +435,26 @@ def refusals(board) -> list[tuple[str, str]]:
     return re.findall(r"^firmware: refused (\S+): (.*)$", board.console.text, re.M)
 
 
+def nth_refusal(board, n: int) -> tuple[str, str]:
+    """The n-th refusal, waited for: the console reaches the test by another path than the
+    InstallationFailed the central system got, and may arrive a moment after it."""
+    wait_until(lambda: len(refusals(board)) >= n, 10, "refusal %d on the console" % n)
+    return refusals(board)[n - 1]
+
+
 def refuse_each(cs, files, board, cases):
     """Send each bundle of `cases` [(name, why)] and check it is refused at once, with
     nothing fetched past the failing check and nothing changed on flash."""
     before = firmware_files(board.flash)
+    refused_before = len(refusals(board))
     for n, (name, why) in enumerate(cases, 1):
         location = files.url + "/%s/manifest.json" % name
         update(cs, location, retries=3)
         cs.wait(lambda n=n: fw_statuses(cs).count("InstallationFailed") == n, 60,
                 "InstallationFailed (%s)" % name)
         assert fw_statuses(cs) == ["Downloading", "InstallationFailed"] * n, name  # no retry
-        assert refusals(board)[-1][0] == location and refusals(board)[-1][1].startswith(why), (
-            name, refusals(board)[-1])
+        refused = nth_refusal(board, refused_before + n)
+        assert refused[0] == location and refused[1].startswith(why), (name, refused)
         fetched = [p for _, method, p in files.requests if p.startswith("/%s/" % name)]
         yield name, fetched
         assert firmware_files(board.flash) == before, name
@@ -552,9 +560,10 @@ def test_a_key_rotation_in_a_bundle_is_learnt_and_retires_the_old_key(
         "added": [other], "retired": [MAKER_PUB]}
     # the retired key is refused from now on; the new key works without the rotation
     make_bundle(runtime_name, files.root / "old", "3.0.0", key=MAKER)
+    refused_before = len(refusals(board))
     update(cs, files.url + "/old/manifest.json")
     cs.wait(lambda: "InstallationFailed" in fw_statuses(cs), 60, "InstallationFailed")
-    assert refusals(board)[-1][1] == "signed by key %s, which this board does not trust" % (
+    assert nth_refusal(board, refused_before + 1)[1] == "signed by key %s, which this board does not trust" % (
         MAKER_PUB[:16])
     make_bundle(runtime_name, files.root / "v3", "3.0.0", key=OTHER)
     update(cs, files.url + "/v3/manifest.json")
