@@ -77,6 +77,13 @@ async def driver():
         if cmd.get("exit"):
             print("HEAP", low[0])
             print("SUMMARY", json.dumps(cp.summary()))
+            if sys.implementation.name == "cpython":
+                # CPython's asyncio.run would cancel cp.run() and wait for it, and a
+                # cancellation the link swallows (it awaits its ended reader under
+                # `except BaseException`) would hang the process; MicroPython just exits
+                import os
+                sys.stdout.flush()
+                os._exit(0)
             sys.exit(0)
 async def main():
     asyncio.create_task(driver())
