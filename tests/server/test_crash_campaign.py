@@ -39,6 +39,7 @@ def _stored_telemetry(data_dir) -> int:
 
 @pytest.mark.slow(seconds=100)
 @pytest.mark.cpu_hungry
+@pytest.mark.timeout(600)  # niced: on a busy machine it yields the CPU and takes longer
 def test_sigkill_campaign_loses_nothing_that_was_answered_or_acknowledged(tmp_path, mosquitto):
     rng = random.Random(int(os.environ.get("PICOCHARGE_CRASH_SEED", "20261130")))
     data_dir = tmp_path / "var"
