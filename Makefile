@@ -10,8 +10,9 @@ PORT ?= /dev/ttyACM0
 BOARD_CONFIG ?= config.local.json
 SOAK_MINUTES ?= 120
 SOAK_OUT ?= results/soak
-# The suite mostly waits (boards, brokers, timeouts): four workers on two cores (pytest-xdist).
-PYTEST_ARGS ?= -n 4
+# The suite mostly waits (boards, brokers, timeouts): eight workers on two cores (pytest-xdist),
+# longest tests first (tests/scheduling.py).
+PYTEST_ARGS ?= -n 8
 SYSTEM_PACKAGES := build-essential gcc-multilib mosquitto chromium
 
 .PHONY: help setup system-deps broker-deps micropython run test lint firmware deploy repl logs bench soak clean distclean

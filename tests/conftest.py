@@ -1,4 +1,5 @@
-"""Shared fixtures: the dual-runtime firmware scenarios and the heap report."""
+"""Shared fixtures: the dual-runtime firmware scenarios and the heap report; the suite's
+order and its spread over the xdist workers (tests/scheduling.py)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,11 @@ if str(ROOT) not in sys.path:
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from harness import HEAP, HEAP_BYTES, BoardHarness  # noqa: E402
+from scheduling import (  # noqa: E402
+    LongestFirstScheduling,
+    lower_priority_if_cpu_hungry,
+    order_longest_first,
+)
 
 from tools.board import MICROPYTHON  # noqa: E402
 
@@ -23,6 +29,23 @@ HEAP_REPORT: list[tuple[str, int]] = []
 def pytest_generate_tests(metafunc):
     if "runtime" in metafunc.fixturenames and metafunc.definition.get_closest_marker("dual_runtime"):
         metafunc.parametrize("runtime", RUNTIMES)
+
+
+def pytest_collection_modifyitems(items):
+    order_longest_first(items)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    with lower_priority_if_cpu_hungry(item):
+        yield
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """Longest tests first, one at a time, when the run is spread by load (`make test`)."""
+    if config.getoption("dist") == "load":
+        return LongestFirstScheduling(config, log)
+    return None
 
 
 @pytest.fixture

@@ -37,6 +37,7 @@ def get(app, path):
         return json.load(resp)
 
 
+@pytest.mark.slow(seconds=25)
 def test_simulated_fleet_registers_charges_and_loses_no_telemetry(central, tmp_path):
     cmd = [sys.executable, "-m", "tools.sim", "--schedule", "3,6", "--hold", "12", "--json",
            "--server", "ws://127.0.0.1:%d/ocpp" % central.ports["ocpp"],

@@ -18,7 +18,7 @@ SEED = int(os.environ.get("PICOCHARGE_SOAK_SEED", "20261130"))
 FIRMWARE = os.environ.get("PICOCHARGE_SOAK_FIRMWARE")  # another firmware tree (default firmware/)
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=MINUTES * 60 + 25)
 @pytest.mark.timeout(int(MINUTES * 60) + 420)
 def test_board_recovers_every_link_after_random_outages_without_reboot_or_lost_transaction(
         tmp_path):

@@ -38,6 +38,7 @@ class Link:
         self.url = conf["url"].rstrip("/") + "/" + cp.cp_id
         self.call_timeout = int(conf.get("call_timeout_s", 30))
         self.backoff_min = float(conf.get("reconnect_min_s", 1))
+        self.ping_grace = float(conf.get("ping_grace_s", 10))  # past 2 x WebSocketPingInterval
         self.ws = None  # the WebSocket while a session runs
         self.ws_obj = None  # allocated once: its buffers are reused across reconnects
         self.state = "offline"  # "connecting", "connected"
@@ -117,7 +118,7 @@ class Link:
             self._fail_pending()
             try:
                 await reader
-            except BaseException:
+            except Exception:  # (a cancellation of this task itself goes on: shutdown)
                 pass
             self.ws = None
             cp.outbox.drop_stale()
@@ -185,11 +186,11 @@ class Link:
                 if time.ticks_diff(now, last_ping) >= pi * 1000:
                     last_ping = now
                     try:  # bounded: a peer that stopped reading leaves the send lock held
-                        await asyncio.wait_for(ws.ping(), pi + 10)
+                        await asyncio.wait_for(ws.ping(), pi + self.ping_grace)
                     except Exception:
                         cp.log("ocpp: ping not sent, reconnecting")
                         break
-                if time.ticks_diff(now, ws.last_rx) > (2 * pi + 10) * 1000:
+                if time.ticks_diff(now, ws.last_rx) > (2 * pi + self.ping_grace) * 1000:
                     cp.log("ocpp: no answer to pings, reconnecting")
                     break
 

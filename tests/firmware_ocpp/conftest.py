@@ -11,8 +11,20 @@ HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
+from csms import CentralSystem  # noqa: E402
 from httpserver import TestHTTPServer  # noqa: E402
+from ocpp_scenarios import KEY  # noqa: E402
 from wsserver import ChargePointChild, RawServer  # noqa: E402
+
+
+@pytest.fixture
+def cs(request):
+    """The test central system (csms.CentralSystem) knowing the scenarios' station key; its
+    heartbeat interval is the test module's CS_HEARTBEAT_S (default 30 s)."""
+    server = CentralSystem(password=KEY, heartbeat_s=getattr(request.module, "CS_HEARTBEAT_S", 30))
+    server.start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture

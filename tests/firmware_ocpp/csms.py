@@ -45,6 +45,8 @@ from ocpp.v16 import ChargePoint as OcppChargePoint
 from ocpp.v16 import call_result
 from ocpp.v16.enums import Action
 
+from tests.waiting import wait_until
+
 TX_ACTIONS = ("StartTransaction", "StopTransaction", "MeterValues")
 
 
@@ -338,13 +340,11 @@ class CentralSystem:
         return self.run(self.session(cp_id).raw_call(frame, timeout), timeout + 10)
 
     def wait(self, predicate, timeout: float = 30, what: str = "condition") -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        def holds():
             with self.lock:
-                if predicate():
-                    return
-            time.sleep(0.05)
-        raise AssertionError(f"timed out after {timeout}s waiting for: {what}")
+                return predicate()
+
+        wait_until(holds, timeout, what)
 
     def of(self, action: str, cp_id: str | None = None) -> list[dict]:
         with self.lock:

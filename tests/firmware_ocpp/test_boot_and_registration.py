@@ -10,19 +10,15 @@ Pending or Rejected, against the independent central system (tests/firmware_ocpp
 """
 
 import pytest
-from csms import CentralSystem
 from ocpp.v16 import call
-from ocpp_scenarios import KEY, calls_of, start, wait_console
+from ocpp_scenarios import calls_of, start, wait_console
 
 CP = "PICO-BOOT"
 INTERVAL = 3  # BootNotification.conf interval (s): the retry interval while not Accepted
 
 
-@pytest.fixture
-def cs():
-    server = CentralSystem(password=KEY, heartbeat_s=INTERVAL).start()
-    yield server
-    server.stop()
+# the `cs` fixture's heartbeat interval (tests/firmware_ocpp/conftest.py)
+CS_HEARTBEAT_S = INTERVAL
 
 
 def boot_times(cs):

@@ -12,7 +12,6 @@ import re
 
 import pytest
 from cprunner import ChargePointProcess, wait_until
-from csms import CentralSystem
 from ocpp.v16 import call
 
 KEY = "0123456789abcdef"
@@ -25,11 +24,8 @@ def config(url):
                      "keys": {"MeterValueSampleInterval": 1, "HeartbeatInterval": 2}}}
 
 
-@pytest.fixture
-def cs():
-    server = CentralSystem(password=KEY, heartbeat_s=2).start()
-    yield server
-    server.stop()
+# the `cs` fixture's heartbeat interval (tests/firmware_ocpp/conftest.py)
+CS_HEARTBEAT_S = 2
 
 
 def errors_of(frame):

@@ -42,12 +42,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from csms import CentralSystem
 from fwkit import MAKER, MAKER_PUB, MARK, OTHER, FileServer, firmware_files, free_port, make_bundle
 from harness import sensor_reports
 from ocpp.v16 import call
 
 from tests.server.conftest import ADMIN_TOKEN
+from tests.waiting import wait_until
 from tools.board import FIRMWARE
 
 CP = "PICO-FW"
@@ -68,11 +68,8 @@ def board_config(url: str, trial_s: int = 300, password: str | None = KEY,
             "limits": {"max_current_a": 16.0}, "intervals": {"report_s": 1}}
 
 
-@pytest.fixture
-def cs():
-    server = CentralSystem(password=KEY, heartbeat_s=5).start()
-    yield server
-    server.stop()
+# the `cs` fixture's heartbeat interval (tests/firmware_ocpp/conftest.py)
+CS_HEARTBEAT_S = 5
 
 
 @pytest.fixture
@@ -438,18 +435,26 @@ def refusals(board) -> list[tuple[str, str]]:
     return re.findall(r"^firmware: refused (\S+): (.*)$", board.console.text, re.M)
 
 
+def nth_refusal(board, n: int) -> tuple[str, str]:
+    """The n-th refusal, waited for: the console reaches the test by another path than the
+    InstallationFailed the central system got, and may arrive a moment after it."""
+    wait_until(lambda: len(refusals(board)) >= n, 10, "refusal %d on the console" % n)
+    return refusals(board)[n - 1]
+
+
 def refuse_each(cs, files, board, cases):
     """Send each bundle of `cases` [(name, why)] and check it is refused at once, with
     nothing fetched past the failing check and nothing changed on flash."""
     before = firmware_files(board.flash)
+    refused_before = len(refusals(board))
     for n, (name, why) in enumerate(cases, 1):
         location = files.url + "/%s/manifest.json" % name
         update(cs, location, retries=3)
         cs.wait(lambda n=n: fw_statuses(cs).count("InstallationFailed") == n, 60,
                 "InstallationFailed (%s)" % name)
         assert fw_statuses(cs) == ["Downloading", "InstallationFailed"] * n, name  # no retry
-        assert refusals(board)[-1][0] == location and refusals(board)[-1][1].startswith(why), (
-            name, refusals(board)[-1])
+        refused = nth_refusal(board, refused_before + n)
+        assert refused[0] == location and refused[1].startswith(why), (name, refused)
         fetched = [p for _, method, p in files.requests if p.startswith("/%s/" % name)]
         yield name, fetched
         assert firmware_files(board.flash) == before, name
@@ -555,9 +560,10 @@ def test_a_key_rotation_in_a_bundle_is_learnt_and_retires_the_old_key(
         "added": [other], "retired": [MAKER_PUB]}
     # the retired key is refused from now on; the new key works without the rotation
     make_bundle(runtime_name, files.root / "old", "3.0.0", key=MAKER)
+    refused_before = len(refusals(board))
     update(cs, files.url + "/old/manifest.json")
     cs.wait(lambda: "InstallationFailed" in fw_statuses(cs), 60, "InstallationFailed")
-    assert refusals(board)[-1][1] == "signed by key %s, which this board does not trust" % (
+    assert nth_refusal(board, refused_before + 1)[1] == "signed by key %s, which this board does not trust" % (
         MAKER_PUB[:16])
     make_bundle(runtime_name, files.root / "v3", "3.0.0", key=OTHER)
     update(cs, files.url + "/v3/manifest.json")
@@ -588,14 +594,7 @@ def api(app, path, body=None):
 
 
 def wait_api(probe, timeout=60.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = probe()
-        if last:
-            return last
-        time.sleep(0.2)
-    raise AssertionError("timed out waiting for %s; last value %r" % (what, last))
+    return wait_until(probe, timeout, what, interval=0.2)
 
 
 @pytest.fixture

@@ -7,21 +7,13 @@ MeterValuesSampledData with its unit."""
 from datetime import datetime
 
 import pytest
-from csms import CentralSystem
 from ocpp.v16 import call
-from ocpp_scenarios import KEY, sampled, start
+from ocpp_scenarios import sampled, start
 
 CP = "PICO-METER"
 ALIGNED = 5  # ClockAlignedDataInterval (s)
 MEASURANDS = {"Energy.Active.Import.Register": "Wh", "Power.Active.Import": "W", "Current.Import": "A",
               "Current.Offered": "A", "Voltage": "V", "Temperature": "Celsius"}
-
-
-@pytest.fixture
-def cs():
-    server = CentralSystem(password=KEY, heartbeat_s=30).start()
-    yield server
-    server.stop()
 
 
 def unix(ts: str) -> int:

@@ -16,18 +16,10 @@ connection and refuses new ones).
 
 import pytest
 from cprunner import wait_until
-from csms import CentralSystem
 from ocpp.v16 import call
-from ocpp_scenarios import KEY, calls_of, start, wait_console
+from ocpp_scenarios import calls_of, start, wait_console
 
 CP = "PICO-OFFLINE"
-
-
-@pytest.fixture
-def cs():
-    server = CentralSystem(password=KEY, heartbeat_s=30).start()
-    yield server
-    server.stop()
 
 
 def tap(cp, tag, expect, pilot=None):

@@ -18,7 +18,9 @@ CUTS = 100
 RUNTIME = "micropython"
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=100)
+@pytest.mark.cpu_hungry
+@pytest.mark.timeout(600)  # niced: on a busy machine it yields the CPU and takes longer
 def test_a_hundred_power_cuts_lose_and_duplicate_no_transaction(tmp_path):
     cs = CentralSystem(heartbeat_s=60).start()
     config = {"cp_id": CP, "ocpp": {"url": cs.url, "reconnect_min_s": 0.2,

@@ -20,18 +20,10 @@ from datetime import UTC, datetime
 
 import pytest
 from cprunner import wait_until
-from csms import CentralSystem
 from ocpp.v16 import call
-from ocpp_scenarios import KEY, sampled, start, wait_console
+from ocpp_scenarios import sampled, start, wait_console
 
 CP = "PICO-RESV"
-
-
-@pytest.fixture
-def cs():
-    server = CentralSystem(password=KEY, heartbeat_s=30).start()
-    yield server
-    server.stop()
 
 
 def iso(ts: float) -> str:

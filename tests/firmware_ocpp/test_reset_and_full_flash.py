@@ -13,18 +13,10 @@ import re
 
 import pytest
 from cprunner import wait_until
-from csms import CentralSystem
 from ocpp.v16 import call
-from ocpp_scenarios import KEY, start, summary, wait_console
+from ocpp_scenarios import start, summary, wait_console
 
 CP = "PICO-RESET"
-
-
-@pytest.fixture
-def cs():
-    server = CentralSystem(password=KEY, heartbeat_s=30).start()
-    yield server
-    server.stop()
 
 
 def charge(cs, cp, tag):

@@ -4,18 +4,10 @@ single-phase EVSE can only use one), and a composite schedule asked in W reports
 with numberPhases 1, so the two directions agree."""
 
 import pytest
-from csms import CentralSystem
 from ocpp.v16 import call
-from ocpp_scenarios import KEY, start
+from ocpp_scenarios import start
 
 CP = "PICO-UNITS"
-
-
-@pytest.fixture
-def cs():
-    server = CentralSystem(password=KEY, heartbeat_s=30).start()
-    yield server
-    server.stop()
 
 
 def default_profile(watts, phases=None):

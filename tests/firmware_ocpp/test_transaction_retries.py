@@ -20,18 +20,10 @@ import time
 
 import pytest
 from cprunner import ChargePointProcess
-from csms import CentralSystem
-from ocpp_scenarios import KEY, config, start, wait_console
+from ocpp_scenarios import config, start, wait_console
 
 CP = "PICO-RETRY"
 INTERVAL = 2  # TransactionMessageRetryInterval (s)
-
-
-@pytest.fixture
-def cs():
-    server = CentralSystem(password=KEY, heartbeat_s=30).start()
-    yield server
-    server.stop()
 
 
 def attempts(cs, action):

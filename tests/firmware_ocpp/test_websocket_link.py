@@ -36,6 +36,8 @@ from wsserver import (
 
 KEY = "AUTH-KEY-0123456789abcdef"
 CP = "PICO-WS"
+# 2 x ping interval + this with nothing received ends a link (firmware default 10 s)
+PING_GRACE_S = 3
 RETRY = re.compile(r"connect failed \((.*)\), retry in ([0-9.]+)s")
 
 
@@ -422,9 +424,9 @@ def test_a_central_system_that_accepts_and_closes_at_once_sees_growing_reconnect
 def test_a_central_system_that_stops_reading_and_answering_is_left_after_unanswered_pings(
         runtime_name, servers, children, tmp_path):
     """After the session is up, the central system stops reading and sends nothing more
-    (WebSocketPingInterval 1 s): the charge point's pings go unanswered, it gives the link
-    up once nothing arrived for 2 x interval + 10 s, and connects again; its event loop ran
-    throughout (ticker)."""
+    (WebSocketPingInterval 1 s, ping_grace_s 3): the charge point's pings go unanswered, it
+    gives the link up once nothing arrived for 2 x interval + grace, and connects again; its
+    event loop ran throughout (ticker)."""
     seen = {}
 
     async def script(conn):
@@ -444,16 +446,19 @@ def test_a_central_system_that_stops_reading_and_answering_is_left_after_unanswe
     server = servers(script)
     # the unanswered StatusNotification's timeout (which would drop the silent link
     # itself) past the ping check, which this test is about
-    cfg = cp_config(server.url, CP, KEY, call_timeout_s=30, keys={"WebSocketPingInterval": 1})
+    cfg = cp_config(server.url, CP, KEY, call_timeout_s=30, ping_grace_s=PING_GRACE_S,
+                    keys={"WebSocketPingInterval": 1})
     child = children(runtime_name, tmp_path / "cp", cfg, seconds=50)
     server.wait(lambda: "status" in seen, 45, "a new session after the silent one")
     report = child.stop()
     assert not server.errors, server.errors
     # on the charge point's clock: the silence began after it connected (the last frame it
-    # got is the BootNotification's answer), so it may not give up earlier than 12 s later
+    # got is the BootNotification's answer), so it may not give up earlier than
+    # 2 x WebSocketPingInterval + the ping grace later
     connected = child.logged("ocpp: connected")
     gave_up = child.logged("no answer to pings")
-    assert gave_up and gave_up[0][0] - connected[0][0] >= 12000, (connected, gave_up)
+    assert gave_up and gave_up[0][0] - connected[0][0] >= (2 * 1 + PING_GRACE_S) * 1000, (
+        connected, gave_up)
     assert report["conn"] == "connected"
     assert report["ticks"] >= report["ms"] / 50 / 4, report
 
@@ -464,7 +469,7 @@ def test_a_central_system_that_stops_reading_while_the_charge_point_sends_is_lef
     """The central system stops reading and floods the charge point with CALLs whose answers
     are 3000 bytes each, then falls silent: the charge point's send buffers fill, so its
     answer (and any ping) cannot be written. It must still notice the dead link (ping
-    interval 1 s) and connect again instead of waiting forever; its event loop ran
+    interval 1 s, ping_grace_s 3) and connect again instead of waiting forever; its event loop ran
     throughout (ticker). The flood (9 MB of answers) is more than the kernel's socket
     buffers take with Linux defaults (about 4 MB here): the charge point's answer blocks."""
     seen = {}
@@ -493,7 +498,7 @@ def test_a_central_system_that_stops_reading_while_the_charge_point_sends_is_lef
             await cs.serve(60)
 
     server = servers(script)
-    cfg = cp_config(server.url, CP, KEY, keys={"WebSocketPingInterval": 1})
+    cfg = cp_config(server.url, CP, KEY, ping_grace_s=PING_GRACE_S, keys={"WebSocketPingInterval": 1})
     child = children(runtime_name, tmp_path / "cp", cfg, seconds=55)
     server.wait(lambda: "status" in seen, 50, "a new session after the stuck one")
     report = child.stop()

@@ -18,6 +18,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from tests.waiting import wait_until
+
 
 def report(board, timeout=20.0) -> dict:
     """The firmware's report (`ev.report()` typed on its console)."""
@@ -25,17 +27,6 @@ def report(board, timeout=20.0) -> dict:
     board.control("console", line="ev.report()")
     match = board.wait_for(r"^report (\{.*\})$", timeout=timeout, start=mark)
     return json.loads(match.group(1))
-
-
-def wait_until(predicate, timeout=20.0, interval=0.1, what="condition"):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"{what} not reached within {timeout}s (last: {last!r})")
 
 
 def wait_world(board, predicate, timeout=20.0, what="world condition"):

@@ -8,7 +8,6 @@ import base64
 import hashlib
 import json
 import socket
-import time
 import urllib.error
 import urllib.request
 from contextlib import asynccontextmanager
@@ -24,6 +23,7 @@ from ocpp.v16.enums import Action
 
 from server.app import Application
 from server.config import load_config
+from tests.waiting import wait_until  # noqa: F401 - the server tests import it from here
 
 # The admin API token every test server is seeded with; http() sends it unless told otherwise.
 ADMIN_TOKEN = "test-admin-token-0123456789abcdef0123456789"
@@ -68,17 +68,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def wait_until(predicate, timeout: float = 5.0, interval: float = 0.02):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s")
-        time.sleep(interval)
 
 
 def http(app, method: str, path: str, body: Any = None, raw: bytes | None = None,

@@ -9,7 +9,8 @@ again before each operation because generated DELETEs remove them.
 
 Bounded run: a few examples per operation, pass and generation mode
 (SCHEMATHESIS_EXAMPLES overrides), so it fits in about a minute on a loaded 2-core
-machine. Every failure is collected (not only the first) and reported together.
+machine. The operations are dealt into SHARDS parts, each run against its own server on
+its own xdist worker. Every failure is collected (not only the first) and reported together.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from tests.server.conftest import (
 )
 
 EXAMPLES_PER_OPERATION = int(os.environ.get("SCHEMATHESIS_EXAMPLES", "30"))
+SHARDS = 2
 STATION_TIMEOUT = 0.5
 KNOWN = {"cp_id": "CP-FUZZ", "id_tag": "TAG-FUZZ", "channel_id": 4242, "tx_id": 1}
 
@@ -130,13 +132,19 @@ def _run(operation, mode, headers: dict, tally: Counter, path_parameters=None) -
     exercise()
 
 
+@pytest.mark.slow(seconds=120 / SHARDS)
+@pytest.mark.cpu_hungry
+@pytest.mark.timeout(600)  # niced: on a busy machine it yields the CPU and takes longer
+@pytest.mark.parametrize("shard", range(SHARDS))
 def test_every_operation_answers_as_documented_for_generated_requests(
-        live_api, api_headers, connected_station):
+        live_api, api_headers, connected_station, shard):
     url = f"http://127.0.0.1:{live_api.ports['http']}/api/v1/openapi.json"
     schema = schemathesis.openapi.from_url(url, headers=api_headers, timeout=30)
     tally: Counter = Counter()
     failures = []
-    operations = [result.ok() for result in schema.get_all_operations()]
+    every_operation = [result.ok() for result in schema.get_all_operations()]
+    operations = every_operation[shard::SHARDS]
+    assert operations, "no operation in this shard"
     for operation in operations:
         raw = operation.definition.raw
         path_names = [p["name"] for p in raw.get("parameters", []) if p["in"] == "path"]
@@ -160,7 +168,8 @@ def test_every_operation_answers_as_documented_for_generated_requests(
                 except (Exception, BaseExceptionGroup) as exc:  # every failure is reported
                     where = "existing records" if path_parameters else "generated ids"
                     failures.append(f"{operation.label} [{mode.value}, {where}]: {exc}")
-    print(f"\nschemathesis: {len(operations)} operations, {tally['requests']} requests, "
+    print(f"\nschemathesis shard {shard + 1}/{SHARDS}: {len(operations)} of "
+          f"{len(every_operation)} operations, {tally['requests']} requests, "
           f"{len(failures)} failing operation/mode/pass combinations, "
           f"{SturdyStation.library_failures} payloads the station's OCPP library failed on; "
           + ", ".join(f"{k}: {v}" for k, v in sorted(tally.items()) if k != "requests"))

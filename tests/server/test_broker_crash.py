@@ -8,73 +8,21 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import signal
 import sqlite3
-import subprocess
-import sys
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
-from conftest import free_port, station_key, wait_until
+import pytest
+from serverproc import ServerProcess
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.server.conftest import ADMIN_TOKEN, free_port, register, station_key, wait_until
+
 STATIONS = 8
 KILLS = 6
-ADMIN_TOKEN = "crash-test-admin-token-0123456789"
-
-
-class ServerProcess:
-    """`python -m server` on a data directory, its console collected."""
-
-    def __init__(self, data_dir: Path, mqtt_port: int) -> None:
-        self.data_dir = data_dir
-        self.mqtt_port = mqtt_port
-        self.proc: subprocess.Popen | None = None
-        self.lines: list[str] = []
-        self.ports: dict[str, int] = {}
-
-    def start(self) -> ServerProcess:
-        env = dict(os.environ, PYTHONPATH=str(ROOT), PICOCHARGE_ADMIN_TOKEN=ADMIN_TOKEN)
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "server", "--data-dir", str(self.data_dir),
-             "--ocpp-host", "127.0.0.1", "--ocpp-port", "0", "--http-host", "127.0.0.1",
-             "--http-port", "0", "--mqtt-port", str(self.mqtt_port), "--log-level", "WARNING"],
-            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        ready = threading.Event()
-
-        def read(proc=self.proc) -> None:
-            for line in proc.stdout:
-                self.lines.append(line.rstrip())
-                if line.startswith("PORTS "):
-                    self.ports = {k: int(v) for k, v in
-                                  (item.split("=") for item in line.split()[1:])}
-                    ready.set()
-
-        threading.Thread(target=read, daemon=True).start()
-        if not ready.wait(60):
-            raise AssertionError("server did not start:\n" + "\n".join(self.lines[-30:]))
-        return self
-
-    def kill(self) -> None:
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(30)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            self.proc.wait(60)
-
-    def api(self, method: str, path: str, body=None):
-        request = urllib.request.Request(
-            f"http://127.0.0.1:{self.ports['http']}/api/v1{path}", method=method,
-            data=json.dumps(body).encode() if body is not None else None,
-            headers={"Content-Type": "application/json",
-                     "Authorization": f"Bearer {ADMIN_TOKEN}"})
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return json.load(response)
 
 
 class Station(threading.Thread):
@@ -134,19 +82,21 @@ def _missing(data_dir: Path, acknowledged: dict[str, set[int]]) -> int:
     return sum(len(seqs - stored.get(cp, set())) for cp, seqs in acknowledged.items())
 
 
+@pytest.mark.slow(seconds=20)
+@pytest.mark.cpu_hungry
 def test_no_telemetry_acknowledged_to_a_station_is_lost_when_the_server_is_killed(tmp_path):
     data_dir = tmp_path / "var"
-    server = ServerProcess(data_dir, free_port()).start()
+    server = ServerProcess(data_dir, mqtt_port=free_port(),
+                           env={"PICOCHARGE_ADMIN_TOKEN": ADMIN_TOKEN}).start()
     stations: list[Station] = []
     stop = threading.Event()
     rng = random.Random(1234)
     kills = 0
     try:
-        assert any(line.startswith("MQTT broker guarantee: Mosquitto") for line in server.lines)
+        assert re.search(r"^MQTT broker guarantee: Mosquitto", server.text, re.M), server.text
         for n in range(STATIONS):
-            cp_id = f"CRASH-{n:02d}"
-            server.api("POST", "/chargepoints", {"id": cp_id, "auth_key": station_key(cp_id)})
-        stations = [Station(f"CRASH-{n:02d}", server.mqtt_port, stop) for n in range(STATIONS)]
+            register(server, f"CRASH-{n:02d}")
+        stations = [Station(f"CRASH-{n:02d}", server.ports["mqtt"], stop) for n in range(STATIONS)]
         for station in stations:
             station.start()
         for _ in range(KILLS):
@@ -167,7 +117,7 @@ def test_no_telemetry_acknowledged_to_a_station_is_lost_when_the_server_is_kille
             wait_until(lambda: not _missing(data_dir, acknowledged), timeout=60, interval=0.5)
         except AssertionError:
             pass  # reported below, with the numbers
-        server.stop()
+        assert server.terminate() == 0, server.text[-3000:]
         assert _broker_pid(data_dir) is None or not Path(f"/proc/{_broker_pid(data_dir)}").exists()
         stored = _stored(data_dir)
         lost = {cp: sorted(seqs - stored.get(cp, set())) for cp, seqs in acknowledged.items()}
@@ -182,7 +132,7 @@ def test_no_telemetry_acknowledged_to_a_station_is_lost_when_the_server_is_kille
         stop.set()
         for station in stations:
             station.close()
-        server.stop()
+        server.kill()
         pid = _broker_pid(data_dir)
         if pid is not None and Path(f"/proc/{pid}").exists():
             os.kill(pid, signal.SIGTERM)  # the broker outlives a killed server by design

@@ -46,6 +46,9 @@ def test_silent_station_is_offline_within_the_configured_window_and_back_on_acti
             await ws.send('[2, "h", "Heartbeat", {}]')
             await ws.recv()
             assert app.fleet.get("CP-QUIET")["ocpp_online"] == 1
+        # the server records the closed connection (the last ocpp_offline) after the close
+        await asyncio.to_thread(wait_until, lambda: not app.fleet.get("CP-QUIET")["ocpp_online"],
+                                10, "the closed connection recorded")
         _, events = await ahttp(app, "GET", "/api/v1/chargepoints/CP-QUIET/events")
         kinds = [e["kind"] for e in reversed(events) if e["kind"].startswith("ocpp_")]
         assert kinds == ["ocpp_online", "ocpp_offline", "ocpp_online", "ocpp_offline"]
