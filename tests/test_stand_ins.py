@@ -38,10 +38,14 @@ w = simworld.current()
 adc = machine.ADC(machine.Pin(26))
 pwm = machine.PWM(machine.Pin(16), freq=1000, duty_u16=int(0.2667 * 65535))
 def levels():
+    # at least 400 reads over at least 5 PWM periods: a loaded host may hold this process
+    # for a whole high phase, and the level follows the world's clock, as on a board
     hi, lo = 0, 65535  # no lists of floats: they fragment a small heap
-    for i in range(400):
+    t0, n = simworld.ticks_us(), 0
+    while n < 400 or simworld.ticks_diff(simworld.ticks_us(), t0) < 5000:
         v = adc.read_u16()
         hi, lo = max(hi, v), min(lo, v)
+        n += 1
     return round((hi / 65535 * 3.3 - 1.65) * 8), round((lo / 65535 * 3.3 - 1.65) * 8)
 print("A", levels())
 w.ev_plugged = True

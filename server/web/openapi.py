@@ -337,6 +337,16 @@ def openapi_document(server_url: str) -> dict:
 
     paths.update(account_paths())
     paths["/health"]["get"]["security"] = []  # the one route open to anyone
+    # what the auth layer answers on any other route (server/web/auth.py, hosts.py)
+    for path, item in paths.items():
+        for op in item.values():
+            if path != "/health":
+                op["responses"].setdefault("401", _resp("no valid token or session", ERROR))
+                op["responses"].setdefault("403", _resp(
+                    "the role does not allow this, or a cross-site request or an unknown "
+                    "host name was refused", ERROR))
+                op["responses"].setdefault("429", _resp(
+                    "too many requests for this token or session; see Retry-After", ERROR))
     return {
         "openapi": "3.1.0",
         "info": {"title": "PicoCharge central system API", "version": "1"},

@@ -198,6 +198,9 @@ def test_failed_downloads_change_nothing_on_flash(cs, files, board_factory, boar
         assert firmware_files(board.flash) == before, what
         assert stage_files(board.flash) == [], what
     assert board.board.resets == [] and boot_versions(cs) == [OLD]
+    # the console line may reach the test after the status notification that followed it
+    wait_until(lambda: len(re.findall(r"firmware: download failed", board.console.text)) >= 9,
+               10, "nine 'download failed' lines")
     assert len(re.findall(r"firmware: download failed", board.console.text)) == 9
     # nothing going on any more: asked, the board says Idle (the only time it may)
     cs.call(CP, call.TriggerMessage(requested_message="FirmwareStatusNotification"))
