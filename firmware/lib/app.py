@@ -50,6 +50,11 @@ def app_options(config):
     return out
 
 
+def needs_tls_room(config):
+    """A charge point with mqtts telemetry gets a TLS room (tls_room.py)."""
+    return config["ocpp"] is not None and str((config["mqtt"] or {}).get("url", "")).startswith("mqtts:")
+
+
 class App:
     def __init__(self, flash=None, machine=None, network=None, dht=None, ntptime=None,
                  console=print):
@@ -86,6 +91,12 @@ class App:
         if error:
             self.log("config: " + error)
         cfg = self.config
+        self.tls_room = None
+        if needs_tls_room(cfg):
+            # first of all, low in the cleanest heap: the hole transient TLS sessions use
+            from tls_room import Room
+
+            self.tls_room = Room(log=self.log)
         if cfg["ocpp"] is not None:
             # the biggest module first, into the cleanest heap (less fragmentation)
             gc.collect()
@@ -110,7 +121,8 @@ class App:
             from telemetry import Telemetry
 
             self.telemetry = Telemetry(cfg, self.station, self.clock, self.status, self.wifi,
-                                       self.log, self.flash, self.authorization_key)
+                                       self.log, self.flash, self.authorization_key,
+                                       self.tls_room)
         self.thingspeak = None
         if cfg["thingspeak"] is not None:
             gc.collect()  # load modules into a clean heap: less fragmentation
@@ -138,6 +150,9 @@ class App:
                 point = ChargePoint(cfg, self.station, self.flash, self.clock, log=self.log,
                                     on_reset=self.on_reset)
                 point.wifi = self.wifi  # no connection attempts while Wi-Fi is down
+                if self.tls_room is not None:  # its wss session lives in the room
+                    point.tls_room = self.tls_room
+                    self.tls_room.resident = point
                 return point
         gc.collect()  # load modules into a clean heap: less fragmentation
         from local_point import LocalPoint

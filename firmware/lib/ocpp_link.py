@@ -6,7 +6,9 @@ the one outstanding CALL, and answering the central system's CALLs.
 One TLS session at a time: a Pico W's heap holds one mbedTLS session (about 23 KB held,
 more during the handshake) next to the running board, not two (docs/firmware.md, "Heap").
 An https transfer (firmware download, diagnostics upload) takes the link down while it
-runs when the link is wss:// itself (`hold_link` / `release_link`)."""
+runs when the link is wss:// itself (`hold_link` / `release_link`). With a TLS room
+(tls_room.py: mqtts telemetry next to the charge point) the wss session lives in the
+room's hole and steps aside (`step_aside` / `come_back`) for each transient session."""
 
 import asyncio
 import gc
@@ -25,6 +27,8 @@ class NotConnected(OSError):
 
 class Link:
     link_held = 0  # https transfers that asked for the TLS link to stay down
+    tls_room = None  # tls_room.Room (app.py): the board's one TLS session at a time
+    room_taken = False
 
     # -- connection ------------------------------------------------------------------------
     def _backoff(self, failures):
@@ -59,11 +63,18 @@ class Link:
                 self.conn_state = "offline"
                 await wifi.event.wait()  # no network: nothing to try (nor to count as failed)
             self.conn_state = "connecting"
+            room = self.tls_room if self.url.startswith("wss:") else None
+            if room is not None:  # no transient TLS session while this one connects
+                await room.lock.acquire()
             try:
                 password = self.cfg.get("AuthorizationKey") or None
-                await ws.connect(self.url, "ocpp1.6", self.cp_id, password, self.ocpp_conf,
+                tls = self.ocpp_conf if room is None else room.wrap(None, self.ocpp_conf, self.flash)
+                await ws.connect(self.url, "ocpp1.6", self.cp_id, password, tls,
                                  timeout=15, flash=self.flash)
             except Exception as exc:
+                if room is not None:
+                    room.reserve()  # the attempt's TLS buffers are gone: the hole back
+                    room.lock.release()
                 failures += 1
                 delay = self._backoff(failures)
                 self.conn_state = "offline"
@@ -72,8 +83,10 @@ class Link:
                 continue
             # `failures` counts on until a session gets online: a central system that
             # accepts the upgrade and closes at once still sees growing delays
-            self.log("ocpp: connected")
             self.ws = ws
+            if room is not None:
+                room.lock.release()
+            self.log("ocpp: connected")
             self.conn_state = "connected"
             reader = asyncio.create_task(self._reader(ws))
             try:
@@ -89,6 +102,8 @@ class Link:
             self.online.clear()
             self.conn_state = "offline"
             await ws.abort()
+            if room is not None:
+                room.reserve()  # at once, before anything else lands in the hole
             self._fail_pending()
             try:
                 await reader
@@ -118,27 +133,51 @@ class Link:
 
     # -- one TLS session at a time -------------------------------------------------------
     async def hold_link(self, url):
-        """Before an https transfer: when the OCPP link is TLS as well, let the queued
-        messages go out (at most 10 s), drop the link and keep it down until
-        `release_link()`. True if the link is held (call release_link after)."""
-        if not (url.startswith("https:") and self.url.startswith("wss:")):
+        """Before an https transfer: with a TLS room (app.py), take it (one TLS session at
+        a time: a wss link steps aside meanwhile); without one, when the OCPP link is TLS
+        as well, drop it and keep it down until `release_link()`. True if held (call
+        release_link after)."""
+        if not url.startswith("https:"):
             return False
+        room = self.tls_room
+        if room is not None:
+            await room.take("an https transfer")
+            room.free()  # the transfer's sessions (one per file) have the room's memory
+            self.room_taken = True
+            return True
+        if not self.url.startswith("wss:"):
+            return False
+        await self.step_aside("an https transfer")
+        return True
+
+    def release_link(self):
+        if self.room_taken:
+            self.room_taken = False
+            self.tls_room.give()
+        else:
+            self.come_back()
+
+    async def step_aside(self, what="a TLS session of another uplink"):
+        """Let the queued messages go out (at most 10 s), drop a wss link and keep it
+        down until `come_back()` (a ws link stays)."""
+        if not self.url.startswith("wss:"):
+            return
         for _ in range(100):
             if not self.outbox or not self.online.is_set():
                 break
             await asyncio.sleep_ms(100)
         self.link_held += 1
-        self.log("ocpp: link down during an https transfer (one TLS session at a time)")
+        self.log("ocpp: link down during %s (one TLS session at a time)" % what)
         ws = self.ws
         if ws is not None:
             ws.open = False  # ends the session: run() drops the connection
         while self.ws is not None:
             await asyncio.sleep_ms(50)
         gc.collect()
-        return True
 
-    def release_link(self):
-        self.link_held -= 1
+    def come_back(self):
+        if self.url.startswith("wss:"):
+            self.link_held -= 1
 
     def boot_payload(self):
         return {"chargePointVendor": "PicoCharge", "chargePointModel": "PicoCharge-W",
