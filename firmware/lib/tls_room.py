@@ -1,31 +1,33 @@
-"""Room for the board's transient TLS sessions: a contiguous block of heap kept free for
-them, and one of them at a time.
+"""The board's TLS room: one TLS session at a time, in a hole of heap kept for it.
 
-Why: a Pico W's heap holds the resident OCPP session (wss://) and one more TLS session
-next to the running board, but mbedTLS (configured as MicroPython's rp2 port configures
-it) asks for its 16 KiB receive buffer and 4 KiB send buffer as single blocks at every
-connection. Between sessions the board's Python objects scatter over the free heap, and
-after a while no hole is large enough though the total is: ENOMEM (OSError 12).
-MicroPython's allocator is first fit from the lowest free block (py/gc.c, gc_alloc), so
-the room takes a placeholder bytearray of a session's buffers early at boot, low in an
-unfragmented heap, and gives it back immediately before a transient session's
-`wrap_socket` (after a collection, with no allocation in between): mbedTLS's
-`mbedtls_ssl_setup` then callocs its buffers into that hole. When the session is over the
-placeholder is taken again (after a collection), landing in the lowest hole that fits,
-normally the one the buffers left.
+Why: mbedTLS (configured as MicroPython's rp2 port configures it) asks for a 16 KiB
+receive buffer and a 4 KiB send buffer, each as one block, at every connection
+(`mbedtls_ssl_setup`, from `wrap_socket`). Measured at a Pico W's heap (docs/firmware.md,
+"Heap with every uplink on TLS"): a second session next to the resident wss one does not
+fit the board (mqtts failed with ENOMEM at every attempt, about 35 KiB free), and taking
+turns without a kept hole failed with ENOMEM after a while (the board's objects scatter
+over the free heap between sessions: enough free in total, no hole large enough).
+MicroPython's allocator is first fit from the lowest free block (py/gc.c, gc_alloc). So
+the room takes a placeholder bytearray of a session's buffers first thing at boot, low in
+a clean heap, and gives it back immediately before a session's `wrap_socket` (after a
+collection, nothing allocated in between): mbedTLS's buffers land in that hole. When the
+session closes, the placeholder is taken again at once (after a collection), normally in
+the hole the buffers left.
 
     room = Room(size, log)        # takes the placeholder
-    room.resident = point         # the wss link: step_aside() / come_back()
-    await room.take()             # one transient session at a time, wss stepped aside
+    room.resident = point         # the wss link: step_aside(what) / come_back()
+    await room.take(what)         # a transient session's turn; the wss link steps aside
     ctx = room.wrap(ssl_ctx)      # its wrap_socket frees the placeholder, then wraps
     ...                           # the session
-    room.give()                   # takes the placeholder again, wss back, next one in
+    room.give()                   # placeholder back, wss link back, next one in
 
-Users: the mqtts telemetry batches (telemetry.py), ThingSpeak's https posts
-(thingspeak.py) and an https firmware download or diagnostics upload
-(ocpp_link.hold_link). On CPython (the host runtime of the tests) `wrap` returns the
-context unchanged (asyncio there takes only a real SSLContext); the lock and the
-placeholder work the same.
+The resident session (OCPP over wss, ocpp_link.py) lives in the room too: it connects
+holding `room.lock` with a wrapped context and calls `reserve()` as soon as it is closed.
+Transient sessions: mqtts telemetry batches (telemetry.py) and https transfers
+(ocpp_link.hold_link: firmware download, diagnostics upload; the placeholder is freed for
+the whole transfer, one session per file). On CPython (the host runtime of the tests)
+`wrap` returns the context unchanged (asyncio there takes only a real SSLContext); the
+lock, the turns and the placeholder work the same.
 """
 
 import asyncio
