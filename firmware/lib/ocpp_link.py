@@ -142,13 +142,27 @@ class Link:
         room = self.tls_room
         if room is not None:
             await room.take("an https transfer")
-            room.free()  # the transfer's sessions (one per file) have the room's memory
             self.room_taken = True
             return True
         if not self.url.startswith("wss:"):
             return False
         await self.step_aside("an https transfer")
         return True
+
+    def transfer_tls(self, url, flash):
+        """The SSL context of one https transfer session (None for http): the central
+        system's TLS settings, through the TLS room when there is one (its sessions land in
+        the room's hole; call `transfer_done()` after each)."""
+        if not url.startswith("https:"):
+            return None
+        import httpc
+
+        ctx = httpc.tls_context(self.ocpp_conf, flash)
+        return ctx if self.tls_room is None else self.tls_room.wrap(ctx)
+
+    def transfer_done(self):
+        if self.tls_room is not None:
+            self.tls_room.reserve()  # at once: the hole back before anything lands in it
 
     def release_link(self):
         if self.room_taken:

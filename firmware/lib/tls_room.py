@@ -8,26 +8,27 @@ fit the board (mqtts failed with ENOMEM at every attempt, about 35 KiB free), an
 turns without a kept hole failed with ENOMEM after a while (the board's objects scatter
 over the free heap between sessions: enough free in total, no hole large enough).
 MicroPython's allocator is first fit from the lowest free block (py/gc.c, gc_alloc). So
-the room takes a placeholder bytearray of a session's buffers first thing at boot, low in
-a clean heap, and gives it back immediately before a session's `wrap_socket` (after a
-collection, nothing allocated in between): mbedTLS's buffers land in that hole. When the
-session closes, the placeholder is taken again at once (after a collection), normally in
-the hole the buffers left.
+the room holds two placeholder bytearrays, each exactly the size of one of mbedTLS's
+buffers, taken first thing at boot, and gives them back immediately before a session's
+`wrap_socket` (after a collection, nothing allocated in between): the buffers fit the
+holes they leave (or a lower hole that fits just as well). When the session closes the
+placeholders are taken again at once (after a collection): the holes its buffers leave
+fit them, whatever the board allocated meanwhile.
 
-    room = Room(size, log)        # takes the placeholder
+    room = Room(log=log)          # takes the placeholders
     room.resident = point         # the wss link: step_aside(what) / come_back()
     await room.take(what)         # a transient session's turn; the wss link steps aside
-    ctx = room.wrap(ssl_ctx)      # its wrap_socket frees the placeholder, then wraps
+    ctx = room.wrap(ssl_ctx)      # its wrap_socket frees the placeholders, then wraps
     ...                           # the session
-    room.give()                   # placeholder back, wss link back, next one in
+    room.give()                   # placeholders back, wss link back, next one in
 
 The resident session (OCPP over wss, ocpp_link.py) lives in the room too: it connects
 holding `room.lock` with a wrapped context and calls `reserve()` as soon as it is closed.
 Transient sessions: mqtts telemetry batches (telemetry.py) and https transfers
-(ocpp_link.hold_link: firmware download, diagnostics upload; the placeholder is freed for
-the whole transfer, one session per file). On CPython (the host runtime of the tests)
+(ocpp_link.hold_link / transfer_tls / transfer_done: firmware download, one session per
+file, and diagnostics upload). On CPython (the host runtime of the tests)
 `wrap` returns the context unchanged (asyncio there takes only a real SSLContext); the
-lock, the turns and the placeholder work the same.
+lock, the turns and the placeholders work the same.
 """
 
 import asyncio
@@ -35,42 +36,51 @@ import gc
 import sys
 
 MICROPYTHON = sys.implementation.name == "micropython"
-# mbedTLS's buffers with the rp2 configuration (16 KiB in + 4 KiB out content, plus record
-# overhead and m_tracked_calloc's header), rounded up to whole 16-byte GC blocks
-SESSION_BYTES = 21 * 1024
+# The two blocks mbedTLS allocates per session with the rp2 configuration, each exactly as
+# many 16-byte GC blocks as the buffer: the 16 KiB receive buffer and the 4 KiB send
+# buffer (content + record overhead + m_tracked_calloc's header; measured on the 32-bit
+# build: 1046 and 278 blocks). Same sizes both ways: the hole a placeholder leaves holds
+# the buffer, and the hole a closed session's buffer leaves holds the placeholder again.
+BUFFER_BYTES = (16736, 4448)
 
 
 class Room:
-    def __init__(self, size=SESSION_BYTES, log=print):
-        self.size = size
+    def __init__(self, sizes=BUFFER_BYTES, log=print):
+        self.sizes = sizes
         self.log = log
         self.lock = asyncio.Lock()
-        self.block = None
+        self.blocks = [None] * len(sizes)
         self.resident = None  # the OCPP link over wss: steps aside for a transient session
         self.sessions = 0  # TLS sessions opened in the room
-        self.misses = 0  # times the placeholder could not be taken again (no such hole)
+        self.misses = 0  # times a placeholder could not be taken again (no such hole)
         self.reserve()
 
     def reserve(self):
-        """Take the placeholder if it is not held (call when a session has closed);
-        False if no hole is that large now."""
-        if self.block is None:
-            gc.collect()
-            try:
-                self.block = bytearray(self.size)
-            except MemoryError:
-                self.misses += 1
-                self.log("tls: no %d-byte hole for the TLS room (%d misses)" % (
-                    self.size, self.misses))
-                return False
+        """Take the placeholders not held (call as soon as a session has closed); False
+        if there is no hole for one of them now."""
+        blocks = self.blocks
+        if None not in blocks:
+            return True
+        gc.collect()
+        for i in range(len(blocks)):
+            if blocks[i] is None:
+                try:
+                    blocks[i] = bytearray(self.sizes[i])
+                except MemoryError:
+                    self.misses += 1
+                    self.log("tls: no %d-byte hole for the TLS room (%d misses)" % (
+                        self.sizes[i], self.misses))
+                    return False
         return True
 
     def held(self):
-        return self.block is not None
+        return None not in self.blocks
 
     def free(self):
-        """Give the placeholder's memory to what is allocated next."""
-        self.block = None
+        """Give the placeholders' memory to what is allocated next."""
+        blocks = self.blocks
+        for i in range(len(blocks)):
+            blocks[i] = None
         gc.collect()
 
     async def take(self, what="a TLS session of another uplink"):
@@ -100,7 +110,7 @@ class Room:
         return Wrapped(self, ctx, section, flash)
 
     def summary(self):
-        return {"bytes": self.size, "held": self.held(), "sessions": self.sessions,
+        return {"bytes": sum(self.sizes), "held": self.held(), "sessions": self.sessions,
                 "misses": self.misses}
 
 

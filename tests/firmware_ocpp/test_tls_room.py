@@ -64,5 +64,5 @@ def test_a_tls_session_wrapped_through_the_room_finds_its_hole_on_a_fragmented_h
     # three sessions' worth free in total, yet no hole for one session's buffers
     assert int(lines["free"]) > 3 * 21 * 1024
     assert lines["plain"] == "errno 12"  # ENOMEM
-    # 20 sessions in the room, the placeholder taken again after each one
+    # 20 sessions in the room, the placeholders taken again after each one
     assert lines["room"] == "20 0 True"
