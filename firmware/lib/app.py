@@ -51,8 +51,14 @@ def app_options(config):
 
 
 def needs_tls_room(config):
-    """A charge point with mqtts telemetry gets a TLS room (tls_room.py)."""
-    return config["ocpp"] is not None and str((config["mqtt"] or {}).get("url", "")).startswith("mqtts:")
+    """A charge point with a TLS uplink besides its OCPP link (mqtts telemetry, ThingSpeak
+    REST over https, its default) gets the board's TLS room (tls_room.py): one TLS
+    session at a time, in holes of heap kept for it from boot."""
+    if config["ocpp"] is None:
+        return False
+    ts = config["thingspeak"]
+    return (str((config["mqtt"] or {}).get("url", "")).startswith("mqtts:")
+            or ts is not None and str(ts.get("url", "https:")).startswith("https:"))
 
 
 class App:
@@ -130,6 +136,7 @@ class App:
 
             self.thingspeak = ThingSpeak(cfg, self.station, self.clock, self.status, self.wifi,
                                          self.log, flash=self.flash)
+            self.thingspeak.tls_room = self.tls_room
         self.console = None
         self.wdt = None
         self.reports = 0

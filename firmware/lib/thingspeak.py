@@ -64,6 +64,8 @@ def json_string(text):
 
 
 class ThingSpeak:
+    tls_room = None  # a tls_room.Room (app.py, next to a charge point): https posts take turns
+
     def __init__(self, config, station, clock, status_fn, wifi=None, log=print, http=None,
                  flash=None):
         section = config["thingspeak"]
@@ -173,13 +175,26 @@ class ThingSpeak:
             return None
         return httpc.tls_context(self.tls_section, self.flash)
 
+    async def _post(self, url, body, content_type, max_body):
+        """One POST; over https next to a charge point in the board's TLS room
+        (tls_room.py: one TLS session at a time, a wss OCPP link steps aside for it)."""
+        headers = {"Content-Type": content_type}
+        room = self.tls_room if self.base.startswith("https:") else None
+        if room is None:
+            return await self.http.post(url, body, headers=headers, timeout=self.timeout_s,
+                                        max_body=max_body, ssl_ctx=self._tls())
+        await room.take("a ThingSpeak post")
+        try:
+            return await self.http.post(url, body, headers=headers, timeout=self.timeout_s,
+                                        max_body=max_body, ssl_ctx=room.wrap(self._tls()))
+        finally:
+            room.give()
+
     async def post_update(self, body):
         """True if ThingSpeak inserted the entry."""
         try:
-            resp = await self.http.post(
-                self.base + "/update", body,
-                headers={"Content-Type": "application/x-www-form-urlencoded"},
-                timeout=self.timeout_s, max_body=256, ssl_ctx=self._tls())
+            resp = await self._post(self.base + "/update", body,
+                                    "application/x-www-form-urlencoded", 256)
         except Exception as exc:
             self.net_errors += 1
             self.last_error = "update: %r" % (exc,)
@@ -210,9 +225,7 @@ class ThingSpeak:
         entries = None
         url = "%s/channels/%s/bulk_update.json" % (self.base, self.channel)
         try:
-            resp = await self.http.post(url, body, headers={"Content-Type": "application/json"},
-                                        timeout=self.timeout_s, max_body=512,
-                                        ssl_ctx=self._tls())
+            resp = await self._post(url, body, "application/json", 512)
         except Exception as exc:
             self.net_errors += 1
             self.last_error = "bulk: %r" % (exc,)

@@ -14,6 +14,7 @@ heap figure of each phase; they are printed and recorded in the heap report."""
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 from pathlib import Path
@@ -138,7 +139,8 @@ def all_tls_config(cs_url, broker_port, thingspeak_url):
     config["ocpp"]["ca_file"] = "ca.der"
     config["mqtt"] = {"url": "mqtts://127.0.0.1:%d" % broker_port, "ca_file": "ca.der",
                       "max_backoff_s": 2, "timeout_s": 5, "tls_batch": 5}
-    config["thingspeak"] = {"url": thingspeak_url, "channel": 4242, "write_key": "TSWRITEKEY000001"}
+    config["thingspeak"] = {"url": thingspeak_url, "channel": 4242, "write_key": "TSWRITEKEY000001",
+                            "ca_file": "ca.der"}
     config["intervals"].update({"telemetry_s": 2})
     return config
 
@@ -146,19 +148,19 @@ def all_tls_config(cs_url, broker_port, thingspeak_url):
 @pytest.mark.parametrize("runtime", ["micropython-picow"])
 def test_a_board_with_every_uplink_on_tls_charges_publishes_and_updates_within_a_pico_w_heap(
         runtime_name, board_factory, tmp_path, record_heap):
-    """wss (profile 2, resident) + mqtts telemetry (batches) + ThingSpeak over https + an
-    HTTPS firmware update, all certificates checked: the transient sessions take turns in
-    the board's TLS room (tls_room.py), a hole of heap kept for them from boot, while the
-    wss link stays up (except for the download, as always)."""
+    """wss (profile 2) + mqtts telemetry (batches) + ThingSpeak over https + an HTTPS
+    firmware update, all certificates checked. One TLS session at a time in the board's TLS
+    room (tls_room.py: holes of heap the size of mbedTLS's buffers kept from boot): the
+    wss link steps aside for each mqtts batch, ThingSpeak post and the download."""
     cert = make_server_cert(tmp_path / "pki", "server")
     cs = CentralSystem(password=KEY, heartbeat_s=5).start(ssl_ctx=cert.server_context())
     files = FileServer(tmp_path / "www", tls=cert.server_context())
     broker = Broker(tmp_path, tls=(cert.cert_pem, cert.key_pem), users={CP: KEY}).start()
     sub = Subscriber(broker.sub_port, ["picocharge/%s/telemetry" % CP])
-    thingspeak = ThingSpeakRecorder()
+    thingspeak = ThingSpeakRecorder(tls=cert.server_context())
     board = None
     try:
-        assert cs.url.startswith("wss://")
+        assert cs.url.startswith("wss://") and thingspeak.url.startswith("https://")
         board = board_factory(all_tls_config(cs.url, broker.port, thingspeak.url),
                               world=WORLD, start=False)
         board.flash.mkdir(parents=True, exist_ok=True)
@@ -190,6 +192,12 @@ def test_a_board_with_every_uplink_on_tls_charges_publishes_and_updates_within_a
         cs.wait(lambda: cs.transactions[txid]["meter_stop"] is not None, 60, "StopTransaction")
         charging = min_free(board, start)
         blocks.append(largest_free_block(board))
+        mark = board.console.mark()
+        board.control("console", line="import json; print('room ' + json.dumps(app.tls_room.summary()))")
+        room = json.loads(board.wait_for(r"^room (\{.*\})$", start=mark).group(1))
+        # every TLS session so far (wss connects, mqtts batches) went through the room, and
+        # its placeholders were taken back after each
+        assert room["sessions"] >= 5 and room["misses"] == 0 and room["held"] is False, room
 
         # a firmware update downloaded over HTTPS (the room is the download's; wss down)
         start = report_count(board)
@@ -213,15 +221,17 @@ def test_a_board_with_every_uplink_on_tls_charges_publishes_and_updates_within_a
         # one TLS session at a time: the wss link stepped aside for each mqtts batch and
         # for the download; telemetry went out in several mqtts sessions
         assert "ocpp: link down during an mqtts telemetry batch" in text
+        assert "ocpp: link down during a ThingSpeak post" in text
         assert "ocpp: link down during an https transfer" in text
         assert len(re.findall(r"^mqtt: connected to .*\(TLS, certificate checked\)$", text, re.M)) >= 3
         assert len(thingspeak.snapshot()) >= 2, "ThingSpeak over https"
-        print("\nheap on the 32-bit build at %d bytes, wss + mqtts (+ ThingSpeak over http) + "
-              "https download (free after a collection, lowest):" % PICO_W_HEAP_BYTES)
+        print("\nheap on the 32-bit build at %d bytes, wss + mqtts + https ThingSpeak + https "
+              "download (free after a collection, lowest):" % PICO_W_HEAP_BYTES)
         for name, free in (("idle", idle), ("charging session", charging),
                            ("firmware update, https download", downloading)):
             print("  %-40s free %6d  used %6d" % (name, free, PICO_W_HEAP_BYTES - free))
-        print("  largest free block (idle, after charging): %s" % blocks)
+        print("  largest free block (idle, after charging; wss up): %s" % blocks)
+        print("  TLS room after charging: %s" % room)
         record_heap(min(idle, charging, downloading))
         for name, free in (("idle", idle), ("charging", charging), ("download", downloading)):
             assert free >= MIN_FREE_BYTES, "%s: %d bytes free, margin is %d" % (
