@@ -175,6 +175,8 @@ def run_all_tls(heap: str | None = None) -> dict:
                 completed = True
             except (TimeoutError, AssertionError) as exc:
                 print(f"[board-heap] the all-TLS run did not complete: {exc}", flush=True)
+                lines = [ln for ln in board.console.text.splitlines() if not ln.startswith("sensors ")]
+                print("\n".join(lines[-60:]), flush=True)
         finally:
             text = board.console.text if board else ""
             if board:
