@@ -10,7 +10,11 @@ download failed with ENOMEM while the wss:// session was up. So the firmware kee
 session at a time (ocpp_link.hold_link): the OCPP link goes down for the download and comes
 back after it. The same scenario with a ws:// link (only the download on TLS) is the
 baseline. The board's own reports (free heap after a collection, every second) give the
-heap figure of each phase; they are printed and recorded in the heap report."""
+heap figure of each phase; they are printed and recorded in the heap report.
+
+Every uplink on TLS at once (the last test: wss, mqtts telemetry, ThingSpeak over https,
+the HTTPS update) runs in turns through the board's TLS room (firmware/lib/tls_room.py;
+docs/firmware.md, "Heap with every uplink on TLS")."""
 
 from __future__ import annotations
 
