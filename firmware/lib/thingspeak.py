@@ -23,6 +23,10 @@ code (0 Available .. 8 Faulted), field8 MCU temperature C; `status` = status tex
   `channels/<id>/publish` (payload `field1=..&..&status=..`, QoS 0) instead of REST over an
   `mqtt_link.Link` (the same guarded link as the telemetry: a dead or silent broker costs a
   bounded wait, never a stalled loop); the backlog still uses bulk REST.
+- REST over https next to a charge point (a TLS room, tls_room.py: one TLS session at a
+  time, the wss OCPP link stepping aside for each): the entries wait in the backlog and go
+  out as one bulk_update.json per `thingspeak.tls_batch` slots (default 10), each with its
+  `created_at`.
 
 `thingspeak.url` is configurable, so a board can post to the project's own server.
 """
@@ -83,6 +87,8 @@ class ThingSpeak:
         self.log = log
         self.http = http or httpc
         self.backlog = Ring(section.get("backlog", 40))
+        # https next to a charge point (a TLS room): entries wait, tls_batch of them per post
+        self.tls_batch = max(1, min(int(section.get("tls_batch", 10)), len(self.backlog.items)))
         self.mqtt_section = section.get("mqtt")
         self.flash = flash  # for thingspeak.ca_file and thingspeak.mqtt.ca_file
         # https: the server certificate is checked against thingspeak.ca_file (DER on
@@ -276,6 +282,13 @@ class ThingSpeak:
             return
         if self.wifi is not None and not self.wifi.is_up():
             self.backlog.push(self.bulk_entry(fields, status, ts))
+            return
+        if self.tls_room is not None and not self.mqtt_section and self.base.startswith("https:"):
+            # each https post is a turn in the TLS room (the wss OCPP link steps aside):
+            # the entries go out together, one bulk_update.json per tls_batch slots
+            self.backlog.push(self.bulk_entry(fields, status, ts))
+            if len(self.backlog) >= self.tls_batch:
+                await self.post_bulk()
             return
         if len(self.backlog):
             self.backlog.push(self.bulk_entry(fields, status, ts))
