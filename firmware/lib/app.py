@@ -99,7 +99,7 @@ class App:
         cfg = self.config
         self.tls_room = None
         if needs_tls_room(cfg):
-            # first of all, low in the cleanest heap: the hole transient TLS sessions use
+            # first of all, into the cleanest heap: the placeholders of mbedTLS's buffers
             from tls_room import Room
 
             self.tls_room = Room(log=self.log)

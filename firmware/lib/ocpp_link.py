@@ -7,8 +7,9 @@ One TLS session at a time: a Pico W's heap holds one mbedTLS session (about 23 K
 more during the handshake) next to the running board, not two (docs/firmware.md, "Heap").
 An https transfer (firmware download, diagnostics upload) takes the link down while it
 runs when the link is wss:// itself (`hold_link` / `release_link`). With a TLS room
-(tls_room.py: mqtts telemetry next to the charge point) the wss session lives in the
-room's hole and steps aside (`step_aside` / `come_back`) for each transient session."""
+(tls_room.py: mqtts telemetry or ThingSpeak over https next to the charge point) the wss
+session lives in the room and steps aside (`step_aside` / `come_back`) for each transient
+session; a transfer's sessions go through it (`transfer_tls` / `transfer_done`)."""
 
 import asyncio
 import gc

@@ -16,11 +16,12 @@ else `ocpp.password`. While the broker is away, reports wait in a bounded buffer
 broker acknowledged it (PUBACK).
 
 mqtts next to a charge point (a TLS room given, see tls_room.py): the link is not kept
-up. A Pico W's heap holds the resident wss session and one more, but not a second
-resident one (wss + a resident mqtts link left about 11 KiB free and MemoryErrors during a
-charging session). Reports wait in the buffer; once `mqtt.tls_batch` of them (default 10)
-are there, the telemetry takes the TLS room (one transient TLS session at a time, in a
-hole of heap kept for it), connects, publishes the buffer and disconnects. The retained
+up. A Pico W's heap holds one TLS session next to the running board, not two (wss + a
+resident mqtts link left about 11 KiB free and MemoryErrors during a charging session).
+Reports wait in the buffer; once `mqtt.tls_batch` of them (default 10) are there, the
+telemetry takes its turn in the TLS room (one TLS session at a time, in holes of heap kept
+for it; a wss OCPP link steps aside meanwhile), connects, publishes the buffer and
+disconnects. The retained
 `online` is sent at each batch; no `offline` at its clean end (the will covers a batch
 cut short). mqtt://, local mode and mqtts without a room keep a resident link.
 
