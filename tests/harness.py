@@ -8,16 +8,48 @@ Unix port at a Pico W's heap, 191 872 bytes) and "cpython".
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
 
-from tools.board import DEFAULT_HEAP, PICO_W_HEAP_BYTES, Board, install_firmware
+from tools.board import (
+    DEFAULT_HEAP,
+    FIRMWARE,
+    MICROPYTHON,
+    PICO_W_HEAP_BYTES,
+    STUBS,
+    STUBS_CPYTHON,
+    Board,
+    check_micropython,
+    install_firmware,
+)
 
 # The Pico W's heap (see tools/board.py and docs/firmware.md "Heap").
 HEAP = DEFAULT_HEAP
 HEAP_BYTES = PICO_W_HEAP_BYTES
+
+
+def run_script(runtime: str, script: str, timeout: float = 60, cwd=None,
+               firmware: bool = True) -> str:
+    """Run `script` on "micropython" (the Pico W heap build) or "cpython", with the
+    hardware stand-ins (and the firmware's lib/ unless `firmware` is False) importable;
+    the exit status must be 0; returns its stdout."""
+    env = dict(os.environ)
+    lib = [str(FIRMWARE / "lib")] if firmware else []
+    if runtime == "micropython":
+        check_micropython()
+        env["MICROPYPATH"] = os.pathsep.join([".frozen", *lib, str(STUBS)])
+        cmd = [str(MICROPYTHON), "-X", f"heapsize={DEFAULT_HEAP}", "-c", script]
+    else:
+        env["PYTHONPATH"] = os.pathsep.join([*lib, str(STUBS), str(STUBS_CPYTHON)])
+        cmd = [sys.executable, "-c", "import hostcompat\n" + script]
+    result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout, cwd=cwd)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
 
 
 class Console:

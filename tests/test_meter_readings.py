@@ -9,13 +9,10 @@ one read in 150 (about half the passes have such a gap), and every reading must 
 within 1.5 % of the truth (2.5 % for the power): a held pair is read again, a spoiled pass is measured again, and
 when all tries are spoiled the last good readings stay (for at most MAX_SPOILED)."""
 
-import os
-import subprocess
-import sys
 
 import pytest
 
-from tools.board import DEFAULT_HEAP, FIRMWARE, MICROPYTHON, STUBS, STUBS_CPYTHON, check_micropython
+from tests.harness import run_script
 
 SCRIPT = r"""
 import machine, simworld, time
@@ -37,27 +34,23 @@ m = Meter(machine, {"current_adc": 27, "voltage_adc": 28},
 for k in range(40):
     m.measure()
     if m.measured_ms is not None:  # (a spoiled first pass gives no reading yet)
-        print("READ %.3f %.2f %.1f" % (m.current_a, m.voltage_v, m.power_w))
+        print("READ %.3f %.2f %.1f %d" % (m.current_a, m.voltage_v, m.power_w, m.forced))
 print("RETRIES", m.retries)
 """
 
 
 @pytest.mark.parametrize("runtime", ["cpython", "micropython"])
 def test_rms_readings_stay_true_when_the_host_holds_the_sampling(runtime):
-    env = dict(os.environ)
-    if runtime == "micropython":
-        check_micropython()
-        env["MICROPYPATH"] = os.pathsep.join([".frozen", str(FIRMWARE / "lib"), str(STUBS)])
-        cmd = [str(MICROPYTHON), "-X", f"heapsize={DEFAULT_HEAP}", "-c", SCRIPT]
-    else:
-        env["PYTHONPATH"] = os.pathsep.join([str(FIRMWARE / "lib"), str(STUBS), str(STUBS_CPYTHON)])
-        cmd = [sys.executable, "-c", "import hostcompat\n" + SCRIPT]
-    out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
-    assert out.returncode == 0, out.stdout + out.stderr
-    reads = [tuple(map(float, line.split()[1:])) for line in out.stdout.splitlines()
-             if line.startswith("READ ")]
-    retries = int(out.stdout.split("RETRIES ")[1])
-    assert len(reads) >= 20 and retries >= 10, out.stdout  # the holds did spoil passes
+    out = run_script(runtime, SCRIPT, 120)
+    rows = [tuple(map(float, line.split()[1:])) for line in out.splitlines()
+            if line.startswith("READ ")]
+    retries = int(out.split("RETRIES ")[1])
+    assert len(rows) >= 20 and retries >= 10, out  # the holds did spoil passes
+    # A reading the meter had to take from a spoiled pass (every try spoiled MAX_SPOILED + 1
+    # times in a row: the injected holds plus a host loaded by a parallel suite) says so
+    # (`forced`: not billed on, station.py); every other reading must be true.
+    reads = [r[:3] for r in rows if not r[3]]
+    assert len(reads) >= 10, out
     # a pass that is kept may still have host jitter in it (gaps up to a sixth of the cycle)
     wrong = [r for r in reads if not (abs(r[0] - 16.0) <= 0.015 * 16 and abs(r[1] - 230.0) <= 0.015 * 230
                                       and abs(r[2] - 3680.0) <= 0.025 * 3680)]
@@ -108,17 +101,8 @@ def test_a_held_reading_is_neither_a_weld_nor_energy_after_the_contactor_opens(r
     """The last good reading (16 A) kept through spoiled passes must not be judged as
     current through the contactor once it opened (PowerSwitchFailure), nor integrated as
     energy after the opening."""
-    env = dict(os.environ)
-    if runtime == "micropython":
-        check_micropython()
-        env["MICROPYPATH"] = os.pathsep.join([".frozen", str(FIRMWARE / "lib"), str(STUBS)])
-        cmd = [str(MICROPYTHON), "-X", f"heapsize={DEFAULT_HEAP}", "-c", STATION]
-    else:
-        env["PYTHONPATH"] = os.pathsep.join([str(FIRMWARE / "lib"), str(STUBS), str(STUBS_CPYTHON)])
-        cmd = [sys.executable, "-c", "import hostcompat\n" + STATION]
-    out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120, cwd=tmp_path)
-    assert out.returncode == 0, out.stdout + out.stderr
-    assert "CHARGING True 1" in out.stdout and "OPEN False 1" in out.stdout, out.stdout
-    assert "FAULTS []" in out.stdout, out.stdout
-    firmware_wh, world_wh = map(float, out.stdout.split("ENERGY ")[1].split())
-    assert firmware_wh == pytest.approx(world_wh, abs=0.05), out.stdout
+    out = run_script(runtime, STATION, 120, cwd=tmp_path)
+    assert "CHARGING True 1" in out and "OPEN False 1" in out, out
+    assert "FAULTS []" in out, out
+    firmware_wh, world_wh = map(float, out.split("ENERGY ")[1].split())
+    assert firmware_wh == pytest.approx(world_wh, abs=0.05), out

@@ -27,13 +27,11 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 
-from tools.board import DEFAULT_HEAP, FIRMWARE, MICROPYTHON, STUBS, STUBS_CPYTHON, check_micropython
+from tests.harness import run_script
+from tools.board import FIRMWARE, STUBS
 
 
 def load(name, path):
@@ -112,17 +110,8 @@ ON_THE_WIRE = [(0, 0.0), (5, 0.0), (6, 6.0), (16, 16.0), (32, 32.0), (51, 51.0),
 @pytest.mark.parametrize("runtime", ["cpython", "micropython"])
 def test_the_duty_the_firmware_writes_is_read_by_the_ev_as_the_current_offered(runtime):
     script = ROUND_TRIP % ([a for a, _ in ON_THE_WIRE],)
-    env = dict(os.environ)
-    if runtime == "micropython":
-        check_micropython()
-        env["MICROPYPATH"] = os.pathsep.join([".frozen", str(FIRMWARE / "lib"), str(STUBS)])
-        cmd = [str(MICROPYTHON), "-X", f"heapsize={DEFAULT_HEAP}", "-c", script]
-    else:
-        env["PYTHONPATH"] = os.pathsep.join([str(FIRMWARE / "lib"), str(STUBS), str(STUBS_CPYTHON)])
-        cmd = [sys.executable, "-c", "import hostcompat\n" + script]
-    out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=60)
-    assert out.returncode == 0, out.stdout + out.stderr
-    (line,) = [x for x in out.stdout.splitlines() if x.startswith("ROUNDTRIP ")]
+    out = run_script(runtime, script, 60)
+    (line,) = [x for x in out.splitlines() if x.startswith("ROUNDTRIP ")]
     wrong = []
     for (amps, expected), (_, offered, on_wire, pwm_on) in zip(ON_THE_WIRE, json.loads(line[10:])):
         # the EV reads what the firmware says it offers (the duty is a 16-bit number, rounded

@@ -3,7 +3,6 @@ behind them, on both runtimes (the world code is shared; the firmware-facing mod
 exercised on MicroPython through small scripts)."""
 
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -11,20 +10,12 @@ import time
 
 import pytest
 
-from tools.board import DEFAULT_HEAP, MICROPYTHON, ROOT, STUBS, STUBS_CPYTHON
+from tests.harness import run_script
+from tools.board import MICROPYTHON, ROOT
 
 
 def run_on(runtime, script, timeout=30):
-    env = dict(os.environ)
-    if runtime == "micropython":
-        env["MICROPYPATH"] = ".frozen" + os.pathsep + str(STUBS)
-        cmd = [str(MICROPYTHON), "-X", f"heapsize={DEFAULT_HEAP}", "-c", script]
-    else:
-        env["PYTHONPATH"] = os.pathsep.join([str(STUBS), str(STUBS_CPYTHON)])
-        cmd = [sys.executable, "-c", "import hostcompat\n" + script]
-    result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
-    assert result.returncode == 0, result.stdout + result.stderr
-    return result.stdout
+    return run_script(runtime, script, timeout, firmware=False)
 
 
 RUNTIMES = ["cpython", "micropython"]

@@ -11,7 +11,8 @@ small heap), tracks each channel's DC offset, and computes I rms, V rms and real
 P = mean(v * i). A pair read slower than PAIR_US was interrupted between its time stamp and
 its reads and is read again; a pass with a gap over a tenth of the window (or two steps) is
 measured again, and when three in a row are spoiled the last good readings stay (at most
-MAX_SPOILED measurements in a row): an interrupt, or a loaded host, never reads low.
+MAX_SPOILED measurements in a row; then a spoiled pass is read, `forced`, and its mean is
+not taken as the DC offset): an interrupt, or a loaded host, never reads low.
 
 `Register` integrates power into Wh and persists it with bounded flash wear: a write
 when `persist_wh` has accumulated (and at least `persist_min_s` since the last write), at
@@ -60,6 +61,7 @@ class Meter:
         self.voltage_v = None
         self.power_w = None
         self.ok = True
+        self.forced = False  # the last reading came from a spoiled pass (all tries spoiled)
         self.measured_ms = None
 
     def sample(self):
@@ -105,9 +107,11 @@ class Meter:
             prev = t
         return gap
 
-    def compute(self):
+    def compute(self, track=True):
         """RMS and power of the sampled buffers (time-weighted over the whole cycles, so a
-        delayed read does not bias them); updates the DC offset tracking."""
+        delayed read does not bias them); updates the DC offset tracking when `track` (a
+        spoiled pass's mean is off: taken as the offset it would skew the good readings
+        after it, an offset error e reading sqrt(rms^2 + e^2))."""
         n = self.samples
         bi = self.buf_i
         bv = self.buf_v
@@ -125,7 +129,9 @@ class Meter:
             sum_v += bv[k] * w
         mean_i = sum_i / sum_w
         mean_v = sum_v / sum_w
-        if self.first or abs(mean_i - self.off_i) > 1000 or abs(mean_v - self.off_v) > 1000:
+        if not track and not self.first:
+            pass
+        elif self.first or abs(mean_i - self.off_i) > 1000 or abs(mean_v - self.off_v) > 1000:
             # first measurement, or back from a failure: seed the offsets afresh
             self.off_i = mean_i
             self.off_v = mean_v
@@ -160,6 +166,7 @@ class Meter:
 
     def measure(self):
         """One measurement; returns True if the front ends look alive."""
+        forced = False
         for _ in range(3):  # an interrupt that held the CPU too long spoils a measurement
             # kept: no gap over a tenth of the window (a sixth read 2.5 % off) or two steps
             # (a short window), and inside the window (compute() wraps at its end)
@@ -174,8 +181,10 @@ class Meter:
             self.spoiled += 1
             if self.spoiled <= MAX_SPOILED:
                 return self.ok
+            forced = True
         self.spoiled = 0
-        irms, vrms, power = self.compute()
+        self.forced = forced
+        irms, vrms, power = self.compute(not forced)
         self.measured_ms = time.ticks_ms()
         if vrms < MIN_MAINS_V:
             # no mains seen: a broken voltage front end (or no supply at all)
