@@ -50,20 +50,6 @@ def app_options(config):
     return out
 
 
-def needs_tls_room(config):
-    """Two TLS uplinks or more on a charge point (OCPP over wss, mqtts telemetry,
-    ThingSpeak REST over https, its default) get the board's TLS room (tls_room.py): one
-    TLS session at a time, in holes of heap kept for it from boot. One TLS uplink next to
-    the board fits without it (docs/firmware.md, "Heap")."""
-    if config["ocpp"] is None:
-        return False
-    ts = config["thingspeak"]
-    uplinks = (str(config["ocpp"].get("url", "")).startswith("wss:"),
-               str((config["mqtt"] or {}).get("url", "")).startswith("mqtts:"),
-               ts is not None and not ts.get("mqtt") and str(ts.get("url", "https:")).startswith("https:"))
-    return sum(1 for secure in uplinks if secure) >= 2
-
-
 class App:
     def __init__(self, flash=None, machine=None, network=None, dht=None, ntptime=None,
                  console=print):
@@ -100,12 +86,6 @@ class App:
         if error:
             self.log("config: " + error)
         cfg = self.config
-        self.tls_room = None
-        if needs_tls_room(cfg):
-            # first of all, into the cleanest heap: the placeholders of mbedTLS's buffers
-            from tls_room import Room
-
-            self.tls_room = Room(log=self.log)
         if cfg["ocpp"] is not None:
             # the biggest module first, into the cleanest heap (less fragmentation)
             gc.collect()
@@ -130,8 +110,7 @@ class App:
             from telemetry import Telemetry
 
             self.telemetry = Telemetry(cfg, self.station, self.clock, self.status, self.wifi,
-                                       self.log, self.flash, self.authorization_key,
-                                       self.tls_room)
+                                       self.log, self.flash, self.authorization_key)
         self.thingspeak = None
         if cfg["thingspeak"] is not None:
             gc.collect()  # load modules into a clean heap: less fragmentation
@@ -139,7 +118,6 @@ class App:
 
             self.thingspeak = ThingSpeak(cfg, self.station, self.clock, self.status, self.wifi,
                                          self.log, flash=self.flash)
-            self.thingspeak.tls_room = self.tls_room
         self.console = None
         self.wdt = None
         self.reports = 0
@@ -160,9 +138,6 @@ class App:
                 point = ChargePoint(cfg, self.station, self.flash, self.clock, log=self.log,
                                     on_reset=self.on_reset)
                 point.wifi = self.wifi  # no connection attempts while Wi-Fi is down
-                if self.tls_room is not None:  # its wss session lives in the room
-                    point.link.tls_room = self.tls_room
-                    self.tls_room.resident = point.link
                 return point
         gc.collect()  # load modules into a clean heap: less fragmentation
         from local_point import LocalPoint

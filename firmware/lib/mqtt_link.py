@@ -108,8 +108,6 @@ def publish_packet(topic, payload, retain, qos, pid):
 
 
 class Link:
-    room = None  # a tls_room.Room: the TLS session goes into the hole it keeps
-
     def __init__(self, url, client_id, user=None, password=None, ca_file=None, insecure=False,
                  flash=None, will=None, keepalive_s=60, timeout_s=5, max_backoff_s=60,
                  log=print, name="mqtt"):
@@ -221,8 +219,6 @@ class Link:
         try:
             try:
                 ctx = mqtt_connect.tls_context(self)
-                if self.room is not None:
-                    ctx = self.room.wrap(ctx)
             except MQTTError as exc:
                 if not self.warned:  # say it once, then keep retrying quietly
                     self.warned = True

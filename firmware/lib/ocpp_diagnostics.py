@@ -48,12 +48,10 @@ async def upload(fw, location, name, tries, interval):
         held = await cp.link.hold(url)  # one TLS session at a time
         try:
             with open(fw.flash.path("fw/diag.txt"), "rb") as fh:
-                try:
-                    resp = await httpc.put(url, source=fh, source_len=size, timeout=60,
-                                           headers={"Content-Type": "text/plain"},
-                                           ssl_ctx=cp.link.transfer_tls(url, fw.flash))
-                finally:
-                    cp.link.transfer_done()
+                resp = await httpc.put(url, source=fh, source_len=size, timeout=60,
+                                       headers={"Content-Type": "text/plain"},
+                                       ssl_ctx=httpc.tls_context(cp.ocpp_conf, fw.flash)
+                                       if url.startswith("https:") else None)
             ok = 200 <= resp.status < 300
             if not ok:
                 cp.log("diagnostics: upload answered HTTP %d" % resp.status)

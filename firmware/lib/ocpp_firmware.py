@@ -275,11 +275,9 @@ class Firmware:
         with open(self.flash.path(path), "wb") as fh:
             sink = HashSink(fh, limit)
             # https: the central system's TLS settings (ocpp.ca_file / ocpp.insecure)
-            try:
-                resp = await httpc.get(url, sink=sink, timeout=60,
-                                       ssl_ctx=self.cp.link.transfer_tls(url, self.flash))
-            finally:
-                self.cp.link.transfer_done()
+            resp = await httpc.get(url, sink=sink, timeout=60,
+                                   ssl_ctx=httpc.tls_context(self.cp.ocpp_conf, self.flash)
+                                   if url.startswith("https:") else None)
         if resp.status == 404 and missing_ok:
             self.flash.remove(path)
             return None

@@ -9,15 +9,11 @@ CALLs to ocpp_check.dispatch (paged), which hands them to the features.
     link.online (an asyncio.Event), link.state, link.registration
     ocpp_boot.end_wait(link)  # a TriggerMessage(BootNotification) while Pending
     await link.hold(url) / link.release()   # one TLS session at a time (below)
-    link.transfer_tls(url, flash) / link.transfer_done()   # each https transfer session
 
 One TLS session at a time: a Pico W's heap holds one mbedTLS session (about 23 KB held,
 more during the handshake) next to the running board, not two (docs/firmware.md, "Heap").
 An https transfer (firmware download, diagnostics upload) takes the link down while it
-runs when the link is wss:// itself (`hold` / `release`). With a TLS room (tls_room.py:
-mqtts telemetry or ThingSpeak over https next to a wss charge point) the wss session lives
-in the room and steps aside (`step_aside` / `come_back`) for each transient session; a
-transfer's sessions go through it (`transfer_tls` / `transfer_done`)."""
+runs when the link is wss:// itself (`hold` / `release`)."""
 
 import asyncio
 import gc
@@ -51,8 +47,6 @@ class Link:
         self.online = asyncio.Event()  # registered and open: the outbox may send
         self.boot_wake = None  # ocpp_boot's, while it waits to send BootNotification again
         self.held = 0  # https transfers that asked for the TLS link to stay down
-        self.tls_room = None  # tls_room.Room (app.py): the board's one TLS session at a time
-        self.room_taken = False
         self.call_lock = asyncio.Lock()
         self.pending_call = None  # [uid, Event, (kind, body) once answered]
         self.boot_token = "%08x" % random.getrandbits(32)
@@ -87,18 +81,11 @@ class Link:
                 self.state = "offline"
                 await wifi.event.wait()  # no network: nothing to try (nor to count as failed)
             self.state = "connecting"
-            room = self.tls_room if self.url.startswith("wss:") else None
-            if room is not None:  # no transient TLS session while this one connects
-                await room.lock.acquire()
             try:
                 password = cp.cfg.get("AuthorizationKey") or None
-                tls = conf if room is None else room.wrap(None, conf, cp.flash)
-                await ws.connect(self.url, "ocpp1.6", cp.cp_id, password, tls,
+                await ws.connect(self.url, "ocpp1.6", cp.cp_id, password, conf,
                                  timeout=15, flash=cp.flash)
             except Exception as exc:
-                if room is not None:
-                    room.reserve()  # the attempt's TLS buffers are gone: the hole back
-                    room.lock.release()
                 failures += 1
                 delay = self._backoff(failures)
                 self.state = "offline"
@@ -107,10 +94,8 @@ class Link:
                 continue
             # `failures` counts on until a session gets online: a central system that
             # accepts the upgrade and closes at once still sees growing delays
-            self.ws = ws
-            if room is not None:
-                room.lock.release()
             cp.log("ocpp: connected")
+            self.ws = ws
             self.state = "connected"
             reader = asyncio.create_task(self._reader(ws))
             try:
@@ -130,8 +115,6 @@ class Link:
             self.online.clear()
             self.state = "offline"
             await ws.abort()
-            if room is not None:
-                room.reserve()  # at once, before anything else lands in the hole
             self._fail_pending()
             try:
                 await reader
@@ -161,65 +144,27 @@ class Link:
 
     # -- one TLS session at a time -------------------------------------------------------
     async def hold(self, url):
-        """Before an https transfer: with a TLS room (app.py), take it (one TLS session at
-        a time: a wss link steps aside meanwhile); without one, when the OCPP link is TLS
-        as well, drop it and keep it down until `release()`. True if held (call release
-        after)."""
-        if not url.startswith("https:"):
+        """Before an https transfer: when the OCPP link is TLS as well, let the queued
+        messages go out (at most 10 s), drop the link and keep it down until
+        `release()`. True if the link is held (call release after)."""
+        if not (url.startswith("https:") and self.url.startswith("wss:")):
             return False
-        room = self.tls_room
-        if room is not None:
-            await room.take("an https transfer")
-            self.room_taken = True
-            return True
-        if not self.url.startswith("wss:"):
-            return False
-        await self.step_aside("an https transfer")
-        return True
-
-    def transfer_tls(self, url, flash):
-        """The SSL context of one https transfer session (None for http): the central
-        system's TLS settings, through the TLS room when there is one (its sessions land in
-        the room's hole; call `transfer_done()` after each)."""
-        if not url.startswith("https:"):
-            return None
-        import httpc
-
-        ctx = httpc.tls_context(self.cp.ocpp_conf, flash)
-        return ctx if self.tls_room is None else self.tls_room.wrap(ctx)
-
-    def transfer_done(self):
-        if self.tls_room is not None:
-            self.tls_room.reserve()  # at once: the hole back before anything lands in it
-
-    def release(self):
-        if self.room_taken:
-            self.room_taken = False
-            self.tls_room.give()
-        else:
-            self.come_back()
-
-    async def step_aside(self, what="a TLS session of another uplink"):
-        """Let the queued messages go out (at most 10 s), drop a wss link and keep it
-        down until `come_back()` (a ws link stays)."""
-        if not self.url.startswith("wss:"):
-            return
         for _ in range(100):
             if not self.cp.outbox.items or not self.online.is_set():
                 break
             await asyncio.sleep_ms(100)
         self.held += 1
-        self.cp.log("ocpp: link down during %s (one TLS session at a time)" % what)
+        self.cp.log("ocpp: link down during an https transfer (one TLS session at a time)")
         ws = self.ws
         if ws is not None:
             ws.open = False  # ends the session: run() drops the connection
         while self.ws is not None:
             await asyncio.sleep_ms(50)
         gc.collect()
+        return True
 
-    def come_back(self):
-        if self.url.startswith("wss:"):
-            self.held -= 1
+    def release(self):
+        self.held -= 1
 
     # -- keep-alive (registration: ocpp_boot) ----------------------------------------------
     async def _keepalive(self, ws):

@@ -15,16 +15,6 @@ else `ocpp.password`. While the broker is away, reports wait in a bounded buffer
 (`mqtt.buffer`, oldest dropped first, counted); a report leaves the buffer only once the
 broker acknowledged it (PUBACK).
 
-mqtts next to a charge point (a TLS room given, see tls_room.py): the link is not kept
-up. A Pico W's heap holds one TLS session next to the running board, not two (wss + a
-resident mqtts link left about 11 KiB free and MemoryErrors during a charging session).
-Reports wait in the buffer; once `mqtt.tls_batch` of them (default 10) are there, the
-telemetry takes its turn in the TLS room (one TLS session at a time, in holes of heap kept
-for it; a wss OCPP link steps aside meanwhile), connects, publishes the buffer and
-disconnects. The retained
-`online` is sent at each batch; no `offline` at its clean end (the will covers a batch
-cut short). mqtt://, local mode and mqtts without a room keep a resident link.
-
 Optional: `thingspeak.mqtt` publishes the ThingSpeak fields on a second link; see
 thingspeak.py.
 """
@@ -100,7 +90,7 @@ class Ring:
 
 class Telemetry:
     def __init__(self, config, station, clock, status_fn, wifi=None, log=print, flash=None,
-                 key_fn=None, tls_room=None):
+                 key_fn=None):
         section = config["mqtt"]
         self.cp_id = config["cp_id"]
         self.station = station
@@ -129,11 +119,6 @@ class Telemetry:
         if link.password is None:
             link.password = self.station_key
         self.buffer = Ring(section.get("buffer", 30))
-        # batches in the TLS room (see the module docstring), or a resident link
-        self.tls_room = tls_room if link.secure else None
-        link.room = self.tls_room
-        self.batch = max(1, min(int(section.get("tls_batch", 10)), len(self.buffer.items)))
-        self.batches = 0
         self.seq = 0
         self.published = 0
         self.failures = 0  # publishes the broker did not acknowledge (connection dropped)
@@ -153,8 +138,6 @@ class Telemetry:
         out["buffered"] = len(self.buffer)
         out["dropped"] = self.buffer.dropped
         out["publish_failures"] = self.failures
-        if self.tls_room is not None:
-            out["tls_batches"] = self.batches
         return out
 
     def sample(self):
@@ -221,11 +204,6 @@ class Telemetry:
                 if time.ticks_diff(now, next_ms) > 0:
                     next_ms = time.ticks_add(now, int(self.interval_s * 1000))
                 self.enqueue()
-            if self.tls_room is not None:
-                if len(self.buffer) >= self.batch and link.due():
-                    await self.send_batch()
-                await asyncio.sleep_ms(self._idle_ms(next_ms))
-                continue
             if link.due():
                 await self.connect()
             if link.connected():
@@ -235,22 +213,8 @@ class Telemetry:
                     await link.keep_alive()
             await asyncio.sleep_ms(self._idle_ms(next_ms))
 
-    async def send_batch(self):
-        """In the TLS room: connect, publish the buffer, disconnect."""
-        room = self.tls_room
-        await room.take("an mqtts telemetry batch")
-        try:
-            if await self.connect() and await self.flush():
-                self.batches += 1
-                self.link.close()  # DISCONNECT: the will is not sent
-        finally:
-            self.link._close_socket()
-            room.give()
-
     def _idle_ms(self, next_ms):
         """How long the loop may sleep: until the next report, reconnect attempt or
         keep-alive ping is due (nothing else feeds it), at least 200 ms, at most 5 s."""
-        wait = time.ticks_diff(next_ms, time.ticks_ms())
-        if self.tls_room is None:
-            wait = min(wait, self.link.idle_ms())
+        wait = min(time.ticks_diff(next_ms, time.ticks_ms()), self.link.idle_ms())
         return max(200, min(5000, wait))

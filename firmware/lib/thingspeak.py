@@ -23,10 +23,6 @@ code (0 Available .. 8 Faulted), field8 MCU temperature C; `status` = status tex
   `channels/<id>/publish` (payload `field1=..&..&status=..`, QoS 0) instead of REST over an
   `mqtt_link.Link` (the same guarded link as the telemetry: a dead or silent broker costs a
   bounded wait, never a stalled loop); the backlog still uses bulk REST.
-- REST over https next to a charge point (a TLS room, tls_room.py: one TLS session at a
-  time, the wss OCPP link stepping aside for each): the entries wait in the backlog and go
-  out as one bulk_update.json per `thingspeak.tls_batch` slots (default 10), each with its
-  `created_at`.
 
 `thingspeak.url` is configurable, so a board can post to the project's own server.
 """
@@ -60,8 +56,6 @@ def json_string(text):
 
 
 class ThingSpeak:
-    tls_room = None  # a tls_room.Room (app.py, next to a charge point): https posts take turns
-
     def __init__(self, config, station, clock, status_fn, wifi=None, log=print, http=None,
                  flash=None):
         section = config["thingspeak"]
@@ -79,8 +73,6 @@ class ThingSpeak:
         self.log = log
         self.http = http or httpc
         self.backlog = Ring(section.get("backlog", 40))
-        # https next to a charge point (a TLS room): entries wait, tls_batch of them per post
-        self.tls_batch = max(1, min(int(section.get("tls_batch", 10)), len(self.backlog.items)))
         self.mqtt_section = section.get("mqtt")
         self.flash = flash  # for thingspeak.ca_file and thingspeak.mqtt.ca_file
         # https: the server certificate is checked against thingspeak.ca_file (DER on
@@ -173,26 +165,13 @@ class ThingSpeak:
             return None
         return httpc.tls_context(self.tls_section, self.flash)
 
-    async def _post(self, url, body, content_type, max_body):
-        """One POST; over https next to a charge point in the board's TLS room
-        (tls_room.py: one TLS session at a time, a wss OCPP link steps aside for it)."""
-        headers = {"Content-Type": content_type}
-        room = self.tls_room if self.base.startswith("https:") else None
-        if room is None:
-            return await self.http.post(url, body, headers=headers, timeout=self.timeout_s,
-                                        max_body=max_body, ssl_ctx=self._tls())
-        await room.take("a ThingSpeak post")
-        try:
-            return await self.http.post(url, body, headers=headers, timeout=self.timeout_s,
-                                        max_body=max_body, ssl_ctx=room.wrap(self._tls()))
-        finally:
-            room.give()
-
     async def post_update(self, body):
         """True if ThingSpeak inserted the entry."""
         try:
-            resp = await self._post(self.base + "/update", body,
-                                    "application/x-www-form-urlencoded", 256)
+            resp = await self.http.post(
+                self.base + "/update", body,
+                headers={"Content-Type": "application/x-www-form-urlencoded"},
+                timeout=self.timeout_s, max_body=256, ssl_ctx=self._tls())
         except Exception as exc:
             self.net_errors += 1
             self.last_error = "update: %r" % (exc,)
@@ -223,7 +202,9 @@ class ThingSpeak:
         entries = None
         url = "%s/channels/%s/bulk_update.json" % (self.base, self.channel)
         try:
-            resp = await self._post(url, body, "application/json", 512)
+            resp = await self.http.post(url, body, headers={"Content-Type": "application/json"},
+                                        timeout=self.timeout_s, max_body=512,
+                                        ssl_ctx=self._tls())
         except Exception as exc:
             self.net_errors += 1
             self.last_error = "bulk: %r" % (exc,)
@@ -274,13 +255,6 @@ class ThingSpeak:
             return
         if self.wifi is not None and not self.wifi.is_up():
             self.backlog.push(self.bulk_entry(fields, status, ts))
-            return
-        if self.tls_room is not None and not self.mqtt_section and self.base.startswith("https:"):
-            # each https post is a turn in the TLS room (the wss OCPP link steps aside):
-            # the entries go out together, one bulk_update.json per tls_batch slots
-            self.backlog.push(self.bulk_entry(fields, status, ts))
-            if len(self.backlog) >= self.tls_batch:
-                await self.post_bulk()
             return
         if len(self.backlog):
             self.backlog.push(self.bulk_entry(fields, status, ts))

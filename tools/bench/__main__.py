@@ -459,13 +459,11 @@ def firmware_heap_figures() -> dict:
     """Peak heap on the MicroPython Unix port (32-bit) at a Pico W's heap: the charge point alone during a
     session (tools.firmware_heap) and the complete board (tools.bench.board_heap)."""
     from tools import firmware_heap
-    from tools.bench import board_heap, board_heap_all_tls, ed25519_verify
+    from tools.bench import board_heap, ed25519_verify
 
-    log("firmware heap: charge point session, then the complete board (plain, every uplink "
-        "on TLS); Ed25519 verify")
+    log("firmware heap: charge point session, then the complete board; Ed25519 verify")
     out = {}
     for name, fn in (("charge_point", firmware_heap.run), ("board", board_heap.run),
-                     ("board_all_tls", board_heap_all_tls.run_all_tls),
                      ("ed25519", ed25519_verify.run)):
         try:
             out[name] = fn()

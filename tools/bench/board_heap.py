@@ -1,6 +1,6 @@
 """Heap of a complete board during a charging session on the MicroPython Unix port.
 
-    python -m tools.bench.board_heap [--tls | --all-tls]
+    python -m tools.bench.board_heap [--tls]
 
 Boots the real firmware (app, station, OCPP charge point, MQTT telemetry; installed as
 .mpy as on a board) at a Pico W's heap against the real central system (embedded broker),
@@ -9,17 +9,6 @@ board's own reports: the lowest free heap after a collection, sampled every 2 s.
 {"heap_kib", "peak_used_kib", "min_free_kib", "completed"}. With `--tls` the OCPP link is
 security profile 2 (wss://, the central system's ECDSA P-256 certificate checked against
 a CA on the board's flash; certificates made for the run).
-
-`--all-tls`: every uplink on TLS at once. OCPP over wss as with `--tls`; MQTT telemetry
-over mqtts:// to a Mosquitto this tool starts on 127.0.0.1 (TLS listener, a certificate
-from the same test CA, anonymous; stopped by PID at the end), in batches in the board's
-TLS room (firmware/lib/tls_room.py: one TLS session at a time, the wss link stepping
-aside for each batch); ThingSpeak REST to the central system's ThingSpeak-compatible
-`/update` (a channel made through the API with an admin token) over http (https there
-would be a third TLS user, see docs/firmware.md). After the charging session the central
-system sends UpdateFirmware for a signed bundle served over HTTPS (same CA): the download
-takes the room (the wss link down meanwhile, mqtts batches wait). Reports the lowest free
-heap per phase (idle, charging, HTTPS download) and the room's misses.
 """
 
 from __future__ import annotations
@@ -112,9 +101,4 @@ def run(heap: str | None = None, tls: bool = False) -> dict:
 
 
 if __name__ == "__main__":
-    if "--all-tls" in sys.argv[1:]:
-        from tools.bench.board_heap_all_tls import run_all_tls
-
-        run_all_tls()
-    else:
-        run(tls="--tls" in sys.argv[1:])
+    run(tls="--tls" in sys.argv[1:])

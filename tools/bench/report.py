@@ -159,17 +159,6 @@ def write(results: dict, out_dir: Path, started) -> list[Path]:
             else:
                 md.append(f"| {label} | {fmt(r.get('peak_used_kib'))} | "
                           f"{'yes' if r.get('completed', r.get('transactions')) else 'no'} |")
-        tls = fw.get("board_all_tls")
-        if tls and "error" not in tls:
-            low = tls.get("min_free_kib") or {}
-            md += ["", "Every uplink on TLS at once (wss, mqtts batches and HTTPS update in "
-                   "the TLS room; tools.bench.board_heap --all-tls), lowest free heap: idle %s "
-                   "KiB, charging %s KiB, HTTPS download %s KiB; TLS room misses %s; "
-                   "completed: %s." % (
-                       low.get("idle"), low.get("charging"), low.get("download"),
-                       tls.get("tls_room_misses"), "yes" if tls.get("completed") else "no")]
-        elif tls:
-            md += ["", f"Every uplink on TLS at once: not measured ({tls['error']})"]
     if results.get("commit_cost"):
         from tools.bench.commit_cost import table as commit_table
 
