@@ -102,6 +102,8 @@ class Station:
         self.closed_ms = None
         self.opened_ms = None
         self.offer_ms = None
+        self._cd_since = None  # when the EV was first seen asking for power (C/D) this time
+        self._clear_ms = None  # start of the last good measurement: open contactor, no current
         self.open_reason = None
         self.opens = 0
         self._opens_seen = 0
@@ -374,6 +376,8 @@ class Station:
                 self.fault_value[_WELDED] = current
         elif fresh:
             self._welded_count = 0
+            if ok and opened_long and not self.meter.forced:
+                self._clear_ms = self.cycle_ms
         # over-current against what the pilot offers (the EV has over_current_ms to follow)
         if ok and fresh and self._relay and current > self._oc_limit() + self.limits["over_current_margin_a"]:
             if self._oc_since is None:
@@ -459,10 +463,19 @@ class Station:
         offered = self.pilot.offer(amps if offer else 0)
         if self.pilot.duty != before:
             self.offer_ms = time.ticks_ms()
+        if state in ("C", "D"):
+            if self._cd_since is None:
+                self._cd_since = time.ticks_ms()
+        else:
+            self._cd_since = None
         if not self._relay:
-            # close only after a measurement with the contactor open showed no current
-            if (offer and offered > 0 and state in ("C", "D") and not self.flags[_WELDED]
-                    and self._welded_count == 0 and self.meter.measured_ms is not None):
+            # close only after a measurement with the contactor open showed no current,
+            # taken since the EV asks for power (a welded contactor conducts only then; an
+            # older measurement, say from a loaded host's late sampling task, proves nothing)
+            clear = self._clear_ms
+            if (offer and offered > 0 and self._cd_since is not None and not self.flags[_WELDED]
+                    and self._welded_count == 0 and clear is not None
+                    and time.ticks_diff(clear, self._cd_since) >= 0):
                 self._close()
                 # the timer may have seen the pilot change meanwhile: re-check
                 if self.classifier.state not in ("C", "D") or self._fatal():
