@@ -108,9 +108,13 @@ class ThingSpeak:
         st = self.station
         values = (None, st.temperature_c(), st.humidity(), st.voltage_v(), st.current_a(),
                   st.power_w(), None, None, st.mcu_temperature_c())
+        meter = getattr(st, "meter", None)
+        # a reading the meter took from a spoiled pass (meter.py: forced) stays out of the
+        # averages; the other samples of the interval carry them
+        forced = meter is not None and getattr(meter, "forced", False)
         for i in AVG_FIELDS:
             v = values[i]
-            if v is not None:
+            if v is not None and not (forced and 3 <= i <= 5):
                 self.sums[i] += v
                 self.counts[i] += 1
         self.samples += 1
