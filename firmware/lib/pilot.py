@@ -104,16 +104,20 @@ class Pilot:
     def sample(self, window_us=1100):
         """(high, low) pilot levels in volts x10 over `window_us` microseconds.
 
-        While the PWM runs, a window that saw only one level is stretched (up to four
-        times): with a slow ADC path (the host's test bench, a busy core) a short high
-        phase can fall between samples, and one level alone would read as state F."""
+        While the PWM runs, a window that saw only one level goes on for one more whole
+        window of reads: with a slow ADC path (the host's test bench, a busy core) a short
+        high phase can fall between samples, or a pause (another thread, a loaded host)
+        can leave every sample in one phase, and one level alone would read as state F.
+        A pilot really stuck at one level is read for two windows (at most sixteen)."""
         read = self.adc.read_u16
         hi = 0
         lo = 65535
         start = time.ticks_us()
         n = 0
-        limit = window_us * 4 if self.pwm_on() else window_us
+        pwm = self.pwm_on()
         spread = self.spread_raw
+        more = None  # when the extra window began
+        last = 0
         while True:
             v = read()
             if v > hi:
@@ -123,8 +127,14 @@ class Pilot:
             n += 1
             if n >= 24:
                 elapsed = time.ticks_diff(time.ticks_us(), start)
-                if elapsed >= window_us and (hi - lo > spread or elapsed >= limit):
-                    break
+                if elapsed >= window_us:
+                    if hi - lo > spread or not pwm:
+                        break
+                    if more is None or elapsed - last > window_us // 4:
+                        more = elapsed  # (again after a pause: its reads must cover a window)
+                    if elapsed - more >= window_us or elapsed >= 16 * window_us:
+                        break
+                last = elapsed
             if n >= 2000:  # a very fast ADC: enough samples of the window
                 break
         k = self.dv_per_raw

@@ -355,7 +355,13 @@ class Station:
         fresh = not self.meter.spoiled
         now = time.ticks_ms()
         if fresh:
-            self._integrate(now)
+            if self.meter.forced:
+                # read from a spoiled pass (faults still judge it: safety is not blind) but
+                # not billed on: the span goes at the last good power while the contactor
+                # stayed closed, at none once it is open
+                self._integrate(now, self._p_prev if self._relay else 0.0, False)
+            else:
+                self._integrate(now)
         flags = self.flags
         # meter failure: two bad measurements in a row
         if ok and fresh:
