@@ -363,11 +363,12 @@ class Station:
             else:
                 self._integrate(now)
         flags = self.flags
-        # meter failure: two bad measurements in a row
+        # meter failure: two bad measurements in a row (a forced one, from a pass the
+        # host or an interrupt spoiled, says nothing about the front ends)
         if ok and fresh:
             self._meter_bad = 0
             flags[_METER] = False
-        elif fresh:
+        elif fresh and not self.meter.forced:
             self._meter_bad += 1
             if self._meter_bad >= 2:
                 flags[_METER] = True

@@ -188,7 +188,10 @@ def test_recurring_and_windowed_default_profiles_stack_and_reach_the_station(cs,
     assert collapse([v for _, v in values]) == [16.0, 10.0, 12.0, 10.0, 16.0], values
     for ts, v in values:
         if v == 12.0:
-            assert vf <= ts < vt, (ts, vf, vt)
+            # the connector applies a schedule's step at its next 1 s beat: a value sampled
+            # in the step's own second (or the next, on a loaded host) may still carry the
+            # old limit
+            assert vf <= ts <= vt + 1, (ts, vf, vt)
         if vf + 1 < ts < vt - 1:  # (the charge point's clock may be a second off the test's)
             assert v == 12.0, (ts, v)
     assert cs.invalid == [], cs.invalid
