@@ -35,28 +35,32 @@ def end_wait(link):
 
 async def register(link, ws):
     cp = link.cp
-    while ws.open:
-        try:
-            res = await link.call("BootNotification", payload(cp), registered=False)
-        except CallError as exc:
-            cp.log("ocpp: BootNotification refused: %s" % exc.code)
-            await asyncio.sleep(30)
-            continue
-        except asyncio.TimeoutError:
-            continue
-        on_result(link, res)
-        link.registration = res["status"]
-        cp.log("ocpp: BootNotification %s (interval %s)" % (res["status"], res.get("interval")))
-        if link.registration == "Accepted":
-            link.accepted_once = True
-            fw = cp.features.peek("fw")
-            if fw is not None:
-                fw.on_accepted()
-            return
-        # the retry interval; a TriggerMessage(BootNotification) ends it (ocpp_trigger)
-        link.boot_wake = wake = asyncio.Event()
-        try:
-            await asyncio.wait_for(wake.wait(), max(1, res.get("interval") or 30))
-        except asyncio.TimeoutError:
-            pass
+    try:
+        while ws.open:
+            # made before the call: a TriggerMessage(BootNotification) that arrives while the
+            # call is on the wire, before the Pending answer, still ends the next wait
+            link.boot_wake = wake = asyncio.Event()
+            try:
+                res = await link.call("BootNotification", payload(cp), registered=False)
+            except CallError as exc:
+                cp.log("ocpp: BootNotification refused: %s" % exc.code)
+                await asyncio.sleep(30)
+                continue
+            except asyncio.TimeoutError:
+                continue
+            on_result(link, res)
+            link.registration = res["status"]
+            cp.log("ocpp: BootNotification %s (interval %s)" % (res["status"], res.get("interval")))
+            if link.registration == "Accepted":
+                link.accepted_once = True
+                fw = cp.features.peek("fw")
+                if fw is not None:
+                    fw.on_accepted()
+                return
+            # the retry interval; a TriggerMessage(BootNotification) ends it (ocpp_trigger)
+            try:
+                await asyncio.wait_for(wake.wait(), max(1, res.get("interval") or 30))
+            except asyncio.TimeoutError:
+                pass
+    finally:
         link.boot_wake = None

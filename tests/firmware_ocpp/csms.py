@@ -223,6 +223,7 @@ class CentralSystem:
         self.refused: list[str] = []
         self.connects = 0
         self.boot_policy: dict[str, str] = {}
+        self.boot_next: dict[str, list[str]] = {}  # answers given first, in order, then boot_policy
         self.tags: dict[str, str] = {}
         self.parents: dict[str, str] = {}
         self.fail_next: dict[str, int] = {}
@@ -238,6 +239,10 @@ class CentralSystem:
 
     # -- policy -------------------------------------------------------------------------
     def boot_status(self, cp_id: str, payload: dict) -> str:
+        with self.lock:
+            queued = self.boot_next.get(cp_id)
+            if queued:
+                return queued.pop(0)
         return self.boot_policy.get(payload.get("firmware_version", ""),
                                     self.boot_policy.get(cp_id, "Accepted"))
 

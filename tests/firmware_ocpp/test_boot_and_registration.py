@@ -93,6 +93,32 @@ def test_pending_answers_calls_and_sends_only_boot_notifications_until_accepted(
     assert not cs.unknown_tx and cs.invalid == [], (cs.unknown_tx, cs.invalid)
 
 
+def boot_attempts(cs):
+    with cs.lock:
+        return sum(1 for a in cs.attempts if a[0] == "BootNotification")
+
+
+@pytest.mark.dual_runtime
+def test_boot_notification_triggered_while_the_pending_answer_is_on_its_way_is_sent_at_once(
+        cs, runtime_name, tmp_path):
+    # the first answer is Pending with a 600 s retry interval and is held back for 3 s; the
+    # TriggerMessage(BootNotification) reaches the charge point while its call is on the wire
+    cs.heartbeat_s = 600
+    cs.delay["BootNotification"] = 3.0
+    cs.boot_next[CP] = ["Pending"]
+    cs.boot_policy[CP] = "Accepted"
+    cp = start(cs, runtime_name, tmp_path / "cp", CP, accepted=False)
+    try:
+        cs.wait(lambda: boot_attempts(cs) >= 1, 30, "the first BootNotification on the wire")
+        assert cs.call(CP, call.TriggerMessage(requested_message="BootNotification")).status == "Accepted"
+        wait_console(cp, "BootNotification Pending (interval 600)", 30)
+        # not after the 600 s interval: the trigger that came before the answer still counts
+        wait_console(cp, "BootNotification Accepted", 30)
+    finally:
+        cp.finish()
+    assert len(boot_times(cs)) == 2, boot_times(cs)
+
+
 @pytest.mark.dual_runtime
 def test_rejected_stays_silent_answers_nothing_and_retries_after_the_interval(cs, runtime_name, tmp_path):
     cs.boot_policy[CP] = "Rejected"
