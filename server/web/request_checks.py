@@ -226,7 +226,7 @@ def _explain(error) -> tuple[str, str]:
         "maxItems": lambda: f"must have at most {expected} items",
         "minItems": lambda: f"must have at least {expected} items",
         "enum": lambda: "must be one of " + ", ".join(map(str, expected)),
-        "pattern": lambda: f"must match {expected}",
+        "pattern": lambda: "must match " + (expected[:-2] + "$" if expected.endswith("\\Z") else expected),
         "format": lambda: f"must be a {expected}",
     }
     explain = reasons.get(keyword)

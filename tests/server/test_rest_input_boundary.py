@@ -131,6 +131,19 @@ def test_query_parameters_outside_their_documented_range_are_refused(server):
     assert http(server, "GET", "/api/v1/transactions?limit=100000&since=2024-01-01")[0] == 200
 
 
+def test_a_value_ending_in_a_newline_does_not_pass_a_pattern_that_ends_the_value(server):
+    # JSON Schema reads `$` as the end of the value; Python's re also matches it before a
+    # final newline, which let "CP-1\n" through `^[^/\x00-\x1f]+$`
+    status, body = http(server, "GET", "/api/v1/diagnostics?cp_id=CP-1%0A")
+    _refused(status, body, "cp_id")
+    assert body["reason"].endswith("$"), body  # the documented pattern, not the engine's
+    status, body = http(server, "POST", "/api/v1/chargepoints", {"id": "CP-NL\n"})
+    _refused(status, body, "id")
+    status, body = http(server, "POST", "/api/v1/idtags", {"id_tag": "TAG", "note": "fine\n"})
+    assert status == 201, body  # a pattern-free text may still hold a newline
+    assert http(server, "GET", "/api/v1/diagnostics?cp_id=CP-1")[0] == 200
+
+
 def test_unknown_body_fields_and_wrong_content_type_are_refused(server):
     status, body = http(server, "POST", "/api/v1/chargepoints", {"id": "CP-X", "descripton": "typo"})
     _refused(status, body, "descripton")
