@@ -46,6 +46,21 @@ def wait_world(board, predicate, timeout=20.0, what="world condition"):
 BOOTED = []  # boards of the running test (their consoles are shown when it fails)
 
 
+def relay_open_latency(w: dict, period_ms: int = 20) -> tuple[int, int]:
+    """(latency, stall) in ms on the board's clock: from the world's unplug to the relay
+    opening, and how late the board's safety timer ran meanwhile (each gap between its
+    callbacks beyond one period: a host too loaded to schedule the board's timer thread).
+    The firmware's own part of the latency is latency - stall."""
+    before = w["unplugged_ms"]
+    opened = [t for t in w["relay_open_events"] if t >= before]
+    assert opened, ("the relay did not open after the unplug", before, w["relay_open_events"])
+    fires = w["timer_fires"]
+    earlier = [t for t in fires if t <= before]
+    window = earlier[-1:] + [t for t in fires if before < t <= opened[0]]
+    stall = sum(max(0, b - a - period_ms) for a, b in zip(window, window[1:]))
+    return opened[0] - before, stall
+
+
 def boot(board_factory, config, world=None, flash=None, files=None):
     """Boot a board and wait until its app is ready (console REPL task running).
     `files` ({name: bytes}) are put on its flash (directory `flash`) before it starts."""

@@ -262,6 +262,9 @@ class Timer(_Bound):
             _service.schedule(self, nxt)
         cb = self._callback
         if cb is not None:
+            world = self._w()
+            if world is not None:
+                world.timer_fired()
             try:
                 cb(self)
             except Exception as exc:  # the board prints IRQ errors and carries on

@@ -173,6 +173,7 @@ class World:
         self.energy_wh = 0.0  # energy actually delivered to the EV
         self._last_us = ticks_us()
         self.relay_open_events = []  # (ticks_ms when the relay opened), bounded
+        self.timer_fires = []  # ticks_ms of the last machine.Timer callbacks, bounded
         self.unplugged_ms = None  # ticks_ms when the EV was last unplugged (the world's clock)
         self.reset_handler = None  # called with a reason by machine.reset / WDT
         self.console = None  # optional sink for stand-in messages
@@ -301,6 +302,14 @@ class World:
             if len(events) > 32:
                 events.pop(0)
 
+    def timer_fired(self):
+        """A machine.Timer callback runs now: tests tell the host's stalls of the board's
+        timer from the firmware's own latency by these times."""
+        fires = self.timer_fires
+        fires.append(ticks_ms())
+        if len(fires) > 64:
+            fires.pop(0)
+
     def pin_input(self, pin_id):
         if pin_id in self.inputs:
             return self.inputs[pin_id]
@@ -364,6 +373,7 @@ class World:
             "rssi": self.rssi,
             "relay_open_events": list(self.relay_open_events),
             "unplugged_ms": self.unplugged_ms,
+            "timer_fires": list(self.timer_fires),
             "ticks_ms": ticks_ms(),
         }
 
