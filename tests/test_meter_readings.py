@@ -112,3 +112,54 @@ def test_a_held_reading_is_neither_a_weld_nor_energy_after_the_contactor_opens(r
     assert "FAULTS []" in out, out
     firmware_wh, world_wh = map(float, out.split("ENERGY ")[1].split())
     assert firmware_wh == pytest.approx(world_wh, abs=0.05), out
+STATION_SPOILED_AFTER_CLOSE = r"""
+import machine, dht, simworld, time
+from config import DEFAULTS, merge
+from storage import Flash
+from station import Station
+w = simworld.current()
+w.ev_plugged = True
+w.ev_demand_a = 16.0
+st = Station(merge(DEFAULTS, {"limits": {"max_current_a": 16.0}}), Flash("."), machine, dht)
+st.set_charging_allowed(True)
+true_volts = w.adc_volts
+spoil = [False]
+reads = [0]
+def held(channel, now_us=None):
+    if spoil[0] and channel == 1:
+        reads[0] += 1
+        if reads[0] % 16 == 0:
+            time.sleep_ms(3)  # every pass has gaps: every measurement is spoiled
+    return true_volts(channel, now_us)
+w.adc_volts = held
+for k in range(40):  # the safety timer's ticks and the sampling task's cycles, by hand
+    st._tick()
+    st._tick()
+    st.cycle()
+    if st.relay_closed():
+        break
+spoil[0] = True  # from the closing on, the host spoils every pass for about 2 s
+for k in range(12):
+    time.sleep_ms(150)
+    st._tick()
+    st.cycle()
+print("SPOILED", st.meter.forced, st.relay_closed())
+spoil[0] = False
+for k in range(4):
+    time.sleep_ms(150)
+    st._tick()
+    st.cycle()
+print("ENERGY %.4f %.4f" % (st.energy_wh(), w.energy_wh))
+"""
+
+
+@pytest.mark.parametrize("runtime", ["cpython", "micropython"])
+def test_energy_is_billed_when_every_pass_after_the_closing_is_spoiled(runtime, tmp_path):
+    """A loaded host spoils every pass for 2 s right after the contactor closed: the last
+    good power is from before the closing (0 W), so billing the forced readings' spans at it
+    lost that energy (a 3-minute soak billed 10 Wh for 13.1 Wh delivered)."""
+    out = run_script(runtime, STATION_SPOILED_AFTER_CLOSE, 120, cwd=tmp_path)
+    assert "SPOILED True True" in out, out
+    firmware_wh, world_wh = map(float, out.split("ENERGY ")[1].split())
+    assert world_wh > 1.5, out
+    assert firmware_wh == pytest.approx(world_wh, rel=0.03), out

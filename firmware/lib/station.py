@@ -122,6 +122,7 @@ class Station:
         self.cycle_ms = None
         self._e_ms = None
         self._p_prev = 0.0
+        self._good_ms = None  # cycle time of the last good (unforced) measurement
         self._last_pilot = "A"
         self.energy_listeners = []  # callables(wh) when the register is saved (optional)
 
@@ -355,12 +356,19 @@ class Station:
         fresh = not self.meter.spoiled
         now = time.ticks_ms()
         if fresh:
-            if self.meter.forced:
+            if not self.meter.forced:
+                self._integrate(now)
+                self._good_ms = now
+            elif not self._relay:
+                self._integrate(now, 0.0, False)
+            elif self._good_since_step():
                 # read from a spoiled pass (faults still judge it: safety is not blind) but
-                # not billed on: the span goes at the last good power while the contactor
-                # stayed closed, at none once it is open
-                self._integrate(now, self._p_prev if self._relay else 0.0, False)
+                # not billed on: the span goes at the last good power
+                self._integrate(now, self._p_prev, False)
             else:
+                # no good measurement since the contactor closed or the offer changed: the
+                # last good power is another state's (0 W before the closing), the forced
+                # reading is the best there is
                 self._integrate(now)
         flags = self.flags
         # meter failure: two bad measurements in a row (a forced one, from a pass the
@@ -419,6 +427,17 @@ class Station:
             self.register.save()  # every stop persists the register
         else:
             self.register.maybe_save()
+
+    def _good_since_step(self):
+        """Whether a good measurement was taken since the contactor last closed and the
+        offer last changed (the last good power is then this state's)."""
+        good = self._good_ms
+        if good is None:
+            return False
+        for t in (self.closed_ms, self.offer_ms):
+            if t is not None and time.ticks_diff(t, good) >= 0:  # (a closing follows the
+                return False  # measurement of its own cycle, in the same millisecond at times)
+        return True
 
     def _integrate(self, now, p=None, measured=True):
         if p is None:
