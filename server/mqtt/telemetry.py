@@ -39,6 +39,34 @@ TELEMETRY_VALIDATOR = FastValidator(Draft202012Validator(TELEMETRY_SCHEMA),
 RECENT_WINDOW = 1024
 
 
+class RecentKeys:
+    """The last RECENT_WINDOW keys in arrival order, with an O(1) membership test (a
+    deque alone is scanned on every message)."""
+
+    def __init__(self, size: int = RECENT_WINDOW) -> None:
+        self._order: deque = deque()
+        self._keys: set = set()
+        self._size = size
+
+    def __contains__(self, key) -> bool:
+        return key in self._keys
+
+    def __len__(self) -> int:
+        return len(self._order)
+
+    def add(self, key) -> None:
+        if key in self._keys:
+            return
+        if len(self._order) >= self._size:
+            self._keys.discard(self._order.popleft())
+        self._order.append(key)
+        self._keys.add(key)
+
+    def clear(self) -> None:
+        self._order.clear()
+        self._keys.clear()
+
+
 @dataclass
 class StationTelemetryStats:
     cp_id: str
@@ -52,7 +80,7 @@ class StationTelemetryStats:
     updated_at: float | None = None
     # (seq, ts, up) of the messages accepted lately (since this process started), oldest
     # first; not persisted
-    recent: deque = field(default_factory=lambda: deque(maxlen=RECENT_WINDOW), repr=False)
+    recent: RecentKeys = field(default_factory=RecentKeys, repr=False)
 
     def observe(self, seq: int, up: int | None, now: float, ts: float | None = None) -> bool:
         """Account for one valid message; returns False for a duplicate (QoS 1 redelivery:
@@ -76,7 +104,7 @@ class StationTelemetryStats:
         if late:
             self.received += 1
             self.lost = max(0, self.lost - 1)
-            self.recent.append(key)
+            self.recent.add(key)
             return True
         if last is not None and not rebooted and seq <= last:
             self.duplicates += 1
@@ -88,7 +116,7 @@ class StationTelemetryStats:
             self.lost += seq - last - 1
         self.received += 1
         self.last_seq = seq
-        self.recent.append(key)
+        self.recent.add(key)
         if up is not None:
             self.last_up = up
         return True
