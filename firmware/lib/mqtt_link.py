@@ -231,6 +231,7 @@ class Link:
         finally:
             del mqtt_connect
             paging.drop("mqtt_connect")
+            paging.drop("netopen")
             paging.drop("uplink")
         self.up = True
         self.attempts = 0
