@@ -26,7 +26,9 @@ API
 - Responses with Content-Length, `Transfer-Encoding: chunked`, or neither (read to EOF)
   are handled.
 - `timeout`: seconds for the whole exchange (connect, send, receive); `asyncio`'s
-  TimeoutError (MicroPython: `asyncio.TimeoutError`) on expiry.
+  TimeoutError (MicroPython: `asyncio.TimeoutError`) on expiry. The connection is opened
+  by netopen, the board's guarded connect: a connect that fails or times out closes its
+  socket.
 - `ssl_ctx` (https): an SSL context, or an uplink's config section (a dict with
   `ca_file` and/or `insecure`, see `tls_context()`). Without one an https URL is refused:
   TLS is secure by default. `ssl_context(cadata=None, insecure=False)` builds a context
@@ -50,6 +52,7 @@ uplink.py's (one of each for every uplink), named here too for the callers of ht
 import asyncio
 import json
 
+import paging
 from uplink import (  # noqa: F401
     HTTPError,
     basic_auth,
@@ -81,12 +84,19 @@ class Response:
 
 async def open_stream(host, port, secure, ssl_ctx=None):
     """(reader, writer) to host:port, TLS if `secure` (`ssl_ctx`: a context or an
-    uplink's config section; None refuses, as a TLS URL without a CA must)."""
+    uplink's config section; None refuses, as a TLS URL without a CA must). netopen's
+    guarded connect, loaded for the connect only: no socket is left open when it fails
+    or the request's timeout cancels it."""
+    ctx = None
     if secure:
+        ctx = ssl_ctx
         if ssl_ctx is None or isinstance(ssl_ctx, dict):
-            ssl_ctx = tls_context(ssl_ctx)
-        return await asyncio.open_connection(host, port, ssl=ssl_ctx, server_hostname=host)
-    return await asyncio.open_connection(host, port)
+            ctx = tls_context(ssl_ctx)
+    netopen = paging.load("netopen")
+    try:
+        return await netopen.connect(host, port, ctx)
+    finally:
+        paging.drop("netopen")
 
 
 async def close_stream(writer):

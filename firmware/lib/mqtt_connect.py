@@ -1,15 +1,13 @@
 """The connection code of mqtt_link.Link (loaded by `Link.connect` for one attempt and
-dropped again, like ocpp_wsopen for the WebSocket): the TLS context, the non-blocking TCP
-connect, the asyncio streams, CONNECT and its CONNACK. See mqtt_link.py for the bounds."""
+dropped again, like ocpp_wsopen for the WebSocket): the TLS context, the TCP connect and
+the asyncio streams (netopen's guarded connect, the broker's address kept), CONNECT and its
+CONNACK. See mqtt_link.py for the bounds."""
 
-import asyncio
-import select
-import socket
 import struct
 
-from mqtt_link import MICROPYTHON, MQTTError, as_bytes, field, packet
+import netopen
+from mqtt_link import MQTTError, as_bytes, field, packet
 
-POLL_MS = 20  # how often a pending TCP connect is polled from the event loop
 REFUSED = ("", "unacceptable protocol version", "client id rejected", "server unavailable",
            "bad user name or password", "not authorised")
 
@@ -51,30 +49,16 @@ def tls_context(link):
 
 
 async def tcp(link):
-    """A connected non-blocking socket, or an exception; never left open on failure."""
+    """A connected non-blocking socket (netopen.tcp: never left open on failure), to the
+    address resolved once and kept; resolved again after a refusal (the name may point
+    elsewhere now)."""
     if link.addr is None:
-        link.addr = socket.getaddrinfo(link.host, link.port, 0, socket.SOCK_STREAM)[0]
-    ai = link.addr
-    sock = socket.socket(ai[0], ai[1], ai[2])
+        link.addr = netopen.resolve(link.host, link.port)
     try:
-        sock.setblocking(False)
-        try:
-            sock.connect(ai[-1])
-        except OSError as exc:
-            if exc.errno not in (115, 36, 11):  # EINPROGRESS (Linux, lwIP), EAGAIN
-                raise
-        poller = select.poll()
-        poller.register(sock, select.POLLOUT)
-        while True:  # until connected, refused, or cancelled by connect()'s timeout
-            events = poller.poll(0)
-            if events:
-                if events[0][1] & (select.POLLERR | select.POLLHUP):
-                    link.addr = None  # refused: the name may point elsewhere now
-                    raise OSError(111, "connection refused")
-                return sock
-            await asyncio.sleep_ms(POLL_MS)
-    except BaseException:
-        sock.close()
+        return await netopen.tcp(link.addr)
+    except OSError as exc:
+        if exc.errno == netopen.REFUSED:
+            link.addr = None
         raise
 
 
@@ -84,19 +68,7 @@ async def handshake(link, ctx):
     link.stage = "TCP connect"
     sock = await tcp(link)
     link.stage = "TLS handshake" if ctx is not None else "CONNACK"
-    try:
-        if MICROPYTHON:  # its open_connection cannot take a connected socket
-            if ctx is not None:
-                sock = ctx.wrap_socket(sock, server_hostname=link.host,
-                                       do_handshake_on_connect=False)
-                sock.setblocking(False)
-            link.reader = link.writer = asyncio.StreamReader(sock)
-        else:
-            link.reader, link.writer = await asyncio.open_connection(
-                sock=sock, ssl=ctx, server_hostname=link.host if ctx else None)
-    except BaseException:
-        sock.close()
-        raise
+    link.reader, link.writer = await netopen.stream(sock, ctx, link.host)
     password = link.password() if callable(link.password) else link.password
     link.writer.write(connect_packet(link.client_id, link.user, password,
                                      link.keepalive_s, link.will))

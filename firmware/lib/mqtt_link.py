@@ -24,10 +24,11 @@ API alike, built in mqtt_connect.py), the server certificate checked against the
 module" (logged, retried with backoff).
 
 Bounds (the loop never waits on the network):
-- the TCP connect is non-blocking; readiness is polled every 20 ms from the event loop and
-  the socket is closed at once when `timeout_s` passes (MicroPython's
-  asyncio.open_connection cancelled by a timeout leaves its socket open: on the Unix port
-  for good, on a board until a garbage collection runs lwIP's finaliser);
+- the TCP connect is netopen's guarded connect (the one every uplink uses): non-blocking,
+  readiness polled every 20 ms from the event loop, the socket closed at once when
+  `timeout_s` passes (MicroPython's asyncio.open_connection cancelled by a timeout leaves
+  its socket open: on the Unix port for good, on a board until a garbage collection runs
+  lwIP's finaliser);
 - then the socket is wrapped as an asyncio stream (TLS handshake, CONNACK, PUBACK and
   PINGRESP are awaited, each bounded by `timeout_s`): a broker that accepts and never
   answers costs one timeout, not a stalled loop;
@@ -36,8 +37,9 @@ Bounds (the loop never waits on the network):
 A failure closes the socket and schedules the next attempt after min(max_backoff_s,
 2^n s) scaled by a random 0.5..1.0 (jitter: a fleet does not reconnect in step).
 
-The connection code (TLS context, TCP connect, CONNECT/CONNACK) is in mqtt_connect.py,
-loaded for each attempt and dropped again: it is not on the heap while the link is up.
+The connection code (TLS context, TCP connect, CONNECT/CONNACK) is in mqtt_connect.py
+(with netopen), loaded for each attempt and dropped again: it is not on the heap while the
+link is up.
 
 Why not umqtt.simple's client itself: its connect() opens a blocking socket of its own and
 reads the CONNACK without a timeout, and its QoS 1 publish() loops on blocking reads until
@@ -231,6 +233,7 @@ class Link:
         finally:
             del mqtt_connect
             paging.drop("mqtt_connect")
+            paging.drop("netopen")
             paging.drop("uplink")
         self.up = True
         self.attempts = 0

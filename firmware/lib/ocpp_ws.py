@@ -78,6 +78,7 @@ class WebSocket:
                                                          flash), timeout)
         finally:
             paging.drop("ocpp_wsopen")
+            paging.drop("netopen")
             paging.drop("uplink")
 
     async def abort(self):

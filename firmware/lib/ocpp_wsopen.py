@@ -1,16 +1,17 @@
-"""The WebSocket opening handshake (RFC 6455 section 4) for ocpp_ws: TCP (or TLS) connect,
-the HTTP Upgrade request with the subprotocol and Basic auth, the server's answer checked
+"""The WebSocket opening handshake (RFC 6455 section 4) for ocpp_ws: TCP (or TLS) connect
+(netopen's guarded connect: no socket left open by a failed or timed-out attempt), the
+HTTP Upgrade request with the subprotocol and Basic auth, the server's answer checked
 (101, Upgrade, Sec-WebSocket-Accept, the agreed subprotocol). Loaded by
 `ocpp_ws.WebSocket.connect` for one connection attempt and dropped again: its code is
 needed only while connecting."""
 
-import asyncio
 import binascii
 import hashlib
 import random
 import struct
 import time
 
+import netopen
 import ocpp_ws
 import uplink
 
@@ -76,10 +77,9 @@ async def handshake(self, url, protocol, user, password, ssl_ctx, flash=None):
             if isinstance(ssl_ctx, str):  # the flash path of a CA certificate
                 ssl_ctx = {"ca_file": ssl_ctx}
             ssl_ctx = uplink.tls_context(ssl_ctx, flash)
-        self.reader, self.writer = await asyncio.open_connection(
-            host, port, ssl=ssl_ctx, server_hostname=host)
     else:
-        self.reader, self.writer = await asyncio.open_connection(host, port)
+        ssl_ctx = None
+    self.reader, self.writer = await netopen.connect(host, port, ssl_ctx)
     try:
         key = binascii.b2a_base64(_rand_bytes(16)).strip()
         default = 443 if secure else 80

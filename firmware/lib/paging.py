@@ -15,8 +15,10 @@ What pages (and who drops it):
   ocpp_boot: registration, ocpp_messages: the payload builders): every control tick
   (`TRANSIENT`), ocpp_boot also by ocpp_link after registering;
 - the connection code: the WebSocket handshake (ocpp_wsopen: ocpp_ws), the MQTT connect
-  (mqtt_connect: mqtt_link), what the uplinks share (uplink: ocpp_ws, mqtt_link and the
-  tick; httpc keeps the functions it imported);
+  (mqtt_connect: mqtt_link), the guarded TCP/TLS connect they and httpc open every
+  connection with (netopen: ocpp_ws, mqtt_link and httpc, each after its connect), what
+  the uplinks share (uplink: ocpp_ws, mqtt_link and the tick; httpc keeps the functions
+  it imported);
 - firmware checks and uploads (firmware_trust, ed25519, ocpp_diagnostics: ocpp_firmware)
   and the console's helpers (diag: app and ev).
 One module pages by itself: ed25519 drops the pure SHA-512 (sha512) after each hash, so
@@ -29,9 +31,10 @@ longer shares (and keep a second copy of its module on the heap). So a coroutine
 again after every await: `cp.feature(name)`, `paging.load(...)`. Two cases are not
 holding in that sense: a paged module that keeps no state may run its own coroutine to
 the end (ocpp_wsopen's handshake, ocpp_boot's registration, ocpp_check's dispatch,
-mqtt_connect, ocpp_diagnostics' upload: dropping it only forgets the module, whose code
-stays until the coroutine returns), and a pinned feature's own work (`Features.pinned`:
-charging profiles, a reservation, a firmware job), which is never dropped meanwhile.
+mqtt_connect, netopen's connect, ocpp_diagnostics' upload: dropping it only forgets the
+module, whose code stays until the coroutine returns), and a pinned feature's own work
+(`Features.pinned`: charging profiles, a reservation, a firmware job), which is never
+dropped meanwhile.
 """
 
 import gc

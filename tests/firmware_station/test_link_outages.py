@@ -97,8 +97,8 @@ def test_black_holed_brokers_and_thingspeak_never_stall_the_loop_and_every_link_
 
 
 LEAK_SNIPPET = r'''
-import asyncio, os, time
-import mqtt_link
+import asyncio, os
+import httpc, mqtt_link, ocpp_ws
 
 def open_fds():
     n = 0
@@ -110,17 +110,48 @@ def open_fds():
             pass
     return n
 
+async def timed_out(coro):
+    try:
+        await coro
+    except asyncio.TimeoutError:
+        return 1
+    return 0
+
+def mqtt_attempts(port):
+    link = mqtt_link.Link("mqtt://127.0.0.1:%%d" %% port, "PICO-LEAK", timeout_s=0.05,
+                          log=lambda *a: None)
+
+    async def attempt():
+        await link.connect()  # connect() does not wait for the backoff
+        return link.failures, link.last_error
+    return attempt
+
+def ws_attempts(port):
+    ws = ocpp_ws.WebSocket(max_size=256, frag_size=64)
+    box = [0]
+
+    async def attempt():
+        box[0] += await timed_out(ws.connect("ws://127.0.0.1:%%d/ocpp/PICO-LEAK" %% port,
+                                             user="PICO-LEAK", password="k", timeout=0.05))
+        return box[0], "timed out"
+    return attempt
+
+def http_attempts(port):
+    box = [0]
+
+    async def attempt():
+        box[0] += await timed_out(httpc.get("http://127.0.0.1:%%d/status" %% port, timeout=0.05))
+        return box[0], "timed out"
+    return attempt
+
 async def main():
-    out = []
-    for port in (%(silent)d, %(unreachable)d):
-        link = mqtt_link.Link("mqtt://127.0.0.1:%%d" %% port, "PICO-LEAK", timeout_s=0.05,
-                              log=lambda *a: None)
-        await link.connect()  # the first attempt may load modules that open files
+    for kind, hole, port in %(cases)r:
+        attempt = {"mqtt": mqtt_attempts, "ws": ws_attempts, "http": http_attempts}[kind](port)
+        await attempt()  # the first attempt may load modules that open files
         before = open_fds()
         for _ in range(40):
-            await link.connect()  # connect() does not wait for the backoff
-        out.append("%%d %%d %%d %%s" %% (before, open_fds(), link.failures, link.last_error))
-    print("RESULT " + "|".join(out))
+            count, error = await attempt()
+        print("RESULT %%s %%s %%d %%d %%d %%s" %% (kind, hole, before, open_fds(), count, error))
 
 asyncio.run(main())
 '''
@@ -128,17 +159,27 @@ asyncio.run(main())
 
 @pytest.mark.dual_runtime
 def test_timed_out_connection_attempts_leave_no_socket_open(runtime_name, holes, tmp_path):
-    """A black-holed attempt closes its socket when it times out (MicroPython's
-    asyncio.open_connection, cancelled by a timeout, would leave one open per attempt)."""
+    """Every outgoing connection of the board (the MQTT link, the OCPP WebSocket, an httpc
+    request) closes its socket when an attempt towards a black hole times out: 40 attempts
+    each, against a server that accepts and never answers and a host that drops SYNs.
+    MicroPython's asyncio.open_connection, cancelled by a timeout, would leave one open per
+    attempt; netopen's guarded connect does not."""
     from firmware_ocpp.scripts import run_snippet
 
-    out = run_snippet(runtime_name, LEAK_SNIPPET % {"silent": holes.silent(),
-                                                    "unreachable": holes.unreachable()}, tmp_path)
-    for result, stage in zip(out.split("RESULT ", 1)[1].strip().split("|"),
-                             ("CONNACK", "TCP connect")):
-        before, after, failures, error = result.split(" ", 3)
-        assert int(failures) == 41 and error.endswith("(%s)" % stage), result
-        assert int(after) == int(before), f"{int(after) - int(before)} sockets left open: {result}"
+    # a silent hole per client: each attempt stays in its accept queue
+    cases = [(kind, hole, holes.silent() if hole == "silent" else holes.unreachable())
+             for kind in ("mqtt", "ws", "http") for hole in ("silent", "unreachable")]
+    out = run_snippet(runtime_name, LEAK_SNIPPET % {"cases": cases}, tmp_path, timeout=240)
+    results = [line.split(" ", 6)[1:] for line in out.splitlines() if line.startswith("RESULT ")]
+    assert [r[:2] for r in results] == [[kind, hole] for kind, hole, _ in cases], out
+    mqtt_stage = {"silent": "CONNACK", "unreachable": "TCP connect"}
+    for kind, hole, before, after, count, error in results:
+        if kind == "mqtt":
+            assert int(count) == 41 and error.endswith("(%s)" % mqtt_stage[hole]), (kind, hole, error)
+        else:
+            assert int(count) == 41, f"{kind} towards the {hole} hole: {count} of 41 timed out"
+        assert int(after) == int(before), \
+            f"{kind} towards the {hole} hole: {int(after) - int(before)} sockets left open"
 
 
 @pytest.mark.dual_runtime
