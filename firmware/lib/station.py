@@ -39,6 +39,7 @@ _HOT = const(5)
 _MCU_HOT = const(6)
 _METER = const(7)
 _NFLAGS = const(8)
+DEFER_MAX_MS = const(5000)  # longest a span waits for a good measurement to be billed
 CODES = ("PowerSwitchFailure", "EVCommunicationError", "InternalError", "EVCommunicationError",
          "OverCurrentFailure", "HighTemperature", "HighTemperature", "PowerMeterFailure")
 
@@ -123,6 +124,11 @@ class Station:
         self._e_ms = None
         self._p_prev = 0.0
         self._good_ms = None  # cycle time of the last good (unforced) measurement
+        # a span waiting for a good measurement (none since the closing): its estimate from
+        # the forced readings (W·ms), their power and its end; _deferred_ms None: none
+        self._deferred_wms = 0.0
+        self._deferred_p = 0.0
+        self._deferred_ms = None
         self._last_pilot = "A"
         self.energy_listeners = []  # callables(wh) when the register is saved (optional)
 
@@ -208,6 +214,8 @@ class Station:
         """The register, brought up to this instant with the last measured power (0 once
         the contactor is open), so a transaction stopped between two sampling cycles
         counts its last fraction of a second."""
+        if self._deferred_ms is not None and not self._relay:
+            self._commit_deferred()  # opened before a good measurement came
         last = self._e_ms
         if last is not None:
             now = time.ticks_ms()
@@ -356,7 +364,12 @@ class Station:
         fresh = not self.meter.spoiled
         now = time.ticks_ms()
         if fresh:
+            if self._deferred_ms is not None and (
+                    not self._relay or (self.opened_ms is not None and
+                                        time.ticks_diff(self.opened_ms, self._deferred_ms) >= 0)):
+                self._commit_deferred()  # opened before a good measurement came
             if not self.meter.forced:
+                self._deferred_ms = None  # this measurement covers the span from the step
                 self._integrate(now)
                 self._good_ms = now
             elif not self._relay:
@@ -367,9 +380,11 @@ class Station:
                 self._integrate(now, self._p_prev, False)
             else:
                 # no good measurement since the contactor closed or the offer changed: the
-                # last good power is another state's (0 W before the closing), the forced
-                # reading is the best there is
-                self._integrate(now)
+                # last good power is another state's (0 W before the closing) and a forced
+                # reading can be a third off: the span waits for a good measurement, as
+                # after a spoiled pass, with the forced estimate kept should the contactor
+                # open first (or the wait pass DEFER_MAX_MS)
+                self._defer(now)
         flags = self.flags
         # meter failure: two bad measurements in a row (a forced one, from a pass the
         # host or an interrupt spoiled, says nothing about the front ends)
@@ -439,6 +454,25 @@ class Station:
                 return False  # measurement of its own cycle, in the same millisecond at times)
         return True
 
+    def _defer(self, now):
+        if self._e_ms is None:
+            self._integrate(now)
+            return
+        p = self.meter.power_w or 0.0
+        self._deferred_wms = self._span_wms(self._e_ms, now, p)
+        self._deferred_p = p
+        self._deferred_ms = now
+        if time.ticks_diff(now, self._e_ms) > DEFER_MAX_MS:
+            self._commit_deferred()  # the register does not stand still for long
+
+    def _commit_deferred(self):
+        """Bill the waiting span on its forced estimate."""
+        if self._deferred_wms > 0:
+            self.register.add(self._deferred_wms / 3600000.0)
+        self._e_ms = self._deferred_ms
+        self._p_prev = self._deferred_p
+        self._deferred_ms = None
+
     def _integrate(self, now, p=None, measured=True):
         if p is None:
             p = self.meter.power_w or 0.0
@@ -447,22 +481,25 @@ class Station:
         if last is None:
             self._p_prev = p
             return
+        wms = self._span_wms(last, now, p)
+        if measured:
+            self._p_prev = p
+        if wms > 0:
+            self.register.add(wms / 3600000.0)
+
+    def _span_wms(self, last, now, p):
+        """The energy (W·ms) from `last` to `now`, the power being `p` at the end."""
         dt = time.ticks_diff(now, last)
         if dt <= 0:
-            return
+            return 0.0
         prev = self._p_prev
         # a step the station made itself (contactor opened or closed, offer changed) splits
         # the interval: the old power flowed until the step, the new one after it
         step = self._first_step(last, now)
         if step is not None:
             t1 = time.ticks_diff(step, last)
-            wms = prev * t1 + p * (dt - t1)
-        else:
-            wms = (prev + p) * dt / 2
-        if measured:
-            self._p_prev = p
-        if wms > 0:
-            self.register.add(wms / 3600000.0)
+            return prev * t1 + p * (dt - t1)
+        return (prev + p) * dt / 2
 
     def _first_step(self, last, now):
         """The earliest step the station made in [last, now] (contactor, offer), or None:

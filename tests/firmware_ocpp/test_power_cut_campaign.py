@@ -59,6 +59,9 @@ def test_a_hundred_power_cuts_lose_and_duplicate_no_transaction(tmp_path):
             return ids and len(txs) == len(ids) and all(t["meter_stop"] is not None for t in txs)
 
         cs.wait(all_closed, 60, "the journal to drain: every started transaction closed")
+        # the unplug's StatusNotifications follow the last StopTransaction's answer (the
+        # summary counts them as queued until they are sent)
+        cs.wait(lambda: cs.last_status(CP) == "Available", 30, "the connector reported Available")
         out = cp.finish()
     finally:
         cs.stop()
