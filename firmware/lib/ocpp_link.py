@@ -26,6 +26,8 @@ import ocpp_ws
 import paging
 from ocpp_rpc import CallError
 
+REGISTRATIONS = ("Accepted", "Pending", "Rejected")  # BootNotification.conf statuses
+
 
 class NotConnected(OSError):
     pass
@@ -223,7 +225,8 @@ class Link:
                 raise NotConnected("not connected")
             if uid is None:
                 uid = self.uid()
-            box = [uid, asyncio.Event(), None]
+            # [uid, answered, (kind, body), the registration call's action]
+            box = [uid, asyncio.Event(), None, None if registered else action]
             self.pending_call = box
             observe = self.call_observer
             outcome = "timeout"
@@ -293,6 +296,11 @@ class Link:
                 if p is not None and p[0] == uid and p[2] is None:
                     p[2] = (kind, body)
                     p[1].set()
+                    if p[3] == "BootNotification" and kind == ocpp_rpc.CALLRESULT and \
+                            isinstance(body, dict) and body.get("status") in REGISTRATIONS:
+                        # at once: a CALL that follows the answer on the wire is read
+                        # before the registration resumes, and must see this status
+                        self.registration = body["status"]
                 else:
                     cp.log("ocpp: answer to an unknown call %s ignored" % uid)
 

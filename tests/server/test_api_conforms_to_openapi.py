@@ -19,14 +19,17 @@ import asyncio
 import os
 import socket
 import threading
+import urllib.parse
 from collections import Counter
 
 import pytest
 import schemathesis
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
+from jsonschema import Draft202012Validator
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 
+from server.validation import FastValidator
 from tests.server.conftest import (
     ADMIN_TOKEN,
     ChargePointClient,
@@ -123,6 +126,10 @@ def _run(operation, mode, headers: dict, tally: Counter, path_parameters=None) -
     @settings(max_examples=EXAMPLES_PER_OPERATION, deadline=None, database=None,
               suppress_health_check=list(HealthCheck))
     def exercise(case):
+        if mode == GenerationMode.POSITIVE and path_parameters is None:
+            # Schemathesis leaves a generated "%0D" in a path unquoted: the server then
+            # reads a carriage return. A positive case must be valid as the server reads it.
+            assume(_path_as_received_is_valid(operation, case))
         response = case.call_and_validate(headers=headers, excluded_checks=excluded,
                                           timeout=STATION_TIMEOUT + 30)
         assert response.status_code not in (500, 503), response.text
@@ -130,6 +137,18 @@ def _run(operation, mode, headers: dict, tally: Counter, path_parameters=None) -
         tally[f"status {response.status_code}"] += 1
 
     exercise()
+
+
+def _path_as_received_is_valid(operation, case) -> bool:
+    for parameter in operation.definition.raw.get("parameters", []):
+        if parameter["in"] != "path":
+            continue
+        value = urllib.parse.unquote(str(case.path_parameters[parameter["name"]]))
+        if parameter["schema"].get("type") == "integer":
+            continue  # quoting does not change digits
+        if FastValidator(Draft202012Validator(parameter["schema"])).errors(value):
+            return False
+    return True
 
 
 @pytest.mark.slow(seconds=120 / SHARDS)
