@@ -27,6 +27,9 @@ from micropython import const
 from storage import Flash
 
 _GC_EVERY = const(8192)
+# the heap both TLS sessions (wss:// and mqtts://) need next to the firmware (a Pico W has
+# 191 872 bytes and ran out; docs/firmware.md, "Heap with every uplink on TLS")
+TLS_PAIR_HEAP_BYTES = const(262144)
 
 
 def app_options(config):
@@ -105,7 +108,10 @@ class App:
             self.wifi = Wifi(network, cfg["wifi"], self.log)
         self.point = self._connector_logic()
         self.telemetry = None
-        if cfg["mqtt"] is not None:
+        self.telemetry_refused = self._tls_pair_refused(cfg)
+        if self.telemetry_refused:
+            self.log("mqtt: " + self.telemetry_refused)
+        elif cfg["mqtt"] is not None:
             gc.collect()  # load modules into a clean heap: less fragmentation
             from telemetry import Telemetry
 
@@ -124,6 +130,26 @@ class App:
         self.task_errors = 0
         self.rebooting = False
         self.loop_gap_ms = None  # longest wake-to-wake interval of the loop probe
+
+    def _tls_pair_refused(self, cfg):
+        """Why mqtts:// telemetry is not started next to a wss:// charge point, or None.
+        Both TLS sessions resident need about 57 KiB besides the firmware's 118 KiB: a Pico
+        W's 187 KiB heap ran out during a charging session (MemoryError), so there telemetry
+        stays off and says why; billing (OCPP) keeps its heap. A board with a bigger heap
+        (a Pico 2 W) runs both."""
+        mqtt = cfg["mqtt"]
+        ocpp = cfg["ocpp"]
+        if mqtt is None or ocpp is None or not hasattr(gc, "mem_alloc"):
+            return None
+        if not (str(mqtt.get("url", "")).startswith("mqtts://") and
+                str(ocpp.get("url", "")).startswith("wss://")):
+            return None
+        heap = gc.mem_free() + gc.mem_alloc()
+        if heap >= TLS_PAIR_HEAP_BYTES:
+            return None
+        return ("mqtts:// next to a wss:// charge point does not fit a heap of %d bytes "
+                "(%d needed): telemetry is off, OCPP MeterValues still report the energy" % (
+                    heap, TLS_PAIR_HEAP_BYTES))
 
     def _connector_logic(self):
         cfg = self.config

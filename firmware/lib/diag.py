@@ -41,7 +41,9 @@ def uplinks_text(app):
                 else "unchecked: no CA, refused")))
     else:
         parts.append("ocpp off (local mode)")
-    if app.telemetry is None:
+    if app.telemetry_refused:
+        parts.append("mqtt off (mqtts next to wss does not fit this heap)")
+    elif app.telemetry is None:
         parts.append("mqtt off")
     else:
         t = app.telemetry

@@ -115,3 +115,47 @@ def test_a_board_charges_and_updates_its_firmware_over_https_within_a_pico_w_hea
             print("--- console without sensor reports ---\n" + "\n".join(lines[-150:]))
         files.close()
         cs.stop()
+
+
+@pytest.mark.parametrize("runtime", ["micropython-picow"])
+def test_mqtts_next_to_wss_is_refused_at_a_pico_w_heap_and_billing_keeps_working(
+        runtime_name, board_factory, tmp_path):
+    """wss:// and mqtts:// both resident ran out of a Pico W's heap during a charging session
+    (MemoryError): at that heap the board starts no mqtts telemetry next to a wss:// charge
+    point, says why at boot and in ev.status(), and the OCPP session charges and bills."""
+    cert = make_server_cert(tmp_path / "pki", "server")
+    cs = CentralSystem(password=KEY, heartbeat_s=5).start(ssl_ctx=cert.server_context())
+    board = None
+    try:
+        config = board_config(cs.url)
+        config["ocpp"]["ca_file"] = "ca.der"
+        # no broker needed: the telemetry link is never started
+        config["mqtt"] = {"url": "mqtts://127.0.0.1:9", "ca_file": "ca.der"}
+        board = board_factory(config, world=WORLD, start=False)
+        board.flash.mkdir(parents=True, exist_ok=True)
+        (board.flash / "ca.der").write_bytes(cert.ca_der)
+        board.start()
+        said = board.wait_for(r"^mqtt: mqtts:// next to a wss:// charge point does not fit a heap "
+                              r"of (\d+) bytes \(262144 needed\): telemetry is off", timeout=30)
+        # the heap MicroPython reports (free + allocated) is the -X heapsize less its tables
+        assert PICO_W_HEAP_BYTES * 0.95 < int(said.group(1)) <= PICO_W_HEAP_BYTES, said.group(0)
+        cs.wait(lambda: cs.last_status(CP) == "Available", 90, "registered over wss")
+        mark = board.console.mark()
+        board.control("console", line="import ev; ev.status()")
+        board.wait_for(r"^uplinks .*ocpp \w+ \(wss, certificate checked\), "
+                       r"mqtt off \(mqtts next to wss does not fit this heap\)", start=mark)
+        board.control("plug", demand_a=16)
+        cs.call(CP, call.RemoteStartTransaction(id_tag="CARD-TLS", connector_id=1))
+        cs.wait(lambda: cs.transactions, 60, "StartTransaction")
+        txid = max(cs.transactions)
+        cs.wait(lambda: len(cs.transactions[txid]["values"]) >= 5, 60, "meter values while charging")
+        board.control("unplug")
+        cs.wait(lambda: cs.transactions[txid]["meter_stop"] is not None, 60, "StopTransaction")
+        tx = cs.transactions[txid]
+        assert tx["meter_stop"] > tx["meter_start"], tx
+        assert "MemoryError" not in board.console.text and "OSError(12" not in board.console.text
+        assert "mqtt: connect" not in board.console.text  # no attempt was made
+    finally:
+        if board is not None:
+            board.stop()
+        cs.stop()
