@@ -147,11 +147,22 @@ def logs_command(port: str) -> list[str]:
     return [mpremote(), "connect", port, "exec", show, "+", "reset"]
 
 
+def _shown(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(ROOT)) + "/"
+    except ValueError:
+        return str(path) + "/"
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("build", help="compile the firmware into build/firmware/")
+    bd = sub.add_parser("build", help="compile the firmware into build/firmware/")
     fl = sub.add_parser("flash", help="build and deploy to a board with mpremote")
+    for p in (bd, fl):
+        p.add_argument("--build-dir", type=Path, default=BUILD,
+                       help="where the compiled firmware goes (default build/firmware/; "
+                            "emptied first)")
     fl.add_argument("--port", required=True, help="the board's serial port (/dev/ttyACM0)")
     fl.add_argument("--config", type=Path, default=ROOT / "config.local.json",
                     help="the local, untracked board config (default config.local.json)")
@@ -161,16 +172,17 @@ def main(argv=None) -> int:
     lg.add_argument("--dry-run", action="store_true")
     args = parser.parse_args(argv)
     if args.command == "build":
-        outputs = build()
+        outputs = build(args.build_dir)
         size = sum(p.stat().st_size for p in outputs)
-        print(f"build/firmware/: {len(outputs)} files, {size} bytes (mpy-cross -march={MPY_ARCH})")
+        print(f"{_shown(args.build_dir)}: {len(outputs)} files, {size} bytes "
+              f"(mpy-cross -march={MPY_ARCH})")
     elif args.command == "flash":
         raw = check_config(args.config)
-        outputs = build()
+        outputs = build(args.build_dir)
         print(f"config {args.config}: cp_id {raw.get('cp_id', '(default)')}, uplinks "
               + ", ".join(k for k in ("wifi", "ocpp", "mqtt", "thingspeak") if raw.get(k)))
-        print(f"build/firmware/: {len(outputs)} files")
-        cmd = flash_command(args.port, args.config)
+        print(f"{_shown(args.build_dir)}: {len(outputs)} files")
+        cmd = flash_command(args.port, args.config, args.build_dir)
         if args.dry_run:
             print(" ".join(cmd))
             return 0

@@ -50,7 +50,14 @@ class CentralSystem:
         # Each operation waiting for a charge point holds an HTTP worker thread: all but
         # two of them at most, so reads and /health always find a free worker.
         self._operation_slots = threading.BoundedSemaphore(max(1, config.http["threads"] - 2))
+        # the counters below are bumped from HTTP worker threads at once: `+= 1` is a read
+        # and a write, and two threads can lose one
+        self._count_lock = threading.Lock()
         schemas.precompile()
+
+    def _count(self, name: str) -> None:
+        with self._count_lock:
+            self.counters[name] += 1
 
     # Connections ---------------------------------------------------------------
     def attach(self, conn: ChargePointConnection) -> None:
@@ -118,7 +125,7 @@ class CentralSystem:
             raise OperationError(503, "the OCPP endpoint is not running")
         timeout = timeout or min(self.config.ocpp["call_timeout"], MAX_CALL_TIMEOUT)
         if not self._operation_slots.acquire(blocking=False):
-            self.counters["operations_refused_busy"] += 1
+            self._count("operations_refused_busy")
             raise OperationError(429, "too many operations are waiting for charge points; "
                                  "retry when one has been answered")
         try:
@@ -130,7 +137,7 @@ class CentralSystem:
               timeout: float) -> dict:
         cp_id = conn.cp_id
         future = asyncio.run_coroutine_threadsafe(conn.call(action, payload, timeout), self.loop)
-        self.counters["operations"] += 1
+        self._count("operations")
         try:
             result = future.result(timeout + 5)
         except CallFailed as exc:

@@ -13,6 +13,8 @@ def deploy(*args):
                           capture_output=True, text=True, timeout=120)
 
 
+# Only this test builds into the default build/firmware/ (the other tests build into their
+# own directories: parallel workers would empty each other's build).
 def test_flash_builds_copies_changed_files_installs_umqtt_writes_config_and_resets(tmp_path):
     cfg = tmp_path / "config.local.json"
     cfg.write_text((ROOT / "config.example.json").read_text())
@@ -34,36 +36,36 @@ def test_flash_builds_copies_changed_files_installs_umqtt_writes_config_and_rese
 def test_flash_refuses_a_config_the_firmware_would_reject(tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"cp_id": "PICO-1", "mqtt": {"url": "http://broker"}}))
-    out = deploy("flash", "--port", "/dev/ttyACM9", "--config", str(bad), "--dry-run")
+    out = deploy("flash", "--port", "/dev/ttyACM9", "--build-dir", str(tmp_path / "fw"), "--config", str(bad), "--dry-run")
     assert out.returncode != 0
     assert "mqtt.url must start with mqtt:// or mqtts://" in out.stderr
     truncated = tmp_path / "cut.json"
     truncated.write_text('{"cp_id": "PICO-1", "wifi": ')
-    out = deploy("flash", "--port", "/dev/ttyACM9", "--config", str(truncated), "--dry-run")
+    out = deploy("flash", "--port", "/dev/ttyACM9", "--build-dir", str(tmp_path / "fw"), "--config", str(truncated), "--dry-run")
     assert out.returncode != 0 and "not valid JSON" in out.stderr
 
 
 def test_flash_refuses_mqtts_without_a_ca_and_malformed_mqtt_keys(tmp_path):
     cfg = tmp_path / "tls.json"
     cfg.write_text(json.dumps({"cp_id": "PICO-1", "mqtt": {"url": "mqtts://broker.lan"}}))
-    out = deploy("flash", "--port", "/dev/ttyACM9", "--config", str(cfg), "--dry-run")
+    out = deploy("flash", "--port", "/dev/ttyACM9", "--build-dir", str(tmp_path / "fw"), "--config", str(cfg), "--dry-run")
     assert out.returncode != 0
     assert "mqtt.url is mqtts:// without mqtt.ca_file" in out.stderr
     cfg.write_text(json.dumps({"cp_id": "PICO-1", "mqtt": {"url": "mqtts://broker.lan",
                                                            "insecure": True}}))
-    out = deploy("flash", "--port", "/dev/ttyACM9", "--config", str(cfg), "--dry-run")
+    out = deploy("flash", "--port", "/dev/ttyACM9", "--build-dir", str(tmp_path / "fw"), "--config", str(cfg), "--dry-run")
     assert out.returncode == 0, out.stderr
     assert "warning: mqtt: TLS WITHOUT a certificate check" in out.stderr
     cfg.write_text(json.dumps({"cp_id": "PICO-1", "mqtt": {"url": "mqtts://broker.lan",
                                                            "ca_file": "ca.der",
                                                            "insecure": "yes"}}))
-    out = deploy("flash", "--port", "/dev/ttyACM9", "--config", str(cfg), "--dry-run")
+    out = deploy("flash", "--port", "/dev/ttyACM9", "--build-dir", str(tmp_path / "fw"), "--config", str(cfg), "--dry-run")
     assert out.returncode != 0 and "mqtt.insecure must be true or false" in out.stderr
     cfg.write_text(json.dumps({"cp_id": "PICO-1", "mqtt": {"url": "mqtt://broker.lan:18x3"}}))
-    out = deploy("flash", "--port", "/dev/ttyACM9", "--config", str(cfg), "--dry-run")
+    out = deploy("flash", "--port", "/dev/ttyACM9", "--build-dir", str(tmp_path / "fw"), "--config", str(cfg), "--dry-run")
     assert out.returncode != 0 and "mqtt.url needs a host and a port" in out.stderr
     cfg.write_text(json.dumps({"cp_id": "PICO-1", "thingspeak": {
         "channel": 1, "write_key": "K", "mqtt": {"url": "http://mqtt3.thingspeak.com"}}}))
-    out = deploy("flash", "--port", "/dev/ttyACM9", "--config", str(cfg), "--dry-run")
+    out = deploy("flash", "--port", "/dev/ttyACM9", "--build-dir", str(tmp_path / "fw"), "--config", str(cfg), "--dry-run")
     assert out.returncode != 0
     assert "thingspeak.mqtt.url must start with mqtt:// or mqtts://" in out.stderr

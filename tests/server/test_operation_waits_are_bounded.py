@@ -88,9 +88,11 @@ def test_operations_waiting_on_stations_never_take_the_last_http_workers(server)
         loop = asyncio.get_running_loop()
         async with raw_socket(server, "CP-MUTE") as ws:
             calls = [loop.run_in_executor(pool, call) for _ in range(9)]
-            await asyncio.wait_for(ws.recv(), 10)
+            await asyncio.wait_for(ws.recv(), 30)
+            # (30 s: nine requests from nine threads reach a loaded server slowly)
             await loop.run_in_executor(
-                pool, wait_until, lambda: server.central.counters["operations_refused_busy"] >= 3, 10)
+                pool, wait_until, lambda: server.central.counters["operations_refused_busy"] >= 3, 30,
+                "three operations refused as busy")
             health = await loop.run_in_executor(pool, _health_within, server, 5)
             waiting = server.central.counters["operations"]
             await ws.close()
