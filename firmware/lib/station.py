@@ -466,12 +466,15 @@ class Station:
             self._commit_deferred()  # the register does not stand still for long
 
     def _commit_deferred(self):
-        """Bill the waiting span on its forced estimate."""
+        """Bill the waiting span on its forced estimate (persisted at once when the
+        contactor has opened: the stop's own save may have come before)."""
         if self._deferred_wms > 0:
             self.register.add(self._deferred_wms / 3600000.0)
         self._e_ms = self._deferred_ms
         self._p_prev = self._deferred_p
         self._deferred_ms = None
+        if not self._relay:
+            self.register.save()
 
     def _integrate(self, now, p=None, measured=True):
         if p is None:
