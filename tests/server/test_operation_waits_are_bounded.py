@@ -55,11 +55,13 @@ def test_station_disconnect_fails_the_pending_and_the_queued_operations_at_once(
         loop = asyncio.get_running_loop()
         async with raw_socket(server, "CP-GONE") as ws:  # a station that never answers
             calls = [loop.run_in_executor(pool, timed_call) for _ in range(3)]
-            frame = json.loads(await asyncio.wait_for(ws.recv(), 10))
+            frame = json.loads(await asyncio.wait_for(ws.recv(), 30))
             assert frame[0] == 2 and frame[2] == "ClearCache"
-            # one call is pending on the station, two are queued behind it
+            # one call is pending on the station, two are queued behind it (30 s: three
+            # requests reach a loaded server slowly)
             await loop.run_in_executor(
-                pool, wait_until, lambda: server.central.counters["operations"] >= 3, 10)
+                pool, wait_until, lambda: server.central.counters["operations"] >= 3, 30,
+                "three operations waiting")
             closed_at = time.monotonic()
             await ws.close()
         return closed_at, await asyncio.wait_for(asyncio.gather(*calls), 2 * NEVER)
