@@ -129,6 +129,7 @@ class Station:
         self._deferred_wms = 0.0
         self._deferred_p = 0.0
         self._deferred_ms = None
+        self.estimated_ms = 0  # time billed on an estimate (spoiled passes), not a measurement
         self._last_pilot = "A"
         self.energy_listeners = []  # callables(wh) when the register is saved (optional)
 
@@ -377,6 +378,7 @@ class Station:
             elif self._good_since_step():
                 # read from a spoiled pass (faults still judge it: safety is not blind) but
                 # not billed on: the span goes at the last good power
+                self._estimated(now)
                 self._integrate(now, self._p_prev, False)
             else:
                 # no good measurement since the contactor closed or the offer changed: the
@@ -465,11 +467,16 @@ class Station:
         if time.ticks_diff(now, self._e_ms) > DEFER_MAX_MS:
             self._commit_deferred()  # the register does not stand still for long
 
+    def _estimated(self, until):
+        if self._e_ms is not None:
+            self.estimated_ms += max(0, time.ticks_diff(until, self._e_ms))
+
     def _commit_deferred(self):
         """Bill the waiting span on its forced estimate (persisted at once when the
         contactor has opened: the stop's own save may have come before)."""
         if self._deferred_wms > 0:
             self.register.add(self._deferred_wms / 3600000.0)
+        self._estimated(self._deferred_ms)
         self._e_ms = self._deferred_ms
         self._p_prev = self._deferred_p
         self._deferred_ms = None
