@@ -138,22 +138,32 @@ class Application:
         self.public_url = (self.config.server["public_url"].rstrip("/")
                            or self.dashboard_url.rstrip("/"))
 
+    @staticmethod
+    def _stop_part(name: str, stop) -> None:
+        try:
+            stop()
+        except Exception:  # noqa: BLE001 - logged; the other parts still stop
+            log.exception("stopping %s failed", name)
+
     def stop(self) -> None:
         if not self.started:
             return
         self.started = False
         log.info("shutting down")
+        # every part is stopped even when one fails: a broker left running or a store left
+        # open would outlive the process's error
         if self._http is not None:
-            self._http.stop()
+            self._stop_part("the HTTP server", self._http.stop)
         if self._monitor is not None:
             self._monitor.cancel()
         if self.endpoint is not None and self.endpoint.server is not None:
-            asyncio.run_coroutine_threadsafe(self.endpoint.stop(), self.loop).result(15)
+            self._stop_part("the OCPP endpoint", lambda: asyncio.run_coroutine_threadsafe(
+                self.endpoint.stop(), self.loop).result(15))
         if self.ingest is not None:
-            self.ingest.stop()
-        self.bridge.stop()
+            self._stop_part("the MQTT ingest", self.ingest.stop)
+        self._stop_part("the ThingSpeak bridge", self.bridge.stop)
         if self.broker is not None:
-            self.broker.stop()
+            self._stop_part("the MQTT broker", self.broker.stop)
         if self.loop is not None:
             self.loop.call_soon_threadsafe(self.loop.stop)
             self._loop_thread.join(10)

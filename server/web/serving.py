@@ -43,7 +43,17 @@ class _Waitress:
                     channel.close()
             server.trigger.close()
 
-        server.trigger.pull_trigger(close_everything)
+        try:
+            server.trigger.pull_trigger(close_everything)
+        except OSError as exc:
+            # the wake-up pipe is gone (seen once, EBADF, in a parallel test run): the loop
+            # cannot be asked, so close from here; its poll then ends with errors
+            log.error("HTTP server: cannot wake its loop (%s); closing its sockets directly", exc)
+            for channel in list(server._map.values()):
+                try:
+                    channel.close()
+                except OSError:
+                    pass
         self._thread.join(10)
 
 
