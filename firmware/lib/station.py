@@ -496,6 +496,10 @@ class Station:
             self._p_prev = p
         if wms > 0:
             self.register.add(wms / 3600000.0)
+            if not self._relay:
+                # the last span up to the opening, billed after the stop's own save (the
+                # cycle after the opening was spoiled): the stop's register is persisted
+                self.register.save()
 
     def _span_wms(self, last, now, p):
         """The energy (W·ms) from `last` to `now`, the power being `p` at the end."""

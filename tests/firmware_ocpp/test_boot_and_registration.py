@@ -125,6 +125,9 @@ def test_rejected_stays_silent_answers_nothing_and_retries_after_the_interval(cs
     cp = start(cs, runtime_name, tmp_path / "cp", CP, accepted=False)
     try:
         cs.wait(lambda: len(boot_times(cs)) >= 1, 30, "a BootNotification")
+        # the answer has reached the charge point (the test's calls below could otherwise
+        # overtake it on the central system's side: it notes the BootNotification first)
+        wait_console(cp, "BootNotification Rejected", 30)
         cp.ev(pilot="B", start=True, tag="CARD1")  # a card while Rejected: no Authorize
         # calls of the central system are not answered while Rejected
         for frame in ([2, "r1", "GetConfiguration", {}], [2, "r2", "TriggerMessage",
