@@ -80,6 +80,8 @@ async def driver():
         if cmd.get("exit"):
             print("HEAP", low[0])
             print("SUMMARY", json.dumps(cp.summary()))
+            # what is still queued, for a test that finds the queue not empty
+            print("QUEUED", json.dumps([m[0] for m in cp.outbox.items]), len(cp.journal))
             if sys.implementation.name == "cpython":
                 # CPython's asyncio.run would cancel cp.run() and wait for it, and a
                 # cancellation the link swallows (it awaits its ended reader under

@@ -74,7 +74,8 @@ def test_a_hundred_power_cuts_lose_and_duplicate_no_transaction(tmp_path):
           "held by the CS: %d, closed: %d, redeliveries after a cut: %d, stop reasons: %s"
           % (CUTS, starts_requested, len(started), len(txs),
              sum(1 for t in txs if t["meter_stop"] is not None), len(cs.redeliveries), reasons))
-    assert '"queued": 0' in out.rsplit("SUMMARY", 1)[-1], "the journal is empty at the end"
+    assert '"queued": 0' in out.rsplit("SUMMARY", 1)[-1], (
+        "the queue is empty at the end: " + out.rsplit("QUEUED", 1)[-1].strip())
     assert len(txs) == len(started) > 0
     assert all(t["meter_stop"] is not None for t in txs)
     assert not cs.unknown_tx and not cs.double_stops and cs.invalid == []
