@@ -215,8 +215,7 @@ class Station:
         """The register, brought up to this instant with the last measured power (0 once
         the contactor is open), so a transaction stopped between two sampling cycles
         counts its last fraction of a second."""
-        if self._deferred_ms is not None and not self._relay:
-            self._commit_deferred()  # opened before a good measurement came
+        self._commit_if_opened()
         last = self._e_ms
         if last is not None:
             now = time.ticks_ms()
@@ -365,10 +364,7 @@ class Station:
         fresh = not self.meter.spoiled
         now = time.ticks_ms()
         if fresh:
-            if self._deferred_ms is not None and (
-                    not self._relay or (self.opened_ms is not None and
-                                        time.ticks_diff(self.opened_ms, self._deferred_ms) >= 0)):
-                self._commit_deferred()  # opened before a good measurement came
+            self._commit_if_opened()
             if not self.meter.forced:
                 self._deferred_ms = None  # this measurement covers the span from the step
                 self._integrate(now)
@@ -470,6 +466,14 @@ class Station:
     def _estimated(self, until):
         if self._e_ms is not None:
             self.estimated_ms += max(0, time.ticks_diff(until, self._e_ms))
+
+    def _commit_if_opened(self):
+        """A waiting span whose contactor opened before a good measurement came is billed
+        on its forced estimate (the measurements after the opening read 0 W)."""
+        if self._deferred_ms is not None and (
+                not self._relay or (self.opened_ms is not None and
+                                    time.ticks_diff(self.opened_ms, self._deferred_ms) >= 0)):
+            self._commit_deferred()
 
     def _commit_deferred(self):
         """Bill the waiting span on its forced estimate (persisted at once when the
