@@ -7,16 +7,18 @@ taken while the server runs."""
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import logging
-import signal
 import sqlite3
 import sys
-import threading
 
 from server.app import Application
 from server.config import load_config
+from server.stop_signals import StopSignals
 from server.store import StoreCorrupt
 from server.store.sqlite import backup_database
+
+SLOW_SHUTDOWN_S = 30
 
 FLAG_KEYS = {
     "data_dir": "server.data_dir", "db": "store.path", "ocpp_host": "ocpp.host",
@@ -104,9 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     for noisy in ("amqtt", "transitions", "websockets", "waitress.queue"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signals = StopSignals()
     app = Application(config)
     try:
         app.start()
@@ -126,9 +126,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"MQTT broker guarantee: {app.broker.guarantee}", flush=True)
     print(f"PORTS ocpp={app.ports['ocpp']} http={app.ports['http']} "
           f"mqtt={app.ingest.broker['port']}", flush=True)
-    while not stop.wait(1.0):
+    while not signals.wait():
         pass
+    # every part's stop is bounded; one that still hangs is shown, thread by thread, in the
+    # log instead of leaving an operator with a silent process
+    faulthandler.dump_traceback_later(SLOW_SHUTDOWN_S, repeat=True, file=sys.stderr)
     app.stop()
+    faulthandler.cancel_dump_traceback_later()
     print("PicoCharge stopped", flush=True)
     return 0
 

@@ -30,6 +30,8 @@ import threading
 import time
 from pathlib import Path
 
+from server.stop_signals import StopSignals
+
 ROOT = Path(__file__).resolve().parent.parent
 STUBS = ROOT / "tools" / "stubs"
 STUBS_CPYTHON = ROOT / "tools" / "stubs_cpython"
@@ -412,8 +414,7 @@ def main(argv=None) -> int:
         install_firmware(flash, runtime=args.runtime)
     board = Board(args.runtime, flash, heap=args.heap, seed=args.seed,
                   world=json.loads(args.world), stdin_passthrough=True)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signals = StopSignals(stop=(signal.SIGTERM,))  # Ctrl-C still ends it with KeyboardInterrupt
     # The control line comes first on the console; requests wait in the listen queue until
     # the board is powered.
     host, _, port = args.control.rpartition(":")
@@ -432,7 +433,7 @@ def main(argv=None) -> int:
 
     threading.Thread(target=forward_stdin, daemon=True).start()
     try:
-        while not stop.is_set():
+        while not signals.stopping:
             proc = board.proc
             if board.powered and proc is not None and proc.poll() is not None:
                 time.sleep(0.3)  # a reset in progress replaces proc
@@ -440,7 +441,7 @@ def main(argv=None) -> int:
                     code = proc.returncode
                     print(f"[board] the board stopped (exit {code})", flush=True)
                     return 0 if code == 0 else 1
-            stop.wait(0.2)
+            signals.wait(0.2)
     except KeyboardInterrupt:
         pass
     finally:

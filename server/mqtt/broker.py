@@ -43,6 +43,7 @@ from server.mqtt.credentials import (
     topic_allowed,
 )
 from server.mqtt.mosquitto import MosquittoBroker, find_dynsec_plugin, find_mosquitto
+from server.stop_signals import StopSignals
 
 log = logging.getLogger(__name__)
 
@@ -320,11 +321,8 @@ def _serve_child(args) -> int:
         print(f"ERROR {exc}", flush=True)
         return 1
     print(f"PORT {bound}", flush=True)
-    done = threading.Event()
-    reload = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: done.set())
-    signal.signal(signal.SIGINT, lambda *_: done.set())
-    signal.signal(signal.SIGHUP, lambda *_: reload.set())
+    signals = StopSignals(other=(signal.SIGHUP,))
+    parent_gone = threading.Event()  # set by a thread, never by a signal handler
 
     def watch_parent() -> None:
         try:
@@ -332,12 +330,11 @@ def _serve_child(args) -> int:
                 pass
         except OSError:
             pass
-        done.set()
+        parent_gone.set()
 
     threading.Thread(target=watch_parent, daemon=True).start()
-    while not done.wait(0.1):
-        if reload.is_set():
-            reload.clear()
+    while not signals.wait(0.1) and not parent_gone.is_set():
+        if signals.take(signal.SIGHUP):
             broker.reload()
     broker.stop()
     return 0

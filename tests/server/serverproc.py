@@ -86,4 +86,9 @@ class ServerProcess:
 
     def terminate(self, timeout: float = 60) -> int:
         self.process.send_signal(signal.SIGTERM)
-        return self.process.wait(timeout)
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise AssertionError(f"the server did not stop within {timeout:.0f} s of SIGTERM; "
+                                 f"its output:\n{self.text[-12000:]}") from None
