@@ -45,6 +45,9 @@ class CentralSystem:
         self.transactions = TransactionBook(store, fleet, self.commit_timeout)
         self.connections: dict[str, ChargePointConnection] = {}
         self.counters: Counter = Counter()
+        # the MQTT ingest (server/mqtt/ingest.py), set by the application once it runs:
+        # telemetry that comes as DataTransfer goes through its pipeline
+        self.telemetry_ingest = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self.upload_tokens = UploadTokens(config.files["diagnostics_token_seconds"])
         # Each operation waiting for a charge point holds an HTTP worker thread: all but
