@@ -129,7 +129,10 @@ class App:
                 self.telemetry = Telemetry(cfg, self.station, self.clock, self.status, self.wifi,
                                            self.log, self.flash, self.authorization_key, link)
         self.thingspeak = None
-        if cfg["thingspeak"] is not None:
+        self.thingspeak_refused = self._https_next_to_wss(cfg)
+        if self.thingspeak_refused:
+            self.log("thingspeak: " + self.thingspeak_refused)
+        elif cfg["thingspeak"] is not None:
             gc.collect()  # load modules into a clean heap: less fragmentation
             from thingspeak import ThingSpeak
 
@@ -167,6 +170,27 @@ class App:
         return ("mqtts:// next to a wss:// charge point does not fit a heap of %d bytes "
                 "(%d needed): telemetry goes inside the OCPP wss session (DataTransfer)" % (
                     heap, TLS_PAIR_HEAP_BYTES), "mqtts next to wss does not fit this heap")
+
+    def _https_next_to_wss(self, cfg):
+        """Why ThingSpeak is not started, or None: its https:// posts are a second TLS
+        session (transient, every 15 s) next to a wss:// charge point, and on a heap below
+        TLS_PAIR_HEAP_BYTES each post took what the rest of the board needed (a Pico W's
+        heap: every post went out, and the board's own allocations failed meanwhile with
+        MemoryError). The central system's ThingSpeak bridge can feed the channel from the
+        telemetry, which rides inside the wss session there (docs/firmware.md)."""
+        ts = cfg["thingspeak"]
+        ocpp = cfg["ocpp"]
+        if ts is None or ocpp is None or not hasattr(gc, "mem_alloc"):
+            return None
+        if not (str(ts.get("url", "https://")).startswith("https://") and
+                str(ocpp.get("url", "")).startswith("wss://")):
+            return None
+        heap = gc.mem_free() + gc.mem_alloc()
+        if heap >= TLS_PAIR_HEAP_BYTES:
+            return None
+        return ("https:// next to a wss:// charge point does not fit a heap of %d bytes (%d "
+                "needed): ThingSpeak is off on the board; the central system's ThingSpeak "
+                "bridge can feed the channel from the telemetry" % (heap, TLS_PAIR_HEAP_BYTES))
 
     def _connector_logic(self):
         cfg = self.config

@@ -52,7 +52,9 @@ def uplinks_text(app):
         parts.append("mqtt %s (%d sent, %d buffered%s)" % (
             "connected" if t.connected() else "down", t.published, len(t.buffer),
             _security(t.link)))
-    if app.thingspeak is None:
+    if app.thingspeak_refused:
+        parts.append("thingspeak off (https next to wss does not fit this heap)")
+    elif app.thingspeak is None:
         parts.append("thingspeak off")
     else:
         ts = app.thingspeak
