@@ -114,9 +114,12 @@ class Telemetry:
         self.published = 0
         self.failures = 0  # publishes the broker did not acknowledge (connection dropped)
         self.start_ms = time.ticks_ms()
+        self.paused = None  # when it says so, no report is taken (telemetry_ocpp.py)
+        self.skipped = 0  # reports not taken meanwhile
         if link is not None:  # inside the OCPP session (telemetry_ocpp.py)
             self.link = link
             self.state_topic = None
+            self.paused = link.paused
             return
         from mqtt_link import Link  # here: thingspeak.py imports Ring from this module
 
@@ -147,6 +150,7 @@ class Telemetry:
         out["buffered"] = len(self.buffer)
         out["dropped"] = self.buffer.dropped
         out["publish_failures"] = self.failures
+        out["skipped"] = self.skipped
         return out
 
     def sample(self):
@@ -214,7 +218,13 @@ class Telemetry:
                 next_ms = time.ticks_add(next_ms, int(self.interval_s * 1000))
                 if time.ticks_diff(now, next_ms) > 0:
                     next_ms = time.ticks_add(now, int(self.interval_s * 1000))
-                self.enqueue()
+                if self.paused is not None and self.paused():
+                    if not self.skipped % 30:
+                        self.log("%s: no reports while an https transfer holds the OCPP link "
+                                 "(%d skipped)" % (self.link.name, self.skipped + 1))
+                    self.skipped += 1
+                else:
+                    self.enqueue()
             if link.due():
                 await self.connect()
             if link.connected():

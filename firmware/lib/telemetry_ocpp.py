@@ -54,6 +54,14 @@ class OcppTelemetryLink:
     def _online(self):
         return self.cp.link.online.is_set()
 
+    def paused(self):
+        """No reports are taken while an https transfer holds the OCPP link down (ocpp_link
+        `hold`): a report kept then is a small object left among the transfer's
+        allocations, and a firmware download next to a full buffer ran out of contiguous
+        heap for its next TLS session (OSError 12). A firmware update ends in a reboot,
+        which empties the buffer anyway."""
+        return self.cp.link.held > 0
+
     def connected(self):
         if self.up and not self._online():
             self.up = False

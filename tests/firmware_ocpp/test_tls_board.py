@@ -249,6 +249,7 @@ def test_every_uplink_on_tls_at_a_pico_w_heap_telemetry_rides_inside_the_wss_ses
                            ("firmware update, https download", downloading)):
             print("  %-40s free %6d  used %6d" % (name, free, PICO_W_HEAP_BYTES - free))
         print("  telemetry rows via DataTransfer: %d (first boot %d)" % (len(seqs), len(first_boot)))
+        print("  free heap during the download: %s" % [r["heap"] for r in download_reports])
         record_heap(min(idle, charging, downloading))
     finally:
         if board is not None:
