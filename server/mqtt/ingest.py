@@ -70,6 +70,9 @@ class MqttIngest:
         # the telemetry pipeline runs on paho's thread (MQTT) and on the OCPP loop
         # (DataTransfer), its commit callbacks on the store's writer thread
         self._lock = threading.RLock()
+        # stations whose telemetry came inside OCPP: no last will tells when it stops, the
+        # OCPP connection closing does (server/ocpp/central.py)
+        self.via_ocpp: set[str] = set()
 
     # Lifecycle ---------------------------------------------------------------
     def start(self, broker: dict, wait: float = 15.0) -> None:
@@ -176,6 +179,7 @@ class MqttIngest:
         it, or the first copy of a duplicate, is committed), else why it is invalid."""
         self.counters["received"] += 1
         self.counters["received.ocpp"] += 1
+        self.via_ocpp.add(cp_id)
         # a lone surrogate (a JSON escape) cannot be UTF-8: it fails as invalid JSON below
         return self.telemetry(cp_id, data.encode("utf-8", "surrogatepass"), acknowledge)
 

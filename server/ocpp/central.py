@@ -82,6 +82,10 @@ class CentralSystem:
         if self.connections.get(conn.cp_id) is conn:
             del self.connections[conn.cp_id]
             self.fleet.set_ocpp_online(conn.cp_id, False, "connection closed")
+            ingest = self.telemetry_ingest
+            if ingest is not None and conn.cp_id in ingest.via_ocpp:
+                self.fleet.set_telemetry_online(
+                    conn.cp_id, False, "the OCPP connection that carried its telemetry closed")
 
     async def monitor_silence(self) -> None:
         """One task for all connections: silence > factor × heartbeat interval → offline."""

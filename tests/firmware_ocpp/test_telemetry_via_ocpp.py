@@ -8,7 +8,7 @@ import json
 
 import pytest
 from ocpp.v16 import call
-from test_firmware_update import CP, KEY, WORLD, board_config
+from test_firmware_update import CP, WORLD, board_config
 
 CS_HEARTBEAT_S = 5
 

@@ -11,7 +11,8 @@ import json
 import sqlite3
 import time
 
-from tests.server.conftest import exchange, http, raw_socket, register, run
+from tests.server.conftest import ahttp, exchange, http, raw_socket, register, run
+from tests.waiting import wait_until
 
 DT = "DataTransfer"
 
@@ -51,6 +52,8 @@ def test_a_report_is_stored_as_telemetry_and_answered_accepted_once_committed(se
             answers = [await exchange(ws, transfer(f"t{seq}", report(seq))) for seq in (1, 2, 3)]
             # answered means committed: the rows are readable as the answers arrive
             assert [r["seq"] for r in rows(server, "CP-TEL")] == [1, 2, 3]
+            _, record = await ahttp(server, "GET", "/api/v1/chargepoints/CP-TEL")
+            assert record["telemetry"]["online"] is True
             return answers
 
     answers = run(scenario())
@@ -62,8 +65,12 @@ def test_a_report_is_stored_as_telemetry_and_answered_accepted_once_committed(se
     assert data_transfer_rows(server) == 0  # one copy of the data: not a data_transfer too
     counters = server.ingest.counters
     assert counters["received.ocpp"] == 3 and counters["telemetry_accepted"] == 3
-    _, record = http(server, "GET", "/api/v1/chargepoints/CP-TEL")
-    assert record["telemetry"]["online"] is True
+    # no last will for telemetry inside OCPP: the connection closing says it stopped
+    record = wait_until(lambda: (lambda r: r if not r["ocpp"]["online"] else None)(
+        http(server, "GET", "/api/v1/chargepoints/CP-TEL")[1]), 10, "the connection closed")
+    assert record["telemetry"]["online"] is False
+    events = http(server, "GET", "/api/v1/chargepoints/CP-TEL/events?kind=telemetry_online")[1]
+    assert len(events) == 1, events
 
 
 def test_the_station_id_is_the_connections_never_the_payloads(server):
