@@ -325,11 +325,17 @@ class App:
 
     def report_line(self):
         """The report as JSON (console report, `ev.report()`); the heap is the live heap
-        after a collection, measured before the diagnostics module is loaded for it."""
+        after a collection, measured before the diagnostics module is loaded for it. While
+        an https transfer holds the OCPP link, only the heap (`"transfer": true`)."""
         heap = None
         if hasattr(gc, "mem_free"):
             gc.collect()
             heap = gc.mem_free()
+        link = getattr(self.point, "link", None)
+        if heap is not None and link is not None and link.held:
+            # an https transfer holds the OCPP link (a firmware download): the heap alone,
+            # without loading the diagnostics module (about 12 KB) next to its TLS session
+            return json.dumps({"heap": heap, "transfer": True})
         import diag
 
         out = diag.report(self)
