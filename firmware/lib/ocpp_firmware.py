@@ -272,9 +272,23 @@ class Firmware:
     async def _get(self, url, path, limit, missing_ok=False, ctx=None):
         """Stream `url` into `path` on flash: (bytes, sha256 digest); None for a 404 when
         `missing_ok`. `ctx`: the SSL context for https (one for a whole bundle)."""
-        with open(self.flash.path(path), "wb") as fh:
-            sink = HashSink(fh, limit)
-            resp = await httpc.get(url, sink=sink, timeout=60, ssl_ctx=ctx)
+        for attempt in (1, 2):
+            with open(self.flash.path(path), "wb") as fh:
+                sink = HashSink(fh, limit)
+                try:
+                    resp = await httpc.get(url, sink=sink, timeout=60, ssl_ctx=ctx)
+                    break
+                except OSError as exc:
+                    # ENOMEM (mbedTLS): no hole for the session's buffers in that moment's
+                    # heap; once, after a collection and a pause (transient allocations
+                    # of other tasks end), the same file again
+                    if attempt == 2 or not exc.args or exc.args[0] != 12:
+                        raise
+            self.cp.log("firmware: no heap for the TLS session of %s (OSError 12): "
+                        "collecting, trying it again" % path)
+            gc.collect()
+            await asyncio.sleep_ms(500)
+            gc.collect()
         if resp.status == 404 and missing_ok:
             self.flash.remove(path)
             return None
