@@ -208,8 +208,6 @@ async def telemetry_transfer(conn, payload: dict) -> dict:
     ingest = central.telemetry_ingest
     if ingest is None:
         raise OcppError(INTERNAL_ERROR, "telemetry ingest not running, try again later")
-    if "data" not in payload:
-        return {"status": "Rejected", "data": "no data: the report's JSON goes in data"}
     loop = asyncio.get_running_loop()
     settled = loop.create_future()
 
@@ -223,7 +221,8 @@ async def telemetry_transfer(conn, payload: dict) -> dict:
         except RuntimeError:  # the loop has closed: nobody waits for the answer any more
             pass
 
-    invalid = ingest.handle_ocpp(conn.cp_id, payload["data"], acknowledge)
+    # no data at all is an empty report: invalid JSON, counted as such
+    invalid = ingest.handle_ocpp(conn.cp_id, payload.get("data", ""), acknowledge)
     if invalid is not None:
         return {"status": "Rejected", "data": invalid}
     try:

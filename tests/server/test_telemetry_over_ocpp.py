@@ -117,8 +117,9 @@ def test_invalid_reports_are_rejected_with_the_reason_counted_and_not_stored(ser
     assert answers["oversize"][2]["data"].startswith("size: ")
     assert rows(server, "CP-BAD") == []
     assert data_transfer_rows(server) == 0
-    assert server.ingest.counters["invalid"] == len(cases)
-    assert server.ingest.stations["CP-BAD"].invalid == len(cases)
+    assert answers["no data"][2]["data"].startswith("json: ")
+    assert server.ingest.counters["invalid"] == len(cases) + 1
+    assert server.ingest.stations["CP-BAD"].invalid == len(cases) + 1
 
 
 def test_data_that_is_not_a_string_is_a_schema_violation_and_stores_nothing(server):
