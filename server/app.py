@@ -130,6 +130,7 @@ class Application:
             (log.info if self.broker.kind == "mosquitto" else log.warning)(
                 "MQTT broker guarantee: %s", self.broker.guarantee)
         self.ingest = MqttIngest(self.config, self.store, self.fleet, on_telemetry=self.bridge.feed)
+        self.central.telemetry_ingest = self.ingest  # telemetry inside OCPP (DataTransfer)
         self.ingest.start(broker)
 
     def _start_http(self) -> None:

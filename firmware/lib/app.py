@@ -10,7 +10,8 @@ helpers (`import ev`) find.
 
 Tasks: the station's sampling task (its safety timer runs outside the loop), Wi-Fi and
 NTP, the connector logic (OCPP `ChargePoint` when config.json has an `ocpp` section, else
-`LocalPoint`: local mode, see local_point.py), MQTT telemetry, ThingSpeak, the console
+`LocalPoint`: local mode, see local_point.py), MQTT telemetry (inside the OCPP session
+when a second TLS session does not fit: `_telemetry_via_ocpp`), ThingSpeak, the console
 REPL, the watchdog feeder and the console report. Every task is guarded: a crash is
 logged and the task restarted after a pause; the watchdog (`app.watchdog_ms`, default
 8000, max 8388) is fed only while the station's sampling task keeps cycling.
@@ -108,17 +109,30 @@ class App:
             self.wifi = Wifi(network, cfg["wifi"], self.log)
         self.point = self._connector_logic()
         self.telemetry = None
-        self.telemetry_refused = self._tls_pair_refused(cfg)
-        if self.telemetry_refused:
-            self.log("mqtt: " + self.telemetry_refused)
-        elif cfg["mqtt"] is not None:
-            gc.collect()  # load modules into a clean heap: less fragmentation
-            from telemetry import Telemetry
+        self.telemetry_via = self._telemetry_via_ocpp(cfg)  # why it rides in OCPP, or None
+        if cfg["mqtt"] is not None:
+            link = None
+            if self.telemetry_via is not None:
+                self.log("mqtt: " + self.telemetry_via[0])
+                if self.mode == "ocpp":
+                    gc.collect()  # load modules into a clean heap: less fragmentation
+                    from telemetry_ocpp import OcppTelemetryLink
 
-            self.telemetry = Telemetry(cfg, self.station, self.clock, self.status, self.wifi,
-                                       self.log, self.flash, self.authorization_key)
+                    link = OcppTelemetryLink(self.point, cfg["mqtt"].get("max_backoff_s", 60),
+                                             self.log)
+                else:
+                    self.log("mqtt: no OCPP charge point to carry it: telemetry is off")
+            if self.telemetry_via is None or link is not None:
+                gc.collect()  # load modules into a clean heap: less fragmentation
+                from telemetry import Telemetry
+
+                self.telemetry = Telemetry(cfg, self.station, self.clock, self.status, self.wifi,
+                                           self.log, self.flash, self.authorization_key, link)
         self.thingspeak = None
-        if cfg["thingspeak"] is not None:
+        self.thingspeak_refused = self._https_next_to_wss(cfg)
+        if self.thingspeak_refused:
+            self.log("thingspeak: " + self.thingspeak_refused)
+        elif cfg["thingspeak"] is not None:
             gc.collect()  # load modules into a clean heap: less fragmentation
             from thingspeak import ThingSpeak
 
@@ -131,15 +145,21 @@ class App:
         self.rebooting = False
         self.loop_gap_ms = None  # longest wake-to-wake interval of the loop probe
 
-    def _tls_pair_refused(self, cfg):
-        """Why mqtts:// telemetry is not started next to a wss:// charge point, or None.
-        Both TLS sessions resident need about 57 KiB besides the firmware's 118 KiB: a Pico
-        W's 187 KiB heap ran out during a charging session (MemoryError), so there telemetry
-        stays off and says why; billing (OCPP) keeps its heap. A board with a bigger heap
-        (a Pico 2 W) runs both."""
+    def _telemetry_via_ocpp(self, cfg):
+        """(console line, status words) when telemetry goes inside the OCPP session as
+        DataTransfer (telemetry_ocpp.py), else None: when `mqtt.via` is "ocpp", or when
+        mqtts:// telemetry would be a second TLS session next to a wss:// charge point on a
+        heap below TLS_PAIR_HEAP_BYTES. Both sessions resident need about 57 KiB besides
+        the firmware's 118 KiB: a Pico W's 187 KiB heap ran out during a charging session
+        (MemoryError). A board with a bigger heap (a Pico 2 W) runs both."""
         mqtt = cfg["mqtt"]
         ocpp = cfg["ocpp"]
-        if mqtt is None or ocpp is None or not hasattr(gc, "mem_alloc"):
+        if mqtt is None or ocpp is None:
+            return None
+        if mqtt.get("via") == "ocpp":
+            return ("telemetry goes inside the OCPP session (DataTransfer), as mqtt.via says",
+                    "mqtt.via")
+        if not hasattr(gc, "mem_alloc"):
             return None
         if not (str(mqtt.get("url", "")).startswith("mqtts://") and
                 str(ocpp.get("url", "")).startswith("wss://")):
@@ -148,8 +168,29 @@ class App:
         if heap >= TLS_PAIR_HEAP_BYTES:
             return None
         return ("mqtts:// next to a wss:// charge point does not fit a heap of %d bytes "
-                "(%d needed): telemetry is off, OCPP MeterValues still report the energy" % (
-                    heap, TLS_PAIR_HEAP_BYTES))
+                "(%d needed): telemetry goes inside the OCPP wss session (DataTransfer)" % (
+                    heap, TLS_PAIR_HEAP_BYTES), "mqtts next to wss does not fit this heap")
+
+    def _https_next_to_wss(self, cfg):
+        """Why ThingSpeak is not started, or None: its https:// posts are a second TLS
+        session (transient, every 15 s) next to a wss:// charge point, and on a heap below
+        TLS_PAIR_HEAP_BYTES each post took what the rest of the board needed (a Pico W's
+        heap: every post went out, and the board's own allocations failed meanwhile with
+        MemoryError). The central system's ThingSpeak bridge can feed the channel from the
+        telemetry, which rides inside the wss session there (docs/firmware.md)."""
+        ts = cfg["thingspeak"]
+        ocpp = cfg["ocpp"]
+        if ts is None or ocpp is None or not hasattr(gc, "mem_alloc"):
+            return None
+        if not (str(ts.get("url", "https://")).startswith("https://") and
+                str(ocpp.get("url", "")).startswith("wss://")):
+            return None
+        heap = gc.mem_free() + gc.mem_alloc()
+        if heap >= TLS_PAIR_HEAP_BYTES:
+            return None
+        return ("https:// next to a wss:// charge point does not fit a heap of %d bytes (%d "
+                "needed): ThingSpeak is off on the board; the central system's ThingSpeak "
+                "bridge can feed the channel from the telemetry" % (heap, TLS_PAIR_HEAP_BYTES))
 
     def _connector_logic(self):
         cfg = self.config
@@ -284,11 +325,17 @@ class App:
 
     def report_line(self):
         """The report as JSON (console report, `ev.report()`); the heap is the live heap
-        after a collection, measured before the diagnostics module is loaded for it."""
+        after a collection, measured before the diagnostics module is loaded for it. While
+        an https transfer holds the OCPP link, only the heap (`"transfer": true`)."""
         heap = None
         if hasattr(gc, "mem_free"):
             gc.collect()
             heap = gc.mem_free()
+        link = getattr(self.point, "link", None)
+        if heap is not None and link is not None and link.held:
+            # an https transfer holds the OCPP link (a firmware download): the heap alone,
+            # without loading the diagnostics module (about 12 KB) next to its TLS session
+            return json.dumps({"heap": heap, "transfer": True})
         import diag
 
         out = diag.report(self)

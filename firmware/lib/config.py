@@ -103,8 +103,16 @@ def validate(cfg):
         raise ConfigError("wifi.ssid is missing")
     if cfg["ocpp"] is not None and not str(cfg["ocpp"].get("url", "")).startswith(("ws://", "wss://")):
         raise ConfigError("ocpp.url must start with ws:// or wss://")
-    if cfg["mqtt"] is not None:
-        _check_mqtt(cfg["mqtt"], "mqtt")
+    mqtt = cfg["mqtt"]
+    if mqtt is not None:
+        # "via": "ocpp" carries telemetry inside the OCPP session (telemetry_ocpp.py)
+        if mqtt.get("via", "broker") not in ("broker", "ocpp"):
+            raise ConfigError('mqtt.via must be "broker" or "ocpp"')
+        if mqtt.get("via") == "ocpp":
+            if cfg["ocpp"] is None:
+                raise ConfigError('mqtt.via "ocpp" needs an ocpp section')
+        else:
+            _check_mqtt(mqtt, "mqtt")
     ts = cfg["thingspeak"]
     if ts is not None:
         if ts.get("ca_file") is not None and not isinstance(ts["ca_file"], str):

@@ -41,16 +41,20 @@ def uplinks_text(app):
                 else "unchecked: no CA, refused")))
     else:
         parts.append("ocpp off (local mode)")
-    if app.telemetry_refused:
-        parts.append("mqtt off (mqtts next to wss does not fit this heap)")
-    elif app.telemetry is None:
+    if app.telemetry is None:
         parts.append("mqtt off")
+    elif app.telemetry_via is not None:
+        t = app.telemetry
+        parts.append("telemetry via ocpp (%s; %d sent, %d buffered)" % (
+            app.telemetry_via[1], t.published, len(t.buffer)))
     else:
         t = app.telemetry
         parts.append("mqtt %s (%d sent, %d buffered%s)" % (
             "connected" if t.connected() else "down", t.published, len(t.buffer),
             _security(t.link)))
-    if app.thingspeak is None:
+    if app.thingspeak_refused:
+        parts.append("thingspeak off (https next to wss does not fit this heap)")
+    elif app.thingspeak is None:
         parts.append("thingspeak off")
     else:
         ts = app.thingspeak

@@ -269,15 +269,26 @@ class Firmware:
                                              p.get("retryInterval", 30)))
         return {}
 
-    async def _get(self, url, path, limit, missing_ok=False):
+    async def _get(self, url, path, limit, missing_ok=False, ctx=None):
         """Stream `url` into `path` on flash: (bytes, sha256 digest); None for a 404 when
-        `missing_ok`."""
-        with open(self.flash.path(path), "wb") as fh:
-            sink = HashSink(fh, limit)
-            # https: the central system's TLS settings (ocpp.ca_file / ocpp.insecure)
-            resp = await httpc.get(url, sink=sink, timeout=60,
-                                   ssl_ctx=httpc.tls_context(self.cp.ocpp_conf, self.flash)
-                                   if url.startswith("https:") else None)
+        `missing_ok`. `ctx`: the SSL context for https (one for a whole bundle)."""
+        for attempt in (1, 2):
+            with open(self.flash.path(path), "wb") as fh:
+                sink = HashSink(fh, limit)
+                try:
+                    resp = await httpc.get(url, sink=sink, timeout=60, ssl_ctx=ctx)
+                    break
+                except OSError as exc:
+                    # ENOMEM (mbedTLS): no hole for the session's buffers in that moment's
+                    # heap; once, after a collection and a pause (transient allocations
+                    # of other tasks end), the same file again
+                    if attempt == 2 or not exc.args or exc.args[0] != 12:
+                        raise
+            self.cp.log("firmware: no heap for the TLS session of %s (OSError 12): "
+                        "collecting, trying it again" % path)
+            gc.collect()
+            await asyncio.sleep_ms(500)
+            gc.collect()
         if resp.status == 404 and missing_ok:
             self.flash.remove(path)
             return None
@@ -337,9 +348,13 @@ class Firmware:
             murl = base + "manifest.json"
         self.clear("fw/stage")
         flash.makedirs("fw/stage/lib")
-        digest = (await self._get(murl, "fw/stage/manifest.json", MAX_MANIFEST))[1]
+        # https: the central system's TLS settings (ocpp.ca_file / ocpp.insecure), one
+        # context for every file of the bundle (the CA parsed once, not once a file: fewer
+        # allocations between the TLS sessions, whose 16 KiB buffers need a hole each)
+        ctx = httpc.tls_context(self.cp.ocpp_conf, flash) if murl.startswith("https:") else None
+        digest = (await self._get(murl, "fw/stage/manifest.json", MAX_MANIFEST, False, ctx))[1]
         sig_path = "fw/stage/manifest.sig"
-        if await self._get(murl[:-5] + ".sig", sig_path, MAX_SIG, True) is None:
+        if await self._get(murl[:-5] + ".sig", sig_path, MAX_SIG, True, ctx) is None:
             sig_path = None
         why, learnt = await self._check_signature(digest, sig_path)
         if sig_path:
@@ -370,15 +385,20 @@ class Firmware:
                     raise ValueError("bad manifest entry: %s" % path)
                 need += meta["size"]
                 ix.write("%s %d %s\n" % (path, meta["size"], meta["sha256"].lower()))
-        manifest = files = meta = None
+        manifest = files = meta = names = None
         gc.collect()
         free = flash.free_bytes()
         if 0 <= free < need + 16384:
             raise ValueError("%d bytes do not fit in %d free" % (need, free))
+        # the names (kept for the install) again, from the index into the collected heap:
+        # the ones the manifest's parse made lay scattered where the manifest was, and
+        # left no hole there big enough for the next TLS session's buffers
+        with open(flash.path("fw/stage/index.txt")) as ix:
+            names = [line.split(" ", 1)[0] for line in ix]
         with open(flash.path("fw/stage/index.txt")) as ix:
             for line in ix:
                 path, size, sha = line.split()
-                n, digest = await self._get(base + path, "fw/stage/" + path, int(size))
+                n, digest = await self._get(base + path, "fw/stage/" + path, int(size), False, ctx)
                 if n != int(size):
                     raise ValueError("%s: %d bytes, not %s" % (path, n, size))
                 if binascii.hexlify(digest).decode() != sha:

@@ -15,6 +15,11 @@ else `ocpp.password`. While the broker is away, reports wait in a bounded buffer
 (`mqtt.buffer`, oldest dropped first, counted); a report leaves the buffer only once the
 broker acknowledged it (PUBACK).
 
+Inside the OCPP session instead (`link` = a telemetry_ocpp.OcppTelemetryLink, which app.py
+passes when a second TLS session does not fit the heap, or `mqtt.via` is "ocpp"): the same
+reports, buffer and backoff, each report an OCPP DataTransfer; no state topic then (the
+OCPP connection is the station's presence).
+
 Optional: `thingspeak.mqtt` publishes the ThingSpeak fields on a second link; see
 thingspeak.py.
 """
@@ -90,7 +95,7 @@ class Ring:
 
 class Telemetry:
     def __init__(self, config, station, clock, status_fn, wifi=None, log=print, flash=None,
-                 key_fn=None):
+                 key_fn=None, link=None):
         section = config["mqtt"]
         self.cp_id = config["cp_id"]
         self.station = station
@@ -104,6 +109,18 @@ class Telemetry:
         self.state_topic = ("picocharge/%s/state" % self.cp_id).encode()
         self.key_fn = key_fn
         self.ocpp_password = (config.get("ocpp") or {}).get("password")
+        self.buffer = Ring(section.get("buffer", 30))
+        self.seq = 0
+        self.published = 0
+        self.failures = 0  # publishes the broker did not acknowledge (connection dropped)
+        self.start_ms = time.ticks_ms()
+        self.paused = None  # when it says so, no report is taken (telemetry_ocpp.py)
+        self.skipped = 0  # reports not taken meanwhile
+        if link is not None:  # inside the OCPP session (telemetry_ocpp.py)
+            self.link = link
+            self.state_topic = None
+            self.paused = link.paused
+            return
         from mqtt_link import Link  # here: thingspeak.py imports Ring from this module
 
         link = self.link = Link(
@@ -118,11 +135,6 @@ class Telemetry:
             link.user = self.cp_id
         if link.password is None:
             link.password = self.station_key
-        self.buffer = Ring(section.get("buffer", 30))
-        self.seq = 0
-        self.published = 0
-        self.failures = 0  # publishes the broker did not acknowledge (connection dropped)
-        self.start_ms = time.ticks_ms()
 
     def station_key(self):
         """The MQTT password when none is configured: the AuthorizationKey."""
@@ -138,6 +150,7 @@ class Telemetry:
         out["buffered"] = len(self.buffer)
         out["dropped"] = self.buffer.dropped
         out["publish_failures"] = self.failures
+        out["skipped"] = self.skipped
         return out
 
     def sample(self):
@@ -176,6 +189,8 @@ class Telemetry:
             return False
         if not await self.link.connect():
             return False
+        if self.state_topic is None:
+            return True
         return await self.link.publish(self.state_topic, b"online", True, 1)
 
     async def flush(self):
@@ -183,8 +198,8 @@ class Telemetry:
         while len(self.buffer):
             if not await self.link.publish(self.topic, self.buffer.peek(), False, 1):
                 self.failures += 1
-                self.log("mqtt: connection lost (%s), %d report(s) buffered" % (
-                    self.link.last_error, len(self.buffer)))
+                self.log("%s: connection lost (%s), %d report(s) buffered" % (
+                    self.link.name, self.link.last_error, len(self.buffer)))
                 return False
             self.buffer.pop()
             self.published += 1
@@ -192,7 +207,7 @@ class Telemetry:
 
     def shutdown(self):
         """Clean disconnect: the will is not sent then, so say offline first."""
-        self.link.close(self.state_topic, b"offline")
+        self.link.close(self.state_topic, None if self.state_topic is None else b"offline")
 
     async def run(self):
         next_ms = time.ticks_ms()
@@ -203,7 +218,13 @@ class Telemetry:
                 next_ms = time.ticks_add(next_ms, int(self.interval_s * 1000))
                 if time.ticks_diff(now, next_ms) > 0:
                     next_ms = time.ticks_add(now, int(self.interval_s * 1000))
-                self.enqueue()
+                if self.paused is not None and self.paused():
+                    if not self.skipped % 30:
+                        self.log("%s: no reports while an https transfer holds the OCPP link "
+                                 "(%d skipped)" % (self.link.name, self.skipped + 1))
+                    self.skipped += 1
+                else:
+                    self.enqueue()
             if link.due():
                 await self.connect()
             if link.connected():

@@ -1,5 +1,6 @@
 """MQTT ingest: subscribes ``picocharge/+/telemetry`` and ``picocharge/+/state`` with QoS 1
-on a persistent session, validates every payload (bad ones are counted and logged, never
+on a persistent session (and takes the reports a station sends inside its OCPP session as
+DataTransfer, ``handle_ocpp``: the same pipeline), validates every payload (bad ones are counted and logged, never
 fatal), accounts per-station loss from ``seq``, and hands rows to the batching store.
 
 A telemetry message is acknowledged to the broker (PUBACK) only once its row is committed,
@@ -66,6 +67,12 @@ class MqttIngest:
         self.loop: PollLoop | None = None
         self.broker: dict | None = None
         self._generation = 0  # bumped on every (re)connect: message ids are per connection
+        # the telemetry pipeline runs on paho's thread (MQTT) and on the OCPP loop
+        # (DataTransfer), its commit callbacks on the store's writer thread
+        self._lock = threading.RLock()
+        # stations whose telemetry came inside OCPP: no last will tells when it stops, the
+        # OCPP connection closing does (server/ocpp/central.py)
+        self.via_ocpp: set[str] = set()
 
     # Lifecycle ---------------------------------------------------------------
     def start(self, broker: dict, wait: float = 15.0) -> None:
@@ -129,14 +136,16 @@ class MqttIngest:
         if not deferred:
             acknowledge()
 
-    def _invalid(self, cp_id: str | None, reason: str, detail: str) -> None:
+    def _invalid(self, cp_id: str | None, reason: str, detail: str) -> str:
+        """Count and log an invalid message; returns "<reason>: <detail>" (shortened)."""
         self.counters["invalid"] += 1
         self.counters[f"invalid.{reason}"] += 1
         if cp_id is not None:
             stats = self.stations.setdefault(cp_id, StationTelemetryStats(cp_id))
             stats.invalid += 1
             self._save_stats(stats)
-        log.warning("invalid MQTT message from %s (%s): %s", cp_id, reason, detail)
+        log.warning("invalid telemetry message from %s (%s): %s", cp_id, reason, detail)
+        return f"{reason}: {detail}"[:200]
 
     def handle(self, topic: str, payload: bytes, acknowledge=None) -> bool:
         """Process one message; True if `acknowledge` will be called once it is stored."""
@@ -149,7 +158,7 @@ class MqttIngest:
         if kind == "state":
             self._handle_state(cp_id, payload)
         elif kind == "telemetry":
-            return self._handle_telemetry(cp_id, payload, acknowledge)
+            return self.telemetry(cp_id, payload, acknowledge) is None and acknowledge is not None
         else:
             self._invalid(cp_id, "topic", topic)
         return False
@@ -163,31 +172,48 @@ class MqttIngest:
         self.fleet.set_telemetry_online(
             cp_id, state == "online", "MQTT last will" if state == "offline" else "MQTT online")
 
-    def _handle_telemetry(self, cp_id: str, payload: bytes, acknowledge=None) -> bool:
+    def handle_ocpp(self, cp_id: str, data: str, acknowledge) -> str | None:
+        """A telemetry report that came inside the station's OCPP session (a DataTransfer,
+        server/ocpp/handlers.py; `cp_id` is the authenticated connection's): the same
+        pipeline as the MQTT topic's. None when taken (`acknowledge(stored)` follows once
+        it, or the first copy of a duplicate, is committed), else why it is invalid."""
+        self.counters["received"] += 1
+        self.counters["received.ocpp"] += 1
+        self.via_ocpp.add(cp_id)
+        # a lone surrogate (a JSON escape) cannot be UTF-8: it fails as invalid JSON below
+        return self.telemetry(cp_id, data.encode("utf-8", "surrogatepass"), acknowledge)
+
+    def telemetry(self, cp_id: str, payload: bytes, acknowledge=None) -> str | None:
+        """One telemetry report of station `cp_id`, whatever carried it: size bound, JSON
+        (NaN and Infinity refused), schema, seq accounting, the row to the store, the
+        ThingSpeak bridge. None when it was taken: a new row, or a duplicate of one, and
+        `acknowledge` (if given) is called once that row is committed; otherwise the
+        reason it is invalid ("size: ...", "json: ...", "schema: ..."; counted, nothing
+        stored)."""
+        with self._lock:
+            return self._handle_telemetry(cp_id, payload, acknowledge)
+
+    def _handle_telemetry(self, cp_id: str, payload: bytes, acknowledge=None) -> str | None:
         if len(payload) > self.max_payload:
-            self._invalid(cp_id, "size", f"{len(payload)} bytes > {self.max_payload}")
-            return False
+            return self._invalid(cp_id, "size", f"{len(payload)} bytes > {self.max_payload}")
         try:
             data = json.loads(payload, parse_constant=_refuse_constant)
         except ValueError as exc:
-            self._invalid(cp_id, "json", str(exc))
-            return False
+            return self._invalid(cp_id, "json", str(exc))
         errors = TELEMETRY_VALIDATOR.errors(data)
         if errors:
             error = best_match(errors)
             where = "/".join(str(p) for p in error.absolute_path) or "payload"
-            self._invalid(cp_id, "schema", f"{where}: {error.message}")
-            return False
+            return self._invalid(cp_id, "schema", f"{where}: {error.message}")
         now = time.time()
         stats = self.stations.setdefault(cp_id, StationTelemetryStats(cp_id))
         if not stats.observe(data["seq"], data.get("up"), now, data["ts"]):
             self.counters["duplicates"] += 1
             self._save_stats(stats)
-            if acknowledge is None:
-                return False
-            # the first copy may still be waiting for its commit: acknowledge after it
-            self.store.when_committed(acknowledge)
-            return True
+            if acknowledge is not None:
+                # the first copy may still be waiting for its commit: acknowledge after it
+                self.store.when_committed(acknowledge)
+            return None
         row = {"cp_id": cp_id, "ts": float(data["ts"]), "received_at": now, "seq": data["seq"]}
         for column in TELEMETRY_COLUMNS:
             row[column] = data.get(column)
@@ -199,9 +225,10 @@ class MqttIngest:
         def settled(stored: bool = True) -> None:
             # the saved counters never run ahead of the committed rows
             if stored:
-                if newest:
-                    self._committed[cp_id] = position
-                self._save_stats(stats)
+                with self._lock:
+                    if newest:
+                        self._committed[cp_id] = position
+                    self._save_stats(stats)
             if acknowledge is not None:
                 acknowledge()
 
@@ -210,7 +237,7 @@ class MqttIngest:
         self.fleet.set_telemetry_online(cp_id, True, "telemetry received", now)
         if self.on_telemetry is not None:
             self.on_telemetry(cp_id, row)
-        return acknowledge is not None
+        return None
 
     def _save_stats(self, stats: StationTelemetryStats) -> None:
         row = stats.as_row()

@@ -45,6 +45,9 @@ class CentralSystem:
         self.transactions = TransactionBook(store, fleet, self.commit_timeout)
         self.connections: dict[str, ChargePointConnection] = {}
         self.counters: Counter = Counter()
+        # the MQTT ingest (server/mqtt/ingest.py), set by the application once it runs:
+        # telemetry that comes as DataTransfer goes through its pipeline
+        self.telemetry_ingest = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self.upload_tokens = UploadTokens(config.files["diagnostics_token_seconds"])
         # Each operation waiting for a charge point holds an HTTP worker thread: all but
@@ -79,6 +82,10 @@ class CentralSystem:
         if self.connections.get(conn.cp_id) is conn:
             del self.connections[conn.cp_id]
             self.fleet.set_ocpp_online(conn.cp_id, False, "connection closed")
+            ingest = self.telemetry_ingest
+            if ingest is not None and conn.cp_id in ingest.via_ocpp:
+                self.fleet.set_telemetry_online(
+                    conn.cp_id, False, "the OCPP connection that carried its telemetry closed")
 
     async def monitor_silence(self) -> None:
         """One task for all connections: silence > factor × heartbeat interval → offline."""

@@ -8,12 +8,13 @@ awaits the store's commit first; the other writes are queued.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Callable
 from typing import Any
 
-from server.ocpp.errors import SECURITY_ERROR, OcppError
+from server.ocpp.errors import INTERNAL_ERROR, SECURITY_ERROR, OcppError
 from server.ocpp.transactions import INT32_MAX, INT64_MAX, committed, require_int, require_store
 from server.timeutil import parse_time, to_iso
 
@@ -193,9 +194,51 @@ async def meter_values(conn, payload: dict) -> dict:
     return {}
 
 
+# A station's telemetry report inside its OCPP session (docs/architecture.md): it goes
+# through the MQTT ingest's pipeline, not into data_transfers (one copy of the data).
+TELEMETRY_TRANSFER = ("PicoCharge", "telemetry")
+
+
+async def telemetry_transfer(conn, payload: dict) -> dict:
+    """Accepted once the row (or, for a duplicate seq, its first copy) is committed;
+    Rejected with the reason when the report is invalid (counted like an invalid MQTT
+    message, nothing stored); a store that cannot commit: InternalError, try again."""
+    central = conn.central
+    require_store(central.store)
+    ingest = central.telemetry_ingest
+    if ingest is None:
+        raise OcppError(INTERNAL_ERROR, "telemetry ingest not running, try again later")
+    loop = asyncio.get_running_loop()
+    settled = loop.create_future()
+
+    def settle(stored: bool) -> None:
+        if not settled.done():
+            settled.set_result(stored)
+
+    def acknowledge(stored: bool = True) -> None:  # on the store's writer thread
+        try:
+            loop.call_soon_threadsafe(settle, stored)
+        except RuntimeError:  # the loop has closed: nobody waits for the answer any more
+            pass
+
+    # no data at all is an empty report: invalid JSON, counted as such
+    invalid = ingest.handle_ocpp(conn.cp_id, payload.get("data", ""), acknowledge)
+    if invalid is not None:
+        return {"status": "Rejected", "data": invalid}
+    try:
+        stored = await asyncio.wait_for(settled, central.commit_timeout)
+    except TimeoutError:
+        raise OcppError(INTERNAL_ERROR, "store did not commit in time, try again later") from None
+    if not stored:
+        raise OcppError(INTERNAL_ERROR, "the message could not be stored")
+    return {"status": "Accepted"}
+
+
 @handles("DataTransfer")
 async def data_transfer(conn, payload: dict) -> dict:
     central = conn.central
+    if (payload["vendorId"], payload.get("messageId")) == TELEMETRY_TRANSFER:
+        return await telemetry_transfer(conn, payload)
     require_store(central.store)
     written = central.store.add_data_transfer({
         "ts": time.time(), "cp_id": conn.cp_id, "direction": "in",
