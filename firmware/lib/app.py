@@ -159,17 +159,23 @@ class App:
         if mqtt.get("via") == "ocpp":
             return ("telemetry goes inside the OCPP session (DataTransfer), as mqtt.via says",
                     "mqtt.via")
-        if not hasattr(gc, "mem_alloc"):
-            return None
-        if not (str(mqtt.get("url", "")).startswith("mqtts://") and
-                str(ocpp.get("url", "")).startswith("wss://")):
-            return None
-        heap = gc.mem_free() + gc.mem_alloc()
-        if heap >= TLS_PAIR_HEAP_BYTES:
+        heap = self._second_tls_short_of_heap(mqtt.get("url", ""), "mqtts://", ocpp)
+        if heap is None:
             return None
         return ("mqtts:// next to a wss:// charge point does not fit a heap of %d bytes "
                 "(%d needed): telemetry goes inside the OCPP wss session (DataTransfer)" % (
                     heap, TLS_PAIR_HEAP_BYTES), "mqtts next to wss does not fit this heap")
+
+    @staticmethod
+    def _second_tls_short_of_heap(url, tls_scheme, ocpp):
+        """The heap size (bytes) when `url` is a second TLS session (`tls_scheme`) next to a
+        wss:// charge point on a heap below TLS_PAIR_HEAP_BYTES, else None."""
+        if not hasattr(gc, "mem_alloc"):
+            return None
+        if not (str(url).startswith(tls_scheme) and str(ocpp.get("url", "")).startswith("wss://")):
+            return None
+        heap = gc.mem_free() + gc.mem_alloc()
+        return heap if heap < TLS_PAIR_HEAP_BYTES else None
 
     def _https_next_to_wss(self, cfg):
         """Why ThingSpeak is not started, or None: its https:// posts are a second TLS
@@ -179,14 +185,10 @@ class App:
         MemoryError). The central system's ThingSpeak bridge can feed the channel from the
         telemetry, which rides inside the wss session there (docs/firmware.md)."""
         ts = cfg["thingspeak"]
-        ocpp = cfg["ocpp"]
-        if ts is None or ocpp is None or not hasattr(gc, "mem_alloc"):
+        if ts is None or cfg["ocpp"] is None:
             return None
-        if not (str(ts.get("url", "https://")).startswith("https://") and
-                str(ocpp.get("url", "")).startswith("wss://")):
-            return None
-        heap = gc.mem_free() + gc.mem_alloc()
-        if heap >= TLS_PAIR_HEAP_BYTES:
+        heap = self._second_tls_short_of_heap(ts.get("url", "https://"), "https://", cfg["ocpp"])
+        if heap is None:
             return None
         return ("https:// next to a wss:// charge point does not fit a heap of %d bytes (%d "
                 "needed): ThingSpeak is off on the board; the central system's ThingSpeak "
