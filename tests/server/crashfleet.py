@@ -136,25 +136,41 @@ class TelemetryPublisher:
         self.ledger = ledger
         self.seq = 0
         self.pending: dict[int, int] = {}
+        self.early: set[int] = set()  # message ids acknowledged before publish() noted them
         self.lock = threading.Lock()
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"crash-{cp_id}")
         self.client.on_publish = self._on_publish
         self.client.connect("127.0.0.1", broker_port)
         self.client.loop_start()
 
+    # paho calls on_publish holding its own message lock, and publish() takes that lock: our
+    # lock is never held across client.publish(), or the two threads wait for each other
+    # for good (seen beside a CPU hog: the campaign hung in close() for its whole timeout).
     def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
         with self.lock:
             seq = self.pending.pop(mid, None)
+            if seq is None:
+                self.early.add(mid)  # the PUBACK overtook publish()'s bookkeeping
         if seq is not None:
-            with self.ledger.lock:
-                self.ledger.telemetry.add((self.cp_id, seq))
+            self._acknowledged(seq)
+
+    def _acknowledged(self, seq: int) -> None:
+        with self.ledger.lock:
+            self.ledger.telemetry.add((self.cp_id, seq))
 
     def publish(self) -> None:
         self.seq += 1
-        body = json.dumps({"ts": time.time(), "seq": self.seq, "v": 230.0, "a": 16.0})
+        seq = self.seq
+        body = json.dumps({"ts": time.time(), "seq": seq, "v": 230.0, "a": 16.0})
+        info = self.client.publish(f"picocharge/{self.cp_id}/telemetry", body, qos=1)
         with self.lock:
-            info = self.client.publish(f"picocharge/{self.cp_id}/telemetry", body, qos=1)
-            self.pending[info.mid] = self.seq
+            acked = info.mid in self.early
+            if acked:
+                self.early.discard(info.mid)
+            else:
+                self.pending[info.mid] = seq
+        if acked:
+            self._acknowledged(seq)
 
     def close(self) -> None:
         self.client.loop_stop()
