@@ -41,6 +41,7 @@ def pytest_runtest_protocol(item, nextitem):
         yield
 
 
+@pytest.hookimpl(optionalhook=True)  # xdist's hook: `-p no:xdist` runs without it
 def pytest_xdist_make_scheduler(config, log):
     """Longest tests first, one at a time, when the run is spread by load (`make test`)."""
     if config.getoption("dist") == "load":
