@@ -15,11 +15,12 @@ SOAK_OUT ?= results/soak
 PYTEST_ARGS ?= -n 8
 SYSTEM_PACKAGES := build-essential gcc-multilib mosquitto chromium
 
-.PHONY: help setup system-deps broker-deps micropython run test lint firmware deploy repl logs bench soak clean distclean
+.PHONY: help setup system-deps broker-deps micropython run test test-fast lint firmware deploy repl logs bench soak clean distclean
 
 help:
 	@echo "make run        start the central system with its embedded defaults"
 	@echo "make test       set everything up and run the whole test suite"
+	@echo "make test-fast  the unit tests only (pure functions, pytest -m unit): seconds, needs only the venv"
 	@echo "make firmware   compile the firmware to build/firmware/ (.mpy, ready for a board)"
 	@echo "make deploy PORT=/dev/ttyACM0   flash a Pico W over USB with mpremote"
 	@echo "make repl       open the board's REPL        make logs   follow the board's log"
@@ -66,6 +67,12 @@ run: $(VENV)/.installed broker-deps
 
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The pure functions of the firmware and the server (tests marked `unit`): no boards, brokers,
+# servers or MicroPython build, so only the venv; one process (xdist's start-up costs more
+# than these tests take).
+test-fast: $(VENV)/.installed
+	$(PY) -m pytest -m unit -p no:randomly -q -n 0
 
 lint: $(VENV)/.installed
 	$(PY) -m ruff check .

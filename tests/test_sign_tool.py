@@ -14,6 +14,8 @@ import pytest
 from server.files import FirmwareLibrary, build_bundle
 from tools import sign
 
+pytestmark = pytest.mark.unit  # pure: starts no process, board, broker or server
+
 
 def bundle(root: Path, name: str = "b1") -> Path:
     src = root / ("src-" + name)

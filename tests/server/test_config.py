@@ -7,6 +7,8 @@ import pytest
 from server.__main__ import parse_args
 from server.config import load_config
 
+pytestmark = pytest.mark.unit  # pure: starts no process, board, broker or server
+
 
 def test_toml_environment_and_overrides_layer_in_order(tmp_path):
     toml = tmp_path / "picocharge.toml"

@@ -6,8 +6,12 @@ from __future__ import annotations
 import sqlite3
 import time
 
+import pytest
+
 from server.store.migrations import MIGRATIONS
 from server.store.sqlite import SQLiteStore
+
+pytestmark = pytest.mark.unit  # a store in tmp_path (its writer thread): no process or server
 
 
 def test_schema_is_migrated_once_and_versioned(tmp_path):

@@ -11,6 +11,8 @@ import pytest
 from server.mqtt.telemetry import TELEMETRY_VALIDATOR
 from server.ocpp.schemas import CENTRAL_SYSTEM_ACTIONS, CHARGE_POINT_ACTIONS, validator
 
+pytestmark = pytest.mark.unit  # pure: starts no process, board, broker or server
+
 ODD_VALUES = [True, False, 0, 1, 1.0, 1.5, -1, 10**20, "", "x", "x" * 600, None, [], {},
               [1], {"a": 1}, "2026-11-26T10:00:00Z", "2026-11-26", "not a date", "Accepted"]
 
