@@ -15,12 +15,13 @@ SOAK_OUT ?= results/soak
 PYTEST_ARGS ?= -n 8
 SYSTEM_PACKAGES := build-essential gcc-multilib mosquitto chromium
 
-.PHONY: help setup system-deps broker-deps micropython run test test-fast lint firmware deploy repl logs bench soak clean distclean
+.PHONY: help setup system-deps broker-deps micropython run test test-fast test-stress lint firmware deploy repl logs bench soak clean distclean
 
 help:
 	@echo "make run        start the central system with its embedded defaults"
 	@echo "make test       set everything up and run the whole test suite"
 	@echo "make test-fast  the unit tests only (pure functions, pytest -m unit): seconds, needs only the venv"
+	@echo "make test-stress  the whole suite beside a busy process on every core (tools/cpu_hog.py)"
 	@echo "make firmware   compile the firmware to build/firmware/ (.mpy, ready for a board)"
 	@echo "make deploy PORT=/dev/ttyACM0   flash a Pico W over USB with mpremote"
 	@echo "make repl       open the board's REPL        make logs   follow the board's log"
@@ -73,6 +74,10 @@ test: setup
 # than these tests take).
 test-fast: $(VENV)/.installed
 	$(PY) -m pytest -m unit -p no:randomly -q -n 0
+
+# The whole suite on a machine kept busy on purpose: timing that only holds when idle fails here.
+test-stress: setup
+	$(PY) -m tools.cpu_hog -- $(PY) -m pytest $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed
 	$(PY) -m ruff check .
