@@ -10,9 +10,10 @@ PORT ?= /dev/ttyACM0
 BOARD_CONFIG ?= config.local.json
 SOAK_MINUTES ?= 120
 SOAK_OUT ?= results/soak
-# The suite mostly waits (boards, brokers, timeouts): eight workers on two cores (pytest-xdist),
-# longest tests first (tests/scheduling.py).
-PYTEST_ARGS ?= -n 8
+# pytest-xdist workers as many as this host carries now (tests/hostpace.py measures its CPU
+# share and wake-up lag; PICOCHARGE_TEST_WORKERS=N decides instead), longest tests first
+# (tests/scheduling.py).
+PYTEST_ARGS ?= -n auto
 SYSTEM_PACKAGES := build-essential gcc-multilib mosquitto chromium
 
 .PHONY: help setup system-deps broker-deps micropython run test test-fast test-stress lint firmware deploy repl logs bench soak clean distclean

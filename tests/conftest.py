@@ -13,6 +13,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import hostpace  # noqa: E402
 from harness import HEAP, HEAP_BYTES, BoardHarness  # noqa: E402
 from scheduling import (  # noqa: E402
     LongestFirstScheduling,
@@ -21,6 +22,8 @@ from scheduling import (  # noqa: E402
 )
 
 from tools.board import MICROPYTHON  # noqa: E402
+
+pytest_plugins = ("tests.unit.fixtures",)
 
 RUNTIMES = ["cpython", "micropython-picow"]
 HEAP_REPORT: list[tuple[str, int]] = []
@@ -46,6 +49,26 @@ def pytest_xdist_make_scheduler(config, log):
     """Longest tests first, one at a time, when the run is spread by load (`make test`)."""
     if config.getoption("dist") == "load":
         return LongestFirstScheduling(config, log)
+    return None
+
+
+HOST_PACE: dict = {}
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_auto_num_workers(config):
+    """`-n auto`: as many workers as this host carries now (tests/hostpace.py)."""
+    workers, pace = hostpace.choose_workers()
+    HOST_PACE.update(pace, workers=workers)
+    return workers
+
+
+def pytest_report_header(config):
+    if HOST_PACE:
+        p = HOST_PACE
+        return (f"host pace: {p['cores']} cores, CPU share {p['cpu_share']}, wake-up lag "
+                f"{p['lag_ms']} ms, load {p['load']}: {p['workers']} workers"
+                + (" (PICOCHARGE_TEST_WORKERS)" if p.get("forced") else ""))
     return None
 
 

@@ -15,7 +15,19 @@ import time
 import uuid
 
 import pytest
-from conftest import charge_point, http, mqtt_publisher, publish, raw_socket, register, run
+
+# imported once, at collection: another directory's conftest.py (tests/unit) is the module
+# named `conftest` by the time a test runs
+from conftest import (
+    charge_point,
+    exchange,
+    http,
+    mqtt_publisher,
+    publish,
+    raw_socket,
+    register,
+    run,
+)
 from conftest import wait_until as wait_for
 
 from server.store.sqlite import SQLiteStore
@@ -71,7 +83,6 @@ def test_a_full_disk_is_survived_reported_and_recovered_without_losing_anything(
         async with charge_point(app, "CP-FULL"):
             pass
         async with raw_socket(app, "CP-FULL") as ws:
-            from conftest import exchange
             ok = await exchange(ws, start_tx("first", 1))
             assert ok[0] == 3
             fill(small_filesystem)
@@ -103,7 +114,6 @@ def test_a_full_disk_is_survived_reported_and_recovered_without_losing_anything(
 
     async def after():
         async with raw_socket(app, "CP-FULL") as ws:
-            from conftest import exchange
             retried = await exchange(ws, start_tx("second-retry", 2))
             assert retried[0] == 3, retried
             return retried[2]["transactionId"]

@@ -1,4 +1,8 @@
-"""Unit tests of the firmware's pure functions, on CPython, in the test process itself (no
+"""Fixtures of the unit tests (a plugin of tests/conftest.py, not a conftest.py: tests/server
+imports its helpers `from conftest import ...`, and a second module of that name here took
+their place when both directories ran in one process).
+
+Unit tests of the firmware's pure functions, on CPython, in the test process itself (no
 board, no MicroPython process): `make test-fast` runs them with the other `unit` tests.
 
 Every module here imports firmware modules with `tests.unit.fwimport.load`, which puts
@@ -15,14 +19,20 @@ the firmware makes, with failures to inject).
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
 from tests.unit.fwimport import leaked
 
+UNIT_DIR = Path(__file__).resolve().parent
+
 
 @pytest.fixture(autouse=True)
-def _firmware_names_stay_private():
+def _firmware_names_stay_private(request):
+    if UNIT_DIR not in Path(str(request.node.path)).parents:
+        yield
+        return
     before = leaked()
     yield
     after = leaked()

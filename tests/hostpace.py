@@ -1,0 +1,78 @@
+"""How fast this host is right now, and how many pytest-xdist workers it can carry.
+
+The suite was tuned on one machine; CI's is another of the same size, maybe busier. Its
+board simulations sample a 50 Hz mains wave on the wall clock and its servers answer
+within timeouts, so a host that runs too many of them at once reads wrong numbers, not
+just slow ones. Before the workers start (`pytest -n auto`, what `make test` runs), the
+controller measures two things on its own clock:
+
+- **CPU share**: the fraction of one core a busy loop gets over a short window (1.0 on an
+  idle host, about 0.5 with another busy process on every core);
+- **scheduling lag**: how late a 1 ms sleep wakes up (p90 over the window, ms).
+
+Workers = WORKERS_PER_FREE_CORE x cores x share, between MIN_WORKERS and MAX_WORKERS, and
+fewer again when the lag says the scheduler is already behind. `PICOCHARGE_TEST_WORKERS`
+overrides the choice. The choice and the measurements are printed in the run's header, so
+a failure on a slow host names the host it ran on.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+# The suite's tests mostly wait for boards, brokers and servers: about three workers per
+# free core keep two cores busy without the board simulations starving each other (eight
+# workers on two cores ran at a load average of 10 and read spoiled meter passes).
+WORKERS_PER_FREE_CORE = 3
+MIN_WORKERS = 2
+MAX_WORKERS = 6
+LAG_SLOW_MS = 2.0  # a p90 wake-up later than this: the scheduler is already behind
+
+
+def cpu_share(window_s: float = 0.3) -> float:
+    """Fraction of one core a busy loop gets over `window_s` of wall time."""
+    wall0 = time.perf_counter()
+    cpu0 = time.process_time()
+    while time.perf_counter() - wall0 < window_s:
+        pass
+    wall = time.perf_counter() - wall0
+    return min(1.0, (time.process_time() - cpu0) / wall)
+
+
+def wake_lag_ms(samples: int = 100) -> float:
+    """p90 of how late a 1 ms sleep returns, in ms."""
+    late = []
+    for _ in range(samples):
+        t0 = time.perf_counter()
+        time.sleep(0.001)
+        late.append((time.perf_counter() - t0) * 1000 - 1.0)
+    late.sort()
+    return max(0.0, late[int(0.9 * (len(late) - 1))])
+
+
+def measure() -> dict:
+    cores = os.cpu_count() or 1
+    share = cpu_share()
+    lag = wake_lag_ms()
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    return {"cores": cores, "cpu_share": round(share, 2), "lag_ms": round(lag, 2),
+            "load": round(load, 2)}
+
+
+def workers_for(pace: dict) -> int:
+    """The worker count for a host measured by `measure()`."""
+    n = WORKERS_PER_FREE_CORE * pace["cores"] * pace["cpu_share"]
+    if pace["lag_ms"] > LAG_SLOW_MS:
+        n = n * LAG_SLOW_MS / pace["lag_ms"]
+    return int(max(MIN_WORKERS, min(MAX_WORKERS, round(n))))
+
+
+def choose_workers() -> tuple[int, dict]:
+    """(workers, measurements); PICOCHARGE_TEST_WORKERS, when set, decides instead."""
+    pace = measure()
+    forced = os.environ.get("PICOCHARGE_TEST_WORKERS")
+    if forced:
+        pace["forced"] = True
+        return max(1, int(forced)), pace
+    return workers_for(pace), pace
