@@ -43,37 +43,65 @@ def iso(ts):
     return "%04d-%02d-%02dT%02d:%02d:%02dZ" % (y, m, d, secs // 3600, secs // 60 % 60, secs % 60)
 
 
+def digits(text, i, n):
+    """The value of the `n` ASCII digits at `text[i]`; ValueError if any is no digit."""
+    v = 0
+    for k in range(i, i + n):
+        c = ord(text[k]) - 48
+        if not 0 <= c <= 9:
+            raise ValueError("not a digit in %r" % (text,))
+        v = v * 10 + c
+    return v
+
+
+def month_days(y, m):
+    """Days of month `m` (1-12) of year `y` (Gregorian leap years)."""
+    if m == 2:
+        return 29 if y % 4 == 0 and (y % 100 != 0 or y % 400 == 0) else 28
+    return 30 + ((m + (m >> 3)) & 1)  # 31 for Jan Mar May Jul Aug Oct Dec, else 30
+
+
 def parse_iso(text):
-    """Unix seconds of an ISO 8601 date-time (fraction and offset allowed); ValueError."""
-    if not isinstance(text, str) or len(text) < 19 or text[4] != "-" or text[10] not in "Tt ":
+    """Unix seconds of an RFC 3339 date-time; ValueError for anything else.
+
+    `YYYY-MM-DDTHH:MM:SS[.fraction](Z|+HH:MM|-HH:MM)`, ASCII digits only in every field.
+    Also taken: a lowercase `t` or a space for `T`, a lowercase `z`, and no offset at all
+    (read as UTC). The day must exist in its month, the hour is 00-23, the minute 00-59,
+    the second 00-60 (60: a leap second, read as the next second); an offset's hours are
+    00-23 and its minutes 00-59. The result is an int of whole seconds, the fraction
+    dropped: a Pico W's float is single precision, 128 s apart at today's unix seconds.
+    """
+    if (not isinstance(text, str) or len(text) < 19 or text[4] != "-" or text[7] != "-"
+            or text[10] not in "Tt " or text[13] != ":" or text[16] != ":"):
         raise ValueError("not an ISO 8601 date-time: %r" % (text,))
-    try:
-        y = int(text[0:4])
-        mo = int(text[5:7])
-        d = int(text[8:10])
-        h = int(text[11:13])
-        mi = int(text[14:16])
-        s = int(text[17:19])
-    except ValueError:
-        raise ValueError("not an ISO 8601 date-time: %r" % (text,))
-    if not (1 <= mo <= 12 and 1 <= d <= 31 and h < 24 and mi < 60 and s < 61):
+    y = digits(text, 0, 4)
+    mo = digits(text, 5, 2)
+    d = digits(text, 8, 2)
+    h = digits(text, 11, 2)
+    mi = digits(text, 14, 2)
+    s = digits(text, 17, 2)
+    if not (1 <= mo <= 12 and 1 <= d <= month_days(y, mo) and h < 24 and mi < 60 and s <= 60):
         raise ValueError("date-time out of range: %r" % (text,))
-    rest = text[19:]
-    frac = 0.0
-    if rest.startswith("."):
-        i = 1
-        while i < len(rest) and rest[i].isdigit():
+    i = 19
+    n = len(text)
+    if i < n and text[i] == ".":
+        i += 1
+        while i < n and "0" <= text[i] <= "9":
             i += 1
-        frac = float("0" + rest[:i]) if i > 1 else 0.0
-        rest = rest[i:]
+        if i == 20:
+            raise ValueError("no digits in the fraction of %r" % (text,))
     offset = 0
-    if rest in ("", "Z", "z"):
+    if i == n or (i + 1 == n and text[i] in "Zz"):
         pass
-    elif len(rest) == 6 and rest[0] in "+-" and rest[3] == ":":
-        offset = (int(rest[1:3]) * 3600 + int(rest[4:6]) * 60) * (1 if rest[0] == "+" else -1)
+    elif i + 6 == n and text[i] in "+-" and text[i + 3] == ":":
+        oh = digits(text, i + 1, 2)
+        om = digits(text, i + 4, 2)
+        if oh > 23 or om > 59:
+            raise ValueError("time zone offset out of range: %r" % (text,))
+        offset = (oh * 3600 + om * 60) * (1 if text[i] == "+" else -1)
     else:
         raise ValueError("bad time zone in %r" % (text,))
-    return days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + s + frac - offset
+    return days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + s - offset
 
 
 class Clock:

@@ -57,11 +57,15 @@ ReconnectMaxInterval|i||60
 
 
 def row(key):
-    """[name, kind, flags, default text] of a key, or None if there is no such key."""
+    """[name, kind, flags, default text] of a key, or None if there is no such key.
+
+    Only the whole name matches: a key holding the table's separators ("|" or a line
+    break) could otherwise find a line ("HeartbeatInterval|i" that of HeartbeatInterval)."""
     i = TABLE.find("\n%s|" % key)
-    if i < 0 or "\n" in key:
+    if i < 0:
         return None
-    return TABLE[i + 1:TABLE.find("\n", i + 1)].split("|")
+    r = TABLE[i + 1:TABLE.find("\n", i + 1)].split("|")
+    return r if r[0] == key else None
 
 
 class Config:

@@ -67,14 +67,27 @@ def test_anything_but_a_whole_key_name_has_no_row(key):
     assert ocpp_config.row(key) is None
 
 
-# Firmware bug: row() refuses a key with a newline but not one with the table's field
-# separator, so "HeartbeatInterval|i" finds HeartbeatInterval's line: a ChangeConfiguration
-# of it is Accepted and saved under that name, GetConfiguration shows it.
-@pytest.mark.xfail(strict=True, reason="firmware bug: ocpp_config.row() takes a key with '|'")
-@pytest.mark.parametrize("key", ["HeartbeatInterval|i", "HeartbeatInterval|i|",
-                                 "LocalPreAuthorize|b"])
-def test_a_key_with_the_tables_separator_has_no_row(key):
+# A regression: row() refused a key with a newline but not one with the table's field
+# separator, so "HeartbeatInterval|i" found HeartbeatInterval's line: a ChangeConfiguration
+# of it was Accepted and saved under that name, GetConfiguration showed it.
+@pytest.mark.parametrize("key", [
+    "HeartbeatInterval|i", "HeartbeatInterval|i|", "LocalPreAuthorize|b",
+    "HeartbeatInterval|", "HeartbeatInterval||", "ReconnectMaxInterval|i||60",
+    # two lines of the table at once: the search finds them, the name is not the key
+    "AllowOfflineTxForUnknownId|b||0\nAuthorizationCacheEnabled",
+    "|b||0\nAuthorizationCacheEnabled", "\nAuthorizationCacheEnabled",
+])
+def test_a_key_with_the_tables_separators_has_no_row(key):
     assert ocpp_config.row(key) is None
+
+
+def test_a_key_with_a_separator_is_no_preset_nor_a_saved_value(fake_flash):
+    fake_flash.write_json("ocpp/config.json", {"HeartbeatInterval|i": 5, "ResetRetries": 2})
+    cfg = ocpp_config.Config(fake_flash, {"keys": {"LocalPreAuthorize|b": True}})
+    assert cfg.values == {"ResetRetries": 2}
+    assert cfg.get("HeartbeatInterval") == 300 and cfg.get("LocalPreAuthorize") is False
+    with pytest.raises(KeyError):
+        cfg.get("HeartbeatInterval|i")
 
 
 def test_defaults_come_typed_from_the_table(fake_flash):

@@ -88,11 +88,20 @@ def test_an_unknown_key_is_not_supported_and_a_read_only_one_rejected(cfg, fake_
     assert cfg.values == {} and fake_flash.writes == 0
 
 
-@pytest.mark.xfail(strict=True, reason="firmware bug: ocpp_config.row() takes a key with '|' "
-                   "(test_ocpp_config_keys.py)")
-def test_a_key_name_with_the_tables_separator_is_not_supported(cfg, fake_flash):
-    assert ocpp_core.change(cfg, "HeartbeatInterval|i", "10") == "NotSupported"
-    assert fake_flash.writes == 0
+# A regression (ocpp_config.row() took a key with "|", test_ocpp_config_keys.py): such a
+# ChangeConfiguration was Accepted and saved, GetConfiguration listed it.
+@pytest.mark.parametrize("key", ["HeartbeatInterval|i", "HeartbeatInterval|i||300",
+                                 "LocalPreAuthorize|b"])
+def test_a_key_name_with_the_tables_separator_is_not_supported(cfg, fake_flash, key):
+    assert ocpp_core.change(cfg, key, "10") == "NotSupported"
+    assert ocpp_core.change(cfg, key, "true") == "NotSupported"
+    assert cfg.values == {} and fake_flash.writes == 0
+
+
+def test_get_configuration_names_a_key_with_the_tables_separator_unknown(cfg):
+    known, unknown = ocpp_core.entries(cfg, ["HeartbeatInterval|i", "HeartbeatInterval"])
+    assert [(e["key"], e["value"]) for e in known] == [("HeartbeatInterval", "300")]
+    assert unknown == ["HeartbeatInterval|i"]
 
 
 @pytest.mark.parametrize("key,text", [
