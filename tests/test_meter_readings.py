@@ -122,6 +122,9 @@ w.ev_plugged = True
 w.ev_demand_a = 16.0
 st = Station(merge(DEFAULTS, {"limits": {"max_current_a": 16.0}}), Flash("."), machine, dht)
 st.set_charging_allowed(True)
+# spoiled passes that the sine fit cannot read either (their pairs bunched in a part of the
+# cycle; tests/unit/test_meter_arithmetic.py): the meter keeps, then forces, readings
+st.meter.fit = lambda: None
 true_volts = w.adc_volts
 spoil = [False]
 reads = [0]
@@ -154,17 +157,20 @@ for k in range(4):
     st.cycle()
     good += not st.meter.forced
 w.ev_plugged = False  # the session ends: what the register holds at the opening is billed
+unplugged_ms = time.ticks_ms()
 for k in range(3):
     st._tick()
 st.cycle()
 print("GOOD", good)
+print("UNPLUG_TO_OPEN_MS", time.ticks_diff(st.opened_ms, unplugged_ms))
 print("ENERGY %.4f %.4f" % (st.energy_wh(), w.energy_wh))
 """
 
 
 @pytest.mark.parametrize("runtime", ["cpython", "micropython"])
 def test_energy_is_billed_when_every_pass_after_the_closing_is_spoiled(runtime, tmp_path):
-    """A loaded host spoils every pass for 2 s right after the contactor closed: the last
+    """A loaded host spoils every pass for 2 s right after the contactor closed, and the sine
+    fit cannot read them either: the last
     good power is from before the closing (0 W), so billing the forced readings' spans at it
     lost that energy (0.83 Wh billed for 3.57 here; a 3-minute soak billed 10 Wh for 13.1).
     The span waits for a good measurement, and is billed on the forced readings if the
@@ -173,9 +179,14 @@ def test_energy_is_billed_when_every_pass_after_the_closing_is_spoiled(runtime, 
     assert "SPOILED True True" in out, out
     firmware_wh, world_wh = map(float, out.split("ENERGY ")[1].split())
     assert world_wh > 1.5, out
+    # The station bills the last power until the contactor opens: it cannot know of the
+    # unplug before its safety timer reads the pilot (two ticks on a board, 40 ms; here the
+    # ticks are called by hand, and a loaded host can hold them for a quarter of a second,
+    # measured on the script's own clock)
+    late_wh = 3680 * int(out.split("UNPLUG_TO_OPEN_MS ")[1].split()[0]) / 3.6e6
     if int(out.split("GOOD ")[1].split()[0]):
         # a good measurement came before the opening: it covers the span from the closing
-        assert firmware_wh == pytest.approx(world_wh, rel=0.03), out
+        assert world_wh * 0.97 <= firmware_wh <= world_wh * 1.03 + late_wh, out
     else:
         # a loaded host spoiled those passes too: the span is billed on the forced readings,
         # which can be a third off (2.41 Wh for 3.59 in a full parallel run)

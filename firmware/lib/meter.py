@@ -10,9 +10,14 @@ Front ends (docs/hardware.md): a current transformer (SCT-013-030 with burden) o
 small heap), tracks each channel's DC offset, and computes I rms, V rms and real power
 P = mean(v * i). A pair read slower than PAIR_US was interrupted between its time stamp and
 its reads and is read again; a pass with a gap over a tenth of the window (or two steps) is
-measured again, and when three in a row are spoiled the last good readings stay (at most
-MAX_SPOILED measurements in a row; then a spoiled pass is read, `forced`, and its mean is
-not taken as the DC offset): an interrupt, or a loaded host, never reads low.
+measured again. When three in a row are spoiled, the last pass is read by a least-squares
+fit of the mains sine (offset + sin + cos at `mains_hz`) to its samples at the times they
+were taken: gaps do not bias that fit, only its spread over the cycle matters, so a pass
+whose samples cover enough of the cycle gives true readings of the fundamental (`fitted`;
+an EV charger's current and the mains are within a percent of it). A pass the fit cannot
+read (its samples bunched in a part of the cycle) keeps the last good readings (at most
+MAX_SPOILED measurements in a row; then it is read anyway, `forced`, and its mean is not
+taken as the DC offset): an interrupt, or a loaded host, never reads low.
 
 `Register` integrates power into Wh and persists it with bounded flash wear: a write
 when `persist_wh` has accumulated (and at least `persist_min_s` since the last write), at
@@ -30,9 +35,14 @@ MAX_SPOILED = 4  # measurements in a row that may keep the last good readings (1
 PAIR_US = 250  # a current/voltage pair read slower than this was interrupted: read again
 
 
-def zeros(n):
-    """A preallocated array('H') of n zeros."""
-    buf = array.array("H")
+# The fit's conditioning (its normal matrix's determinant over n^3; 1/4 for samples spread
+# evenly over whole cycles) below which its amplitudes would amplify the noise
+FIT_MIN_SPREAD = 0.02
+
+
+def zeros(n, kind="H"):
+    """A preallocated array of n zeros (array('H') unless `kind` says otherwise)."""
+    buf = array.array(kind)
     for _ in range(n):
         buf.append(0)
     return buf
@@ -46,7 +56,7 @@ class Meter:
         self.cycles = cycles
         self.buf_i = zeros(samples)
         self.buf_v = zeros(samples)
-        self.buf_t = zeros(samples)  # microseconds since the first pair
+        self.buf_t = zeros(samples, "I")  # microseconds since the first pair
         self.hz = calibration.get("mains_hz", 50) or 50
         self.period_us = min(60000, int(1000000 * cycles / self.hz))
         self.max_gap_us = max(self.period_us // 10, 2 * (self.period_us // samples))
@@ -62,6 +72,7 @@ class Meter:
         self.power_w = None
         self.ok = True
         self.forced = False  # the last reading came from a spoiled pass (all tries spoiled)
+        self.fitted = 0  # spoiled passes read by the sine fit
         self.measured_ms = None
 
     def sample(self):
@@ -101,7 +112,7 @@ class Meter:
             bi[k] = i
             bv[k] = v
             t = (t + t2) // 2
-            bt[k] = t if t < 65535 else 65535  # array('H'): a pass held that long is retried
+            bt[k] = t
             if t - prev > gap:
                 gap = t - prev
             prev = t
@@ -158,6 +169,60 @@ class Meter:
         power = siv / sum_w * self.k_i * self.k_v if sum_w > 0 else 0.0
         return irms, vrms, power
 
+    def fit(self):
+        """RMS and power of the sampled buffers' fundamental: least squares of
+        x = a + b sin(wt) + c cos(wt) per channel at the pairs' own times, so a pass with
+        gaps (spoiled) reads true as long as its samples spread over the cycle. None when
+        they do not (the fit's normal matrix is near singular)."""
+        n = self.samples
+        bi = self.buf_i
+        bv = self.buf_v
+        bt = self.buf_t
+        w = 2 * math.pi * self.hz / 1000000
+        # centred on the tracked offsets: a board's single-precision floats would lose the
+        # small AC terms next to a 32768-count bias in the sums below
+        oi = self.off_i
+        ov = self.off_v
+        ss = sc = cc = s1 = c1 = 0.0
+        xi = xis = xic = xv = xvs = xvc = 0.0
+        for k in range(n):
+            ph = w * bt[k]
+            sn = math.sin(ph)
+            cs = math.cos(ph)
+            s1 += sn
+            c1 += cs
+            ss += sn * sn
+            sc += sn * cs
+            cc += cs * cs
+            i = bi[k] - oi
+            v = bv[k] - ov
+            xi += i
+            xis += i * sn
+            xic += i * cs
+            xv += v
+            xvs += v * sn
+            xvc += v * cs
+        # normal equations [[n, s1, c1], [s1, ss, sc], [c1, sc, cc]] (a, b, c) = (x, xs, xc)
+        m11 = ss * cc - sc * sc
+        m12 = s1 * cc - sc * c1
+        m13 = s1 * sc - ss * c1
+        det = n * m11 - s1 * m12 + c1 * m13
+        if det < FIT_MIN_SPREAD * n * n * n:
+            return None
+        bi_, ci_ = self._solve_bc(det, n, s1, c1, ss, sc, cc, xi, xis, xic)
+        bv_, cv_ = self._solve_bc(det, n, s1, c1, ss, sc, cc, xv, xvs, xvc)
+        irms = math.sqrt((bi_ * bi_ + ci_ * ci_) / 2) * self.k_i
+        vrms = math.sqrt((bv_ * bv_ + cv_ * cv_) / 2) * self.k_v
+        power = (bi_ * bv_ + ci_ * cv_) / 2 * self.k_i * self.k_v
+        return irms, vrms, power
+
+    @staticmethod
+    def _solve_bc(det, n, s1, c1, ss, sc, cc, x, xs, xc):
+        """The sine and cosine coefficients (Cramer's rule on the 3x3 normal equations)."""
+        b = (n * (xs * cc - sc * xc) - x * (s1 * cc - sc * c1) + c1 * (s1 * xc - xs * c1)) / det
+        c = (n * (ss * xc - xs * sc) - s1 * (s1 * xc - xs * c1) + x * (s1 * sc - ss * c1)) / det
+        return b, c
+
     @staticmethod
     def _weight(k, n, bt, period):
         before = bt[k - 1] if k > 0 else bt[n - 1] - period
@@ -174,17 +239,29 @@ class Meter:
                 break
             self.retries += 1
         else:
-            # every pass had a gap over a tenth of the window: its RMS would be off by up to
-            # a third (a loaded host; on a board, an interrupt storm). Keep the last good
-            # readings (none yet: none), for at most MAX_SPOILED measurements (well inside
-            # the over-current grace), then use what there is
-            self.spoiled += 1
-            if self.spoiled <= MAX_SPOILED:
-                return self.ok
-            forced = True
+            # every pass had a gap over a tenth of the window: its time-weighted RMS would
+            # be off by up to a third (a loaded host; on a board, an interrupt storm). The
+            # sine fit reads it true if its samples spread over the cycle; if not, keep the
+            # last good readings (none yet: none), for at most MAX_SPOILED measurements
+            # (well inside the over-current grace), then use what there is
+            readings = self.fit()
+            if readings is None:
+                self.spoiled += 1
+                if self.spoiled <= MAX_SPOILED:
+                    return self.ok
+                forced = True
+            else:
+                self.fitted += 1
+                self.spoiled = 0
+                self.forced = False
+                return self._take(readings)
         self.spoiled = 0
         self.forced = forced
-        irms, vrms, power = self.compute(not forced)
+        return self._take(self.compute(not forced))
+
+    def _take(self, readings):
+        """Keep a measurement's (I rms, V rms, P); False when it shows no mains."""
+        irms, vrms, power = readings
         self.measured_ms = time.ticks_ms()
         if vrms < MIN_MAINS_V:
             # no mains seen: a broken voltage front end (or no supply at all)

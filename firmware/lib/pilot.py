@@ -108,7 +108,9 @@ class Pilot:
         window of reads: with a slow ADC path (the host's test bench, a busy core) a short
         high phase can fall between samples, or a pause (another thread, a loaded host)
         can leave every sample in one phase, and one level alone would read as state F.
-        A pilot really stuck at one level is read for two windows (at most sixteen)."""
+        A pilot really stuck at one level is read for two windows (at most sixteen of reading:
+        the time the reads were held off by a pause does not count, or a loaded host that
+        held the thread that long would end the read on one level, a false state F)."""
         read = self.adc.read_u16
         hi = 0
         lo = 65535
@@ -118,6 +120,7 @@ class Pilot:
         spread = self.spread_raw
         more = None  # when the extra window began
         last = 0
+        paused = 0  # time the reads were held off (gaps over a quarter window)
         while True:
             v = read()
             if v > hi:
@@ -127,12 +130,14 @@ class Pilot:
             n += 1
             if n >= 24:
                 elapsed = time.ticks_diff(time.ticks_us(), start)
+                if elapsed - last > window_us // 4:
+                    paused += elapsed - last
                 if elapsed >= window_us:
                     if hi - lo > spread or not pwm:
                         break
                     if more is None or elapsed - last > window_us // 4:
                         more = elapsed  # (again after a pause: its reads must cover a window)
-                    if elapsed - more >= window_us or elapsed >= 16 * window_us:
+                    if elapsed - more >= window_us or elapsed - paused >= 16 * window_us:
                         break
                 last = elapsed
             if n >= 2000:  # a very fast ADC: enough samples of the window

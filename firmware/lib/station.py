@@ -229,6 +229,11 @@ class Station:
             # (closed or re-offered first: wait for the next measurement of the new power)
         return self.register.wh
 
+    def has_measured(self):
+        """Whether the meter has given a reading (or found its front ends dead) since boot:
+        before that, voltage, current and power are None for want of a measurement."""
+        return self.meter.measured_ms is not None
+
     def power_w(self):
         return self.meter.power_w
 

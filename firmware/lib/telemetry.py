@@ -28,6 +28,10 @@ import asyncio
 import gc
 import time
 
+# The first report waits this long at most for the meter's first reading (a loaded host or
+# an interrupt storm can spoil its first passes): a report without v/a/w then means the
+# meter has nothing, as the contract says of an absent sensor, never "not measured yet".
+FIRST_REPORT_WAIT_MS = 10000
 KEYS = ("ts", "seq", "t", "rh", "tmcu", "v", "a", "w", "wh", "cp", "st", "lim", "rssi", "heap", "up")
 MAX_PAYLOAD = 256
 
@@ -209,12 +213,23 @@ class Telemetry:
         """Clean disconnect: the will is not sent then, so say offline first."""
         self.link.close(self.state_topic, None if self.state_topic is None else b"offline")
 
+    def _first_reading_pending(self, now):
+        """True while the first report still waits for the meter's first reading."""
+        if self.seq or self.skipped:
+            return False
+        measured = getattr(self.station, "has_measured", None)
+        if measured is None or measured():
+            return False
+        return time.ticks_diff(now, self.start_ms) < FIRST_REPORT_WAIT_MS
+
     async def run(self):
         next_ms = time.ticks_ms()
         link = self.link
         while True:
             now = time.ticks_ms()
-            if time.ticks_diff(now, next_ms) >= 0:
+            if self._first_reading_pending(now):
+                next_ms = now  # report as soon as the meter has read
+            elif time.ticks_diff(now, next_ms) >= 0:
                 next_ms = time.ticks_add(next_ms, int(self.interval_s * 1000))
                 if time.ticks_diff(now, next_ms) > 0:
                     next_ms = time.ticks_add(now, int(self.interval_s * 1000))

@@ -4,9 +4,13 @@
   cycles, time-weighted (`_weight`: each pair stands for the time from the midpoint before
   it to the one after, wrapping around the window), with the DC offset seeded from the
   first pass's mean and then tracked halfway each pass (re-seeded after a jump over 1000).
+- `Meter.fit`: a spoiled pass (gaps over a tenth of the cycle) read by a least-squares fit
+  of the mains sine at the pairs' own times: true for a pass with gaps, None for samples
+  bunched in a part of the cycle.
 - `Meter.measure`'s decisions: no mains (V rms < 50 V) is no reading, below 0.25 A reads
-  0, negative power reads 0, spoiled passes keep the last readings for MAX_SPOILED
-  measurements and then give a `forced` reading that does not move the offsets.
+  0, negative power reads 0, a spoiled pass is read by the fit, and one the fit cannot read
+  keeps the last readings for MAX_SPOILED measurements and then gives a `forced` reading
+  that does not move the offsets.
 - `Register`: integrates Wh, never backwards; persists when 50 Wh are pending and 60 s
   passed, or every 900 s while anything is pending, or on `save()`; a failed write keeps
   the value in RAM and is retried.
@@ -173,10 +177,10 @@ def test_a_pass_stretched_past_its_window_never_raises(m):
 
 # --- measure(): what a pass's numbers become ------------------------------------------------
 
-def passes(m, current, voltage, gap=STEP_US):
+def passes(m, current, voltage, gap=STEP_US, times=None):
     """Give the meter a sample() that fills the buffers and reports `gap` (us)."""
     def sample():
-        fill(m, current, voltage)
+        fill(m, current, voltage, times)
         return gap
     m.sample = sample
 
@@ -213,19 +217,50 @@ def test_without_mains_there_is_no_reading_and_the_offsets_are_seeded_again(m):
     assert (m.current_a, m.voltage_v, m.power_w, m.ok, m.first) == (None, None, None, False, True)
 
 
+# a pass held after its first quarter and read back to back after that: all its pairs within
+# a sixth of the cycle, which no fit can read
+BUNCHED = [k * 80 for k in range(N)]
+
+
+def test_a_pass_with_gaps_is_read_true_by_the_sine_fit(m):
+    # pairs missing for 6 ms in the middle of the cycle, then late by 9 ms at the end
+    times = [k * STEP_US for k in range(10)] + [6000 + k * STEP_US for k in range(10, 30)]
+    times += [9000 + k * STEP_US for k in range(30, N)]
+    fill(m, sine(20000, 0.3), sine(18000), times)
+    irms, vrms, power = m.fit()
+    assert irms == pytest.approx(20000 / math.sqrt(2) * AMPS_PER_STEP, rel=1e-4)
+    assert vrms == pytest.approx(18000 / math.sqrt(2) * VOLTS_PER_STEP, rel=1e-4)
+    assert power == pytest.approx(irms * vrms * math.cos(0.3), rel=1e-4)
+    irms_weighted, _, _ = m.compute(track=False)
+    assert abs(irms_weighted / irms - 1) > 0.02  # what the time-weighted RMS reads of it
+
+
+def test_the_fit_refuses_pairs_bunched_in_a_part_of_the_cycle(m):
+    fill(m, sine(20000), sine(18000), BUNCHED)
+    assert m.fit() is None
+
+
+def test_a_spoiled_pass_that_spreads_over_the_cycle_is_a_good_reading(m):
+    passes(m, sine(20000), sine(18000), gap=m.max_gap_us + 1)
+    assert m.measure() is True
+    assert (m.spoiled, m.retries, m.fitted, m.forced) == (0, 3, 1, False)
+    assert m.current_a == pytest.approx(20000 / math.sqrt(2) * AMPS_PER_STEP, rel=1e-3)
+
+
 def test_spoiled_passes_keep_the_last_reading_then_give_a_forced_one(m):
     passes(m, square(2000), square(18000))
     m.measure()
     good = (m.current_a, m.voltage_v, m.power_w)
-    passes(m, lambda t: 500 + square(4000)(t), square(18000), gap=m.max_gap_us + 1)
+    passes(m, lambda t: 500 + square(4000)(t), square(18000), gap=m.max_gap_us + 1,
+           times=BUNCHED)
     for n in range(1, meter.MAX_SPOILED + 1):
         assert m.measure() is True
         assert (m.current_a, m.voltage_v, m.power_w) == good and not m.forced
         assert (m.spoiled, m.retries) == (n, 3 * n)
     m.measure()
-    assert m.forced and m.spoiled == 0
+    assert m.forced and m.spoiled == 0 and m.fitted == 0
     assert m.off_i == MID  # a spoiled pass's mean is not taken as the offset
-    assert m.current_a == pytest.approx(math.hypot(4000, 500) * AMPS_PER_STEP)
+    assert m.current_a == pytest.approx(m.compute(track=False)[0])  # the pass, as it is
     passes(m, square(2000), square(18000))
     m.measure()
     assert not m.forced and m.current_a == pytest.approx(good[0])
