@@ -107,12 +107,14 @@ def parse_iso(text):
 class Clock:
     def __init__(self, rtc=None):
         self.rtc = rtc
-        self.offset = 0.0
+        # whole seconds: on a Pico W a float is single precision, 128 s apart at today's
+        # unix times, so a float offset would round every time stamp by up to a minute
+        self.offset = 0
         self.synced = time.time() >= MIN_VALID and rtc is None
         self.source = "host" if self.synced else None
 
     def now(self):
-        """UTC unix seconds (float)."""
+        """UTC unix seconds (an int on a board: its time.time() is whole seconds)."""
         return time.time() + self.offset
 
     def iso(self, ts=None):
@@ -130,6 +132,6 @@ class Clock:
                 self.rtc.datetime((y, m, d, weekday, secs // 3600, secs // 60 % 60, secs % 60, 0))
             except Exception:
                 pass  # the offset below keeps the time right even without an RTC
-        self.offset = unix_ts - time.time()
+        self.offset = round(unix_ts - time.time())
         self.synced = True
         self.source = source

@@ -126,3 +126,25 @@ def test_iso_writes_utc_with_a_z():
     assert clock.iso(T + 0.9) == "2026-11-26T10:00:00Z"
     assert clock.iso(0) == "1970-01-01T00:00:00Z"
     assert clock.iso(1709164800) == "2024-02-29T00:00:00Z"
+
+
+class BoardTime:
+    """A Pico W's `time`: time.time() is whole seconds since boot's idea of the epoch."""
+
+    def __init__(self, now: int):
+        self.now = now
+
+    def time(self) -> int:
+        return self.now
+
+
+def test_the_clock_keeps_whole_seconds_so_a_single_precision_board_loses_none(monkeypatch):
+    # on a Pico W a float is single precision: 1 796 000 000 s rounds to a multiple of 128
+    board = BoardTime(1000)
+    monkeypatch.setattr(clock, "time", board)
+    c = clock.Clock()
+    assert c.now() == 1000 and isinstance(c.now(), int)
+    c.set(1_796_000_045.4, "central system")
+    board.now += 7
+    assert c.now() == 1_796_000_052 and isinstance(c.now(), int)
+    assert c.iso() == "2026-11-30T00:54:12Z"
