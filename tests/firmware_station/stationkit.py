@@ -20,6 +20,29 @@ import pytest
 
 from tests.waiting import wait_until
 
+# A board process the host held longer than this (its machine.Timer thread's longest delay
+# behind a deadline): a check of the firmware's own timing says nothing on such a host
+HOST_TOO_SLOW_MS = 1000
+
+
+def host_lag_ms(board) -> int:
+    """The longest the host held the board's process (ms, the board's clock): how far its
+    machine.Timer thread, which the firmware's event loop does not hold up, ran behind."""
+    return int(board.world()["timer_late_max_ms"])
+
+
+def assert_loop_gap_within(board, r: dict, bound_ms: int) -> None:
+    """The firmware's longest event-loop stretch (`loop_gap_ms` of report `r`) is under
+    `bound_ms`, less what the host itself held the process for (measured on the board's
+    clock; the two maxima may fall at different times, so this is the lenient side by at
+    most that lag). A host that held it over HOST_TOO_SLOW_MS fails as too slow, by name."""
+    lag = host_lag_ms(board)
+    gap = r["loop_gap_ms"]
+    if gap >= bound_ms and lag > HOST_TOO_SLOW_MS:
+        pytest.fail(f"host too slow for this check (lag {lag} ms; loop gap {gap} ms)")
+    assert gap - lag < bound_ms, (
+        f"the event loop stalled for up to {gap} ms, {lag} ms of it at most the host's")
+
 
 def report(board, timeout=20.0) -> dict:
     """The firmware's report (`ev.report()` typed on its console)."""

@@ -264,7 +264,7 @@ class Timer(_Bound):
         if cb is not None:
             world = self._w()
             if world is not None:
-                world.timer_fired()
+                world.timer_fired(now - deadline)
             try:
                 cb(self)
             except Exception as exc:  # the board prints IRQ errors and carries on

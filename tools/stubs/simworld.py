@@ -174,6 +174,10 @@ class World:
         self._last_us = ticks_us()
         self.relay_open_events = []  # (ticks_ms when the relay opened), bounded
         self.timer_fires = []  # ticks_ms of the last machine.Timer callbacks, bounded
+        # the longest a machine.Timer callback ran behind its deadline (ms): the host holding
+        # the board's process (the timer has a thread of its own, which the firmware's event
+        # loop does not hold up), what a check on the board's wall-clock times allows for
+        self.timer_late_max_ms = 0
         self.unplugged_ms = None  # ticks_ms when the EV was last unplugged (the world's clock)
         self.reset_handler = None  # called with a reason by machine.reset / WDT
         self.console = None  # optional sink for stand-in messages
@@ -302,9 +306,11 @@ class World:
             if len(events) > 32:
                 events.pop(0)
 
-    def timer_fired(self):
-        """A machine.Timer callback runs now: tests tell the host's stalls of the board's
-        timer from the firmware's own latency by these times."""
+    def timer_fired(self, late_ms=0):
+        """A machine.Timer callback runs now, `late_ms` behind its deadline: tests tell the
+        host's stalls of the board's timer from the firmware's own latency by these."""
+        if late_ms > self.timer_late_max_ms:
+            self.timer_late_max_ms = late_ms
         fires = self.timer_fires
         fires.append(ticks_ms())
         if len(fires) > 64:
@@ -374,6 +380,7 @@ class World:
             "relay_open_events": list(self.relay_open_events),
             "unplugged_ms": self.unplugged_ms,
             "timer_fires": list(self.timer_fires),
+            "timer_late_max_ms": self.timer_late_max_ms,
             "ticks_ms": ticks_ms(),
         }
 
