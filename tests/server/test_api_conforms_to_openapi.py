@@ -139,6 +139,13 @@ def _run(operation, mode, headers: dict, tally: Counter, path_parameters=None) -
     exercise()
 
 
+def _causes(exc: BaseException) -> str:
+    """What an exception group holds (Hypothesis reports a flaky case as a group whose
+    message alone does not name the failure), one line each."""
+    inner = getattr(exc, "exceptions", None) or ()
+    return "".join(f"\n  caused by {type(e).__name__}: {str(e)[:800]}" for e in inner)
+
+
 def _path_as_received_is_valid(operation, case) -> bool:
     for parameter in operation.definition.raw.get("parameters", []):
         if parameter["in"] != "path":
@@ -186,7 +193,8 @@ def test_every_operation_answers_as_documented_for_generated_requests(
                     _run(operation, mode, api_headers, tally, path_parameters)
                 except (Exception, BaseExceptionGroup) as exc:  # every failure is reported
                     where = "existing records" if path_parameters else "generated ids"
-                    failures.append(f"{operation.label} [{mode.value}, {where}]: {exc}")
+                    failures.append(f"{operation.label} [{mode.value}, {where}]: {exc}"
+                                    + _causes(exc))
     print(f"\nschemathesis shard {shard + 1}/{SHARDS}: {len(operations)} of "
           f"{len(every_operation)} operations, {tally['requests']} requests, "
           f"{len(failures)} failing operation/mode/pass combinations, "
