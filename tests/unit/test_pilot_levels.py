@@ -311,3 +311,24 @@ def test_sample_of_one_level_while_the_pwm_runs_reads_a_second_window(board):
     high, low = p.sample(1100)
     assert high == low == pytest.approx(60, abs=1)
     assert 2 * 1100 <= clock.now_us - start < 3 * 1100
+
+
+def test_a_read_held_longer_than_sixteen_windows_still_sees_both_levels(board):
+    """A loaded host holds the thread 20 ms after the first reads, while the PWM runs: the
+    time held off does not count against the 16-window cap, so the read goes on over a
+    whole window after the pause and sees the low level too (ending on the high level
+    alone read a false state F)."""
+    p, clock = board
+    p.offer(16)
+    high_phase = [raw_of(6.0)] * 30
+    p.adc.values = high_phase + [raw_of(6.0)] * 7 + [raw_of(-12.0)] * 3
+    reads = p.adc.read_u16
+
+    def held_once():
+        value = reads()
+        if p.adc.reads == 30:
+            clock.advance_us(20000)  # the host ran something else for 20 ms
+        return value
+    p.adc.read_u16 = held_once
+    high, low = p.sample(1100)
+    assert high == pytest.approx(60, abs=1) and low == pytest.approx(-120, abs=1)
