@@ -28,6 +28,7 @@ open_connection did. Loaded only while connecting (see paging.py): it keeps no s
 """
 
 import asyncio
+import gc
 import select
 import socket
 import sys
@@ -74,6 +75,9 @@ async def stream(sock, ctx=None, server_hostname=None):
     try:
         if _MICROPYTHON:  # its open_connection cannot take a connected socket
             if ctx is not None:
+                # the session's record buffers (16 + 4 KiB on a board) want holes that the
+                # garbage of the moment may split: a collection first (a few ms on a Pico W)
+                gc.collect()
                 sock = ctx.wrap_socket(sock, server_hostname=server_hostname,
                                        do_handshake_on_connect=False)
                 sock.setblocking(False)

@@ -72,6 +72,7 @@ class Link:
                    if conf.get("insecure") is True else
                    "ocpp: wss:// without ocpp.ca_file: refusing to connect (set \"insecure\": true to skip the check)")
         failures = 0
+        short_of_heap = False
         while True:
             ws = self.ws_obj
             if ws is None:
@@ -88,12 +89,25 @@ class Link:
                 await ws.connect(self.url, "ocpp1.6", cp.cp_id, password, conf,
                                  timeout=15, flash=cp.flash)
             except Exception as exc:
+                self.state = "offline"
+                if not short_of_heap and isinstance(exc, OSError) and exc.args and exc.args[0] == 12:
+                    # ENOMEM (mbedTLS): no hole for the session's buffers in that moment's
+                    # heap (a firmware download's garbage, say); once, after a collection and
+                    # a pause (transient allocations of other tasks end), at once again
+                    short_of_heap = True
+                    cp.log("ocpp: no heap for the TLS session (OSError 12): collecting, "
+                           "trying it again")
+                    gc.collect()
+                    await asyncio.sleep_ms(500)
+                    gc.collect()
+                    continue
+                short_of_heap = False
                 failures += 1
                 delay = self._backoff(failures)
-                self.state = "offline"
                 cp.log("ocpp: connect failed (%r), retry in %.1fs" % (exc, delay))
                 await self._pause(delay)
                 continue
+            short_of_heap = False
             # `failures` counts on until a session gets online: a central system that
             # accepts the upgrade and closes at once still sees growing delays
             cp.log("ocpp: connected")
