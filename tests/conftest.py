@@ -91,9 +91,12 @@ def board_factory(tmp_path, runtime_name):
 
     yield make
     for harness in boards:
+        lag = harness.host_lag_ms()
         harness.stop()
-        # captured by pytest: shown only when the test failed
-        print(f"--- console of {harness.flash.name} ({runtime_name}), last 4000 characters ---")
+        # captured by pytest: shown only when the test failed, with how far the host held the
+        # board (a wrong figure on a host that held it for seconds names its cause)
+        print(f"--- console of {harness.flash.name} ({runtime_name}), host lag {lag} ms at most, "
+              "last 4000 characters ---")
         print(harness.console.text[-4000:])
 
 

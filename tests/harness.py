@@ -119,6 +119,14 @@ class BoardHarness:
     def wait_for(self, pattern: str, timeout: float = 20.0, start: int = 0) -> re.Match:
         return self.console.wait_for(pattern, timeout, start)
 
+    def host_lag_ms(self) -> int | None:
+        """The longest the host held this board's process (its machine.Timer's delay behind
+        a deadline, ms on the board's clock), or None when the board cannot say (off)."""
+        try:
+            return int(self.world()["timer_late_max_ms"])
+        except Exception:
+            return None
+
     def stop(self) -> None:
         self.board.close()
 
