@@ -44,6 +44,20 @@ def assert_loop_gap_within(board, r: dict, bound_ms: int) -> None:
         f"the event loop stalled for up to {gap} ms, {lag} ms of it at most the host's")
 
 
+def assert_energy_within(board, billed: float, delivered: float, tolerance: float,
+                         detail=None) -> None:
+    """The firmware billed `delivered` Wh within `tolerance`; if not, the failure says how
+    far the host held the board, and past HOST_TOO_SLOW_MS fails as too slow, by name."""
+    if abs(billed - delivered) <= tolerance:
+        return
+    lag = host_lag_ms(board)
+    if lag > HOST_TOO_SLOW_MS:
+        pytest.fail(f"host too slow for this check (lag {lag} ms): billed {billed} Wh for "
+                    f"{delivered} Wh delivered")
+    raise AssertionError(f"billed {billed} Wh for {delivered} Wh delivered, tolerance "
+                         f"{tolerance:.3f} Wh (host lag {lag} ms at most): {detail}")
+
+
 def report(board, timeout=20.0) -> dict:
     """The firmware's report (`ev.report()` typed on its console)."""
     mark = board.console.mark()
