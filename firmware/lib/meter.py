@@ -56,7 +56,7 @@ class Meter:
         self.cycles = cycles
         self.buf_i = zeros(samples)
         self.buf_v = zeros(samples)
-        self.buf_t = zeros(samples, "I")  # microseconds since the first pair
+        self.buf_t = zeros(samples)  # microseconds since the first pair (65535: later)
         self.hz = calibration.get("mains_hz", 50) or 50
         self.period_us = min(60000, int(1000000 * cycles / self.hz))
         self.max_gap_us = max(self.period_us // 10, 2 * (self.period_us // samples))
@@ -112,7 +112,7 @@ class Meter:
             bi[k] = i
             bv[k] = v
             t = (t + t2) // 2
-            bt[k] = t
+            bt[k] = t if t < 65535 else 65535  # array('H'): such a pass is not fitted
             if t - prev > gap:
                 gap = t - prev
             prev = t
@@ -178,6 +178,8 @@ class Meter:
         bi = self.buf_i
         bv = self.buf_v
         bt = self.buf_t
+        if bt[n - 1] >= 65535:
+            return None  # held past the 16-bit times: their true times are lost
         w = 2 * math.pi * self.hz / 1000000
         # centred on the tracked offsets: a board's single-precision floats would lose the
         # small AC terms next to a 32768-count bias in the sums below

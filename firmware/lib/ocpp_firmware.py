@@ -52,6 +52,7 @@ BASE_VERSION = "1.0.0"
 MAX_TRIAL_BOOTS = 3
 MAX_MANIFEST = 16384
 MAX_SIG = 4096
+ENOMEM_TRIES = 4  # tries of a file whose TLS handshake finds no hole in the heap
 
 
 class Refused(Exception):
@@ -272,7 +273,7 @@ class Firmware:
     async def _get(self, url, path, limit, missing_ok=False, ctx=None):
         """Stream `url` into `path` on flash: (bytes, sha256 digest); None for a 404 when
         `missing_ok`. `ctx`: the SSL context for https (one for a whole bundle)."""
-        for attempt in (1, 2):
+        for attempt in range(ENOMEM_TRIES):
             with open(self.flash.path(path), "wb") as fh:
                 sink = HashSink(fh, limit)
                 try:
@@ -280,14 +281,15 @@ class Firmware:
                     break
                 except OSError as exc:
                     # ENOMEM (mbedTLS): no hole for the session's buffers in that moment's
-                    # heap; once, after a collection and a pause (transient allocations
-                    # of other tasks end), the same file again
-                    if attempt == 2 or not exc.args or exc.args[0] != 12:
+                    # heap; after a collection and a pause (transient allocations of other
+                    # tasks end), the same file again, pauses doubling (0.5, 1, 2 s: one
+                    # retry after 0.5 s failed the download in a fresh-clone CI run)
+                    if attempt == ENOMEM_TRIES - 1 or not exc.args or exc.args[0] != 12:
                         raise
             self.cp.log("firmware: no heap for the TLS session of %s (OSError 12): "
                         "collecting, trying it again" % path)
             gc.collect()
-            await asyncio.sleep_ms(500)
+            await asyncio.sleep_ms(500 << attempt)
             gc.collect()
         if resp.status == 404 and missing_ok:
             self.flash.remove(path)
