@@ -167,6 +167,11 @@ def test_energy_and_power_match_the_simulated_load_within_2_percent(board_factor
     board.control("console", line="print('estimated %d ms' % app.station.estimated_ms)")
     estimated_ms = int(board.wait_for(r"^estimated (\d+) ms$", start=mark).group(1))
     allowed = 0.02 * w["energy_wh"] + 3800 * estimated_ms / 3.6e6 / 3
+    # and half the power over the longest gap between two sampling cycles: the EV's own
+    # stop (suspended) falls inside one such span, which the meter can only bill by its two
+    # ends (the trapezoid); 250 ms on a board, longer when the host holds the loop (run 6 of
+    # a fresh-clone series: 0.26 Wh low with a 416 ms loop gap)
+    allowed += 3800 * max(250, r["loop_gap_ms"]) / 2 / 3.6e6
     assert_energy_within(board, r["wh"], w["energy_wh"], allowed, (r, estimated_ms))
     print(f"energy {r['wh']} Wh for {w['energy_wh']} delivered, {estimated_ms} ms estimated")
     # the stop persists the register (in the sampling cycle after the relay opened): then
