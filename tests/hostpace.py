@@ -31,14 +31,19 @@ MAX_WORKERS = 8
 LAG_SLOW_MS = 2.0  # a p90 wake-up later than this: the scheduler is already behind
 
 
-def cpu_share(window_s: float = 0.3) -> float:
-    """Fraction of one core a busy loop gets over `window_s` of wall time."""
-    wall0 = time.perf_counter()
-    cpu0 = time.process_time()
-    while time.perf_counter() - wall0 < window_s:
-        pass
-    wall = time.perf_counter() - wall0
-    return min(1.0, (time.process_time() - cpu0) / wall)
+def cpu_share(window_s: float = 0.15, windows: int = 3) -> float:
+    """Fraction of one core a busy loop gets over `window_s` of wall time, the best of
+    `windows` windows: a moment's blip (a process finishing beside the run) left a fresh-clone
+    run with 5 workers and 9 minutes of suite; a host that stays busy is busy in each."""
+    best = 0.0
+    for _ in range(windows):
+        wall0 = time.perf_counter()
+        cpu0 = time.process_time()
+        while time.perf_counter() - wall0 < window_s:
+            pass
+        wall = time.perf_counter() - wall0
+        best = max(best, (time.process_time() - cpu0) / wall)
+    return min(1.0, best)
 
 
 def wake_lag_ms(samples: int = 100) -> float:
