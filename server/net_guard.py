@@ -4,8 +4,10 @@
 link-local, private, multicast, reserved or unspecified. ``guarded_opener`` builds a
 urllib opener whose connections check the address they actually connect to, so a name
 that resolved to a public address when configured and to 127.0.0.1 later (DNS rebinding)
-is refused at connect time too; redirects go through the same check, and proxies from
-the environment are not used. ``allow_private = True`` (``thingspeak.allow_private_targets``)
+is refused at connect time too; redirects go through the same check and may lead only to
+http(s) (the opener has no FTP, file or data handler), and proxies from the environment are
+not used. IPv6 addresses that carry an IPv4 one (6to4, Teredo, NAT64, mapped) are judged
+by the address they carry as well. ``allow_private = True`` (``thingspeak.allow_private_targets``)
 lifts the address rule for labs and tests.
 """
 
@@ -23,16 +25,37 @@ class TargetRefused(ValueError):
     """The URL points at an address a server-side fetch must not reach."""
 
 
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+
+
+def _carried_ipv4(ip: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
+    """The IPv4 addresses an IPv6 address leads to (mapped, 6to4, Teredo, NAT64)."""
+    carried = []
+    if ip.ipv4_mapped is not None:
+        carried.append(ip.ipv4_mapped)
+    if ip.sixtofour is not None:
+        carried.append(ip.sixtofour)
+    if ip.teredo is not None:
+        carried.extend(ip.teredo)
+    if ip in _NAT64:
+        carried.append(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
+    return carried
+
+
 def address_problem(address: str) -> str | None:
     ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    for flag in ("is_loopback", "is_link_local", "is_private", "is_multicast", "is_reserved",
-                 "is_unspecified"):
-        if getattr(ip, flag):
-            return f"{address} is {flag[3:].replace('_', '-')}"
-    if not ip.is_global:
-        return f"{address} is not globally routable"
+    candidates = [ip]
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.is_site_local:
+            return f"{address} is site-local"
+        candidates = _carried_ipv4(ip) + candidates
+    for candidate in candidates:
+        for flag in ("is_loopback", "is_link_local", "is_private", "is_multicast",
+                     "is_reserved", "is_unspecified"):
+            if getattr(candidate, flag):
+                return f"{address} is {flag[3:].replace('_', '-')}"
+        if not candidate.is_global:
+            return f"{address} is not globally routable"
     return None
 
 
@@ -100,5 +123,21 @@ def guarded_opener(allow_private: bool) -> urllib.request.OpenerDirector:
         def https_open(self, req):
             return self.do_open(GuardedHTTPSConnection, req, context=self._context)
 
-    return urllib.request.build_opener(urllib.request.ProxyHandler({}), GuardedHTTPHandler,
-                                       GuardedHTTPSHandler())
+    class HttpOnlyRedirectHandler(urllib.request.HTTPRedirectHandler):
+        def http_error_302(self, req, fp, code, msg, headers):
+            location = headers.get("location") or headers.get("uri") or ""
+            scheme = urllib.parse.urlsplit(urllib.parse.urljoin(req.full_url, location)).scheme
+            if scheme.lower() not in ("http", "https"):
+                fp.close()
+                raise TargetRefused(f"redirected to a {scheme}: URL; only http(s) is followed")
+            return super().http_error_302(req, fp, code, msg, headers)
+
+        http_error_301 = http_error_303 = http_error_307 = http_error_308 = http_error_302
+
+    # built by hand: build_opener would add FTP, file and data handlers a redirect could use
+    opener = urllib.request.OpenerDirector()
+    for handler in (urllib.request.UnknownHandler(), GuardedHTTPHandler(), GuardedHTTPSHandler(),
+                    urllib.request.HTTPDefaultErrorHandler(), HttpOnlyRedirectHandler(),
+                    urllib.request.HTTPErrorProcessor()):
+        opener.add_handler(handler)
+    return opener

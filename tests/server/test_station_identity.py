@@ -12,6 +12,8 @@ import socket
 import sqlite3
 import ssl
 import threading
+import urllib.error
+from http import server as http_server
 
 import pytest
 import websockets
@@ -404,6 +406,56 @@ def test_ssrf_guard_checks_again_at_connect_time_against_dns_rebinding(monkeypat
     with pytest.raises(net_guard.TargetRefused):
         net_guard.guarded_opener(False).open(f"http://rebind.example:{port}/update", timeout=5)
     assert accepted == []
+
+
+@pytest.mark.parametrize("scheme", ["ftp", "file", "data"])
+def test_ssrf_guard_follows_a_redirect_only_to_http(scheme, loopback_listener):
+    """A bridge target answering 302 to ftp://127.0.0.1:PORT/ must not make the server
+    dial PORT (urllib's default opener has an FTP handler that would)."""
+    port, accepted = loopback_listener
+    target = {"ftp": f"ftp://127.0.0.1:{port}/x", "file": "file:///etc/passwd",
+              "data": "data:text/plain,x"}[scheme]
+
+    class Redirecting(http_server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(302)
+            self.send_header("Location", target)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    redirector = http_server.ThreadingHTTPServer(("127.0.0.1", 0), Redirecting)
+    thread = threading.Thread(target=redirector.serve_forever, daemon=True)
+    thread.start()
+    try:
+        opener = net_guard.guarded_opener(allow_private=True)  # loopback allowed: the scheme is the guard
+        with pytest.raises(net_guard.TargetRefused, match="only http"):
+            opener.open(f"http://127.0.0.1:{redirector.server_address[1]}/update", timeout=5)
+        with pytest.raises(urllib.error.URLError, match="unknown url type"):
+            opener.open(target, timeout=5)  # and no handler for it when asked directly
+    finally:
+        redirector.shutdown()
+        redirector.server_close()
+    assert accepted == []
+
+
+@pytest.mark.parametrize("address", [
+    "2002:7f00:1::1",                          # 6to4 of 127.0.0.1
+    "2002:a00:1::1",                           # 6to4 of 10.0.0.1
+    "fec0::1",                                 # site-local
+    "2001:0:4136:e378:8000:63bf:3fff:fdd2",    # Teredo
+    "64:ff9b::a9fe:a9fe",                      # NAT64 of 169.254.169.254
+    "::ffff:192.168.1.1",                      # mapped
+])
+def test_ssrf_guard_judges_ipv6_addresses_by_the_ipv4_address_they_carry(address):
+    assert net_guard.address_problem(address) is not None
+
+
+def test_ssrf_guard_lets_public_addresses_through():
+    for address in ("93.184.216.34", "2606:2800:220:1:248:1893:25c8:1946", "2002:5db8:d822::1"):
+        assert net_guard.address_problem(address) is None, address
 
 
 # Diagnostics uploads ----------------------------------------------------------------------
