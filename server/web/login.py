@@ -7,6 +7,7 @@ from __future__ import annotations
 import hmac
 import logging
 import secrets
+import urllib.parse
 
 from flask import Blueprint, current_app, g, redirect, render_template, request
 
@@ -19,8 +20,16 @@ LOGIN_CSRF_COOKIE = "picocharge_login"
 
 
 def _safe_next(target: str | None) -> str:
-    """Only paths on this server (no scheme, no //host) may be redirected to."""
-    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
+    """Only a path on this server may be redirected to. Anything a browser or Werkzeug
+    would read otherwise is refused, not repaired: tabs and newlines (dropped by browsers,
+    so ``/\t/evil`` is ``//evil``), any other control, space or non-ASCII character, a
+    backslash (read as ``/``), a scheme or a host."""
+    if not target or len(target) > 2048:
+        return "/"
+    if not all(33 <= ord(c) <= 126 for c in target) or "\\" in target:
+        return "/"
+    parts = urllib.parse.urlsplit(target)
+    if parts.scheme or parts.netloc or not parts.path.startswith("/") or target.startswith("//"):
         return "/"
     return target
 

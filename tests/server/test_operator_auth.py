@@ -60,12 +60,12 @@ class Browser:
         conn.close()
         return response.status, response.headers, content
 
-    def login(self, username: str, password: str):
+    def login(self, username: str, password: str, next_page: str = "/"):
         status, _, page = self.request("GET", "/login")
         assert status == 200
         csrf = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
         form = urllib.parse.urlencode({"username": username, "password": password,
-                                       "csrf_token": csrf, "next": "/"})
+                                       "csrf_token": csrf, "next": next_page})
         return self.request("POST", "/login", form,
                             {"Content-Type": "application/x-www-form-urlencoded",
                              "Origin": f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"})
@@ -253,6 +253,21 @@ def test_cross_site_form_post_and_foreign_host_are_refused_with_403(server):
         assert http(server, "GET", path, headers={"Host": "attacker.example"})[0] == 403, path
     assert http(server, "GET", "/api/v1/chargepoints",
                 headers={"Host": f"localhost:{server.ports['http']}"})[0] == 200
+
+
+def test_login_redirects_only_to_a_path_of_this_site(server):
+    """`next` after a correct password: a path here is kept; anything a browser would turn
+    into another site (tab, newline, backslash, //host, a scheme) becomes "/", never a 500."""
+    make_user(server, "nina", "viewer")
+    for wanted, landed in [("/transactions?cp=CP1", "/transactions?cp=CP1"),
+                           ("/\t/evil.example", "/"), ("/\n/evil.example", "/"),
+                           ("/\r\n/evil.example", "/"), ("\t//evil.example", "/"),
+                           ("//evil.example", "/"), ("/\\evil.example", "/"),
+                           ("https://evil.example/", "/"), ("javascript:alert(1)", "/"),
+                           ("/ok\nSet-Cookie: x=1", "/"), ("/\x00x", "/"), ("/caf\u00e9", "/")]:
+        wanted = wanted.encode().decode("unicode_escape")
+        status, headers, _ = Browser(server).login("nina", "correct horse battery", wanted)
+        assert status == 303 and headers["Location"] == landed, (wanted, status, headers)
 
 
 def test_login_form_without_its_csrf_token_or_from_another_site_is_refused(server):
