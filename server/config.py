@@ -61,6 +61,9 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "max_unauthenticated_handshakes": 64,  # handshakes being verified → 503 beyond
         "websocket_ping_interval": 60.0,
         "data_transfer_vendors": ["PicoCharge"],  # DataTransfer vendorIds answered Accepted
+        # connectorIds a station may use (1..max; 0 is the station itself): beyond it a
+        # message is refused, so one station cannot grow the fleet's tables without bound
+        "max_connectors": 8,
     },
     "http": {
         "host": "127.0.0.1",  # the dashboard/API stay local unless configured otherwise

@@ -26,7 +26,8 @@ class Fleet:
         self.keys = KeyVerifier(key_cache_entries)
         self._lock = threading.RLock()
         self._records: dict[str, dict[str, Any]] = {}
-        self._connectors: dict[tuple[str, int], dict[str, Any]] = {}
+        # cp_id → connector_id → record: a station's listing touches only its own
+        self._connectors: dict[str, dict[int, dict[str, Any]]] = {}
         self._persisted_seen: dict[str, float] = {}
         self.strangers = Strangers()  # ids nobody registered: no record, just a short list
         self._key_listeners: list = []
@@ -36,7 +37,7 @@ class Fleet:
             record["telemetry_online"] = 0
             self._records[record["id"]] = record
         for conn in store.load_connectors():
-            self._connectors[(conn["cp_id"], conn["connector_id"])] = conn
+            self._connectors.setdefault(conn["cp_id"], {})[conn["connector_id"]] = conn
 
     # Reads ---------------------------------------------------------------------
     def get(self, cp_id: str) -> dict[str, Any] | None:
@@ -50,7 +51,8 @@ class Fleet:
 
     def connectors(self, cp_id: str) -> list[dict[str, Any]]:
         with self._lock:
-            return [dict(c) for (cid, _), c in sorted(self._connectors.items()) if cid == cp_id]
+            own = self._connectors.get(cp_id) or {}
+            return [dict(own[n]) for n in sorted(own)]
 
     def is_registered(self, cp_id: str) -> bool:
         record = self._records.get(cp_id)
@@ -150,8 +152,7 @@ class Fleet:
             if self._records.pop(cp_id, None) is None:
                 return False
             self.keys.forget(cp_id)
-            for key in [k for k in self._connectors if k[0] == cp_id]:
-                del self._connectors[key]
+            self._connectors.pop(cp_id, None)
             self.store.delete_chargepoint(cp_id)
             self.event(cp_id, "deleted")
             self._key_changed(cp_id, None)
@@ -202,12 +203,12 @@ class Fleet:
 
     def set_connector_status(self, status: dict[str, Any]):
         """Store a StatusNotification; returns the store's future of its history row."""
-        key = (status["cp_id"], status["connector_id"])
         with self._lock:
-            current = self._connectors.get(key)
+            own = self._connectors.setdefault(status["cp_id"], {})
+            current = own.get(status["connector_id"])
             changed = (current is None or current.get("status") != status["status"]
                        or current.get("error_code") != status.get("error_code"))
-            self._connectors[key] = {
+            own[status["connector_id"]] = {
                 "cp_id": status["cp_id"], "connector_id": status["connector_id"],
                 "status": status["status"], "error_code": status.get("error_code"),
                 "info": status.get("info"), "vendor_id": status.get("vendor_id"),

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from server.ocpp.errors import INTERNAL_ERROR, SECURITY_ERROR, OcppError
-from server.ocpp.transactions import INT32_MAX, INT64_MAX, committed, require_int, require_store
+from server.ocpp.transactions import INT64_MAX, committed, require_int, require_store
 from server.timeutil import parse_time, to_iso
 
 Handler = Callable[[Any, dict], dict]
@@ -42,6 +42,11 @@ def _time_or_now(value: str | None, now: float) -> float:
         return parse_time(value)
     except ValueError:
         return now
+
+
+def require_connector(conn, payload: dict) -> None:
+    """connectorId within 0..ocpp.max_connectors (PropertyConstraintViolation beyond)."""
+    require_int(payload, "connectorId", 0, int(conn.central.config.ocpp["max_connectors"]))
 
 
 def id_tag_info(central, id_tag: str, now: float) -> dict:
@@ -110,7 +115,7 @@ def heartbeat(conn, payload: dict) -> dict:
 async def status_notification(conn, payload: dict) -> dict:
     central = conn.central
     require_store(central.store)
-    require_int(payload, "connectorId", 0, INT32_MAX)
+    require_connector(conn, payload)
     now = time.time()
     written = central.fleet.set_connector_status({
         "cp_id": conn.cp_id, "connector_id": payload["connectorId"], "status": payload["status"],
@@ -129,7 +134,7 @@ def authorize(conn, payload: dict) -> dict:
 @handles("StartTransaction")
 async def start_transaction(conn, payload: dict) -> dict:
     central = conn.central
-    require_int(payload, "connectorId", 0, INT32_MAX)
+    require_connector(conn, payload)
     require_int(payload, "meterStart", -INT64_MAX, INT64_MAX)
     require_int(payload, "reservationId", -INT64_MAX, INT64_MAX)
     now = time.time()
@@ -184,7 +189,7 @@ async def stop_transaction(conn, payload: dict) -> dict:
 
 @handles("MeterValues")
 async def meter_values(conn, payload: dict) -> dict:
-    require_int(payload, "connectorId", 0, INT32_MAX)
+    require_connector(conn, payload)
     rows = _meter_rows(conn, payload["connectorId"], payload.get("transactionId"),
                        payload["meterValue"], "MeterValues", time.time())
     outcome = await conn.central.transactions.meter_values(

@@ -9,7 +9,7 @@ import time
 from ocpp.v16 import call
 
 from server.timeutil import to_iso
-from tests.server.conftest import ahttp, charge_point, now_iso, register, run
+from tests.server.conftest import ahttp, charge_point, exchange, now_iso, raw_socket, register, run
 
 
 def test_boot_notification_of_a_known_charge_point_is_accepted_and_recorded(server):
@@ -60,6 +60,44 @@ def test_status_notifications_update_connectors_and_keep_history(server):
             _, history = await ahttp(server, "GET", "/api/v1/chargepoints/CP-ST/status-history")
             assert [h["status"] for h in history if h["connector_id"] == 1] == [
                 "Charging", "Preparing", "Available"]
+
+    run(scenario())
+
+
+def test_a_station_cannot_grow_its_connectors_past_the_configured_cap(server):
+    """A connectorId above ocpp.max_connectors (8) is refused in every message that names
+    one, nothing is stored for it, and a station's listing shows only its own connectors."""
+    register(server, "CP-CAP")
+    register(server, "CP-NEXT")
+
+    def status(n):
+        return [2, f"s{n}", "StatusNotification",
+                {"connectorId": n, "errorCode": "NoError", "status": "Available"}]
+
+    async def scenario():
+        async with charge_point(server, "CP-CAP"):
+            pass
+        async with charge_point(server, "CP-NEXT") as other:
+            await other.call(call.StatusNotification(connector_id=2, error_code="NoError",
+                                                     status="Faulted"))
+        async with raw_socket(server, "CP-CAP") as ws:
+            for n in (0, 1, 8):
+                assert (await exchange(ws, status(n)))[0] == 3
+            for n in (9, 2**31 - 1):
+                refused = await exchange(ws, status(n))
+                assert refused[0] == 4 and refused[2] == "PropertyConstraintViolation", refused
+            start = [2, "t", "StartTransaction", {"connectorId": 9, "idTag": "T",
+                                                  "meterStart": 0, "timestamp": now_iso()}]
+            assert (await exchange(ws, start))[2] == "PropertyConstraintViolation"
+            values = [2, "m", "MeterValues", {"connectorId": 100000, "meterValue": [
+                {"timestamp": now_iso(), "sampledValue": [{"value": "1"}]}]}]
+            assert (await exchange(ws, values))[2] == "PropertyConstraintViolation"
+        _, connectors = await ahttp(server, "GET", "/api/v1/chargepoints/CP-CAP/connectors")
+        assert [c["connector_id"] for c in connectors] == [0, 1, 8]
+        _, listing = await ahttp(server, "GET", "/api/v1/chargepoints/CP-NEXT/connectors")
+        assert [(c["connector_id"], c["status"]) for c in listing] == [(2, "Faulted")]
+        _, txs = await ahttp(server, "GET", "/api/v1/transactions?cp_id=CP-CAP")
+        assert txs == [], txs
 
     run(scenario())
 
