@@ -27,6 +27,7 @@ import paging
 from ocpp_rpc import CallError
 
 REGISTRATIONS = ("Accepted", "Pending", "Rejected")  # BootNotification.conf statuses
+HEAP_TRIES = 4  # handshakes of one connection that may meet ENOMEM before it counts as failed
 
 
 class NotConnected(OSError):
@@ -72,7 +73,7 @@ class Link:
                    if conf.get("insecure") is True else
                    "ocpp: wss:// without ocpp.ca_file: refusing to connect (set \"insecure\": true to skip the check)")
         failures = 0
-        short_of_heap = False
+        heap_tries = 0
         while True:
             ws = self.ws_obj
             if ws is None:
@@ -90,24 +91,29 @@ class Link:
                                  timeout=15, flash=cp.flash)
             except Exception as exc:
                 self.state = "offline"
-                if not short_of_heap and isinstance(exc, OSError) and exc.args and exc.args[0] == 12:
+                if heap_tries < HEAP_TRIES - 1 and isinstance(exc, OSError) and exc.args \
+                        and exc.args[0] == 12:
                     # ENOMEM (mbedTLS): no hole for the session's buffers in that moment's
-                    # heap (a firmware download's garbage, say); once, after a collection and
-                    # a pause (transient allocations of other tasks end), at once again
-                    short_of_heap = True
+                    # heap. Right after a firmware download the per-second objects of other
+                    # tasks can split the hole the download's sessions left for a few
+                    # seconds (fresh-clone CI: three handshakes in 2.5 s); they are replaced
+                    # within a second, so: collect, pause (0.5, 1, 2 s), try again, without
+                    # counting it as a failure of the central system
+                    pause = 500 << heap_tries
+                    heap_tries += 1
                     cp.log("ocpp: no heap for the TLS session (OSError 12): collecting, "
-                           "trying it again")
+                           "trying it again in %.1fs" % (pause / 1000))
                     gc.collect()
-                    await asyncio.sleep_ms(500)
+                    await asyncio.sleep_ms(pause)
                     gc.collect()
                     continue
-                short_of_heap = False
+                heap_tries = 0
                 failures += 1
                 delay = self._backoff(failures)
                 cp.log("ocpp: connect failed (%r), retry in %.1fs" % (exc, delay))
                 await self._pause(delay)
                 continue
-            short_of_heap = False
+            heap_tries = 0
             # `failures` counts on until a session gets online: a central system that
             # accepts the upgrade and closes at once still sees growing delays
             cp.log("ocpp: connected")
