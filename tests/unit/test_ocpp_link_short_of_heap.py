@@ -87,16 +87,16 @@ def test_a_handshake_short_of_heap_is_tried_again_after_growing_pauses_not_as_a_
     lines, slept, tries = run_link(monkeypatch, [enomem() for _ in range(ocpp_link.HEAP_TRIES - 1)])
     assert tries == ocpp_link.HEAP_TRIES
     assert slept == [500, 1000, 2000]
-    assert [l for l in lines if "no heap" in l] == [
+    assert [line for line in lines if "no heap" in line] == [
         "ocpp: no heap for the TLS session (OSError 12): collecting, trying it again in %.1fs" % s
         for s in (0.5, 1.0, 2.0)]
-    assert not [l for l in lines if "connect failed" in l]
+    assert not [line for line in lines if "connect failed" in line]
 
 
 def test_past_its_tries_a_heap_shortage_is_a_failed_connect_and_the_count_starts_again(monkeypatch):
     errors = [enomem() for _ in range(ocpp_link.HEAP_TRIES)] + [enomem()]
     lines, slept, tries = run_link(monkeypatch, errors)
-    failed = [l for l in lines if "connect failed" in l]
+    failed = [line for line in lines if "connect failed" in line]
     assert len(failed) == 1 and "OSError(12" in failed[0]
     # after the backoff a new connection starts with its own tries
     assert lines[-1].startswith("ocpp: no heap") and lines[-1].endswith("in 0.5s")
@@ -105,6 +105,6 @@ def test_past_its_tries_a_heap_shortage_is_a_failed_connect_and_the_count_starts
 
 def test_other_connect_errors_go_to_the_backoff_at_once(monkeypatch):
     lines, slept, tries = run_link(monkeypatch, [OSError(111)])
-    assert [l for l in lines if "no heap" in l] == []
-    assert len([l for l in lines if "connect failed (OSError(111" in l]) == 1
+    assert [line for line in lines if "no heap" in line] == []
+    assert len([line for line in lines if "connect failed (OSError(111" in line]) == 1
     assert tries == 2
