@@ -31,6 +31,7 @@ class Fleet:
         self._persisted_seen: dict[str, float] = {}
         self.strangers = Strangers()  # ids nobody registered: no record, just a short list
         self._key_listeners: list = []
+        self._identity_listeners: list = []
         for record in store.load_chargepoints():
             # Nobody is connected to a process that just started.
             record["ocpp_online"] = 0
@@ -71,6 +72,19 @@ class Fleet:
             except Exception:
                 log.exception("key change listener failed for %s", cp_id)
 
+    def on_identity_change(self, listener) -> None:
+        """Call `listener(cp_id, why)` when an operator changes who may act as a station:
+        its key set, replaced or cleared, its registration state changed, or the station
+        deleted. Its open sessions were admitted under the old identity and must end."""
+        self._identity_listeners.append(listener)
+
+    def _identity_changed(self, cp_id: str, why: str) -> None:
+        for listener in self._identity_listeners:
+            try:
+                listener(cp_id, why)
+            except Exception:
+                log.exception("identity change listener failed for %s", cp_id)
+
     # Writes --------------------------------------------------------------------
     def _persist(self, record: dict[str, Any]) -> None:
         self._persisted_seen[record["id"]] = record.get("last_seen") or 0
@@ -88,7 +102,12 @@ class Fleet:
             return record
 
     def register(self, cp_id: str, registration: str = "Accepted", auth_key: str | None = None,
-                 description: str | None = None, clear_auth_key: bool = False) -> dict[str, Any]:
+                 description: str | None = None, clear_auth_key: bool = False,
+                 by_its_own_session: bool = False) -> dict[str, Any]:
+        """Register or change a station. A new or cleared key, or a state other than
+        Accepted, ends its open sessions (on_identity_change), unless the change is the
+        station's own auto-registration made through the very session that presented the
+        key."""
         if registration not in REGISTRATION_STATES:
             raise ValueError(f"registration must be one of {', '.join(REGISTRATION_STATES)}")
         digest = None
@@ -112,9 +131,19 @@ class Fleet:
             self._persist(record)
             if previous != registration:
                 self.event(cp_id, "registration", previous=previous, registration=registration)
-            if auth_key is not None or clear_auth_key:
+            key_changed = auth_key is not None or clear_auth_key
+            if key_changed:
                 self._key_changed(cp_id, auth_key)
-            return dict(record)
+            result = dict(record)
+        # a session keeps what it was admitted with only while that still holds: a new
+        # or cleared key, or a state that grants less, ends it (becoming Accepted does
+        # not: the open session's next BootNotification is answered Accepted, the OCPP
+        # way for a Pending station)
+        demoted = previous != registration and registration != "Accepted"
+        if not by_its_own_session and (key_changed or demoted):
+            self._identity_changed(cp_id, "its key changed" if key_changed
+                                   else f"its registration is now {registration}")
+        return result
 
     def set_auth_key(self, cp_id: str, auth_key: str) -> bool:
         """Store a new AuthorizationKey (rotation); False if the charge point is gone."""
@@ -141,11 +170,16 @@ class Fleet:
             record["auth_key_hash"] = new
             self._persist(record)
 
-    def update(self, cp_id: str, **fields: Any) -> None:
+    def update(self, cp_id: str, **fields: Any) -> bool:
+        """Change fields of an existing record; False (nothing written) for a station that
+        has none (deleted while one of its messages was on its way)."""
         with self._lock:
-            record = self.ensure(cp_id)
+            record = self._records.get(cp_id)
+            if record is None:
+                return False
             record.update(fields)
             self._persist(record)
+            return True
 
     def delete(self, cp_id: str) -> bool:
         with self._lock:
@@ -156,7 +190,8 @@ class Fleet:
             self.store.delete_chargepoint(cp_id)
             self.event(cp_id, "deleted")
             self._key_changed(cp_id, None)
-            return True
+        self._identity_changed(cp_id, "it was deleted")
+        return True
 
     def touch(self, cp_id: str, now: float) -> None:
         """Record activity; persisted lazily (presence changes are persisted at once)."""

@@ -57,6 +57,7 @@ class CentralSystem:
         # and a write, and two threads can lose one
         self._count_lock = threading.Lock()
         schemas.precompile()
+        fleet.on_identity_change(self.revoke)
 
     def _count(self, name: str) -> None:
         with self._count_lock:
@@ -77,6 +78,19 @@ class CentralSystem:
             self.fleet.strangers.note(conn.cp_id, "ocpp", conn.address)
         elif not self.fleet.set_ocpp_online(conn.cp_id, True, "connected"):
             self.fleet.touch(conn.cp_id, time.time())
+
+    def revoke(self, cp_id: str, why: str) -> None:
+        """End the open session of a station whose identity changed (any thread): nothing
+        it sends from now on is handled, and its WebSocket closes (1008, policy)."""
+        conn = self.connections.get(cp_id)
+        if conn is None:
+            return
+        conn.revoked = f"the station's registration changed ({why})"
+        self._count("sessions_revoked")
+        loop = self.loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(
+                lambda: loop.create_task(conn.close(1008, "registration changed")))
 
     def detach(self, conn: ChargePointConnection) -> None:
         if self.connections.get(conn.cp_id) is conn:

@@ -19,6 +19,7 @@ from server.ocpp.errors import (
     INTERNAL_ERROR,
     NOT_IMPLEMENTED,
     NOT_SUPPORTED,
+    SECURITY_ERROR,
     OcppError,
 )
 from server.ocpp.handlers import HANDLERS, require_accepted
@@ -41,7 +42,7 @@ class ChargePointConnection:
     __slots__ = ("cp_id", "ws", "central", "presented_password", "accepted", "heartbeat_interval",
                  "address",
                  "last_seen", "silent", "replaced", "connected_at", "_tokens", "_tokens_at",
-                 "_call_lock", "_pending_id", "_pending", "closed")
+                 "_call_lock", "_pending_id", "_pending", "closed", "revoked")
 
     def __init__(self, cp_id: str, ws, central, presented_password: str | None) -> None:
         self.cp_id = cp_id
@@ -65,6 +66,9 @@ class ChargePointConnection:
         self._pending_id: str | None = None
         self._pending: asyncio.Future | None = None
         self.closed = False  # the receive loop ended: no answer can arrive any more
+        # why the identity this session was admitted under no longer holds (set from any
+        # thread by CentralSystem.revoke): from then on nothing it sends is handled
+        self.revoked: str | None = None
 
     # Receive side -------------------------------------------------------------
     async def run(self) -> None:
@@ -93,6 +97,9 @@ class ChargePointConnection:
     async def on_message(self, raw) -> None:
         central = self.central
         counters = central.counters
+        if self.revoked is not None:  # closing: nothing more is handled, stored or touched
+            counters["revoked_messages_dropped"] += 1
+            return
         counters["messages_in"] += 1
         now = time.monotonic()
         self.last_seen = now
@@ -139,6 +146,8 @@ class ChargePointConnection:
                     raise OcppError(NOT_SUPPORTED, f"{action} is not supported by this central system")
                 raise OcppError(NOT_IMPLEMENTED, f"unknown action {action!r}")
             schemas.validate(action, frame.payload)
+            if self.revoked is not None:
+                raise OcppError(SECURITY_ERROR, f"{action} refused: {self.revoked}")
             require_accepted(self, action)
             try:
                 response = handler(self, frame.payload)

@@ -85,7 +85,8 @@ def boot_notification(conn, payload: dict) -> dict:
             conn.accepted = False
             return {"status": registration, "currentTime": to_iso(now, millis=True),
                     "interval": interval}
-        central.fleet.register(conn.cp_id, "Accepted", auth_key=conn.presented_password)
+        central.fleet.register(conn.cp_id, "Accepted", auth_key=conn.presented_password,
+                               by_its_own_session=True)
         # the connection was attached before this record existed: mark it online now
         central.fleet.set_ocpp_online(conn.cp_id, True, "registered at its first BootNotification")
         registration = "Accepted"

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import hashlib
+import json
 import logging
 import socket
 import sqlite3
@@ -22,7 +23,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from ocpp.routing import on
-from ocpp.v16 import call_result
+from ocpp.v16 import call, call_result
 from ocpp.v16.enums import Action
 from websockets.exceptions import InvalidStatus
 
@@ -32,8 +33,11 @@ from tests.server.conftest import (
     ahttp,
     basic_auth,
     charge_point,
+    exchange,
     http,
+    now_iso,
     ocpp_url,
+    raw_socket,
     register,
     run,
     station_key,
@@ -61,6 +65,105 @@ def stored_rows(app) -> dict:
                 for table in ("chargepoints", "events", "status_history")}
     finally:
         db.close()
+
+
+# Revocation -----------------------------------------------------------------------------
+def tables(app) -> dict:
+    """Row counts of every table a station's messages write to."""
+    app.store.sync()
+    db = sqlite3.connect(app.config.database_path)
+    try:
+        return {table: db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+                for table in ("chargepoints", "transactions", "meter_values", "status_history",
+                              "connectors")}
+    finally:
+        db.close()
+
+
+REGISTRATION_CHANGES = {
+    "key replaced": ("PATCH", {"auth_key": "a-brand-new-key-for-it"}),
+    "key cleared": ("PATCH", {"auth_key": None}),
+    "rejected": ("PATCH", {"registration": "Rejected"}),
+    "pending": ("PATCH", {"registration": "Pending"}),
+    "deleted": ("DELETE", None),
+}
+
+
+@pytest.mark.parametrize("change", sorted(REGISTRATION_CHANGES))
+def test_a_registration_change_ends_the_open_session_and_nothing_more_is_stored(server, change):
+    """An operator's change of a station's key, state or existence ends the session that
+    was admitted under the old one: once the change is answered, nothing the session sends
+    is handled (no transaction, meter value or status stored, no record brought back), and
+    the server closes the WebSocket (1008)."""
+    register(server, "CP-REV")
+    method, body = REGISTRATION_CHANGES[change]
+
+    def start(n):
+        return [2, f"start{n}", "StartTransaction", {"connectorId": 1, "idTag": "T",
+                                                     "meterStart": n, "timestamp": now_iso()}]
+
+    async def scenario():
+        async with raw_socket(server, "CP-REV") as ws:
+            boot = [2, "b", "BootNotification", {"chargePointVendor": "V", "chargePointModel": "M"}]
+            assert (await exchange(ws, boot))[2]["status"] == "Accepted"
+            assert (await exchange(ws, start(1)))[0] == 3
+            before = tables(server)
+            status, answer = await ahttp(server, method, "/api/v1/chargepoints/CP-REV", body)
+            assert status in (200, 204), answer
+            changed_at = asyncio.get_running_loop().time()
+            for frame in (start(2), [2, "s", "StatusNotification", {
+                    "connectorId": 1, "errorCode": "NoError", "status": "Charging"}],
+                          [2, "f", "FirmwareStatusNotification", {"status": "Installed"}],
+                          [2, "m", "MeterValues", {"connectorId": 1, "meterValue": [
+                              {"timestamp": now_iso(), "sampledValue": [{"value": "5"}]}]}]):
+                try:
+                    await ws.send(json.dumps(frame))
+                except websockets.ConnectionClosed:
+                    break
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                while True:  # whatever was answered before the close, then the close
+                    answer = json.loads(await asyncio.wait_for(ws.recv(), 30))
+                    assert answer[0] == 4 and answer[2] == "SecurityError", answer
+            closing = asyncio.get_running_loop().time() - changed_at
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008, closed.value
+            after = tables(server)
+            expected = dict(before)
+            if change == "deleted":
+                assert server.fleet.get("CP-REV") is None  # not brought back
+                expected = {k: v for k, v in after.items()}  # the delete itself removed rows
+                assert after["chargepoints"] == before["chargepoints"] - 1
+            assert after["transactions"] == before["transactions"]
+            assert after["meter_values"] == before["meter_values"]
+            assert after["status_history"] == before["status_history"] or change == "deleted"
+            if change != "deleted":
+                assert after == expected
+            print(f"  {change}: session closed {closing * 1000:.0f} ms after the change was answered")
+        assert server.central.counters["sessions_revoked"] == 1
+
+    run(scenario())
+
+
+def test_a_station_rotating_its_own_key_through_its_session_keeps_that_session(server):
+    """Not a revocation: the key the operator sends to the station with ChangeConfiguration
+    (server/ocpp/secure_operations.py) is stored once the station accepts it; the station
+    uses it from its next connection, its open session goes on."""
+    register(server, "CP-ROTATE")
+
+    class AcceptsTheKey(ChargePointClient):
+        @on(Action.change_configuration)
+        def on_change_configuration(self, **kw):
+            return call_result.ChangeConfiguration(status="Accepted")
+
+    async def scenario():
+        async with charge_point(server, "CP-ROTATE", cls=AcceptsTheKey) as cp:
+            status, answer = await ahttp(server, "POST",
+                                         "/api/v1/chargepoints/CP-ROTATE/ChangeConfiguration",
+                                         {"key": "AuthorizationKey", "value": "rotated-key-0123456789"})
+            assert status == 200 and answer["result"] == {"status": "Accepted"}, answer
+            assert await cp.call(call.Heartbeat()) is not None  # the same session goes on
+        assert server.central.counters["sessions_revoked"] == 0
+
+    run(scenario())
 
 
 # Keys -------------------------------------------------------------------------------
