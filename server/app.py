@@ -121,6 +121,8 @@ class Application:
                                             mqtt["topic_prefix"])
             credentials.load(self.fleet.all())
             self.fleet.on_key_change(credentials.set_station)
+            self.fleet.on_registration_change(
+                lambda cp_id, registration: credentials.set_enabled(cp_id, registration == "Accepted"))
             self.broker = open_embedded_broker(self.config, credentials)
             port = self.broker.start()  # on failure, stop() ends what it spawned
             broker = {"host": mqtt["embedded_host"], "port": port, "tls": False,

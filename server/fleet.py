@@ -32,6 +32,7 @@ class Fleet:
         self.strangers = Strangers()  # ids nobody registered: no record, just a short list
         self._key_listeners: list = []
         self._identity_listeners: list = []
+        self._state_listeners: list = []
         for record in store.load_chargepoints():
             # Nobody is connected to a process that just started.
             record["ocpp_online"] = 0
@@ -84,6 +85,11 @@ class Fleet:
                 listener(cp_id, why)
             except Exception:
                 log.exception("identity change listener failed for %s", cp_id)
+
+    def on_registration_change(self, listener) -> None:
+        """Call `listener(cp_id, registration)` whenever a station's registration state is
+        set to another value (the broker lets only Accepted stations in)."""
+        self._state_listeners.append(listener)
 
     # Writes --------------------------------------------------------------------
     def _persist(self, record: dict[str, Any]) -> None:
@@ -139,6 +145,12 @@ class Fleet:
         # or cleared key, or a state that grants less, ends it (becoming Accepted does
         # not: the open session's next BootNotification is answered Accepted, the OCPP
         # way for a Pending station)
+        if previous != registration:
+            for listener in self._state_listeners:
+                try:
+                    listener(cp_id, registration)
+                except Exception:
+                    log.exception("registration listener failed for %s", cp_id)
         demoted = previous != registration and registration != "Accepted"
         if not by_its_own_session and (key_changed or demoted):
             self._identity_changed(cp_id, "its key changed" if key_changed

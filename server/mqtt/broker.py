@@ -271,6 +271,7 @@ class AmqttBroker:
         self.port: int | None = None
         self._proc: subprocess.Popen | None = None
         credentials.on_change = self.reload
+        credentials.on_state = self.reload  # a disabled station is out of the password file
 
     def start(self, timeout: float = 20.0) -> int:
         creds = self.credentials

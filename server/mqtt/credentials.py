@@ -110,8 +110,11 @@ class BrokerCredentials:
 
     `set_station(cp_id, key)` is called when a station gets a key (plaintext, available
     only then), `set_station(cp_id, None)` when the key is cleared or the station deleted.
-    Every change rewrites the password file atomically and calls `on_change` (the broker
-    reloads it)."""
+    `set_enabled(cp_id, accepted)` follows its registration state: only an Accepted station
+    may use the broker; a Pending or Rejected one keeps its credential (its key is not
+    known again once set) in `passwd.disabled`, out of the password file, and is
+    disconnected. Every change rewrites the files atomically and calls `on_change` or
+    `on_state` (the broker applies it)."""
 
     ADMIN_USER = "picocharge-broker-admin"
 
@@ -121,11 +124,14 @@ class BrokerCredentials:
         self.admin_user = self.ADMIN_USER
         self.prefix = prefix
         self.password_file = directory / "passwd"
+        self.disabled_file = directory / "passwd.disabled"  # Pending/Rejected stations'
         self.secret_file = directory / "ingest.secret"
         self.admin_secret_file = directory / "admin.secret"
         self.on_change = None  # on_change(cp_id, key or None, revokes_a_key), set by the broker
+        self.on_state = None  # on_state(cp_id, enabled), set by the broker
         self._lock = threading.Lock()
         self._users: dict[str, str] = {}
+        self._disabled: set[str] = set()  # stations not Accepted (with a credential or not)
         self.ingest_password = ""
         self.admin_password = ""
 
@@ -145,10 +151,13 @@ class BrokerCredentials:
         self.ingest_password = self._secret(self.secret_file)
         self.admin_password = self._secret(self.admin_secret_file)
         with_key = {r["id"] for r in fleet_records if r.get("auth_key_hash")}
-        users = read_password_file(self.password_file)
+        users = read_password_file(self.disabled_file)
+        users.update(read_password_file(self.password_file))
         with self._lock:
             self._users = {user: hashed for user, hashed in users.items()
                            if user in with_key and user not in self.reserved}
+            self._disabled = {r["id"] for r in fleet_records
+                              if r.get("registration") != "Accepted"}
             missing = sorted(with_key - set(self._users))
             self._write()
         if missing:
@@ -182,10 +191,34 @@ class BrokerCredentials:
         if self.on_change is not None:
             self.on_change(cp_id, key, revoke)
 
+    def set_enabled(self, cp_id: str, enabled: bool) -> None:
+        """Let the station use the broker (Accepted) or not (Pending, Rejected): a station
+        turned away is disconnected and refused until it is Accepted again."""
+        with self._lock:
+            if (cp_id not in self._disabled) == enabled:
+                return
+            if enabled:
+                self._disabled.discard(cp_id)
+            else:
+                self._disabled.add(cp_id)
+            if cp_id not in self._users:
+                return  # no credential yet: the state waits for one
+            self._write()
+        if self.on_state is not None:
+            self.on_state(cp_id, enabled)
+
+    def is_enabled(self, cp_id: str) -> bool:
+        with self._lock:
+            return cp_id in self._users and cp_id not in self._disabled
+
     def _write(self) -> None:
         lines = [f"{self.ingest_user}:{mosquitto_hash(self.ingest_password)}"]
-        lines += [f"{user}:{hashed}" for user, hashed in sorted(self._users.items())]
+        lines += [f"{user}:{hashed}" for user, hashed in sorted(self._users.items())
+                  if user not in self._disabled]
         write_private(self.password_file, "\n".join(lines) + "\n")
+        write_private(self.disabled_file, "".join(
+            f"{user}:{hashed}\n" for user, hashed in sorted(self._users.items())
+            if user in self._disabled))
 
     # Mosquitto's dynamic-security plugin ------------------------------------------------
     def station_role(self, cp_id: str) -> dict:
@@ -195,11 +228,12 @@ class BrokerCredentials:
                           "allow": True}]}
 
     @staticmethod
-    def _dynsec_client(username: str, hashed: str, role: str) -> dict:
+    def _dynsec_client(username: str, hashed: str, role: str, disabled: bool = False) -> dict:
         _, _, iterations, salt, digest = hashed.split("$")
         # clientid: only this username's password can use this client id
         return {"username": username, "clientid": username, "password": digest, "salt": salt,
-                "iterations": int(iterations), "roles": [{"rolename": role}]}
+                "iterations": int(iterations), "roles": [{"rolename": role}],
+                "disabled": disabled}
 
     def dynsec_document(self) -> dict:
         """The plugin's configuration file: the administrator (the server's broker manager),
@@ -207,10 +241,11 @@ class BrokerCredentials:
         prefix = self.prefix
         with self._lock:
             users = dict(self._users)
+            disabled = set(self._disabled)
         clients = [
             self._dynsec_client(self.admin_user, mosquitto_hash(self.admin_password), "admin"),
             self._dynsec_client(self.ingest_user, mosquitto_hash(self.ingest_password), "ingest"),
-        ] + [self._dynsec_client(user, hashed, f"station-{user}")
+        ] + [self._dynsec_client(user, hashed, f"station-{user}", user in disabled)
              for user, hashed in sorted(users.items())]
         roles = [
             {"rolename": "admin", "acls": [

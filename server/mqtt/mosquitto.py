@@ -51,6 +51,7 @@ GUARANTEE = ("Mosquitto: QoS 1 sessions and queued messages are persisted in {di
 CONTROL_TOPIC = "$CONTROL/dynamic-security/v1"
 # this many credential changes at once are applied by restarting Mosquitto (see _flush_loop)
 BULK_RESTART = 50
+UNCHANGED = object()  # a queued change that leaves the station's key as it is
 GATHER_QUIET_S = 0.2
 
 
@@ -133,7 +134,8 @@ class MosquittoBroker:
         self.pid: int | None = None
         self._proc: subprocess.Popen | None = None
         self._admin: mqtt.Client | None = None
-        self._pending: dict[str, str | None] = {}
+        # cp_id → {"key": new key, None (remove) or UNCHANGED, "enabled": bool or None}
+        self._pending: dict[str, dict] = {}
         self._pending_lock = threading.Lock()
         self._wake = threading.Event()
         self._batch_done = threading.Event()
@@ -141,6 +143,7 @@ class MosquittoBroker:
         self._answered = threading.Condition()
         self._lifecycle = threading.RLock()  # a restart for a bulk change vs. stop()
         credentials.on_change = self.apply
+        credentials.on_state = self.apply_state
 
     @property
     def guarantee(self) -> str:
@@ -275,12 +278,20 @@ class MosquittoBroker:
         thousands of stations stays cheap); one that revokes a key returns only once the
         broker has applied it and disconnected whoever used the old key. A new station may
         be refused for the few milliseconds until its batch is applied (it retries)."""
+        self._queue(cp_id, "key", key, revoke)
+
+    def apply_state(self, cp_id: str, enabled: bool) -> None:
+        """Enable or disable a station's client (the plugin disconnects a disabled one);
+        a disabling returns once the broker has applied it."""
+        self._queue(cp_id, "enabled", enabled, not enabled)
+
+    def _queue(self, cp_id: str, field: str, value, wait: bool) -> None:
         with self._pending_lock:
-            self._pending[cp_id] = key
+            self._pending.setdefault(cp_id, {"key": UNCHANGED, "enabled": None})[field] = value
             done = self._batch_done
         self._wake.set()
-        if revoke and not done.wait(15):
-            log.error("MQTT broker: revoking the credentials of %s was not confirmed", cp_id)
+        if wait and not done.wait(15):
+            log.error("MQTT broker: revoking the access of %s was not confirmed", cp_id)
 
     def _flush_loop(self) -> None:
         while True:
@@ -317,11 +328,17 @@ class MosquittoBroker:
             finally:
                 done.set()
 
-    def _send(self, batch: dict[str, str | None]) -> None:
+    def _send(self, batch: dict[str, dict]) -> None:
         """One $CONTROL message for the batch. Deleting a client first makes the plugin
-        disconnect a connection that used the old key."""
+        disconnect a connection that used the old key; disabling one disconnects it too."""
         commands = []
-        for cp_id, key in batch.items():
+        for cp_id, change in batch.items():
+            key, enabled = change["key"], change["enabled"]
+            if key is UNCHANGED:
+                if enabled is not None:
+                    commands.append({"command": "enableClient" if enabled else "disableClient",
+                                     "username": cp_id})
+                continue
             role = self.credentials.station_role(cp_id)
             commands += [{"command": "deleteClient", "username": cp_id},
                          {"command": "deleteRole", "rolename": role["rolename"]}]
@@ -332,6 +349,10 @@ class MosquittoBroker:
                       for acl in role["acls"]),
                     {"command": "createClient", "username": cp_id, "password": key,
                      "clientid": cp_id, "roles": [{"rolename": role["rolename"]}]}]
+                if not self.credentials.is_enabled(cp_id):
+                    commands.append({"command": "disableClient", "username": cp_id})
+        if not commands:
+            return
         for command in commands:
             command["correlationData"] = secrets.token_hex(8)
         admin = self._admin

@@ -192,6 +192,47 @@ def test_a_deleted_station_is_disconnected_and_refused(broker_server):
                            station_key("CP-GONE")) != "accepted"
 
 
+@pytest.mark.parametrize("state", ["Rejected", "Pending"])
+def test_a_station_no_longer_accepted_is_disconnected_and_refused_until_accepted_again(
+        broker_server, state):
+    """Only an Accepted station may publish telemetry: Rejected or Pending ends its MQTT
+    connection and refuses the next, without a broker restart; Accepted again lets the
+    same key in (the server keeps the credential, not the key)."""
+    app = broker_server
+    port = app.ports["mqtt"]
+    process = app.broker.pid if app.broker.kind == "mosquitto" else app.broker._proc.pid
+    board = Watched(mqtt_station(app, "CP-TURNED"))
+    publish(board.client, "picocharge/CP-TURNED/telemetry", _telemetry(1))
+    wait_until(lambda: _series(app, "CP-TURNED") == [1], timeout=10)
+    status, _ = http(app, "PATCH", "/api/v1/chargepoints/CP-TURNED", {"registration": state})
+    assert status == 200
+    assert board.disconnected.wait(10), f"the {state} station stayed connected"
+    board.stop()
+    key = station_key("CP-TURNED")
+    assert connect_outcome(port, "CP-TURNED", "CP-TURNED", key) != "accepted"
+    status, _ = http(app, "PATCH", "/api/v1/chargepoints/CP-TURNED", {"registration": "Accepted"})
+    assert status == 200
+    accepted(port, "CP-TURNED")
+    again = mqtt_publisher(port, "CP-TURNED", "CP-TURNED", key)
+    publish(again, "picocharge/CP-TURNED/telemetry", _telemetry(2))
+    wait_until(lambda: _series(app, "CP-TURNED") == [1, 2], timeout=10)
+    again.loop_stop()
+    same = app.broker.pid if app.broker.kind == "mosquitto" else app.broker._proc.pid
+    assert same == process
+
+
+def test_a_station_registered_pending_gets_no_broker_access_even_after_a_restart(start_server):
+    app = start_server()
+    register(app, "CP-WAIT", registration="Pending")
+    key = station_key("CP-WAIT")
+    assert connect_outcome(app.ports["mqtt"], "CP-WAIT", "CP-WAIT", key) != "accepted"
+    app.stop()
+    again = start_server()
+    assert connect_outcome(again.ports["mqtt"], "CP-WAIT", "CP-WAIT", key) != "accepted"
+    assert http(again, "PATCH", "/api/v1/chargepoints/CP-WAIT", {"registration": "Accepted"})[0] == 200
+    accepted(again.ports["mqtt"], "CP-WAIT")
+
+
 def test_credentials_are_private_files_that_survive_a_restart(start_server, tmp_path, caplog):
     app = start_server()
     register(app, "CP-KEEP", station_key("CP-KEEP"))
