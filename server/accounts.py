@@ -29,6 +29,7 @@ USERNAME = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
 MIN_PASSWORD = 10
 MAX_PASSWORD = 1024
 MIN_ADMIN_TOKEN = 32
+CLI_CREATOR = "cli"  # created_by of tokens made with `python -m server users token create`
 SEEDED_TOKEN_ID = "env-admin"  # the token PICOCHARGE_ADMIN_TOKEN seeds; replaced at each start
 TOKEN_PREFIX = "pct_"
 
@@ -172,11 +173,15 @@ class Accounts:
     def tokens(self) -> list[dict]:
         return [token_json(r) for r in self.store.list_api_tokens()]
 
-    def create_token(self, name, role, created_by: str | None = None) -> tuple[dict, str]:
-        """(description, the token itself: shown once, never stored)."""
+    def create_token(self, name, role, created_by: str | None = None,
+                     creator_role: str | None = None) -> tuple[dict, str]:
+        """(description, the token itself: shown once, never stored). ``creator_role``: the
+        rights of whoever asks; a token never gets more."""
         if not isinstance(name, str) or not 1 <= len(name) <= 100:
             raise AccountError(400, "name must be a string of 1 to 100 characters")
         _check_role(role)
+        if creator_role is not None and not role_allows(creator_role, role):
+            raise AccountError(403, f"a {creator_role} cannot create a token with role {role}")
         secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
         row = {"id": secrets.token_hex(6), "name": name, "role": role,
                "token_hash": digest(secret), "created_by": created_by,
@@ -206,10 +211,39 @@ class Accounts:
         self._commit()
 
     def token_role(self, secret: str) -> dict | None:
-        """The active token presented as ``Bearer <secret>``, or None."""
+        """The active token presented as ``Bearer <secret>`` with the role it has now, or
+        None. A token never has more rights than whoever made it has now: its role is
+        lowered to its creator's current one, and it is dead once the creator's account
+        (or the token that made it) is gone. Tokens made on the server itself (the CLI,
+        PICOCHARGE_ADMIN_TOKEN) answer to nobody."""
         if not secret or len(secret) > 256:
             return None
-        return self.store.find_api_token(digest(secret))
+        token = self.store.find_api_token(digest(secret))
+        if token is None:
+            return None
+        role = self._creator_cap(token.get("created_by"), depth=0)
+        if role is None:
+            return None
+        if not role_allows(role, token["role"]):
+            token = dict(token, role=role)
+        return token
+
+    def _creator_cap(self, creator: str | None, depth: int) -> str | None:
+        """The highest role a token made by ``creator`` may have now; None: no rights."""
+        if creator is None or creator == CLI_CREATOR:
+            return ROLES[-1]
+        if depth > 8:  # a chain of tokens making tokens: refuse rather than walk on
+            return None
+        if creator.startswith("token:"):
+            parent = self.store.get_api_token(creator[len("token:"):])
+            if parent is None:
+                return None
+            cap = self._creator_cap(parent.get("created_by"), depth + 1)
+            if cap is None:
+                return None
+            return min(cap, parent["role"], key=ROLE_RANK.__getitem__)
+        user = self.store.get_operator_user(creator)
+        return user["role"] if user is not None else None
 
     # Sessions ------------------------------------------------------------------
     def open_session(self, username: str) -> tuple[str, dict]:
@@ -242,6 +276,11 @@ class Accounts:
             self.seed_admin_token(admin_token)
             log.info("admin API token from PICOCHARGE_ADMIN_TOKEN / auth.admin_token is active")
             return
+        if self.store.get_api_token(SEEDED_TOKEN_ID) is not None:
+            # the variable is gone: so is the token it made at an earlier start
+            self.store.revoke_api_token(SEEDED_TOKEN_ID, time.time())
+            self._commit()
+            log.info("admin API token of an earlier PICOCHARGE_ADMIN_TOKEN revoked (not set now)")
         if self.store.list_operator_users():
             return
         password = secrets.token_urlsafe(15)

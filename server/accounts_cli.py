@@ -19,7 +19,7 @@ import argparse
 import getpass
 import sys
 
-from server.accounts import ROLES, AccountError, Accounts
+from server.accounts import CLI_CREATOR, ROLES, AccountError, Accounts
 from server.config import load_config
 from server.store import open_store
 
@@ -81,7 +81,7 @@ def _run(args, accounts: Accounts) -> None:
         accounts.delete_user(args.username)
         print(f"deleted {args.username}")
     elif args.token_command == "create":
-        info, secret = accounts.create_token(args.name, args.role, created_by="cli")
+        info, secret = accounts.create_token(args.name, args.role, created_by=CLI_CREATOR)
         print(f"token {info['id']} ({info['role']}); shown only now:\n{secret}")
     elif args.token_command == "list":
         for token in accounts.tokens():

@@ -204,6 +204,10 @@ class Store(ABC):
         """The unrevoked token with this SHA-256, or None."""
 
     @abstractmethod
+    def get_api_token(self, token_id: str) -> Row | None:
+        """The unrevoked token with this id, or None."""
+
+    @abstractmethod
     def list_api_tokens(self) -> list[Row]: ...
 
     @abstractmethod

@@ -657,6 +657,10 @@ class SQLiteStore(Store):
         return self._one("SELECT * FROM api_tokens WHERE token_hash = ? AND revoked_at IS NULL",
                          (token_hash,))
 
+    def get_api_token(self, token_id: str) -> Row | None:
+        return self._one("SELECT * FROM api_tokens WHERE id = ? AND revoked_at IS NULL",
+                         (token_id,))
+
     def list_api_tokens(self) -> list[Row]:
         return self._all("SELECT * FROM api_tokens ORDER BY created_at, id")
 

@@ -66,7 +66,8 @@ def list_tokens():
 def create_token():
     body = json_body()
     info, secret = services().accounts.create_token(body.get("name"), body.get("role", "viewer"),
-                                                    created_by=g.principal["name"])
+                                                    created_by=g.principal["name"],
+                                                    creator_role=g.principal["role"])
     return jsonify(dict(info, token=secret)), 201
 
 

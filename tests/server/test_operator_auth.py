@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import json
 import re
 import sqlite3
 import ssl
@@ -147,6 +148,43 @@ def test_revoked_token_is_refused_on_the_very_next_request(server):
     assert http(server, "GET", "/api/v1/me", token=token)[0] == 401
     listed = {t["id"]: t for t in http(server, "GET", "/api/v1/tokens")[1]}
     assert listed[created["id"]]["active"] is False
+
+
+def test_a_token_never_has_more_rights_than_its_creator_has_now(server):
+    """A token made by a logged-in admin follows that account: demoted, the token is
+    demoted with it; deleted, the token is dead. A token made by a token dies with it."""
+    make_user(server, "erin", "admin")  # the last admin could not be demoted
+    make_user(server, "dana", "admin", "dana's long password")
+    browser = Browser(server)
+    assert browser.login("dana", "dana's long password")[0] == 303
+    status, _, body = browser.request(
+        "POST", "/api/v1/tokens", json.dumps({"name": "dana-ci", "role": "admin"}),
+        {"Content-Type": "application/json", "X-CSRF-Token": browser.csrf()})
+    assert status == 201, body
+    token = json.loads(body)["token"]
+    assert http(server, "GET", "/api/v1/users", token=token)[0] == 200
+    assert http(server, "PATCH", "/api/v1/users/dana", {"role": "viewer"})[0] == 200
+    assert http(server, "GET", "/api/v1/me", token=token)[1]["role"] == "viewer"
+    assert http(server, "GET", "/api/v1/users", token=token)[0] == 403
+    assert http(server, "POST", "/api/v1/chargepoints/CP1/Reset", {"type": "Soft"},
+                token=token)[0] == 403
+    assert http(server, "DELETE", "/api/v1/users/dana")[0] == 204
+    assert http(server, "GET", "/api/v1/me", token=token)[0] == 401
+
+    parent = make_token(server, "admin", "parent")
+    status, child = http(server, "POST", "/api/v1/tokens", {"name": "child", "role": "admin"},
+                         token=parent["token"])
+    assert status == 201 and http(server, "GET", "/api/v1/users", token=child["token"])[0] == 200
+    assert http(server, "DELETE", f"/api/v1/tokens/{parent['id']}")[0] == 204
+    assert http(server, "GET", "/api/v1/me", token=child["token"])[0] == 401
+
+
+def test_the_admin_token_of_the_environment_ends_when_the_variable_is_gone(start_server):
+    app = start_server()
+    assert http(app, "GET", "/api/v1/users")[0] == 200
+    app.stop()
+    again = start_server({"auth.admin_token": ""})
+    assert http(again, "GET", "/api/v1/me")[0] == 401  # ADMIN_TOKEN, seeded at the first start
 
 
 def test_tokens_are_shown_once_and_stored_only_as_their_hash(server):
