@@ -4,6 +4,8 @@ checks of :mod:`server.web.auth` first."""
 
 from __future__ import annotations
 
+import secrets
+
 from flask import Flask, jsonify, request
 from werkzeug.exceptions import HTTPException
 
@@ -59,9 +61,13 @@ def create_app(services) -> Flask:
 
     @app.errorhandler(Exception)
     def internal_error(exc: Exception):
-        app.logger.exception("unhandled error on %s", request.path)
+        # the exception's text can hold paths, SQL or values: it goes to the log only, under
+        # an incident id the caller can quote
+        incident = secrets.token_hex(6)
+        app.logger.exception("unhandled error on %s (incident %s)", request.path, incident)
         if request.path.startswith("/api/"):
-            return jsonify(error="Internal Server Error", reason=str(exc)), 500
-        return "Internal Server Error\n", 500
+            return jsonify(error="Internal Server Error", incident=incident,
+                           reason=f"internal error; the server log has incident {incident}"), 500
+        return f"Internal Server Error (incident {incident})\n", 500
 
     return app

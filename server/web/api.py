@@ -264,6 +264,14 @@ def chargepoint_transactions(cp_id: str):
     return _transactions(cp_id)
 
 
+def spreadsheet_safe(value):
+    """A text cell a spreadsheet would run as a formula (=, +, -, @, tab, CR first: an idTag
+    chosen by a station can be `=HYPERLINK(...)`) gets a leading apostrophe."""
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value
+
+
 def _transactions(cp_id: str | None):
     state = request.args.get("state")
     if state not in (None, "active", "completed"):
@@ -276,7 +284,7 @@ def _transactions(cp_id: str | None):
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, CSV_COLUMNS, extrasaction="ignore")
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows({k: spreadsheet_safe(v) for k, v in row.items()} for row in rows)
         return Response(buffer.getvalue(), mimetype="text/csv",
                         headers={"Content-Disposition": "attachment; filename=transactions.csv"})
     return jsonify(rows)

@@ -3,7 +3,9 @@ idTag management, transaction filters and CSV, the OpenAPI document, JSON errors
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import json
 import urllib.request
 
@@ -109,6 +111,36 @@ def test_transactions_filter_and_export_as_csv(server):
     assert len(lines) == 3
     assert any(line.split(",")[3] == "A" and line.split(",")[9] == "900" for line in lines[1:])
     assert http(server, "GET", "/api/v1/transactions?state=sideways")[0] == 400
+
+
+def test_a_station_chosen_id_tag_cannot_become_a_formula_in_the_csv(server):
+    register(server, "CP-FORMULA")
+    tags = ["=HYPERLINK(\"x\")", "+1+1", "-2+3", "@SUM(A1)", "plain"]
+
+    async def scenario():
+        async with charge_point(server, "CP-FORMULA") as cp:
+            for n, tag in enumerate(tags, 1):
+                await cp.call(call.StartTransaction(connector_id=1, id_tag=tag, meter_start=n,
+                                                    timestamp=now_iso()))
+
+    run(scenario())
+    _, text = http(server, "GET", "/api/v1/transactions?format=csv&cp_id=CP-FORMULA")
+    cells = [row["id_tag"] for row in csv.DictReader(io.StringIO(text))]
+    assert sorted(cells) == sorted(["'" + t for t in tags[:4]] + ["plain"])
+    _, rows = http(server, "GET", "/api/v1/transactions?cp_id=CP-FORMULA")
+    assert sorted(r["id_tag"] for r in rows) == sorted(tags)  # the JSON keeps them as sent
+
+
+def test_an_unexpected_error_answers_500_with_an_incident_id_and_no_internals(server, monkeypatch,
+                                                                               caplog):
+    def broken(*args, **kwargs):
+        raise RuntimeError("/secret/path/picocharge.db: SELECT * FROM operator_users")
+
+    monkeypatch.setattr(server.store, "list_transactions", broken)
+    status, body = http(server, "GET", "/api/v1/transactions")
+    assert status == 500 and "secret" not in str(body) and "SELECT" not in str(body), body
+    assert body["incident"] in body["reason"]
+    assert body["incident"] in caplog.text and "/secret/path" in caplog.text  # the log has it
 
 
 def test_openapi_document_lists_the_api_and_every_operation(server):
