@@ -14,6 +14,47 @@ import threading
 log = logging.getLogger(__name__)
 
 
+def body_limit(path: str, http: dict) -> int:
+    """The largest body a request to ``path`` may send: uploads have their own cap, every
+    other route the JSON one (request_checks applies the same rule inside the app)."""
+    from server.web.request_checks import UPLOAD_PREFIXES
+
+    if path.startswith(UPLOAD_PREFIXES):
+        return int(http["max_upload_bytes"])
+    return int(http["max_json_bytes"]) + 1
+
+
+class _BodyLimit:
+    """waitress's settings with this request's own body limit."""
+
+    def __init__(self, adj, limit: int) -> None:
+        self._adj = adj
+        self.max_request_body_size = limit
+
+    def __getattr__(self, name):
+        return getattr(self._adj, name)
+
+
+def _route_limited_channel(http: dict):
+    """A waitress channel whose parser holds each request to its route's body limit as soon
+    as the headers are read: waitress reads (and spools) a whole body before the app runs,
+    so without this an anonymous client could send max_upload_bytes to any route before
+    being answered 401 or 413."""
+    from waitress.channel import HTTPChannel
+    from waitress.parser import HTTPRequestParser
+
+    class RouteLimitedParser(HTTPRequestParser):
+        def parse_header(self, header_plus):
+            super().parse_header(header_plus)
+            self.adj = _BodyLimit(self.adj, min(self.adj.max_request_body_size,
+                                                body_limit(self.path or "", http)))
+
+    class RouteLimitedChannel(HTTPChannel):
+        parser_class = RouteLimitedParser
+
+    return RouteLimitedChannel
+
+
 class _Waitress:
     scheme = "http"
 
@@ -26,6 +67,7 @@ class _Waitress:
                                      threads=http["threads"], ident="PicoCharge",
                                      max_request_body_size=http["max_upload_bytes"],
                                      asyncore_use_poll=True)
+        self._server.channel_class = _route_limited_channel(http)
         self.port = int(self._server.effective_port)
         self._thread = threading.Thread(target=self._server.run, name="http", daemon=True)
         self._thread.start()
