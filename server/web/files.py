@@ -9,7 +9,7 @@ station are bounded in size, number per hour and total space."""
 
 from __future__ import annotations
 
-from flask import Blueprint, abort, jsonify, request, send_from_directory
+from flask import Blueprint, abort, current_app, jsonify, request, send_from_directory
 
 from server.files import UploadRefused
 from server.ocpp.endpoint import basic_credentials
@@ -33,13 +33,30 @@ def _unauthorized(reason: str):
     return response
 
 
+class _TooManyGuesses(Exception):
+    def __init__(self, wait: float) -> None:
+        super().__init__(wait)
+        self.wait = wait
+
+
 def _station_credentials_valid(cp_id: str) -> bool:
+    """The station's own Basic credentials? A key the verification cache does not know
+    costs argon2id: limited per address (_TooManyGuesses) before it runs."""
     fleet = services().fleet
     credentials = basic_credentials(request.headers.get("Authorization"))
     record = fleet.get(cp_id)
     if credentials is None or credentials[0] != cp_id or record is None:
         return False
-    return fleet.keys.verify(cp_id, credentials[1], record.get("auth_key_hash"))
+    stored = record.get("auth_key_hash")
+    if not stored:
+        return False
+    if fleet.keys.cached(cp_id, credentials[1], stored):
+        return True
+    guesses = current_app.extensions["picocharge_auth"]["station_limiter"]
+    wait = guesses.take(request.remote_addr or "?")
+    if wait:
+        raise _TooManyGuesses(wait)
+    return fleet.keys.verify(cp_id, credentials[1], stored)
 
 
 def _store_upload(cp_id: str, filename: str | None, token: str | None = None):
@@ -56,7 +73,16 @@ def _store_upload(cp_id: str, filename: str | None, token: str | None = None):
         finally:
             if not stored:  # spent only by a stored upload: the station may retry
                 svc.central.upload_tokens.give_back(cp_id, token, expiry)
-    if not _station_credentials_valid(cp_id):
+    try:
+        valid = _station_credentials_valid(cp_id)
+    except _TooManyGuesses as exc:
+        response = jsonify(error="Too Many Requests",
+                           reason="too many credential checks from this address; wait")
+        response.status_code = 429
+        guesses = current_app.extensions["picocharge_auth"]["station_limiter"]
+        response.headers["Retry-After"] = guesses.retry_after_header(exc.wait)
+        return response
+    if not valid:
         return _unauthorized("the station's Basic auth credentials are required")
     return _receive(svc, cp_id, filename)
 

@@ -582,6 +582,22 @@ def test_diagnostics_upload_needs_the_stations_own_credentials(start_server):
     assert http(app, "GET", "/api/v1/diagnostics?cp_id=CP-NOBODY")[1]["files"] == []
 
 
+def test_wrong_station_credentials_on_uploads_are_limited_before_the_kdf_runs(server):
+    """Each unknown key costs argon2id (~20 ms, 19 MiB): per address a burst of 10, then
+    429 with Retry-After, without running it. A station's key the cache knows is not
+    counted."""
+    register(server, "CP-GUESS")
+    path = "/diagnostics/CP-GUESS/diag.txt"
+    own = basic_auth("CP-GUESS", station_key("CP-GUESS"))
+    assert http(server, "PUT", path, raw=b"first\n", headers=own)[0] == 201
+    misses = server.fleet.keys.stats()["misses"]
+    answers = [http(server, "PUT", path, raw=b"x", headers=basic_auth("CP-GUESS", f"guess-{n:011d}"))[0]
+               for n in range(14)]
+    assert answers[:10] == [401] * 10 and set(answers[10:]) <= {401, 429} and 429 in answers, answers
+    assert server.fleet.keys.stats()["misses"] - misses <= answers.count(401)
+    assert http(server, "PUT", path, raw=b"again\n", headers=own)[0] == 201  # cached: not limited
+
+
 def test_get_diagnostics_location_carries_a_one_time_upload_token(start_server):
     server = start_server({"files.diagnostics_max_bytes": 64})
     register(server, "CP-TOKEN")
