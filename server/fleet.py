@@ -66,12 +66,17 @@ class Fleet:
         (the plaintext exists only then), cleared, or the station deleted."""
         self._key_listeners.append(listener)
 
-    def _key_changed(self, cp_id: str, key: str | None) -> None:
-        for listener in self._key_listeners:
+    @staticmethod
+    def _tell(listeners: list, cp_id: str, value) -> None:
+        """Call every listener; one that fails is logged and does not stop the others."""
+        for listener in listeners:
             try:
-                listener(cp_id, key)
+                listener(cp_id, value)
             except Exception:
-                log.exception("key change listener failed for %s", cp_id)
+                log.exception("listener %r failed for %s", listener, cp_id)
+
+    def _key_changed(self, cp_id: str, key: str | None) -> None:
+        self._tell(self._key_listeners, cp_id, key)
 
     def on_identity_change(self, listener) -> None:
         """Call `listener(cp_id, why)` when an operator changes who may act as a station:
@@ -80,11 +85,7 @@ class Fleet:
         self._identity_listeners.append(listener)
 
     def _identity_changed(self, cp_id: str, why: str) -> None:
-        for listener in self._identity_listeners:
-            try:
-                listener(cp_id, why)
-            except Exception:
-                log.exception("identity change listener failed for %s", cp_id)
+        self._tell(self._identity_listeners, cp_id, why)
 
     def on_registration_change(self, listener) -> None:
         """Call `listener(cp_id, registration)` whenever a station's registration state is
@@ -146,11 +147,7 @@ class Fleet:
         # not: the open session's next BootNotification is answered Accepted, the OCPP
         # way for a Pending station)
         if previous != registration:
-            for listener in self._state_listeners:
-                try:
-                    listener(cp_id, registration)
-                except Exception:
-                    log.exception("registration listener failed for %s", cp_id)
+            self._tell(self._state_listeners, cp_id, registration)
         demoted = previous != registration and registration != "Accepted"
         if not by_its_own_session and (key_changed or demoted):
             self._identity_changed(cp_id, "its key changed" if key_changed
