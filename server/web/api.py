@@ -503,8 +503,10 @@ def diagnostics_files():
     _fresh()
     svc = services()
     rows = svc.store.list_diagnostics_files(request.args.get("cp_id"))
+    # the server's own file path stays on the server: a file is named by station and name
+    files = [iso_fields({k: v for k, v in r.items() if k != "path"}, "received_at") for r in rows]
     return jsonify({"upload_url": f"{svc.public_url}/diagnostics/<chargePointId>",
-                    "files": [iso_fields(r, "received_at") for r in rows]})
+                    "files": files})
 
 
 # Service ------------------------------------------------------------------------------

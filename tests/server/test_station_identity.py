@@ -579,6 +579,7 @@ def test_diagnostics_upload_needs_the_stations_own_credentials(start_server):
     assert http(app, "PUT", path, raw=body, headers=own)[0] == 429  # uploads per hour
     _, listing = http(app, "GET", "/api/v1/diagnostics?cp_id=CP-UP")
     assert len(listing["files"]) == 2
+    assert str(app.config.data_dir) not in str(listing) and "path" not in listing["files"][0]
     assert http(app, "GET", "/api/v1/diagnostics?cp_id=CP-NOBODY")[1]["files"] == []
 
 
