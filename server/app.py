@@ -23,6 +23,7 @@ from server.mqtt.credentials import BrokerCredentials
 from server.mqtt.ingest import MqttIngest, parse_broker_url
 from server.ocpp.central import CentralSystem
 from server.ocpp.endpoint import OcppEndpoint
+from server.station_keys import StationKeys, load_secret
 from server.store import open_store
 from server.thingspeak.bridge import ThingSpeakBridge
 from server.thingspeak.channels import ChannelService
@@ -68,7 +69,7 @@ class Application:
         config = self.config
         config.data_dir.mkdir(parents=True, exist_ok=True)
         self.store = open_store(config)
-        self.fleet = Fleet(self.store)
+        self.fleet = Fleet(self.store, StationKeys(load_secret(config.data_dir / "station-keys.secret")))
         self.central = CentralSystem(config, self.store, self.fleet)
         self.channels = ChannelService(config, self.store)
         self.bridge = ThingSpeakBridge(config, self.store)

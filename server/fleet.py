@@ -9,7 +9,7 @@ import threading
 import time
 from typing import Any
 
-from server.station_keys import KeyVerifier, check_key, hash_key, key_problem  # noqa: F401
+from server.station_keys import StationKeys, key_problem
 from server.store import Store
 from server.strangers import Strangers
 
@@ -21,9 +21,9 @@ LAST_SEEN_PERSIST_SECONDS = 60.0
 
 
 class Fleet:
-    def __init__(self, store: Store, key_cache_entries: int = 20000) -> None:
+    def __init__(self, store: Store, keys: StationKeys | None = None) -> None:
         self.store = store
-        self.keys = KeyVerifier(key_cache_entries)
+        self.keys = keys or StationKeys()
         self._lock = threading.RLock()
         self._records: dict[str, dict[str, Any]] = {}
         # cp_id → connector_id → record: a station's listing touches only its own
@@ -122,7 +122,7 @@ class Fleet:
             problem = key_problem(auth_key)
             if problem:
                 raise ValueError(problem)
-            digest = self.keys.hash_for(cp_id, auth_key)  # the KDF runs outside the lock
+            digest = self.keys.hash_key(cp_id, auth_key)
         with self._lock:
             record = self.ensure(cp_id)
             self.strangers.forget(cp_id)
@@ -132,7 +132,6 @@ class Fleet:
                 record["auth_key_hash"] = digest
             elif clear_auth_key:
                 record["auth_key_hash"] = None
-                self.keys.forget(cp_id)
             if description is not None:
                 record["description"] = description
             self._persist(record)
@@ -159,7 +158,7 @@ class Fleet:
         problem = key_problem(auth_key)
         if problem:
             raise ValueError(problem)
-        digest = self.keys.hash_for(cp_id, auth_key)
+        digest = self.keys.hash_key(cp_id, auth_key)
         with self._lock:
             record = self._records.get(cp_id)
             if record is None:
@@ -194,7 +193,6 @@ class Fleet:
         with self._lock:
             if self._records.pop(cp_id, None) is None:
                 return False
-            self.keys.forget(cp_id)
             self._connectors.pop(cp_id, None)
             self.store.delete_chargepoint(cp_id)
             self.event(cp_id, "deleted")

@@ -1,36 +1,47 @@
-"""Charge point AuthorizationKeys: the length rule, storage with a password KDF, and a
-bounded verification cache.
+"""Charge point AuthorizationKeys: the length rule, and how they are stored and checked.
 
 Keys are 16 to 40 characters (OCPP 1.6 security whitepaper, profiles 1 and 2). They are
-stored as argon2id hashes; hashes written by older versions (``sha256$salt$hex``) are still
-accepted and replaced by an argon2id hash on the next successful login.
+stored as ``hmac-sha256$<secret id>$<hex>``: HMAC-SHA256 under a server secret kept outside
+the database (``<data_dir>/station-keys.secret``, mode 0600), of the charge point id and the
+key. Checking one costs about a microsecond, so 10 000 stations reconnecting after a
+server restart are admitted as fast as their handshakes arrive.
 
-Verifying an argon2id hash costs tens of milliseconds on purpose, far too much for 10 000
-charge points reconnecting after a network outage. ``KeyVerifier`` therefore remembers, per
-charge point, ``HMAC(process secret, key)`` of the last key that verified against the
-currently stored hash: a reconnect with the same key and an unchanged hash costs one HMAC.
-A key that failed is never remembered, a changed hash misses the cache by construction, and
-the secret lives only in this process's memory, so the cache is worthless to anyone who
-reads the database.
+Why not a slow password hash (argon2id, as earlier versions stored): the same key is also
+the station's MQTT password, which the broker must keep as PBKDF2 of 101 iterations (its
+own format, checked on every connect); the weakest stored form sets the real protection,
+and argon2id beside it bought nothing but three minutes of CPU after each restart. The
+HMAC's secret is what protects the keys now: a copy of the database alone (a dump, a
+backup, a replica) gives nothing to guess against. Whoever has the data directory too
+can test guesses quickly either way, so keys must be random (the README says how to make
+one), not chosen words.
+
+Hashes written by older versions (argon2id, ``sha256$salt$hex``) still admit their
+station, checked the slow way once, and are replaced by the HMAC form at that login.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
+import os
 import secrets
 import threading
-from collections import OrderedDict
+from pathlib import Path
 
 import argon2
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
+log = logging.getLogger(__name__)
+
 KEY_MIN_LENGTH = 16
 KEY_MAX_LENGTH = 40
-LEGACY_SCHEME = "sha256$"
+SCHEME = "hmac-sha256"
+LEGACY_SHA256 = "sha256$"
+SECRET_BYTES = 32
 
-# OWASP's argon2id baseline (19 MiB, 2 passes, 1 lane): about 17 ms on the bench machine.
-_HASHER = argon2.PasswordHasher(time_cost=2, memory_cost=19456, parallelism=1)
+# verifies hashes written by earlier versions only (argon2id takes its parameters from the hash)
+_LEGACY_ARGON2 = argon2.PasswordHasher()
 
 
 def key_problem(key: object) -> str | None:
@@ -45,115 +56,100 @@ def key_problem(key: object) -> str | None:
     return None
 
 
-def hash_key(key: str) -> str:
-    """An argon2id hash of ``key`` (slow by design; call off the event loop)."""
-    return _HASHER.hash(key)
-
-
-def _check_legacy(key: str, stored: str) -> bool:
+def check_legacy(key: str, stored: str) -> bool:
+    """A hash of an earlier version (argon2id, or sha256$salt$hex): slow by design for
+    argon2id (call off the event loop)."""
+    if stored.startswith(LEGACY_SHA256):
+        try:
+            _, salt, digest = stored.split("$", 2)
+        except ValueError:
+            return False
+        return hmac.compare_digest(hashlib.sha256((salt + key).encode()).hexdigest(), digest)
     try:
-        _, salt, digest = stored.split("$", 2)
-    except ValueError:
-        return False
-    return hmac.compare_digest(hashlib.sha256((salt + key).encode()).hexdigest(), digest)
-
-
-def check_key(key: str, stored: str | None) -> bool:
-    """Slow path: does ``key`` match the stored hash (argon2id or legacy sha256)?"""
-    if not stored or not isinstance(key, str):
-        return False
-    if stored.startswith(LEGACY_SCHEME):
-        return _check_legacy(key, stored)
-    try:
-        return _HASHER.verify(stored, key)
+        return _LEGACY_ARGON2.verify(stored, key)
     except (VerifyMismatchError, VerificationError, InvalidHashError):
         return False
 
 
-def needs_rehash(stored: str) -> bool:
-    """True for legacy hashes and argon2 hashes made with other parameters."""
-    if stored.startswith(LEGACY_SCHEME):
-        return True
+def load_secret(path: Path) -> bytes:
+    """The secret in ``path``, made (random, mode 0600) if the file does not exist yet."""
+    path = Path(path)
     try:
-        return _HASHER.check_needs_rehash(stored)
-    except (InvalidHashError, ValueError):
-        return True
+        text = path.read_text().strip()
+    except FileNotFoundError:
+        text = ""
+    if text:
+        secret = bytes.fromhex(text)
+        if len(secret) < SECRET_BYTES:
+            raise ValueError(f"{path}: the station key secret must be {SECRET_BYTES} bytes "
+                             "(64 hex digits)")
+        return secret
+    path.parent.mkdir(parents=True, exist_ok=True)
+    secret = secrets.token_bytes(SECRET_BYTES)
+    temporary = path.with_name(path.name + ".tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(secret.hex() + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
+    log.info("station keys: made a new secret in %s (back it up with the database)", path)
+    return secret
 
 
-class KeyVerifier:
-    """Verify charge point keys through a bounded LRU cache of keys known good."""
+class StationKeys:
+    """Hash and check AuthorizationKeys under one server secret."""
 
-    def __init__(self, max_entries: int = 20000) -> None:
-        self.max_entries = max(1, int(max_entries))
-        self._secret = secrets.token_bytes(32)
+    def __init__(self, secret: bytes | None = None) -> None:
+        # no secret: a random one for this process (tools and tests that store nothing)
+        self._secret = secret if secret is not None else secrets.token_bytes(SECRET_BYTES)
+        self.secret_id = hashlib.sha256(self._secret).hexdigest()[:8]
+        self._prefix = f"{SCHEME}${self.secret_id}$"
         self._lock = threading.Lock()
-        # cp_id → (stored hash the key verified against, HMAC(secret, key))
-        self._good: OrderedDict[str, tuple[str, bytes]] = OrderedDict()
-        # cp_id → (HMAC(secret, key), hash of that key): hashes computed ahead of a write
-        self._prehashed: OrderedDict[str, tuple[bytes, str]] = OrderedDict()
-        self.hits = 0
-        self.misses = 0
+        self._counts = {"fast": 0, "legacy": 0, "other_secret": 0}
+        self._warned_other_secret = False
 
-    def _mac(self, cp_id: str, key: str) -> bytes:
-        return hmac.new(self._secret, f"{cp_id}\0{key}".encode(), hashlib.sha256).digest()
+    def hash_key(self, cp_id: str, key: str) -> str:
+        mac = hmac.new(self._secret, f"{cp_id}\0{key}".encode(), hashlib.sha256).hexdigest()
+        return self._prefix + mac
 
-    def cached(self, cp_id: str, key: str, stored: str) -> bool:
-        """Fast path: True only if this very key verified against this very hash before."""
-        mac = self._mac(cp_id, key)
-        with self._lock:
-            entry = self._good.get(cp_id)
-            if entry is not None and entry[0] == stored and hmac.compare_digest(entry[1], mac):
-                self._good.move_to_end(cp_id)
-                self.hits += 1
-                return True
-        return False
+    def is_current(self, stored: str | None) -> bool:
+        """A hash in this server's own form (checked in a microsecond)."""
+        return bool(stored) and stored.startswith(self._prefix)
+
+    def matches(self, cp_id: str, key: str, stored: str | None) -> bool:
+        """Fast path only: True if ``stored`` is in the current form and ``key`` matches."""
+        if not isinstance(key, str) or not self.is_current(stored):
+            return False
+        self._count("fast")
+        return hmac.compare_digest(self.hash_key(cp_id, key), stored)
 
     def verify(self, cp_id: str, key: str, stored: str | None) -> bool:
-        """The cache first, the KDF on a miss (slow: call off the event loop)."""
+        """Any stored form; a hash of an earlier version is checked the slow way (argon2id:
+        call off the event loop), then ``needs_rehash`` says to replace it."""
         if not stored or not isinstance(key, str):
             return False
-        if self.cached(cp_id, key, stored):
-            return True
-        with self._lock:
-            self.misses += 1
-        if not check_key(key, stored):
+        if self.is_current(stored):
+            return self.matches(cp_id, key, stored)
+        if stored.startswith(SCHEME + "$"):
+            self._count("other_secret")
+            if not self._warned_other_secret:
+                self._warned_other_secret = True
+                log.error("station keys: stored key hashes were made with another secret than "
+                          "this server's (%s): no such station can log in; restore the "
+                          "station-keys.secret that was backed up with this database",
+                          self.secret_id)
             return False
-        self.remember(cp_id, key, stored)
-        return True
+        self._count("legacy")
+        return check_legacy(key, stored)
 
-    def remember(self, cp_id: str, key: str, stored: str) -> None:
-        with self._lock:
-            self._good[cp_id] = (stored, self._mac(cp_id, key))
-            self._good.move_to_end(cp_id)
-            while len(self._good) > self.max_entries:
-                self._good.popitem(last=False)
+    def needs_rehash(self, stored: str | None) -> bool:
+        return not self.is_current(stored)
 
-    def forget(self, cp_id: str) -> None:
+    def _count(self, name: str) -> None:
         with self._lock:
-            self._good.pop(cp_id, None)
-            self._prehashed.pop(cp_id, None)
-
-    def prehash(self, cp_id: str, key: str) -> None:
-        """Compute the hash of a key about to be stored (auto-registration), so that the
-        write itself, which may happen on the event loop, does not pay for the KDF."""
-        digest = hash_key(key)
-        with self._lock:
-            self._prehashed[cp_id] = (self._mac(cp_id, key), digest)
-            while len(self._prehashed) > self.max_entries:
-                self._prehashed.popitem(last=False)
-
-    def hash_for(self, cp_id: str, key: str) -> str:
-        """The hash to store for ``key``: a precomputed one if it is for this key."""
-        mac = self._mac(cp_id, key)
-        with self._lock:
-            entry = self._prehashed.pop(cp_id, None)
-        if entry is not None and hmac.compare_digest(entry[0], mac):
-            digest = entry[1]
-        else:
-            digest = hash_key(key)
-        self.remember(cp_id, key, digest)
-        return digest
+            self._counts[name] += 1
 
     def stats(self) -> dict:
         with self._lock:
-            return {"cached": len(self._good), "hits": self.hits, "misses": self.misses}
+            return dict(self._counts, secret_id=self.secret_id)

@@ -28,7 +28,7 @@ from websockets.asyncio.server import serve
 from server.ocpp.admission import HandshakeLimiter
 from server.ocpp.central import CentralSystem
 from server.ocpp.connection import ChargePointConnection
-from server.station_keys import hash_key, key_problem, needs_rehash
+from server.station_keys import key_problem
 
 log = logging.getLogger(__name__)
 
@@ -171,9 +171,7 @@ class OcppEndpoint:
             problem = key_problem(credentials[1])
             if problem:
                 return http.HTTPStatus.UNAUTHORIZED, problem
-            # The key is stored at BootNotification; hash it now, off the event loop.
-            await self._off_loop(self.central.fleet.keys.prehash, cp_id, credentials[1])
-            return None
+            return None  # the key is stored at its BootNotification
         if unregistered:
             return http.HTTPStatus.UNAUTHORIZED, "unknown charge point"
         return http.HTTPStatus.UNAUTHORIZED, "charge point has no AuthorizationKey registered"
@@ -188,14 +186,13 @@ class OcppEndpoint:
 
     async def _verify(self, cp_id: str, key: str, stored: str) -> bool:
         keys = self.central.fleet.keys
-        if keys.cached(cp_id, key, stored):
-            return True
+        if keys.is_current(stored):  # a microsecond: on the loop
+            return keys.matches(cp_id, key, stored)
+        # a hash of an earlier version (argon2id): checked off the loop, counted against
+        # max_unauthenticated_handshakes, then replaced by the current form
         if not await self._off_loop(keys.verify, cp_id, key, stored):
             return False
-        if needs_rehash(stored):  # e.g. a sha256$ hash of an older version
-            new = await self._off_loop(hash_key, key)
-            self.central.fleet.upgrade_key_hash(cp_id, stored, new)
-            keys.remember(cp_id, key, new)
+        self.central.fleet.upgrade_key_hash(cp_id, stored, keys.hash_key(cp_id, key))
         return True
 
     def warn_about_lab_shortcuts(self) -> None:

@@ -186,10 +186,9 @@ def install(app: Flask, services) -> None:
     # makes each guess cost ~0.1 s of CPU anyway; this keeps one address from taking every
     # thread). Used by server/web/login.py.
     login_limiter = RateLimiter(0.5, 10)
-    # Station credentials on the HTTP side (diagnostics uploads) that the verification
-    # cache does not know: each runs argon2id (~20 ms, 19 MiB), so per address a burst of
-    # 10, then one a second; a station's own upload with its known key costs an HMAC and
-    # is not counted
+    # Station credentials on the HTTP side (diagnostics uploads): per address a burst of
+    # 10 wrong keys (or checks of an earlier version's argon2id hash, ~20 ms and 19 MiB
+    # each), then one a second; a station's own upload with its right key is not counted
     station_limiter = RateLimiter(1.0, 10)
     app.extensions["picocharge_auth"] = {"allowed_hosts": hosts, "limiter": limiter,
                                          "login_limiter": login_limiter,

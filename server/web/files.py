@@ -40,8 +40,9 @@ class _TooManyGuesses(Exception):
 
 
 def _station_credentials_valid(cp_id: str) -> bool:
-    """The station's own Basic credentials? A key the verification cache does not know
-    costs argon2id: limited per address (_TooManyGuesses) before it runs."""
+    """The station's own Basic credentials? Wrong keys are limited per address
+    (_TooManyGuesses), and a key stored by an earlier version (argon2id, the KDF) is
+    limited before it is checked."""
     fleet = services().fleet
     credentials = basic_credentials(request.headers.get("Authorization"))
     record = fleet.get(cp_id)
@@ -50,9 +51,14 @@ def _station_credentials_valid(cp_id: str) -> bool:
     stored = record.get("auth_key_hash")
     if not stored:
         return False
-    if fleet.keys.cached(cp_id, credentials[1], stored):
-        return True
     guesses = current_app.extensions["picocharge_auth"]["station_limiter"]
+    if fleet.keys.is_current(stored):
+        if fleet.keys.matches(cp_id, credentials[1], stored):
+            return True
+        wait = guesses.take(request.remote_addr or "?")
+        if wait:
+            raise _TooManyGuesses(wait)
+        return False
     wait = guesses.take(request.remote_addr or "?")
     if wait:
         raise _TooManyGuesses(wait)
