@@ -36,7 +36,7 @@ SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 SIGNATURE_FILE = "manifest.sig"
 SIGNATURE_FORMAT = "picocharge-sig-1"
 MANIFEST_CONTEXT = b"PicoCharge firmware manifest v1\n"
-ENDORSE_CONTEXT = b"PicoCharge key endorsement v1\n"
+ENDORSE_CONTEXT = b"PicoCharge key endorsement v2\n"  # + key, retire byte, generation
 
 
 def sha256_file(path: Path) -> str:
@@ -63,9 +63,10 @@ def firmware_path_problem(relative: str) -> str | None:
     return None
 
 
-def build_bundle(source: Path, bundle_dir: Path, version: str) -> dict:
+def build_bundle(source: Path, bundle_dir: Path, version: str, security_version: int = 0) -> dict:
     """Copy every file under ``source`` (``__pycache__`` left out) into ``bundle_dir`` and
-    write its manifest."""
+    write its manifest. ``security_version``: boards that installed a signed bundle of a
+    higher one refuse this one (anti-rollback)."""
     source, bundle_dir = Path(source), Path(bundle_dir)
     bundle_dir.mkdir(parents=True, exist_ok=True)
     files = {}
@@ -77,6 +78,8 @@ def build_bundle(source: Path, bundle_dir: Path, version: str) -> dict:
         shutil.copyfile(path, target)
         files[relative] = {"size": target.stat().st_size, "sha256": sha256_file(target)}
     manifest = {"version": version, "created_at": int(time.time()), "files": files}
+    if security_version:
+        manifest["security_version"] = int(security_version)
     (bundle_dir / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
 

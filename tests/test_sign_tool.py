@@ -100,10 +100,10 @@ def test_a_rotation_lets_boards_that_trust_the_old_key_take_bundles_of_the_new_o
     run(capsys, "sign", b, "--key", tmp_path / "new.key")
     assert run(capsys, "verify", b, "--trust", old)[0] == 1
     code, _, err = run(capsys, "rotate", "--old", tmp_path / "old.key", "--new",
-                       tmp_path / "new.key.pub", "--out", tmp_path / "rot.json")
+                       tmp_path / "new.key.pub", "--generation", "1", "--out", tmp_path / "rot.json")
     assert code == 0, err
     rotation = json.loads((tmp_path / "rot.json").read_text())
-    assert (rotation["key"], rotation["by"], rotation["retire"]) == (new, old, True)
+    assert (rotation["key"], rotation["by"], rotation["retire"], rotation["gen"]) == (new, old, True, 1)
     run(capsys, "sign", b, "--key", tmp_path / "new.key", "--endorsement", tmp_path / "rot.json")
     assert run(capsys, "verify", b, "--trust", old)[0] == 0
     assert run(capsys, "verify", b, "--trust", new)[0] == 0  # already rotated: skipped
@@ -115,7 +115,7 @@ def test_a_rotation_lets_boards_that_trust_the_old_key_take_bundles_of_the_new_o
     assert code == 1 and "does not verify" in out
     # a private key is not accepted where a public one is expected
     code, _, err = run(capsys, "rotate", "--old", tmp_path / "old.key", "--new",
-                       tmp_path / "new.key", "--out", tmp_path / "x.json")
+                       tmp_path / "new.key", "--generation", "2", "--out", tmp_path / "x.json")
     assert code == 2 and "is a private key" in err
 
 

@@ -4,9 +4,10 @@ does, rotate keys.
     python -m tools.sign keygen maker.key            # private key (mode 0600) + maker.key.pub
     python -m tools.sign pubkey maker.key            # the public key, for firmware.keys
     python -m tools.sign bundle build/firmware var/firmware/v2 --version 2.0.0 [--key maker.key]
+                                                   [--security-version N]
     python -m tools.sign sign BUNDLE_DIR --key maker.key [--endorsement rot.json ...]
     python -m tools.sign verify BUNDLE_DIR --trust HEX [--trust HEX ...] [--allow-unsigned]
-    python -m tools.sign rotate --old old.key --new new.key.pub --out rot.json [--keep-old]
+    python -m tools.sign rotate --old old.key --new new.key.pub --generation N --out rot.json [--keep-old]
 
 The private key is a PKCS#8 PEM file, encrypted with a passphrase (asked on the terminal,
 or read from the environment variable named by `--passphrase-env`); `--no-passphrase`
@@ -20,8 +21,15 @@ directory with its manifest (`server.files.build_bundle`), signed when `--key` i
 signature of MANIFEST_CONTEXT + SHA-256(manifest.json bytes), plus any key rotations
 (endorsements) given. `rotate` makes such an endorsement: the old key signs
 ENDORSE_CONTEXT + new public key + 0x01 (the old key is retired on the boards that accept
-it) or 0x00 (`--keep-old`). Ship it with every bundle signed by the new key until every
-board has taken one of them.
+it) or 0x00 (`--keep-old`) + the key generation (4 bytes, big-endian). Generations count
+the maker's rotations, 1 for the first: a board refuses a rotation of a generation it has
+already seen, so the old endorsements, public in every manifest.sig, cannot be replayed,
+and a retired key never comes back. Ship it with every bundle signed by the new key until
+every board has taken one of them.
+
+`--security-version N` (bundle) writes N into the manifest: a board that installed a
+signed bundle of version N refuses every bundle below it (anti-rollback). Raise it with a
+release that fixes a vulnerability.
 
 `verify` applies the board's rules (firmware_trust.Trust) with the `cryptography`
 package: trusted keys, endorsements in order, the signature, then each listed file's
@@ -134,14 +142,24 @@ def manifest_message(manifest_bytes: bytes) -> bytes:
     return MANIFEST_CONTEXT + hashlib.sha256(manifest_bytes).digest()
 
 
-def endorsement_message(new_public: bytes, retire: bool) -> bytes:
-    return ENDORSE_CONTEXT + new_public + (b"\x01" if retire else b"\x00")
+MAX_GENERATION = 0x7FFFFFFF
 
 
-def endorse(old: Ed25519PrivateKey, new_public: bytes, retire: bool = True) -> dict:
-    """The old key vouches for the new one (and retires itself unless `retire` is False)."""
-    return {"key": new_public.hex(), "by": public_hex(old), "retire": retire,
-            "sig": old.sign(endorsement_message(new_public, retire)).hex()}
+def endorsement_message(new_public: bytes, retire: bool, generation: int) -> bytes:
+    return (ENDORSE_CONTEXT + new_public + (b"\x01" if retire else b"\x00")
+            + generation.to_bytes(4, "big"))
+
+
+def endorse(old: Ed25519PrivateKey, new_public: bytes, retire: bool = True,
+            generation: int = 1) -> dict:
+    """The old key vouches for the new one, of key generation `generation` (1 for the
+    first rotation, one more for each after it), and retires itself unless `retire` is
+    False."""
+    if isinstance(generation, bool) or not isinstance(generation, int) \
+            or not 0 < generation <= MAX_GENERATION:
+        raise SignError(f"the key generation must be 1 to {MAX_GENERATION}")
+    return {"key": new_public.hex(), "by": public_hex(old), "retire": retire, "gen": generation,
+            "sig": old.sign(endorsement_message(new_public, retire, generation)).hex()}
 
 
 def sign_bundle(bundle: Path, key: Ed25519PrivateKey, endorsements=()) -> dict:
@@ -172,10 +190,13 @@ def _verifies(public: bytes, message: bytes, signature_hex) -> bool:
         return False
 
 
-def check_bundle(bundle: Path, trusted: list[bytes], allow_unsigned: bool = False) -> list[str]:
-    """What a board trusting `trusted` would say: [] if it installs the bundle, else the
-    reasons it refuses it (the board stops at the first)."""
+def check_bundle(bundle: Path, trusted: list[bytes], allow_unsigned: bool = False,
+                 state: dict | None = None) -> list[str]:
+    """What a board trusting `trusted`, with trust state `state` (its fw/keys.json:
+    retired keys, the key generation and security version seen), would say: [] if it
+    installs the bundle, else the reasons it refuses it (the board stops at the first)."""
     bundle = Path(bundle)
+    state = state or {}
     try:
         manifest_bytes = (bundle / "manifest.json").read_bytes()
         manifest = json.loads(manifest_bytes)
@@ -191,9 +212,15 @@ def check_bundle(bundle: Path, trusted: list[bytes], allow_unsigned: bool = Fals
             doc = json.loads(sig_path.read_text())
         except ValueError:
             doc = None
-        problem = signature_problem(doc, manifest_bytes, trusted)
+        problem = signature_problem(doc, manifest_bytes, trusted, state)
         if problem:
             problems.append(problem)
+    security = manifest.get("security_version", 0) if isinstance(manifest, dict) else 0
+    if isinstance(security, bool) or not isinstance(security, int) or security < 0:
+        problems.append("bad manifest: security_version")
+    elif security < state.get("floor", 0):
+        problems.append(f"security version {security} is below the board's {state['floor']} "
+                        "(anti-rollback)")
     files = manifest.get("files") if isinstance(manifest, dict) else None
     for relative, entry in (files or {}).items():
         path = bundle / relative
@@ -206,30 +233,44 @@ def check_bundle(bundle: Path, trusted: list[bytes], allow_unsigned: bool = Fals
     return problems
 
 
-def signature_problem(doc, manifest_bytes: bytes, trusted: list[bytes]) -> str | None:
-    """The board's rule for one manifest.sig (firmware_trust.Trust.check)."""
+def signature_problem(doc, manifest_bytes: bytes, trusted: list[bytes],
+                      state: dict | None = None) -> str | None:
+    """The board's rule for one manifest.sig (firmware/lib/firmware_trust.py `plan`)."""
+    state = state or {}
     if not isinstance(doc, dict) or doc.get("format") != SIGNATURE_FORMAT:
         return f"manifest.sig is not in the {SIGNATURE_FORMAT} format"
     endorsements = doc.get("endorse", [])
     if not isinstance(endorsements, list) or len(endorsements) > MAX_ENDORSE:
         return f"manifest.sig is not in the {SIGNATURE_FORMAT} format"
-    working = list(trusted)
+    retired = [bytes.fromhex(k) for k in state.get("retired", [])]
+    working = [k for k in trusted if k not in retired]
+    seen = state.get("gen", 0)
     for e in endorsements:
         try:
             new, by = parse_public(e["key"]), parse_public(e["by"])
         except (SignError, KeyError, TypeError, AttributeError):
             return "manifest.sig: malformed key rotation"
         retire = e.get("retire") is True
+        generation = e.get("gen")
+        if isinstance(generation, bool) or not isinstance(generation, int) \
+                or not 0 < generation <= MAX_GENERATION:
+            return (f"key rotation to {new.hex()[:16]} has no key generation (made by an older "
+                    "tools.sign: make it again)")
+        if generation <= seen:
+            continue
+        if new in retired:
+            return f"key rotation to {new.hex()[:16]} refused: that key was retired"
         if new in working and not (retire and by in working):
             continue
         if by not in working:
             return f"key rotation to {new.hex()[:16]} signed by key {by.hex()[:16]}, which is not trusted"
-        if not _verifies(by, endorsement_message(new, retire), e.get("sig")):
+        if not _verifies(by, endorsement_message(new, retire, generation), e.get("sig")):
             return f"the key rotation to {new.hex()[:16]} does not verify"
         if new not in working:
             working.append(new)
         if retire:
             working.remove(by)
+        seen = generation
     try:
         key = parse_public(doc.get("key") or "")
     except SignError:
@@ -297,7 +338,9 @@ def cmd_bundle(args) -> int:
     if dest.exists():
         raise SignError(f"{dest} exists: a bundle is never overwritten")
     key = open_key(Path(args.key), args) if args.key else None
-    manifest = build_bundle(source, dest, args.version)
+    if args.security_version < 0:
+        raise SignError("the security version must be 0 or more")
+    manifest = build_bundle(source, dest, args.version, args.security_version)
     problems = [p for p in map(firmware_path_problem, manifest["files"]) if p]
     for problem in problems:
         print(f"warning: {problem}")
@@ -339,9 +382,9 @@ def cmd_rotate(args) -> int:
     out = Path(args.out)
     if out.exists():
         raise SignError(f"{out} exists")
-    doc = endorse(old, new, retire=not args.keep_old)
+    doc = endorse(old, new, retire=not args.keep_old, generation=args.generation)
     out.write_text(json.dumps(doc, indent=1) + "\n")
-    print(f"key {new.hex()} endorsed by {doc['by']}"
+    print(f"key {new.hex()} (generation {args.generation}) endorsed by {doc['by']}"
           + ("" if args.keep_old else " (boards that take it stop trusting the old key)"))
     print(f"attach it when signing with the new key: --endorsement {out}")
     return 0
@@ -371,6 +414,8 @@ def main(argv=None) -> int:
     p.add_argument("dest", help="the bundle directory to create")
     p.add_argument("--version", required=True, help="the firmware version the board reports")
     p.add_argument("--key", help="sign it with this private key")
+    p.add_argument("--security-version", type=int, default=0,
+                   help="boards that installed a signed bundle of a higher one refuse this one")
     p.set_defaults(fn=cmd_bundle)
     p = with_passphrase(sub.add_parser("sign", help="write BUNDLE/manifest.sig"))
     p.add_argument("bundle")
@@ -388,6 +433,8 @@ def main(argv=None) -> int:
     p.add_argument("--old", required=True, help="the old private key")
     p.add_argument("--new", required=True, help="the new public key (hex or its .pub file)")
     p.add_argument("--out", required=True, help="the key rotation file to write")
+    p.add_argument("--generation", type=int, required=True,
+                   help="this rotation's key generation: 1 for the first, one more each time")
     p.add_argument("--keep-old", action="store_true", help="boards keep trusting the old key")
     p.set_defaults(fn=cmd_rotate)
     args = parser.parse_args(argv)

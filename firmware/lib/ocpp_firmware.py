@@ -374,6 +374,15 @@ class Firmware:
         if not isinstance(version, str) or not 0 < len(version) <= 50 \
                 or not isinstance(files, dict) or not files:
             raise ValueError("bad manifest")
+        floor = self._floor(learnt)
+        security = manifest.get("security_version", 0)
+        if isinstance(security, bool) or not isinstance(security, int) \
+                or not 0 <= security <= 0x7FFFFFFF:
+            raise ValueError("bad manifest: security_version")
+        if security < floor:
+            raise Refused("security version %d is below this board's %d (anti-rollback: an "
+                          "older release is not installed again)" % (security, floor))
+        raised = security if sig_path and security > floor else None  # only a signed one
         names = sorted(files)
         need = 0
         # the entries go to an index on flash: the parsed manifest (~250 bytes a file) is
@@ -406,11 +415,28 @@ class Firmware:
                 if binascii.hexlify(digest).decode() != sha:
                     raise Refused("%s: sha256 differs from the manifest's" % path)
         flash.remove("fw/stage/index.txt")
-        if learnt is not None and learnt[0] is not None:
-            flash.write_json("fw/keys.json", learnt[0])
+        trust = learnt[0] if learnt is not None else None
+        if raised is not None:
+            trust = trust or paging.load("firmware_trust").state(flash)
+            paging.drop("firmware_trust")
+            trust["floor"] = raised
+            self.cp.log("firmware: security version %d: older releases are refused from now "
+                        "on" % raised)
+        if trust is not None:
+            flash.write_json("fw/keys.json", trust)
+        if learnt is not None:
             for line in learnt[1]:
                 self.cp.log(line)
         return version, names
+
+    def _floor(self, learnt):
+        """The lowest security_version this board installs (fw/keys.json)."""
+        if learnt is not None and learnt[0] is not None:
+            return learnt[0].get("floor", 0)
+        try:
+            return paging.load("firmware_trust").state(self.flash)["floor"]
+        finally:
+            paging.drop("firmware_trust")
 
     async def _update(self, location, retrieve, tries, interval):
         cp = self.cp

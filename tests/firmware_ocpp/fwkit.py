@@ -41,7 +41,7 @@ OTHER = Ed25519PrivateKey.from_private_bytes(bytes(range(100, 132)))
 
 def make_bundle(runtime: str, dest: Path, version: str, edits: dict | None = None,
                 mark_all: bool = False, key: Ed25519PrivateKey | None = MAKER,
-                endorsements=()) -> dict:
+                endorsements=(), security_version: int = 0) -> dict:
     """Build a complete firmware bundle into `dest` (manifest.json + files).
 
     `edits` maps a firmware source path ("lib/app.py") to a function text -> text applied
@@ -76,7 +76,7 @@ def make_bundle(runtime: str, dest: Path, version: str, edits: dict | None = Non
             else:
                 shutil.copyfile(src, tree / "lib" / src.name)
         assert not edits, "no such firmware file: %s" % sorted(edits)
-        manifest = build_bundle(tree, dest, version)
+        manifest = build_bundle(tree, dest, version, security_version)
     if key is not None:
         sign_bundle(dest, key, endorsements)
     return manifest

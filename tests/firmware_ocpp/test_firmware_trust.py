@@ -60,8 +60,8 @@ def test_a_rotation_past_the_key_limit_is_refused(flash):
     (why, checks, learnt, notes), _ = plan(flash, fw, [endorse(MAKER, bytes.fromhex(public_hex(OTHER)))],
                                            key=OTHER)
     assert why is None and len(checks) == 2
-    assert learnt == {"added": [public_hex(OTHER)], "retired": [MAKER_PUB]}
-    assert notes == ["firmware: key %s endorsed by key %s (which it retires)" % (
+    assert learnt == {"added": [public_hex(OTHER)], "retired": [MAKER_PUB], "gen": 1, "floor": 0}
+    assert notes == ["firmware: key %s endorsed by key %s (which it retires) (generation 1)" % (
         public_hex(OTHER)[:16], MAKER_PUB[:16])]
 
 
@@ -93,3 +93,75 @@ def test_the_board_config_refuses_a_firmware_section_it_cannot_use(section, mess
     cfg = board_config.merge(board_config.DEFAULTS, {"firmware": section})
     with pytest.raises(board_config.ConfigError, match=message):
         board_config.validate(cfg)
+
+
+# -- a monotonic trust state: retired keys stay retired, old rotations cannot be replayed ----
+K2 = Ed25519PrivateKey.from_private_bytes(bytes([42]) * 32)
+K3 = Ed25519PrivateKey.from_private_bytes(bytes([43]) * 32)
+
+
+def raw(key):
+    return bytes.fromhex(public_hex(key))
+
+
+def learn(flash, fw, endorsements, key):
+    """Plan a bundle and, as ocpp_firmware does once its files verify, keep what it taught."""
+    (why, checks, learnt, notes), _ = plan(flash, fw, endorsements, key=key)
+    assert why is None, why
+    if learnt is not None:
+        flash.write_json("fw/keys.json", learnt)
+    return checks
+
+
+def test_a_replayed_old_rotation_does_not_bring_a_retired_key_back(flash):
+    """The review's attack: MAKER ⇒ K2 (keeping MAKER), later K2 ⇒ K3 retiring K2; whoever
+    holds K2 replays the public MAKER ⇒ K2 endorsement with a bundle signed by K2."""
+    fw = {"keys": [MAKER_PUB]}
+    first = endorse(MAKER, raw(K2), retire=False, generation=1)
+    learn(flash, fw, [first], key=K2)
+    learn(flash, fw, [endorse(K2, raw(K3), generation=2)], key=K3)
+    assert flash.read_json("fw/keys.json") == {
+        "added": [public_hex(K3)], "retired": [public_hex(K2)], "gen": 2, "floor": 0}
+    (why, checks, learnt, _), _ = plan(flash, fw, [first], key=K2)
+    assert why == "signed by key %s, which this board does not trust" % public_hex(K2)[:16]
+    assert checks == [] and learnt is None
+    # nor with a fresh generation: a retired key never comes back, whoever vouches for it
+    (why, _, _, _), _ = plan(flash, fw, [endorse(MAKER, raw(K2), retire=False, generation=3)],
+                             key=K2)
+    assert why == "key rotation to %s refused: that key was retired on this board" % (
+        public_hex(K2)[:16])
+    # and the host tool says the same as the board
+    from tools.sign import check_bundle
+    sign_bundle(flash.path(""), K2, [first])
+    assert check_bundle(Path(flash.path("")), [raw(MAKER)], state=flash.read_json("fw/keys.json")) \
+        == ["signed by key %s, which is not trusted" % public_hex(K2)[:16]]
+
+
+def test_a_rotation_must_be_of_a_newer_generation_than_the_board_has_seen(flash):
+    fw = {"keys": [MAKER_PUB]}
+    learn(flash, fw, [endorse(MAKER, raw(K2), retire=False, generation=5)], key=K2)
+    # generation 5 again, or 4, teaches nothing: K3 stays unknown
+    for generation in (4, 5):
+        (why, _, _, _), _ = plan(flash, fw, [endorse(MAKER, raw(K3), retire=False,
+                                                     generation=generation)], key=K3)
+        assert why == "signed by key %s, which this board does not trust" % public_hex(K3)[:16]
+    checks = learn(flash, fw, [endorse(MAKER, raw(K3), retire=False, generation=6)], key=K3)
+    assert len(checks) == 2 and flash.read_json("fw/keys.json")["gen"] == 6
+
+
+def test_a_rotation_without_a_generation_is_refused_with_what_to_do(flash):
+    old_style = endorse(MAKER, raw(K2))
+    del old_style["gen"]
+    (why, checks, _, _), _ = plan(flash, {"keys": [MAKER_PUB]}, [old_style], key=K2)
+    assert why == ("key rotation to %s has no key generation (made by an older tools.sign: "
+                   "make it again)" % public_hex(K2)[:16]) and checks == []
+    # and the generation is signed: changing it breaks the endorsement
+    moved = endorse(MAKER, raw(K2), generation=1)
+    moved["gen"] = 7
+    (why, checks, _, _), _ = plan(flash, {"keys": [MAKER_PUB]}, [moved], key=K2)
+    assert why is None and checks[0][1].endswith((7).to_bytes(4, "big"))
+    from tools.sign import signature_problem
+    sign_bundle(flash.path(""), K2, [moved])
+    assert signature_problem(json.loads(Path(flash.path("manifest.sig")).read_text()),
+                             Path(flash.path("manifest.json")).read_bytes(), [raw(MAKER)]) \
+        == "the key rotation to %s does not verify" % public_hex(K2)[:16]

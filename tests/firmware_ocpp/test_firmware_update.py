@@ -557,10 +557,10 @@ def test_a_key_rotation_in_a_bundle_is_learnt_and_retires_the_old_key(
     cs.wait(lambda: len(boot_versions(cs)) == 2, 30, "the second boot")
     assert fw_statuses(cs) == ["Downloading", "Downloaded", "Installing", "Installed"]
     assert boot_versions(cs) == [OLD, "2.0.0"]
-    assert "firmware: key %s endorsed by key %s (which it retires)" % (
+    assert "firmware: key %s endorsed by key %s (which it retires) (generation 1)" % (
         other[:16], MAKER_PUB[:16]) in board.console.text
     assert json.loads((board.flash / "fw" / "keys.json").read_text()) == {
-        "added": [other], "retired": [MAKER_PUB]}
+        "added": [other], "retired": [MAKER_PUB], "gen": 1, "floor": 0}
     # the retired key is refused from now on; the new key works without the rotation
     make_bundle(runtime_name, files.root / "old", "3.0.0", key=MAKER)
     refused_before = len(refusals(board))
@@ -575,6 +575,30 @@ def test_a_key_rotation_in_a_bundle_is_learnt_and_retires_the_old_key(
     assert boot_versions(cs) == [OLD, "2.0.0", "3.0.0"]
     assert fw_statuses(cs)[4:] == ["Downloading", "InstallationFailed", "Downloading",
                                    "Downloaded", "Installing", "Installed"]
+    assert cs.invalid == []
+
+
+@pytest.mark.dual_runtime
+def test_a_signed_security_version_is_a_floor_no_older_release_installs_below(
+        cs, files, board_factory, boards, runtime_name):
+    """Anti-rollback: once a signed bundle of security_version 2 is installed, a bundle of
+    a lower one (the old vulnerable release, still validly signed) is refused; an unsigned
+    bundle never raises the floor."""
+    board = start_board(board_factory, boards, cs)
+    make_bundle(runtime_name, files.root / "v2", "2.0.0", security_version=2)
+    update(cs, files.url + "/v2/manifest.json")
+    cs.wait(lambda: DONE & set(fw_statuses(cs)), 60, "the update to finish")
+    cs.wait(lambda: len(boot_versions(cs)) == 2, 30, "the second boot")
+    assert "firmware: security version 2: older releases are refused from now on" in board.console.text
+    assert json.loads((board.flash / "fw" / "keys.json").read_text())["floor"] == 2
+    make_bundle(runtime_name, files.root / "old", "1.5.0", security_version=1)
+    refused_before = len(refusals(board))
+    update(cs, files.url + "/old/manifest.json")
+    cs.wait(lambda: "InstallationFailed" in fw_statuses(cs), 60, "InstallationFailed")
+    assert nth_refusal(board, refused_before + 1)[1] == (
+        "security version 1 is below this board's 2 (anti-rollback: an older release is not "
+        "installed again)")
+    assert boot_versions(cs) == [OLD, "2.0.0"]
     assert cs.invalid == []
 
 
@@ -641,7 +665,9 @@ def test_the_central_system_serves_the_bundle_and_stores_the_diagnostics(
     name = answer["result"]["fileName"]
     row = wait_api(lambda: [f for f in api(central, "/diagnostics?cp_id=" + CP)["files"]
                             if f["filename"] == name], what="the diagnostics file")[0]
-    text = Path(row["path"]).read_text()
+    # the API names the file, the server's own table says where it lies (no path in the API)
+    stored = [r for r in central.store.list_diagnostics_files(CP) if r["filename"] == row["filename"]]
+    text = Path(stored[0]["path"]).read_text()
     assert text.startswith("PicoCharge diagnostics %s " % CP) and " firmware 2.0.0\n" in text
     assert "firmware: 2.0.0 committed" in text  # the log of the running firmware
     wait_api(lambda: api(central, record)["diagnostics_status"] == "Uploaded",
