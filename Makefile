@@ -16,7 +16,7 @@ SOAK_OUT ?= results/soak
 PYTEST_ARGS ?= -n auto
 SYSTEM_PACKAGES := build-essential gcc-multilib mosquitto chromium
 
-.PHONY: help setup system-deps broker-deps micropython run test test-fast test-stress lint firmware deploy repl logs bench soak clean distclean
+.PHONY: help setup system-deps broker-deps micropython run test test-fast test-stress lint audit firmware deploy repl logs bench soak clean distclean
 
 help:
 	@echo "make run        start the central system with its embedded defaults"
@@ -29,6 +29,7 @@ help:
 	@echo "make bench      run the scalability benchmark"
 	@echo "make soak       outage soak: a board through 2 h of outages (SOAK_MINUTES=120, report in $(SOAK_OUT)/)"
 	@echo "make lint       ruff on the host code"
+	@echo "make audit      security audit: bandit, pip-audit, a wapiti scan of a running server (reports in var/audit/)"
 
 # --- setup -----------------------------------------------------------------------------
 $(VENV)/.installed: pyproject.toml
@@ -98,6 +99,12 @@ logs: $(VENV)/.installed
 
 bench: setup
 	$(PY) -m tools.bench $(ARGS)
+
+# The security audit (tools/audit.py): static scan, known-vulnerable dependencies, and an
+# active web scan of a server it starts on 127.0.0.1 (Debian's wapiti, installed if missing).
+audit: $(VENV)/.installed
+	@$(call apt_install_missing,wapiti)
+	$(PY) -m tools.audit $(ARGS)
 
 soak: setup
 	$(PY) -m tests.outage_soak --minutes $(SOAK_MINUTES) --out $(SOAK_OUT) $(ARGS)
