@@ -220,16 +220,42 @@ class UploadTokens:
 
 
 class DiagnosticsInbox:
+    """Each station's uploads in a folder of its own, within its quotas. A station id that
+    cannot be a folder name gets one named after its hash, never a shared one; the quota
+    check and the write run under the station's lock, so two uploads at once cannot both
+    pass the same check."""
+
     def __init__(self, root: Path, store: Store) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.store = store
+        self._locks_guard = threading.Lock()
+        self._locks: dict[str, threading.Lock] = {}
+
+    def folder(self, cp_id: str) -> Path:
+        if SAFE_NAME.match(cp_id) and not cp_id.startswith("id-"):
+            return self.root / cp_id
+        return self.root / ("id-" + hashlib.sha256(cp_id.encode()).hexdigest()[:24])
+
+    def _lock(self, cp_id: str) -> threading.Lock:
+        with self._locks_guard:
+            if len(self._locks) > 10000:  # bounded: locks of idle stations are dropped
+                for key in [k for k, lock in self._locks.items() if not lock.locked()]:
+                    del self._locks[key]
+            return self._locks.setdefault(cp_id, threading.Lock())
+
+    def receive(self, cp_id: str, files_config: dict, filename: str | None, stream,
+                max_bytes: int) -> dict:
+        """check_bounds, then save, as one step per station."""
+        with self._lock(cp_id):
+            self.check_bounds(cp_id, files_config)
+            return self.save(cp_id, filename, stream, max_bytes)
 
     def check_bounds(self, cp_id: str, files_config: dict, now: float | None = None) -> None:
         """Raise UploadRefused when the station used up its uploads per hour or its space."""
         now = time.time() if now is None else now
-        folder = self.root / cp_id if SAFE_NAME.match(cp_id) else None
-        if folder is None or not folder.is_dir():
+        folder = self.folder(cp_id)
+        if not folder.is_dir():
             return
         stats = [p.stat() for p in folder.iterdir() if p.is_file()]
         per_hour = files_config["diagnostics_uploads_per_hour"]
@@ -239,11 +265,11 @@ class DiagnosticsInbox:
         if space > 0 and sum(st.st_size for st in stats) >= space:
             raise UploadRefused(507, f"the station's diagnostics use their {space} bytes")
 
-    def save(self, cp_id: str | None, filename: str, stream, max_bytes: int) -> dict:
+    def save(self, cp_id: str, filename: str | None, stream, max_bytes: int) -> dict:
         name = Path(filename or "diagnostics.bin").name
         if not SAFE_NAME.match(name):
             name = "diagnostics.bin"
-        folder = self.root / (cp_id if cp_id and SAFE_NAME.match(cp_id) else "_unknown")
+        folder = self.folder(cp_id)
         folder.mkdir(parents=True, exist_ok=True)
         received_at = time.time()
         stamp = time.strftime('%Y%m%dT%H%M%S', time.gmtime(received_at))

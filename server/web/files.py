@@ -97,18 +97,16 @@ def _receive(svc, cp_id: str, filename: str | None):
     files_config = svc.config.files
     limit = min(svc.config.http["max_upload_bytes"], files_config["diagnostics_max_bytes"])
     try:
-        svc.diagnostics.check_bounds(cp_id, files_config)
-    except UploadRefused as exc:
-        return jsonify(error="Upload Refused", reason=exc.reason), exc.status
-    try:
         # Only multipart bodies are parsed as forms; anything else is the file itself
         # (touching request.files first would consume a urlencoded-looking body).
         if request.mimetype == "multipart/form-data" and request.files:
             upload = next(iter(request.files.values()))
-            row = svc.diagnostics.save(cp_id, upload.filename or filename, upload.stream, limit)
+            name, stream = upload.filename or filename, upload.stream
         else:
-            row = svc.diagnostics.save(cp_id, filename or request.args.get("filename"),
-                                       request.stream, limit)
+            name, stream = filename or request.args.get("filename"), request.stream
+        row = svc.diagnostics.receive(cp_id, files_config, name, stream, limit)
+    except UploadRefused as exc:
+        return jsonify(error="Upload Refused", reason=exc.reason), exc.status
     except ValueError as exc:
         return jsonify(error="Payload Too Large", reason=str(exc)), 413
     svc.fleet.event(cp_id, "diagnostics_uploaded", filename=row["filename"], size=row["size"])

@@ -16,6 +16,7 @@ import ssl
 import stat
 import threading
 import urllib.error
+import urllib.parse
 from http import server as http_server
 
 import argon2
@@ -620,6 +621,22 @@ def test_diagnostics_upload_needs_the_stations_own_credentials(start_server):
     assert len(listing["files"]) == 2
     assert str(app.config.data_dir) not in str(listing) and "path" not in listing["files"][0]
     assert http(app, "GET", "/api/v1/diagnostics?cp_id=CP-NOBODY")[1]["files"] == []
+
+
+def test_a_station_whose_id_cannot_be_a_folder_name_keeps_its_own_folder_and_quota(start_server):
+    """Ids outside the safe-name pattern used to share one `_unknown` folder without any
+    quota; each now has a folder named after its hash, and its quotas apply."""
+    app = start_server({"files.diagnostics_uploads_per_hour": 1})
+    stations = ["CP+ODD", "CP ODD"]
+    for cp_id in stations:
+        register(app, cp_id)
+    for cp_id in stations:
+        path = "/diagnostics/" + urllib.parse.quote(cp_id) + "/diag.txt"
+        own = basic_auth(cp_id, station_key(cp_id))
+        assert http(app, "PUT", path, raw=b"one\n", headers=own)[0] == 201, cp_id
+        assert http(app, "PUT", path, raw=b"two\n", headers=own)[0] == 429, cp_id
+    folders = sorted(p.name for p in app.config.diagnostics_dir.iterdir())
+    assert len(folders) == 2 and all(name.startswith("id-") for name in folders), folders
 
 
 def test_wrong_station_credentials_on_uploads_are_limited_per_address(server):
