@@ -76,6 +76,10 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "tls_cert": "",  # PEM certificate (chain): serve HTTPS instead of HTTP
         "tls_key": "",
         "max_json_bytes": 1024 * 1024,  # request bodies of every route but uploads
+        # requests per remote address to the routes stations use without an operator login
+        # (ThingSpeak API, firmware files, diagnostics uploads); 429 beyond; 0 = no limit
+        "station_rate_per_address": 50.0,
+        "station_burst_per_address": 500,
     },
     "mqtt": {
         "url": "",  # empty: embedded broker; mqtt://user:pass@host:port for an external one

@@ -190,6 +190,10 @@ def install(app: Flask, services) -> None:
     # 10 wrong keys (or checks of an earlier version's argon2id hash, ~20 ms and 19 MiB
     # each), then one a second; a station's own upload with its right key is not counted
     station_limiter = RateLimiter(1.0, 10)
+    # every request to a station route, per address: they skip the operator limiter
+    station_rate = config.http["station_rate_per_address"]
+    station_routes = (RateLimiter(station_rate, config.http["station_burst_per_address"])
+                      if station_rate > 0 else None)
     app.extensions["picocharge_auth"] = {"allowed_hosts": hosts, "limiter": limiter,
                                          "login_limiter": login_limiter,
                                          "station_limiter": station_limiter}
@@ -200,6 +204,10 @@ def install(app: Flask, services) -> None:
         g.principal = None
         role = required_role(request.endpoint, request.view_args)
         if role == STATION:
+            wait = station_routes.take(request.remote_addr or "?") if station_routes else 0
+            if wait:
+                return _refuse(429, "too many requests from this address",
+                               Retry_After=station_routes.retry_after_header(wait))
             return None
         host = request.headers.get("Host")
         if not host_allowed(host, hosts):

@@ -6,7 +6,9 @@ from __future__ import annotations
 import json
 import socket
 import urllib.error
+import urllib.request
 
+import pytest
 from ocpp.v16 import call
 
 from tests.server.conftest import basic_auth, charge_point, http, register, run, station_key
@@ -257,3 +259,15 @@ def test_a_body_over_the_routes_limit_is_refused_before_it_is_read(server):
     # within an upload's cap, the server waits for the body (then checks the credentials)
     assert _answer_to_headers_only(server, "/diagnostics/CP-X/diag.txt", 2 * 1024 * 1024,
                                    wait=2) == b""
+
+
+def test_station_routes_are_rate_limited_per_address(start_server):
+    """The routes stations use without an operator login (ThingSpeak API, firmware files,
+    diagnostics uploads) skip the operator limiter; per address they have their own."""
+    app = start_server({"http.station_rate_per_address": 0.5, "http.station_burst_per_address": 3})
+    answers = [http(app, "GET", "/update?api_key=NOKEY&field1=1", token=None)[0] for _ in range(5)]
+    assert answers[:3] == [200] * 3 and answers[3:] == [429, 429], answers
+    with pytest.raises(urllib.error.HTTPError) as refused:  # the budget is the address's
+        urllib.request.urlopen(f"http://127.0.0.1:{app.ports['http']}/firmware/none/x.mpy",
+                               timeout=10)
+    assert refused.value.code == 429 and int(refused.value.headers["Retry-After"]) >= 1

@@ -418,7 +418,8 @@ def start_server(workdir: Path, label: str, mqtt_url: str | None = None) -> tupl
            # every simulated station connects from 127.0.0.1: no per-address handshake
            # limits (a real fleet comes from many addresses)
            "--set", "ocpp.handshake_rate_per_address=0",
-           "--set", "ocpp.max_connections_per_address=0"]
+           "--set", "ocpp.max_connections_per_address=0",
+           "--set", "http.station_rate_per_address=0"]
     if mqtt_url:
         cmd += ["--mqtt-url", mqtt_url]
         mqtt_port = int(mqtt_url.rsplit(":", 1)[1])

@@ -111,7 +111,8 @@ def run(seconds: float = 8.0, steps=(1, 50, 200), modes=("FULL", "NORMAL")) -> l
                  "--mqtt-port", "0", "--auto-register", "--log-level", "WARNING",
                  "--set", f"store.synchronous={mode}", "--set", "ocpp.rate_limit_per_second=0",
                  "--set", "ocpp.handshake_rate_per_address=0",
-                 "--set", "ocpp.max_connections_per_address=0"],
+                 "--set", "ocpp.max_connections_per_address=0",
+                 "--set", "http.station_rate_per_address=0"],
                 cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
             try:
                 ports = None
