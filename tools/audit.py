@@ -40,6 +40,8 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
+from tools.selfsigned import write_self_signed
+
 ROOT = Path(__file__).resolve().parents[1]
 
 # (bandit test id, file) → why the finding is not a vulnerability here
@@ -143,34 +145,6 @@ sys.exit(wapiti_main())
 """
 
 
-def _certificate(directory: Path) -> tuple[Path, Path]:
-    """A self-signed ECDSA certificate for 127.0.0.1 (this run only)."""
-    import datetime
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.UTC)
-    import ipaddress
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName(
-                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
-            .sign(key, hashes.SHA256()))
-    cert_path, key_path = directory / "audit-cert.pem", directory / "audit-key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                           serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    return cert_path, key_path
-
-
 def _opener(cafile: Path, *handlers) -> urllib.request.OpenerDirector:
     import ssl
     return urllib.request.build_opener(
@@ -226,7 +200,7 @@ def run_wapiti(out: Path, scan_seconds: int) -> list[str]:
     base = f"https://127.0.0.1:{http_port}"
     admin = secrets.token_urlsafe(32)
     with tempfile.TemporaryDirectory(prefix="picocharge-audit-") as tmp:
-        cert, key = _certificate(Path(tmp))
+        cert, key = write_self_signed(Path(tmp), "audit")
         opener = _opener(cert)
         env = dict(os.environ, PICOCHARGE_ADMIN_TOKEN=admin)
         log = open(out / "server.log", "w")

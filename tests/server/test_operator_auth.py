@@ -5,8 +5,6 @@ prints an admin password once, the CLI manages accounts and tokens, HTTPS works.
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 import json
 import re
 import sqlite3
@@ -23,6 +21,7 @@ import pytest
 from server.config import load_config
 from server.web.auth import ROUTE_ROLES
 from tests.server.conftest import ADMIN_TOKEN, ANONYMOUS, http, make_config
+from tools.selfsigned import write_self_signed
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -490,27 +489,7 @@ def test_http_side_binds_localhost_unless_configured():
 
 
 def _self_signed(tmp_path) -> tuple[Path, Path]:
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName(
-                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
-            .sign(key, hashes.SHA256()))
-    cert_path, key_path = tmp_path / "http.crt", tmp_path / "http.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                           serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    return cert_path, key_path
+    return write_self_signed(tmp_path)
 
 
 def test_https_from_the_configured_certificate_with_secure_session_cookie(start_server,

@@ -47,7 +47,7 @@ def _config(data_dir: Path):
         **LIFTED})
 
 
-async def _ocpp(port: int, cp_id: str) -> int:
+async def ocpp_admitted(port: int, cp_id: str) -> int:
     auth = base64.b64encode(f"{cp_id}:{key_of(cp_id)}".encode()).decode()
     try:
         ws = await websockets.connect(f"ws://127.0.0.1:{port}/ocpp/{cp_id}",
@@ -64,7 +64,7 @@ def _utf8(text: str) -> bytes:
     return struct.pack("!H", len(raw)) + raw
 
 
-async def _mqtt(port: int, cp_id: str) -> int:
+async def mqtt_connack(port: int, cp_id: str) -> int:
     reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 300)
     try:
         body = (_utf8("MQTT") + bytes([4, 0xC2]) + struct.pack("!H", 60) + _utf8(cp_id)
@@ -85,11 +85,11 @@ async def _everyone(app, ids: list[str], concurrency: int) -> dict:
             return await coro_fn(cp_id)
 
     started = time.perf_counter()
-    ocpp = await asyncio.gather(*(limited(lambda c: _ocpp(app.ports["ocpp"], c), cp_id)
+    ocpp = await asyncio.gather(*(limited(lambda c: ocpp_admitted(app.ports["ocpp"], c), cp_id)
                                   for cp_id in ids))
     ocpp_s = time.perf_counter() - started
     started = time.perf_counter()
-    mqtt = await asyncio.gather(*(limited(lambda c: _mqtt(app.ports["mqtt"], c), cp_id)
+    mqtt = await asyncio.gather(*(limited(lambda c: mqtt_connack(app.ports["mqtt"], c), cp_id)
                                   for cp_id in ids))
     mqtt_s = time.perf_counter() - started
     return {"ocpp_admitted": ocpp.count(101), "ocpp_s": round(ocpp_s, 1),
