@@ -130,6 +130,9 @@ class Application:
                       "username": credentials.ingest_user,
                       "password": credentials.ingest_password}
             self.ports["mqtt"] = port
+            if getattr(self.broker, "tls_port", None):
+                self.ports["mqtts"] = self.broker.tls_port
+                log.info("MQTT broker: mqtts on %s:%d", mqtt["embedded_host"], self.broker.tls_port)
             (log.info if self.broker.kind == "mosquitto" else log.warning)(
                 "MQTT broker guarantee: %s", self.broker.guarantee)
         self.ingest = MqttIngest(self.config, self.store, self.fleet, on_telemetry=self.bridge.feed)

@@ -87,6 +87,12 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "mosquitto_binary": "",  # default: `mosquitto` on PATH, then /usr/sbin/mosquitto
         "embedded_host": "127.0.0.1",
         "embedded_port": 1883,
+        # mqtts: with both set, the embedded Mosquitto also listens with TLS on
+        # embedded_tls_port (0: any free port), for boards that speak mqtts (the key is then
+        # not in the clear on the network); the amqtt fallback has no TLS listener
+        "tls_cert": "",
+        "tls_key": "",
+        "embedded_tls_port": 8883,
         "broker_autosave_seconds": 10,  # Mosquitto's autosave_interval (what its own crash loses)
         "broker_max_queued_messages": 1000000,  # per client (the ingest while the server is down)
         "client_id": "picocharge-central",

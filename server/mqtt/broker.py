@@ -62,10 +62,13 @@ def open_embedded_broker(config, credentials: BrokerCredentials):
     binary = find_mosquitto(mqtt["mosquitto_binary"]) if choice != "amqtt" else None
     plugin = find_dynsec_plugin() if binary else None
     if binary is not None and plugin is not None:
+        tls = None
+        if mqtt["tls_cert"] and mqtt["tls_key"]:
+            tls = (mqtt["tls_cert"], mqtt["tls_key"], int(mqtt["embedded_tls_port"]))
         return MosquittoBroker(binary, plugin, mqtt["embedded_host"], mqtt["embedded_port"],
                                credentials.directory, credentials,
                                autosave_seconds=mqtt["broker_autosave_seconds"],
-                               max_queued_messages=mqtt["broker_max_queued_messages"])
+                               max_queued_messages=mqtt["broker_max_queued_messages"], tls=tls)
     missing = ("its dynamic-security plugin (mosquitto_dynamic_security.so)" if binary
                else "the mosquitto binary")
     if choice == "mosquitto":
@@ -73,6 +76,9 @@ def open_embedded_broker(config, credentials: BrokerCredentials):
                            "(apt-get install mosquitto, or set mqtt.mosquitto_binary)")
     if choice == "auto":
         log.warning("MQTT broker: %s was not found; falling back to amqtt", missing)
+    if mqtt["tls_cert"]:
+        log.warning("MQTT broker: amqtt has no TLS listener here; mqtt.tls_cert is ignored "
+                    "(install mosquitto for mqtts)")
     return AmqttBroker(mqtt["embedded_host"], mqtt["embedded_port"], credentials)
 
 

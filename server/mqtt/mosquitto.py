@@ -116,7 +116,8 @@ class MosquittoBroker:
 
     def __init__(self, binary: str, plugin: str, host: str, port: int, directory: Path,
                  credentials: BrokerCredentials, autosave_seconds: int = 10,
-                 max_queued_messages: int = 1_000_000) -> None:
+                 max_queued_messages: int = 1_000_000,
+                 tls: tuple[str, str, int] | None = None) -> None:
         self.binary = binary
         self.plugin = plugin
         self.host = host
@@ -131,6 +132,8 @@ class MosquittoBroker:
         self.log_file = self.directory / "mosquitto.log"
         self.dynsec_file = self.directory / "dynamic-security.json"
         self.port: int | None = None
+        self.tls = tls  # (certificate, key, port or 0): a second listener, mqtts
+        self.tls_port: int | None = None
         self.pid: int | None = None
         self._proc: subprocess.Popen | None = None
         self._admin: mqtt.Client | None = None
@@ -164,6 +167,10 @@ class MosquittoBroker:
         if not port:
             previous = state.get("port")
             port = previous if previous and _port_free(self.host, previous) else _free_port(self.host)
+        if self.tls is not None:
+            self.tls_port = self.tls[2] or (
+                state.get("tls_port") if state.get("tls_port")
+                and _port_free(self.host, state["tls_port"]) else _free_port(self.host))
         self._spawn(port, timeout)
         self._connect_admin(timeout)
         log.info("MQTT broker: Mosquitto (pid %d) listening on %s:%d", self.pid, self.host, port)
@@ -184,9 +191,11 @@ class MosquittoBroker:
         # known at once (Mosquitto writes its pid file a moment later): a server killed
         # right now must still find this broker at its next start
         write_private(self.state_file, json.dumps({"host": self.host, "port": port,
+                                                   "tls_port": self.tls_port,
                                                    "pid": self.pid}) + "\n")
         deadline = time.monotonic() + timeout
-        while not _accepting(self.host, port):
+        while not (_accepting(self.host, port)
+                   and (self.tls_port is None or _accepting(self.host, self.tls_port))):
             if self._proc.poll() is not None or time.monotonic() > deadline:
                 self.stop()
                 raise RuntimeError(f"Mosquitto did not start on {self.host}:{port}: "
@@ -436,4 +445,9 @@ class MosquittoBroker:
             "connection_messages false",
             f"listener {port} {self.host}",
         ]
+        if self.tls is not None:
+            lines += [f"listener {self.tls_port} {self.host}",
+                      f"certfile {Path(self.tls[0]).resolve()}",
+                      f"keyfile {Path(self.tls[1]).resolve()}",
+                      "tls_version tlsv1.2"]
         write_private(self.conf_file, "\n".join(lines) + "\n")

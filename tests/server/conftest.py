@@ -323,11 +323,14 @@ def mosquitto(tmp_path):
 
 
 def mqtt_publisher(port: int, client_id: str = "test-board", username: str | None = None,
-                   password: str | None = None):
-    """A paho client connected (in the background, reconnecting) to 127.0.0.1:port."""
+                   password: str | None = None, ca_file: str | None = None):
+    """A paho client connected (in the background, reconnecting) to 127.0.0.1:port; with
+    `ca_file`, over TLS with the server certificate checked against it."""
     import paho.mqtt.client as mqtt
 
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id)
+    if ca_file is not None:
+        client.tls_set(ca_certs=ca_file)
     if username is not None:
         client.username_pw_set(username, password)
     # a station registered a moment ago may be refused until the broker has its key

@@ -22,6 +22,8 @@ from conftest import (
     wait_until,
 )
 
+from tools.selfsigned import write_self_signed
+
 KINDS = ["mosquitto", "amqtt"]
 
 
@@ -231,6 +233,24 @@ def test_a_station_registered_pending_gets_no_broker_access_even_after_a_restart
     assert connect_outcome(again.ports["mqtt"], "CP-WAIT", "CP-WAIT", key) != "accepted"
     assert http(again, "PATCH", "/api/v1/chargepoints/CP-WAIT", {"registration": "Accepted"})[0] == 200
     accepted(again.ports["mqtt"], "CP-WAIT")
+
+
+def test_a_station_publishes_over_mqtts_with_the_broker_certificate_checked(start_server,
+                                                                          tmp_path):
+    """With mqtt.tls_cert/tls_key, Mosquitto also listens with TLS (the key is not in the
+    clear on the network); a client that checks the certificate publishes as over mqtt://."""
+    cert, key = write_self_signed(tmp_path, "mqtt")
+    app = start_server({"mqtt.embedded_broker": "mosquitto", "mqtt.tls_cert": str(cert),
+                        "mqtt.tls_key": str(key), "mqtt.embedded_tls_port": 0})
+    assert app.ports["mqtts"] not in (0, app.ports["mqtt"])
+    register(app, "CP-TLS", station_key("CP-TLS"))
+    board = mqtt_publisher(app.ports["mqtts"], "CP-TLS", "CP-TLS", station_key("CP-TLS"),
+                           ca_file=str(cert))
+    publish(board, "picocharge/CP-TLS/telemetry", _telemetry(1))
+    wait_until(lambda: _series(app, "CP-TLS") == [1], timeout=10)
+    board.loop_stop()
+    assert connect_outcome(app.ports["mqtts"], "CP-TLS-PLAIN", "CP-TLS", station_key("CP-TLS"),
+                           timeout=30) != "accepted"  # plain MQTT on the TLS port: no
 
 
 def test_credentials_are_private_files_that_survive_a_restart(start_server, tmp_path, caplog):
