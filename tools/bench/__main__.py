@@ -498,6 +498,8 @@ def main(argv=None) -> int:
                         help="skip the cost of answering after commit (tools.bench.commit_cost)")
     parser.add_argument("--no-profile", action="store_true",
                         help="skip the server profile of each sweep step (py-spy)")
+    parser.add_argument("--fleet-restart", type=int, default=10000,
+                        help="stations of the restart admission run (tools.bench.fleet_restart); 0 skips it")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
@@ -519,6 +521,15 @@ def main(argv=None) -> int:
     if not args.no_commit_cost:
         log("commit cost: transaction messages against store.synchronous FULL and NORMAL")
         results["commit_cost"] = commit_cost.run()
+    if args.fleet_restart:
+        log(f"fleet restart: {args.fleet_restart} registered stations reconnecting at once")
+        done = subprocess.run([sys.executable, "-m", "tools.bench.fleet_restart", "--stations",
+                               str(args.fleet_restart)], capture_output=True, text=True,
+                              cwd=ROOT, timeout=3600)
+        lines = done.stdout.strip().splitlines()
+        results["fleet_restart"] = json.loads(lines[-1]) if done.returncode == 0 and lines else {
+            "error": (done.stderr or done.stdout).strip()[-1000:]}
+        log(f"fleet restart: {results['fleet_restart']}")
     try:
         configs = [("embedded", None)]
         if not args.no_mosquitto:
