@@ -164,6 +164,7 @@ class OcppEndpoint:
                 return http.HTTPStatus.UNAUTHORIZED, "credentials required"
             if not await self._verify(cp_id, credentials[1], stored):
                 return http.HTTPStatus.UNAUTHORIZED, "invalid credentials"
+            request.picocharge_key_checked = True  # checked again once attached (handler)
             return None
         if not ocpp["require_auth"]:
             return None  # lab shortcut: keyless charge points are let in
@@ -214,6 +215,13 @@ class OcppEndpoint:
         conn = ChargePointConnection(cp_id, ws, self.central,
                                      credentials[1] if credentials else None)
         self.central.attach(conn)
+        if getattr(ws.request, "picocharge_key_checked", False):
+            # an operator may have changed the key or deleted the station while this
+            # handshake was being verified: its revocation found no session to end yet
+            record = self.central.fleet.get(cp_id)
+            if record is None or not self.central.fleet.keys.matches(
+                    cp_id, credentials[1], record.get("auth_key_hash")):
+                self.central.revoke(cp_id, "its key changed while it connected")
         try:
             await conn.run()
         finally:

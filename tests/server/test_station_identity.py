@@ -147,6 +147,34 @@ def test_a_registration_change_ends_the_open_session_and_nothing_more_is_stored(
     run(scenario())
 
 
+def test_a_key_changed_while_the_handshake_is_verified_ends_that_session_too(server, monkeypatch):
+    """The operator's change lands between the key check and the session's start: the
+    revocation finds no session yet, so the session is checked once attached."""
+    register(server, "CP-RACE")
+    keys = server.fleet.keys
+    real = keys.matches
+    changed = []
+
+    def matches_then_the_operator_changes_the_key(cp_id, key, stored):
+        answer = real(cp_id, key, stored)
+        if cp_id == "CP-RACE" and not changed:
+            changed.append(True)
+            server.fleet.register("CP-RACE", "Accepted", auth_key="the-operators-new-key-1")
+        return answer
+
+    monkeypatch.setattr(keys, "matches", matches_then_the_operator_changes_the_key)
+
+    async def scenario():
+        async with raw_socket(server, "CP-RACE") as ws:  # admitted with the old key
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                while True:
+                    await asyncio.wait_for(ws.recv(), 30)
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
+
+    run(scenario())
+    assert changed == [True]
+
+
 def test_a_station_rotating_its_own_key_through_its_session_keeps_that_session(server):
     """Not a revocation: the key the operator sends to the station with ChangeConfiguration
     (server/ocpp/secure_operations.py) is stored once the station accepts it; the station
