@@ -78,6 +78,13 @@ async def driver():
         st.welded = bool(cmd.get("weld"))
         st.draw_a = cmd.get("draw_a")
         if cmd.get("exit"):
+            # what is queued gets its chance to go first while the link is online (a loaded
+            # host delays the last StatusNotification behind the StopTransaction's answer),
+            # at most 30 s; offline, nothing would go
+            for _ in range(300):
+                if not cp.outbox.items or not cp.link.online.is_set():
+                    break
+                await asyncio.sleep(0.1)
             print("HEAP", low[0])
             print("SUMMARY", json.dumps(cp.summary()))
             # what is still queued, for a test that finds the queue not empty
@@ -133,7 +140,7 @@ class ChargePointProcess:
     def console(self) -> str:
         return (self.dir / "console.txt").read_text()
 
-    def finish(self, timeout: float = 20) -> str:
+    def finish(self, timeout: float = 60) -> str:
         self.ev(exit=True)
         try:
             self.proc.wait(timeout)
