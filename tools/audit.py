@@ -30,7 +30,6 @@ import os
 import re
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -40,6 +39,7 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
+from tools.loadgen import free_port
 from tools.selfsigned import write_self_signed
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -123,11 +123,6 @@ def run_pip_audit(out: Path) -> list[str]:
     return problems
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
 
 # wapiti with its wildcard_translate made valid for Python 3.11 (flags first)
 WAPITI_RUNNER = """
@@ -196,7 +191,7 @@ def run_wapiti(out: Path, scan_seconds: int) -> list[str]:
     wapiti = shutil.which("wapiti")
     if wapiti is None:
         return ["wapiti is not installed (make audit installs Debian's package)"]
-    http_port, ocpp_port = _free_port(), _free_port()
+    http_port, ocpp_port = free_port(), free_port()
     base = f"https://127.0.0.1:{http_port}"
     admin = secrets.token_urlsafe(32)
     with tempfile.TemporaryDirectory(prefix="picocharge-audit-") as tmp:

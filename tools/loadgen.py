@@ -299,7 +299,7 @@ def api(base: str, token: str, method: str, path: str, body=None):
         return json.loads(response.read() or b"null")
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
@@ -307,7 +307,7 @@ def _free_port() -> int:
 
 def start_server(tmp: Path) -> tuple[subprocess.Popen, dict]:
     token = base64.urlsafe_b64encode(os.urandom(32)).decode()
-    ports = {"ocpp": _free_port(), "http": _free_port(), "mqtt": _free_port()}
+    ports = {"ocpp": free_port(), "http": free_port(), "mqtt": free_port()}
     log = open(tmp / "server.log", "w")
     server = subprocess.Popen(
         [sys.executable, "-m", "server", "--data-dir", str(tmp / "var"), "--ocpp-host", "127.0.0.1",

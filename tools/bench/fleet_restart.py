@@ -17,12 +17,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import hashlib
 import json
 import os
 import resource
 import secrets
-import socket
 import struct
 import subprocess
 import sys
@@ -34,20 +32,14 @@ from pathlib import Path
 import websockets
 from websockets.exceptions import InvalidStatus
 
+from tools.loadgen import free_port, key_of
+
 ROOT = Path(__file__).resolve().parents[2]
 LIFTED = {"ocpp.handshake_rate_per_address": 0, "ocpp.max_connections_per_address": 0,
           "ocpp.max_unauthenticated_handshakes": 0, "http.station_rate_per_address": 0,
           "auth.rate_limit_per_second": 0}
 
 
-def key_of(cp_id: str) -> str:
-    return "k" + hashlib.sha256(cp_id.encode()).hexdigest()[:31]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 async def ocpp_admitted(port: int, cp_id: str) -> int:
@@ -154,7 +146,7 @@ def measure(stations: int, concurrency: int) -> dict:
     token = secrets.token_urlsafe(32)
     with tempfile.TemporaryDirectory(prefix="picocharge-fleet-") as tmp:
         data_dir = Path(tmp) / "var"
-        ports = {name: _free_port() for name in ("ocpp", "http", "mqtt")}
+        ports = {name: free_port() for name in ("ocpp", "http", "mqtt")}
         server = _server_process(data_dir, ports, token)
         try:
             started = time.perf_counter()
