@@ -128,7 +128,8 @@ class Application:
             port = self.broker.start()  # on failure, stop() ends what it spawned
             broker = {"host": mqtt["embedded_host"], "port": port, "tls": False,
                       "username": credentials.ingest_user,
-                      "password": credentials.ingest_password}
+                      "password": credentials.ingest_password,
+                      "client_id": credentials.ingest_client_id}
             self.ports["mqtt"] = port
             if getattr(self.broker, "tls_port", None):
                 self.ports["mqtts"] = self.broker.tls_port

@@ -95,6 +95,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "embedded_tls_port": 8883,
         "broker_autosave_seconds": 10,  # Mosquitto's autosave_interval (what its own crash loses)
         "broker_max_queued_messages": 1000000,  # per client (the ingest while the server is down)
+        # Mosquitto logs every connection with its client id and username (who connects as whom)
+        "broker_connection_log": False,
         "client_id": "picocharge-central",
         "max_payload_bytes": 256,
         "topic_prefix": "picocharge",

@@ -305,6 +305,20 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def raise_open_files(wanted: int) -> None:
+    """Lift this process's open-file limit to `wanted` where allowed (the hard limit too
+    when running as root); say so when it stays lower."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft >= wanted:
+        return
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, max(hard, wanted)))
+    except (ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        print(f"loadgen: open files limited to {hard}, {wanted} wanted: raise `ulimit -Hn`",
+              file=sys.stderr)
+
+
 def start_server(tmp: Path) -> tuple[subprocess.Popen, dict]:
     token = base64.urlsafe_b64encode(os.urandom(32)).decode()
     ports = {"ocpp": free_port(), "http": free_port(), "mqtt": free_port()}
@@ -389,6 +403,8 @@ async def run(opts) -> dict:
             "mqtt_publish_to_puback": percentiles(stats.mqtt_ms),
             "drops_during_hold": {"ocpp": stats.ocpp_drops - drops_before[0],
                                   "mqtt": stats.mqtt_drops - drops_before[1]},
+            # a connection that was up and went down, from the first station's start on
+            "drops_in_all": {"ocpp": stats.ocpp_drops, "mqtt": stats.mqtt_drops},
             "telemetry_acked_during_hold": stats.acked - acked_before,
             "telemetry_acked_in_all": stats.acked, "telemetry_stored_in_all": stored,
             "telemetry_lost": max(0, stats.acked - stored),
@@ -417,6 +433,8 @@ def main(argv=None) -> int:
     opts = parser.parse_args(argv)
     opts.server_pid = None
     server = None
+    # two sockets per station here, and as many in the server and its broker (which inherit it)
+    raise_open_files(2 * opts.stations + 1024)
     with tempfile.TemporaryDirectory(prefix="picocharge-loadgen-") as tmp:
         try:
             if opts.start_server:

@@ -42,7 +42,7 @@ from server.mqtt.credentials import (
     read_password_file,
     topic_allowed,
 )
-from server.mqtt.mosquitto import MosquittoBroker, find_dynsec_plugin, find_mosquitto
+from server.mqtt.mosquitto import MosquittoBroker, find_mosquitto
 from server.stop_signals import StopSignals
 
 log = logging.getLogger(__name__)
@@ -60,17 +60,16 @@ def open_embedded_broker(config, credentials: BrokerCredentials):
     if choice not in ("auto", "mosquitto", "amqtt"):
         raise ValueError("mqtt.embedded_broker must be auto, mosquitto or amqtt")
     binary = find_mosquitto(mqtt["mosquitto_binary"]) if choice != "amqtt" else None
-    plugin = find_dynsec_plugin() if binary else None
-    if binary is not None and plugin is not None:
+    if binary is not None:
         tls = None
         if mqtt["tls_cert"] and mqtt["tls_key"]:
             tls = (mqtt["tls_cert"], mqtt["tls_key"], int(mqtt["embedded_tls_port"]))
-        return MosquittoBroker(binary, plugin, mqtt["embedded_host"], mqtt["embedded_port"],
+        return MosquittoBroker(binary, mqtt["embedded_host"], mqtt["embedded_port"],
                                credentials.directory, credentials,
                                autosave_seconds=mqtt["broker_autosave_seconds"],
-                               max_queued_messages=mqtt["broker_max_queued_messages"], tls=tls)
-    missing = ("its dynamic-security plugin (mosquitto_dynamic_security.so)" if binary
-               else "the mosquitto binary")
+                               max_queued_messages=mqtt["broker_max_queued_messages"], tls=tls,
+                               connection_log=mqtt["broker_connection_log"])
+    missing = "the mosquitto binary"
     if choice == "mosquitto":
         raise RuntimeError(f"mqtt.embedded_broker = mosquitto but {missing} was not found "
                            "(apt-get install mosquitto, or set mqtt.mosquitto_binary)")

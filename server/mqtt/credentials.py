@@ -2,14 +2,14 @@
 rules shared by the Mosquitto broker and the amqtt fallback.
 
 Stations connect with username = chargePointId and password = their AuthorizationKey;
-the ingest has its own generated credentials (and Mosquitto an administrator for its
-dynamic-security plugin). The password file ``passwd`` is in Mosquitto's own format
+the ingest has its own generated credentials and a client id that carries a secret. The
+password file ``passwd`` is in Mosquitto's own format
 (``user:$7$<iterations>$<salt b64>$<hash b64>``: PBKDF2-SHA512, mosquitto_passwd(1)),
 computed here because only a hash of each key is kept once it has been set (the plaintext
 exists only while a key is being registered). It is the source of truth across restarts:
-the amqtt fallback reads it, and Mosquitto's dynamic-security document is generated from
-it (same PBKDF2-SHA512, salt and iterations). Files are written atomically (temporary
-file, fsync, rename) with mode 0600.
+Mosquitto and the amqtt fallback both read it (Mosquitto again on SIGHUP), with the one ACL
+rule of ``acl_document``. Files are written atomically (temporary file, fsync, rename) with
+mode 0600.
 """
 
 from __future__ import annotations
@@ -116,24 +116,19 @@ class BrokerCredentials:
     disconnected. Every change rewrites the files atomically and calls `on_change` or
     `on_state` (the broker applies it)."""
 
-    ADMIN_USER = "picocharge-broker-admin"
-
     def __init__(self, directory: Path, ingest_user: str, prefix: str) -> None:
         self.directory = directory
         self.ingest_user = ingest_user
-        self.admin_user = self.ADMIN_USER
         self.prefix = prefix
         self.password_file = directory / "passwd"
         self.disabled_file = directory / "passwd.disabled"  # Pending/Rejected stations'
         self.secret_file = directory / "ingest.secret"
-        self.admin_secret_file = directory / "admin.secret"
         self.on_change = None  # on_change(cp_id, key or None, revokes_a_key), set by the broker
         self.on_state = None  # on_state(cp_id, enabled), set by the broker
         self._lock = threading.Lock()
         self._users: dict[str, str] = {}
         self._disabled: set[str] = set()  # stations not Accepted (with a credential or not)
         self.ingest_password = ""
-        self.admin_password = ""
 
     @staticmethod
     def _secret(path: Path) -> str:
@@ -149,7 +144,6 @@ class BrokerCredentials:
         self.directory.mkdir(parents=True, exist_ok=True)
         os.chmod(self.directory, 0o700)
         self.ingest_password = self._secret(self.secret_file)
-        self.admin_password = self._secret(self.admin_secret_file)
         with_key = {r["id"] for r in fleet_records if r.get("auth_key_hash")}
         users = read_password_file(self.disabled_file)
         users.update(read_password_file(self.password_file))
@@ -170,8 +164,8 @@ class BrokerCredentials:
             return sorted(self._users)
 
     @property
-    def reserved(self) -> tuple[str, str]:
-        return (self.ingest_user, self.admin_user)
+    def reserved(self) -> tuple[str, ...]:
+        return (self.ingest_user,)
 
     def set_station(self, cp_id: str, key: str | None) -> None:
         if cp_id in self.reserved or not usable_username(cp_id):
@@ -220,41 +214,20 @@ class BrokerCredentials:
             f"{user}:{hashed}\n" for user, hashed in sorted(self._users.items())
             if user in self._disabled))
 
-    # Mosquitto's dynamic-security plugin ------------------------------------------------
-    def station_role(self, cp_id: str) -> dict:
-        # one role per station: the plugin of Mosquitto 2.0 has no %u in its ACL topics
-        return {"rolename": f"station-{cp_id}",
-                "acls": [{"acltype": "publishClientSend", "topic": f"{self.prefix}/{cp_id}/#",
-                          "allow": True}]}
+    # Mosquitto ----------------------------------------------------------------------
+    @property
+    def ingest_client_id(self) -> str:
+        """The ingest's client id: its name and a tag derived from its secret, so that no
+        station can connect with it and take the ingest's session (Mosquitto's password
+        file does not bind client ids to usernames; see server/mqtt/mosquitto.py)."""
+        tag = hmac.new(self.ingest_password.encode(), b"mqtt client id", hashlib.sha256)
+        return f"{self.ingest_user}-{tag.hexdigest()[:24]}"
 
-    @staticmethod
-    def _dynsec_client(username: str, hashed: str, role: str, disabled: bool = False) -> dict:
-        _, _, iterations, salt, digest = hashed.split("$")
-        # clientid: only this username's password can use this client id
-        return {"username": username, "clientid": username, "password": digest, "salt": salt,
-                "iterations": int(iterations), "roles": [{"rolename": role}],
-                "disabled": disabled}
-
-    def dynsec_document(self) -> dict:
-        """The plugin's configuration file: the administrator (the server's broker manager),
-        the ingest (reads the stations' topics), one client and role per station."""
-        prefix = self.prefix
-        with self._lock:
-            users = dict(self._users)
-            disabled = set(self._disabled)
-        clients = [
-            self._dynsec_client(self.admin_user, mosquitto_hash(self.admin_password), "admin"),
-            self._dynsec_client(self.ingest_user, mosquitto_hash(self.ingest_password), "ingest"),
-        ] + [self._dynsec_client(user, hashed, f"station-{user}", user in disabled)
-             for user, hashed in sorted(users.items())]
-        roles = [
-            {"rolename": "admin", "acls": [
-                {"acltype": kind, "topic": "$CONTROL/dynamic-security/#", "allow": True}
-                for kind in ("publishClientSend", "publishClientReceive", "subscribePattern")]},
-            {"rolename": "ingest", "acls": [
-                {"acltype": "subscribePattern", "topic": f"{prefix}/#", "allow": True},
-                {"acltype": "publishClientReceive", "topic": f"{prefix}/#", "allow": True}]},
-        ] + [self.station_role(user) for user in sorted(users)]
-        return {"defaultACLAccess": {"publishClientSend": False, "publishClientReceive": False,
-                                     "subscribe": False, "unsubscribe": True},
-                "clients": clients, "groups": [], "roles": roles}
+    def acl_document(self) -> str:
+        """Mosquitto's ACL file: a station publishes under its own id only, the ingest
+        reads every station's topics, nothing else is allowed."""
+        return ("# Written by the PicoCharge server at every start; edits are lost.\n"
+                "# %u is the username, which is the station's chargePointId\n"
+                f"pattern write {self.prefix}/%u/#\n"
+                f"user {self.ingest_user}\n"
+                f"topic read {self.prefix}/#\n")

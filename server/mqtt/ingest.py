@@ -78,7 +78,8 @@ class MqttIngest:
     def start(self, broker: dict, wait: float = 15.0) -> None:
         self.broker = broker
         client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
-                             client_id=self.config.mqtt["client_id"], clean_session=False,
+                             client_id=broker.get("client_id") or self.config.mqtt["client_id"],
+                             clean_session=False,
                              manual_ack=True)
         if broker.get("username"):
             client.username_pw_set(broker["username"], broker.get("password"))
