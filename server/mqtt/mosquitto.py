@@ -36,7 +36,6 @@ That remaining gap is documented in docs/server.md (Broker).
 
 from __future__ import annotations
 
-import glob
 import json
 import logging
 import os
@@ -50,10 +49,7 @@ import threading
 import time
 from pathlib import Path
 
-import paho.mqtt.client as mqtt
-
 from server.mqtt.credentials import BrokerCredentials, write_private
-from server.mqtt.pollloop import PollLoop
 
 log = logging.getLogger(__name__)
 
