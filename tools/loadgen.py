@@ -79,8 +79,11 @@ class Stats:
         self.mqtt_ms: list[float] = []
         self.admitted_ocpp: dict[str, float] = {}
         self.admitted_mqtt: dict[str, float] = {}
-        self.ocpp_drops = 0
+        self.begun: dict[str, float] = {}  # station → when it started, since the run's start
+        self.ocpp_drops = 0  # a session that was up (OCPP: booted) and ended
         self.mqtt_drops = 0
+        self.ocpp_failed_connects = 0  # an attempt that never got that far (refused, timed out)
+        self.mqtt_failed_connects = 0
         self.errors: dict[str, int] = {}
         self.acked = 0  # telemetry PUBACKed (during the whole run)
         self.calls_answered = 0
@@ -127,6 +130,7 @@ class MqttStation:
 
     async def run(self, started: float) -> None:
         while True:
+            up = False
             try:
                 reader, writer = await asyncio.open_connection(self.host, self.port)
                 body = (_utf8("MQTT") + bytes([4, 0xC2]) + struct.pack("!H", 60)
@@ -142,6 +146,7 @@ class MqttStation:
                 self.writer = writer
                 self.stats.admitted_mqtt.setdefault(self.cp_id, time.monotonic() - started)
                 self.connected.set()
+                up = True
                 for packet_id, (payload, _) in list(self.pending.items()):  # resend unacked
                     self._send_publish(packet_id, payload, dup=True)
                 await self._read(reader)
@@ -149,7 +154,10 @@ class MqttStation:
                 pass
             self.connected.clear()
             self.writer = None
-            self.stats.mqtt_drops += 1
+            if up:
+                self.stats.mqtt_drops += 1
+            else:
+                self.stats.mqtt_failed_connects += 1
             await asyncio.sleep(1 + random.random() * 2)
 
     async def _read(self, reader) -> None:
@@ -242,12 +250,20 @@ class OcppStation:
                     await work(self)
             except (OSError, websockets.WebSocketException, TimeoutError):
                 pass
+            if self.booted.is_set():
+                self.stats.ocpp_drops += 1
+            else:
+                self.stats.ocpp_failed_connects += 1
             self.booted.clear()
-            self.stats.ocpp_drops += 1
             await asyncio.sleep(1 + random.random() * 2)
 
 
 async def station(cp_id: str, opts, stats: Stats, started: float) -> None:
+    stats.begun[cp_id] = time.monotonic() - started
+    if opts.register_live:  # a first registration, then the station comes online at once
+        await asyncio.get_running_loop().run_in_executor(
+            None, api, opts.api, opts.token, "POST", "/api/v1/chargepoints",
+            {"id": cp_id, "auth_key": key_of(cp_id)})
     ocpp = OcppStation(cp_id, opts.ocpp, stats)
     mqtt = MqttStation(cp_id, opts.mqtt_host, opts.mqtt_port, stats, opts.prefix)
     asyncio.create_task(mqtt.run(started))
@@ -363,7 +379,7 @@ def cpu_seconds(pid: int | None = None) -> float:
 async def run(opts) -> dict:
     stats = Stats()
     ids = [f"{opts.prefix_id}{n:05d}" for n in range(opts.stations)]
-    for cp_id in ids:  # registration: each station with its own key
+    for cp_id in ([] if opts.register_live else ids):  # registration: each with its own key
         api(opts.api, opts.token, "POST", "/api/v1/chargepoints", {"id": cp_id, "auth_key": key_of(cp_id)})
     stored_at_start = api(opts.api, opts.token, "GET", "/api/v1/stats")["telemetry_stored"]
     started = time.monotonic()
@@ -377,7 +393,13 @@ async def run(opts) -> dict:
         await asyncio.sleep(0.5)
     admission = {"ocpp_admitted": len(stats.admitted_ocpp), "mqtt_admitted": len(stats.admitted_mqtt),
                  "ocpp_last_s": round(max(stats.admitted_ocpp.values(), default=0), 1),
-                 "mqtt_last_s": round(max(stats.admitted_mqtt.values(), default=0), 1)}
+                 "mqtt_last_s": round(max(stats.admitted_mqtt.values(), default=0), 1),
+                 # each station's own wait: from its start (with --register-live, its
+                 # registration) to BootNotification Accepted / CONNACK
+                 "ocpp_wait": percentiles([1000 * (at - stats.begun[cp]) for cp, at
+                                             in stats.admitted_ocpp.items()]),
+                 "mqtt_wait": percentiles([1000 * (at - stats.begun[cp]) for cp, at
+                                             in stats.admitted_mqtt.items()])}
     acked_before = stats.acked
     drops_before = (stats.ocpp_drops, stats.mqtt_drops)
     gen_cpu, server_cpu = cpu_seconds(), cpu_seconds(opts.server_pid) if opts.server_pid else None
@@ -403,8 +425,11 @@ async def run(opts) -> dict:
             "mqtt_publish_to_puback": percentiles(stats.mqtt_ms),
             "drops_during_hold": {"ocpp": stats.ocpp_drops - drops_before[0],
                                   "mqtt": stats.mqtt_drops - drops_before[1]},
-            # a connection that was up and went down, from the first station's start on
+            # from the first station's start on: sessions that were up and went down, and
+            # attempts that never got up (refused, reset, timed out: admission's cost)
             "drops_in_all": {"ocpp": stats.ocpp_drops, "mqtt": stats.mqtt_drops},
+            "failed_connects_in_all": {"ocpp": stats.ocpp_failed_connects,
+                                       "mqtt": stats.mqtt_failed_connects},
             "telemetry_acked_during_hold": stats.acked - acked_before,
             "telemetry_acked_in_all": stats.acked, "telemetry_stored_in_all": stored,
             "telemetry_lost": max(0, stats.acked - stored),
@@ -424,6 +449,9 @@ def main(argv=None) -> int:
     parser.add_argument("--session-every", type=int, default=30, help="intervals between charging sessions")
     parser.add_argument("--admit-timeout", type=float, default=300.0)
     parser.add_argument("--start-server", action="store_true")
+    parser.add_argument("--register-live", action="store_true",
+                        help="register each station through the REST API as it starts (first "
+                             "registrations at the ramp's rate) instead of all before the clock")
     parser.add_argument("--ocpp", default="ws://127.0.0.1:9000/ocpp")
     parser.add_argument("--mqtt", default="127.0.0.1:1883")
     parser.add_argument("--api", default="http://127.0.0.1:8080")

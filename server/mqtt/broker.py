@@ -302,10 +302,12 @@ class AmqttBroker:
 
     def reload(self, cp_id: str | None = None, key: str | None = None, revoke: bool = True) -> None:
         """The password file changed (for `cp_id`): the child rereads it on SIGHUP."""
+        self.credentials.flush()
         if self._proc is not None and self._proc.poll() is None:
             self._proc.send_signal(signal.SIGHUP)
 
     def stop(self) -> None:
+        self.credentials.flush()
         proc, self._proc = self._proc, None
         if proc is None or proc.poll() is not None:
             return

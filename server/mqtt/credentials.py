@@ -122,12 +122,16 @@ class BrokerCredentials:
         self.prefix = prefix
         self.password_file = directory / "passwd"
         self.disabled_file = directory / "passwd.disabled"  # Pending/Rejected stations'
+        # each key change, appended and fsynced before it is acknowledged; folded into the
+        # two files above by flush() (rewriting them costs O(stations) per change)
+        self.journal_file = directory / "passwd.journal"
         self.secret_file = directory / "ingest.secret"
         self.on_change = None  # on_change(cp_id, key or None, revokes_a_key), set by the broker
         self.on_state = None  # on_state(cp_id, enabled), set by the broker
         self._lock = threading.Lock()
         self._users: dict[str, str] = {}
         self._disabled: set[str] = set()  # stations not Accepted (with a credential or not)
+        self._dirty = False  # the files lag behind _users/_disabled (flush() writes them)
         self.ingest_password = ""
 
     @staticmethod
@@ -147,6 +151,11 @@ class BrokerCredentials:
         with_key = {r["id"] for r in fleet_records if r.get("auth_key_hash")}
         users = read_password_file(self.disabled_file)
         users.update(read_password_file(self.password_file))
+        for user, hashed in self._read_journal():  # changes made after the last flush
+            if hashed:
+                users[user] = hashed
+            else:
+                users.pop(user, None)
         with self._lock:
             self._users = {user: hashed for user, hashed in users.items()
                            if user in with_key and user not in self.reserved}
@@ -154,6 +163,7 @@ class BrokerCredentials:
                               if r.get("registration") != "Accepted"}
             missing = sorted(with_key - set(self._users))
             self._write()
+            self._truncate_journal()
         if missing:
             log.warning("%d station(s) have an AuthorizationKey but no MQTT credential (the key "
                         "was set before the broker kept credentials): set their key again to "
@@ -174,14 +184,16 @@ class BrokerCredentials:
                             "username here (reserved, or contains ':', '/', '+', '#' or spaces)",
                             cp_id)
             return
+        hashed = mosquitto_hash(key) if key is not None else ""
         with self._lock:
             revoke = cp_id in self._users
             if key is None:
                 if self._users.pop(cp_id, None) is None:
                     return
             else:
-                self._users[cp_id] = mosquitto_hash(key)
-            self._write()
+                self._users[cp_id] = hashed
+            self._append_journal(f"{cp_id}:{hashed}\n")
+            self._dirty = True
         if self.on_change is not None:
             self.on_change(cp_id, key, revoke)
 
@@ -197,13 +209,47 @@ class BrokerCredentials:
                 self._disabled.add(cp_id)
             if cp_id not in self._users:
                 return  # no credential yet: the state waits for one
-            self._write()
+            # not journaled: the fleet's registration states rebuild _disabled at load
+            self._dirty = True
         if self.on_state is not None:
             self.on_state(cp_id, enabled)
 
     def is_enabled(self, cp_id: str) -> bool:
         with self._lock:
             return cp_id in self._users and cp_id not in self._disabled
+
+    def flush(self) -> None:
+        """Bring ``passwd`` and ``passwd.disabled`` up to date (what the brokers read), then
+        empty the journal: once per batch of changes, just before the broker rereads them."""
+        with self._lock:
+            if not self._dirty:
+                return
+            self._write()
+            self._truncate_journal()
+            self._dirty = False
+
+    def _append_journal(self, line: str) -> None:
+        fd = os.open(self.journal_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            os.write(fd, line.encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def _read_journal(self) -> list[tuple[str, str]]:
+        try:
+            text = self.journal_file.read_text()
+        except FileNotFoundError:
+            return []
+        changes = []
+        for line in text.splitlines():  # a torn last line (a crash mid-append) has no ':'
+            user, sep, hashed = line.partition(":")
+            if sep and user:
+                changes.append((user, hashed))
+        return changes
+
+    def _truncate_journal(self) -> None:
+        write_private(self.journal_file, "")
 
     def _write(self) -> None:
         lines = [f"{self.ingest_user}:{mosquitto_hash(self.ingest_password)}"]

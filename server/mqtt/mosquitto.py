@@ -217,6 +217,7 @@ class MosquittoBroker:
         self.port = port
 
     def stop(self) -> None:
+        self.credentials.flush()  # the files current at a clean stop (the journal covers a crash)
         self._stopping = True
         self._changed.set()  # ends the flusher
         with self._applied:
@@ -308,6 +309,7 @@ class MosquittoBroker:
         """SIGHUP: Mosquitto rereads ``passwd`` and ``acl`` at the top of its next loop and
         disconnects clients whose credentials are gone. Two round trips through its loop
         afterwards (a refused CONNECT each) show that the reload has been done."""
+        self.credentials.flush()
         pid = self.pid
         if pid is None:
             return
