@@ -12,6 +12,7 @@ import logging
 import sqlite3
 import sys
 
+from server.accounts import shell_python
 from server.app import Application
 from server.config import load_config
 from server.stop_signals import StopSignals
@@ -77,6 +78,9 @@ def backup(argv: list[str]) -> int:
     return 0
 
 
+LOOPBACK = ("127.0.0.1", "::1", "localhost")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["backup"]:
@@ -116,10 +120,17 @@ def main(argv: list[str] | None = None) -> int:
         app.stop()
         return 1
     print(f"PicoCharge dashboard: {app.dashboard_url}  (log in as an operator account; "
-          f"create one with: python -m server users add NAME --role admin)", flush=True)
-    if config.http["host"] in ("127.0.0.1", "::1", "localhost"):
-        print(f"The dashboard/API listen on {config.http['host']} only "
-              f"(--http-host or http.host to open them to the network)", flush=True)
+          f"create one with: {shell_python()} -m server users add NAME --role admin)", flush=True)
+    local = [flag for flag, host in (("--ocpp-host", config.ocpp["host"]),
+                                     ("--http-host", config.http["host"]),
+                                     ("--mqtt-host", config.mqtt["embedded_host"]
+                                      if not config.mqtt["url"] else ""))
+             if host in LOOPBACK]
+    if local:
+        print(f"Boards on your network cannot reach this server yet: {', '.join(local)} "
+              f"listen on this machine only; give them 0.0.0.0 or this machine's LAN "
+              f"address (ocpp.host, http.host, mqtt.embedded_host in a config file)",
+              flush=True)
     print(f"OCPP endpoint: {app.ocpp_url}/<chargePointId>", flush=True)
     print(f"MQTT broker: {app.ingest.broker['host']}:{app.ingest.broker['port']}", flush=True)
     if app.broker is not None:

@@ -16,7 +16,9 @@ import hashlib
 import logging
 import re
 import secrets
+import sys
 import time
+from pathlib import Path
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -73,6 +75,16 @@ def token_json(row: dict) -> dict:
     return {"id": row["id"], "name": row["name"], "role": row["role"],
             "created_by": row.get("created_by"), "created_at": row["created_at"],
             "revoked_at": row.get("revoked_at"), "active": row.get("revoked_at") is None}
+
+
+def shell_python() -> str:
+    """How to call this interpreter from a shell (bare `python` may be absent, or lack
+    the dependencies: the venv's own is what works)."""
+    here = Path(sys.executable)
+    try:
+        return str(here.relative_to(Path.cwd()))
+    except ValueError:
+        return str(here)
 
 
 class Accounts:
@@ -288,7 +300,7 @@ class Accounts:
         console.write(
             f"\n*** First start: created the operator account {first_admin!r} (admin) with the "
             f"password\n***     {password}\n*** It is shown only now. Log in to the dashboard "
-            f"and change it, or run\n***     python -m server users passwd {first_admin}\n\n")
+            f"and change it, or run\n***     {shell_python()} -m server users passwd {first_admin}\n\n")
         console.flush()
         log.warning("first start: created admin account %r; its password was printed on the "
                     "console once", first_admin)

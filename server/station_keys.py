@@ -12,7 +12,7 @@ own format, checked on every connect); the weakest stored form sets the real pro
 and argon2id beside it bought nothing but three minutes of CPU after each restart. The
 HMAC's secret is what protects the keys now: a copy of the database alone (a dump, a
 backup, a replica) gives nothing to guess against. Whoever has the data directory too
-can test guesses quickly either way, so keys must be random (the README says how to make
+can test guesses quickly either way, so keys must be random (docs/central-system.md says how to make
 one), not chosen words.
 
 Hashes written by older versions (argon2id, ``sha256$salt$hex``) still admit their

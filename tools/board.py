@@ -11,7 +11,7 @@ on this process's stdin go to the board's console input.
 
 The simulated world is driven through the control interface: a TCP socket speaking JSON
 lines (one request object per line, one reply object per line). See `COMMANDS` and
-docs/board-runner.md. A board reset (machine.reset, the watchdog) or a power cut restarts
+docs/board-on-host.md. A board reset (machine.reset, the watchdog) or a power cut restarts
 the child; the world (EV on the cable, temperature, Wi-Fi) survives it.
 """
 

@@ -3,8 +3,9 @@
 * ``micropython``: the MicroPython Unix port built as the board's runtime: 32-bit (object
   sizes as on the RP2040) with mbedTLS configured as MicroPython's rp2 port configures it
   (TLS buffers on the MicroPython heap). Sources: Debian's source tarballs of MicroPython
-  and of mbedTLS (both hash-pinned); built into the project cache, nothing installed
-  system-wide. Needs gcc-multilib (Debian) for the 32-bit C library.
+  and of mbedTLS (the ``.orig`` tarballs of the source packages ``micropython`` and
+  ``mbedtls``, both hash-pinned); built into the project cache, nothing installed
+  system-wide. Needs gcc-multilib (Debian, Ubuntu) for the 32-bit C library.
 * ``umqtt``: the upstream ``umqtt.simple`` module from its published distribution on the
   Python package index (hash-pinned), unpacked where MicroPython and the host runner find it.
 
@@ -12,13 +13,22 @@ The download locations come from the machine's own package-manager configuration
 sources, pip's index), so the project never hard-codes a mirror. Every artefact is checked
 against its SHA-256 before use; a mismatch stops the build with a clear message.
 
+apt's sources are read in both formats, the one-line ``deb URI SUITE COMPONENT...`` lines of
+/etc/apt/sources.list and sources.list.d/*.list, and the deb822 stanzas of
+sources.list.d/*.sources (Debian 12's and Ubuntu 24.04's default). The distribution's archives
+among them (a URI ending in /debian, /ubuntu or /ubuntu-ports, or a suite named after this
+release) are asked for ``pool/<component>/<p>/<package>/<file>``: Debian keeps both packages in
+``main``, Ubuntu in ``universe``. Ubuntu's pool has the file only while some Ubuntu release
+carries that very upload (an Ubuntu release with other versions does not): then the build
+stops and asks for ``PICOCHARGE_DEBIAN_MIRROR``, a Debian archive's URL (the URI of a Debian
+machine's apt sources, ending in /debian), which is also the override on any machine.
+
 Usage: python -m tools.fetch {micropython,umqtt,all} [--cache DIR]
 """
 
 from __future__ import annotations
 
 import argparse
-import glob
 import hashlib
 import json
 import os
@@ -28,7 +38,9 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import urllib.error
 import urllib.request
+from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -36,13 +48,13 @@ DEFAULT_CACHE = Path(os.environ.get("PICOCHARGE_CACHE", ROOT / ".cache"))
 STAND_INS = ROOT / "tools" / "stubs"
 
 MICROPYTHON_VERSION = "1.25.0"
-MICROPYTHON_SOURCE = "pool/main/m/micropython/micropython_1.25.0+ds.orig.tar.xz"
+MICROPYTHON_SOURCE = ("micropython", "micropython_1.25.0+ds.orig.tar.xz")  # (package, file)
 MICROPYTHON_SHA256 = "7b25be99a502f070b2de81dafc08da7051d992325d6e67daa9045a918fffdbea"
 
 # mbedTLS of the 3.6 LTS line, whose source file list MicroPython 1.25's extmod.mk names,
 # from Debian's source package; unpacked into the MicroPython tree's empty lib/mbedtls.
 MBEDTLS_VERSION = "3.6.5"
-MBEDTLS_SOURCE = "pool/main/m/mbedtls/mbedtls_3.6.5.orig.tar.bz2"
+MBEDTLS_SOURCE = ("mbedtls", "mbedtls_3.6.5.orig.tar.bz2")
 MBEDTLS_SHA256 = "4a11f1777bb95bf4ad96721cac945a26e04bf19f57d905f241fe77ebeddf46d8"
 # mbedTLS configuration: the rp2 port's (bare metal: allocations on the MicroPython heap).
 MBEDTLS_CONFIG = ROOT / "tools" / "micropython" / "mbedtls_config_board.h"
@@ -83,40 +95,208 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def download(url: str, dest: Path, sha256: str) -> Path:
+class ChecksumMismatch(SystemExit):
+    """A download whose SHA-256 is not the pinned one (exits unless the caller tries elsewhere)."""
+
+
+def download(url: str, dest: Path, sha256: str, announce: bool = True) -> Path:
     if dest.exists() and sha256_of(dest) == sha256:
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
-    log(f"downloading {dest.name}")
+    if announce:
+        log(f"downloading {dest.name}")
     tmp = dest.with_suffix(dest.suffix + ".part")
     with urllib.request.urlopen(url, timeout=120) as resp, open(tmp, "wb") as out:
         shutil.copyfileobj(resp, out)
     got = sha256_of(tmp)
     if got != sha256:
         tmp.unlink()
-        sys.exit(f"[fetch] SHA-256 mismatch for {dest.name}: expected {sha256}, got {got}")
+        raise ChecksumMismatch(f"[fetch] SHA-256 mismatch for {dest.name}: expected {sha256}, got {got}")
     tmp.rename(dest)
     return dest
 
 
-def debian_mirror() -> str:
-    """The Debian archive URI apt uses on this machine (or $PICOCHARGE_DEBIAN_MIRROR)."""
-    override = os.environ.get("PICOCHARGE_DEBIAN_MIRROR")
-    if override:
-        return override.rstrip("/")
-    candidates = []
-    files = ["/etc/apt/sources.list"] + sorted(glob.glob("/etc/apt/sources.list.d/*"))
-    for name in files:
+MIRROR_VARIABLE = "PICOCHARGE_DEBIAN_MIRROR"
+# Archive paths of the distributions' own archives and their mirrors.
+ARCHIVE_NAMES = ("debian", "ubuntu", "ubuntu-ports")
+# Where Debian (main) and Ubuntu (universe) keep these two packages: tried first.
+COMPONENT_ORDER = ("main", "universe")
+
+
+@dataclass
+class AptSource:
+    """One entry of apt's sources: a one-line ``deb`` line or a deb822 stanza."""
+
+    types: list[str]
+    uris: list[str]
+    suites: list[str]
+    components: list[str] = field(default_factory=list)
+    origin: str = ""  # the file it came from, for messages
+
+
+def _mirror_list(uri: str) -> list[str]:
+    """apt's ``mirror+file:`` method: the URIs listed in that local file (cloud images use it)."""
+    path = re.sub(r"^mirror\+file:(//)?", "", uri)
+    try:
+        lines = Path(path).read_text().splitlines()
+    except OSError:
+        return []
+    return [line.split()[0] for line in lines if line.strip() and not line.lstrip().startswith("#")]
+
+
+def _network_uris(uris: list[str]) -> list[str]:
+    """The http(s) URIs (a ``mirror+file:`` list opened), without trailing slashes."""
+    out = []
+    for uri in uris:
+        if uri.startswith("mirror+file:"):
+            out += _network_uris(_mirror_list(uri))
+        elif re.match(r"https?://", uri):
+            out.append(uri.rstrip("/"))
+    return out
+
+
+def parse_one_line(text: str, origin: str = "") -> list[AptSource]:
+    """``deb [options] URI SUITE [COMPONENT...]`` lines (sources.list, *.list)."""
+    sources = []
+    for line in text.splitlines():
+        line = line.split("#", 1)[0].strip()
+        match = re.match(r"(deb|deb-src)\s+(?:\[[^\]]*\]\s*)?(cdrom:\[[^\]]*\]\S*|\S+)\s+(\S+)\s*(.*)$",
+                         line)
+        if match:
+            kind, uri, suite, components = match.groups()
+            sources.append(AptSource([kind], [uri], [suite], components.split(), origin))
+    return sources
+
+
+def parse_deb822(text: str, origin: str = "") -> list[AptSource]:
+    """deb822 stanzas (sources.list.d/*.sources): blank-line separated ``Field: value`` lines,
+    continuation lines indented, ``#`` lines comments; ``Enabled: no`` stanzas skipped."""
+    sources = []
+    for stanza in re.split(r"\n[ \t]*\n", text):
+        fields: dict[str, str] = {}
+        last = None
+        for line in stanza.splitlines():
+            if line.startswith("#") or not line.strip():
+                continue
+            if line[0] in " \t" and last:
+                fields[last] += " " + line.strip()
+                continue
+            key, sep, value = line.partition(":")
+            if sep:
+                last = key.strip().lower()
+                fields[last] = value.strip()
+        if fields.get("enabled", "yes").lower() == "no" or not fields.get("uris"):
+            continue
+        sources.append(AptSource(fields.get("types", "deb").split(), fields["uris"].split(),
+                                 fields.get("suites", "").split(),
+                                 fields.get("components", "").split(), origin))
+    return sources
+
+
+def apt_sources(etc: Path = Path("/etc/apt")) -> list[AptSource]:
+    """apt's sources in the order apt reads them: sources.list, then sources.list.d's *.list
+    and *.sources files in name order (other names, such as *.save, are ignored, as apt does)."""
+    sources: list[AptSource] = []
+    files = [etc / "sources.list"] + sorted(
+        p for p in (etc / "sources.list.d").glob("*") if p.suffix in (".list", ".sources"))
+    for path in files:
         try:
-            text = Path(name).read_text()
+            text = path.read_text()
         except OSError:
             continue
-        candidates += re.findall(r"^\s*URIs:\s*(\S+)", text, re.M)
-        candidates += re.findall(r"^\s*deb\s+(?:\[[^\]]*\]\s+)?(\S+)", text, re.M)
-    for uri in candidates:
-        if re.search(r"/debian/?$", uri):
-            return uri.rstrip("/")
-    sys.exit("[fetch] no Debian archive found in apt's sources; set PICOCHARGE_DEBIAN_MIRROR")
+        parse = parse_deb822 if path.suffix == ".sources" else parse_one_line
+        sources += parse(text, str(path))
+    return sources
+
+
+def release_codename(os_release: Path = Path("/etc/os-release")) -> str:
+    try:
+        text = os_release.read_text()
+    except OSError:
+        return ""
+    match = re.search(r"^VERSION_CODENAME=\"?([^\"\n]*)", text, re.M)
+    return match.group(1).strip() if match else ""
+
+
+def is_distribution_archive(source: AptSource, uri: str, codename: str = "") -> bool:
+    """The distribution's archive (or a mirror of it), not a third party's repository: its path
+    ends in /debian, /ubuntu or /ubuntu-ports, or it serves this release (bookworm, noble-updates)."""
+    if uri.rsplit("/", 1)[-1] in ARCHIVE_NAMES:
+        return True
+    return bool(codename) and any(s == codename or s.startswith(codename + "-")
+                                  for s in source.suites)
+
+
+def archive_pools(sources: list[AptSource], codename: str = "") -> list[tuple[str, str]]:
+    """(archive URI, component) pairs to look in, best first: the distribution's archives in
+    apt's order, ``main`` and ``universe`` before the other components; no duplicates."""
+    pairs: list[tuple[str, str]] = []
+    for source in sources:
+        components = sorted(source.components or ["main"], key=lambda c: (
+            COMPONENT_ORDER.index(c) if c in COMPONENT_ORDER else len(COMPONENT_ORDER)))
+        for uri in _network_uris(source.uris):
+            if not is_distribution_archive(source, uri, codename):
+                continue
+            pairs += [(uri, c) for c in components if (uri, c) not in pairs]
+    # Security archives (debian-security, the security pocket's mirror) have the files only
+    # for their own updates: keep them after the main archives.
+    return sorted(pairs, key=lambda p: "security" in p[0])
+
+
+def pool_path(component: str, package: str, filename: str) -> str:
+    prefix = package[:4] if package.startswith("lib") else package[0]
+    return f"pool/{component}/{prefix}/{package}/{filename}"
+
+
+def source_urls(package: str, filename: str, sources: list[AptSource] | None = None,
+                codename: str | None = None, override: str | None = None) -> list[str]:
+    """Where ``filename`` of source package ``package`` may be: $PICOCHARGE_DEBIAN_MIRROR's
+    pool alone when set (a Debian archive: component main), else each archive apt uses."""
+    if override is None:
+        override = os.environ.get(MIRROR_VARIABLE, "")
+    if override:
+        return [f"{override.rstrip('/')}/{pool_path('main', package, filename)}"]
+    if sources is None:
+        sources = apt_sources()
+    if codename is None:
+        codename = release_codename()
+    return [f"{uri}/{pool_path(c, package, filename)}" for uri, c in archive_pools(sources, codename)]
+
+
+def fetch_source(source: tuple[str, str], sha256: str, cache: Path, urls: list[str] | None = None) -> Path:
+    """The pinned source tarball, from the first archive that has it (checked by SHA-256);
+    when none has it, stop and say what was tried and how to name a Debian archive."""
+    package, filename = source
+    dest = cache / "downloads" / filename
+    if dest.exists() and sha256_of(dest) == sha256:
+        return dest
+    if urls is None:
+        urls = source_urls(package, filename)
+    tried = []
+    log(f"downloading {filename}")
+    for url in urls:
+        try:
+            return download(url, dest, sha256, announce=False)
+        except urllib.error.HTTPError as exc:
+            tried.append(f"{url}: HTTP {exc.code}")
+        except ChecksumMismatch:
+            tried.append(f"{url}: a different file (SHA-256 mismatch)")
+        except (urllib.error.URLError, OSError) as exc:
+            tried.append(f"{url}: {getattr(exc, 'reason', exc)}")
+    if os.environ.get(MIRROR_VARIABLE):
+        hint = (f"{MIRROR_VARIABLE} names no Debian archive with it: set it to a Debian "
+                "archive's URL (the URI in a Debian machine's apt sources, ending in /debian)")
+    elif not urls:
+        hint = ("apt's sources (/etc/apt/sources.list, /etc/apt/sources.list.d/*.list and "
+                "*.sources) name no Debian or Ubuntu archive: set "
+                f"{MIRROR_VARIABLE} to a Debian archive's URL (ending in /debian)")
+    else:
+        hint = (f"the archives apt uses here do not carry this upload of '{package}' (Ubuntu "
+                "carries other versions than the Debian ones pinned in tools/fetch.py): set "
+                f"{MIRROR_VARIABLE} to a Debian archive's URL (the URI in a Debian machine's "
+                "apt sources, ending in /debian) and run make again")
+    sys.exit(f"[fetch] {filename} (SHA-256 {sha256[:16]}...) not found.\n"
+             + "".join(f"  tried {t}\n" for t in tried) + f"[fetch] {hint}")
 
 
 def package_index() -> str:
@@ -184,22 +364,47 @@ def check_toolchain() -> None:
                  "(apt-get install gcc-multilib)")
 
 
+def unpack(tarball: Path, dest: Path) -> None:
+    """Unpack a source tarball with tarfile's "data" filter where this Python has it (3.12;
+    3.11 from 3.11.4). Debian 12's python3 (3.11.2) lacks it: there the same refusals are made
+    here first (no member or link target outside `dest`, no device files) and the
+    set-id and group/other write bits are dropped."""
+    with tarfile.open(tarball) as tar:
+        if hasattr(tarfile, "data_filter"):
+            tar.extractall(dest, filter="data")
+            return
+        root = dest.resolve()
+
+        def inside(path: Path) -> bool:
+            return path == root or root in path.parents
+
+        members = tar.getmembers()
+        for member in members:
+            target = (root / member.name).resolve()
+            if member.issym():
+                link = (target.parent / member.linkname).resolve()
+            elif member.islnk():
+                link = (root / member.linkname).resolve()
+            else:
+                link = target
+            if not (inside(target) and inside(link)) or member.isdev():
+                sys.exit(f"[fetch] {tarball.name}: refusing member {member.name!r}")
+            if member.isreg() or member.isdir():
+                member.mode &= 0o755
+        tar.extractall(dest, members=members)  # nosec B202 - every member checked above
+
+
 def unpack_mbedtls(cache: Path, src: Path) -> None:
     """Debian's mbedTLS source into the MicroPython tree's (empty) lib/mbedtls."""
     target = src / "lib" / "mbedtls"
     marker = target / ".picocharge-version"
     if marker.exists() and marker.read_text() == MBEDTLS_SHA256:
         return
-    tarball = download(
-        f"{debian_mirror()}/{MBEDTLS_SOURCE}",
-        cache / "downloads" / Path(MBEDTLS_SOURCE).name,
-        MBEDTLS_SHA256,
-    )
+    tarball = fetch_source(MBEDTLS_SOURCE, MBEDTLS_SHA256, cache)
     log(f"unpacking {tarball.name} into {target.relative_to(cache)}")
     shutil.rmtree(target, ignore_errors=True)
     with tempfile.TemporaryDirectory(dir=cache) as tmp:
-        with tarfile.open(tarball) as tar:
-            tar.extractall(tmp, filter="data")
+        unpack(tarball, Path(tmp))
         os.replace(Path(tmp) / f"mbedtls-{MBEDTLS_VERSION}", target)
     marker.write_text(MBEDTLS_SHA256)
 
@@ -211,16 +416,11 @@ def build_micropython(cache: Path) -> Path:
     if binary.exists() and stamp.exists() and stamp.read_text() == wanted:
         return binary
     check_toolchain()
-    tarball = download(
-        f"{debian_mirror()}/{MICROPYTHON_SOURCE}",
-        cache / "downloads" / Path(MICROPYTHON_SOURCE).name,
-        MICROPYTHON_SHA256,
-    )
+    tarball = fetch_source(MICROPYTHON_SOURCE, MICROPYTHON_SHA256, cache)
     src = cache / f"micropython-{MICROPYTHON_VERSION}"
     if not (src / "ports" / "unix").is_dir():
         log(f"unpacking {tarball.name}")
-        with tarfile.open(tarball) as tar:
-            tar.extractall(cache, filter="data")
+        unpack(tarball, cache)
     unpack_mbedtls(cache, src)
     # Debian's source omits the micropython-lib submodule; the port only checks that the
     # directory is populated, and our manifest freezes nothing from it.

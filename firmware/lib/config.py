@@ -47,6 +47,11 @@ DEFAULTS = {
 }
 
 UPLINKS = ("wifi", "ocpp", "mqtt", "thingspeak")
+# Sections with no default here, read by their own modules when present: firmware
+# (firmware_trust), app (app.app_options), station (station.options), local (local_point).
+# The board ignores any other top-level key; `make deploy` refuses one (a misspelt
+# section would switch its uplink off without a word).
+OTHER_SECTIONS = ("firmware", "app", "station", "local")
 
 
 class ConfigError(Exception):
@@ -94,13 +99,13 @@ def validate(cfg):
     if not isinstance(cfg.get("cp_id"), str) or not cfg["cp_id"]:
         raise ConfigError("cp_id must be a non-empty string")
     if len(cfg["cp_id"]) > 48:
-        raise ConfigError("cp_id is longer than 48 characters")
+        raise ConfigError("cp_id is longer than 48 characters: shorten it")
     for name in UPLINKS:
         section = cfg.get(name)
         if section is not None and not isinstance(section, dict):
             raise ConfigError("%s must be an object or absent" % name)
     if cfg["wifi"] is not None and not cfg["wifi"].get("ssid"):
-        raise ConfigError("wifi.ssid is missing")
+        raise ConfigError("wifi.ssid is missing: name the network to join")
     if cfg["ocpp"] is not None and not str(cfg["ocpp"].get("url", "")).startswith(("ws://", "wss://")):
         raise ConfigError("ocpp.url must start with ws:// or wss://")
     mqtt = cfg["mqtt"]

@@ -191,6 +191,29 @@ def snapshot(station):
 # -- the REPL helpers (`ev.py` forwards ev.<name>(...) to ev_<name>) --------------------
 
 
+def ev_help():
+    """One line per helper (ev.py's _HELPERS names them; tests/test_ev_repl_helpers.py
+    keeps the two and the ev_ functions here in step)."""
+    for line in (
+        "help()         this list",
+        "status()       connector status, pilot, contactor, meter, faults, uplinks",
+        "sensors()      every sensor with its raw level and error counters",
+        "config()       the running configuration (secrets masked)",
+        "set(k, v)      change a key in /config.json: ev.set(\"intervals.telemetry_s\", 30)",
+        "log(n=20)      the last n lines of the log on flash",
+        "queue()        OCPP messages waiting to be sent",
+        "wifi()         Wi-Fi link, address, signal",
+        "selftest()     check every sensor, the contactor and the pilot: PASS/FAIL lines",
+        "start(tag)     authorise a session locally (as a card would)",
+        "stop()         stop the running session",
+        "report()       one machine-readable line: report {json}",
+        "clear()        forget latched faults (after a repair)",
+        "reboot()       clean reboot (contactor open, energy saved, MQTT offline)",
+        "safe_mode()    reboot into safe mode (app not started); safe_mode(False) leaves it",
+        "app()          the running application object (__main__.app)",
+    ):
+        print("ev." + line)
+
 
 def ev_app():
     import __main__

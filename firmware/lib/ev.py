@@ -1,5 +1,6 @@
 """REPL helpers for technicians: `import ev`, then
 
+    ev.help()        this list, one line per helper
     ev.status()      connector status, pilot, contactor, meter, faults, uplinks
     ev.sensors()     every sensor with its raw level and error counters
     ev.config()      the running configuration (secrets masked)
@@ -21,11 +22,19 @@ board runs).
 """
 
 
+# The helpers diag.py holds as ev_<name> (`report` is below). Names only, checked when
+# typed: a mistyped helper is answered at once, and the REPL's tab completion (`ev.` TAB
+# asks for every name the board knows) offers these and nothing else. Their one-line
+# descriptions live in diag.ev_help (off the heap between calls).
+_HELPERS = ("help", "status", "sensors", "config", "set", "log", "queue", "wifi", "selftest",
+            "start", "stop", "clear", "reboot", "safe_mode", "app")
+
+
 def __getattr__(name):
     """ev.<name>(...) runs diag.ev_<name>(...): diag is imported for the call and dropped
     again (one forwarder instead of a function per helper: a smaller resident module)."""
-    if name[0] == "_":
-        raise AttributeError(name)
+    if name not in _HELPERS:
+        raise AttributeError("ev has no helper %r: ev.help() lists them" % name)
 
     def call(*args):
         import diag

@@ -111,6 +111,9 @@ class ChargePointProcess:
         self.dir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
         self.state: dict = {}
+        # a fresh command file: a previous process in this directory left `exit` (and its
+        # card taps) there, which this one would obey the moment it starts
+        self.ev()
         code = CHILD % {"here": str(HERE), "config": json.dumps(config),
                         "flash_import": "from %s import Flash" % flash_module if flash_module else ""}
         env = dict(os.environ)

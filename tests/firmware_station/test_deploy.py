@@ -7,6 +7,8 @@ import sys
 
 from tools.board import ROOT
 
+WIFI = {"ssid": "workshop", "password": "secret"}  # an uplink without Wi-Fi is refused too
+
 
 def deploy(*args):
     return subprocess.run([sys.executable, "-m", "tools.deploy", *args], cwd=ROOT,
@@ -15,7 +17,7 @@ def deploy(*args):
 
 # Only this test builds into the default build/firmware/ (the other tests build into their
 # own directories: parallel workers would empty each other's build).
-def test_flash_builds_copies_changed_files_installs_umqtt_writes_config_and_resets(tmp_path):
+def test_flash_builds_copies_changed_files_writes_config_and_resets_offline(tmp_path):
     cfg = tmp_path / "config.local.json"
     cfg.write_text((ROOT / "config.example.json").read_text())
     out = deploy("flash", "--port", "/dev/ttyACM9", "--config", str(cfg), "--dry-run")
@@ -24,7 +26,8 @@ def test_flash_builds_copies_changed_files_installs_umqtt_writes_config_and_rese
     assert "connect /dev/ttyACM9" in text
     assert "fs cp -r " + str(ROOT / "build" / "firmware" / "lib") + " :" in text
     assert " --force" not in text and " -f " not in text  # unchanged files are skipped
-    assert "mip install umqtt.simple" in text
+    # everything comes from the repository: no `mip install` (it needs the internet)
+    assert " mip " not in text and "umqtt" not in text
     assert f"fs cp {cfg} :config.json.tmp" in text
     assert "os.rename('config.json.tmp', 'config.json')" in text
     assert text.rstrip().endswith("+ reset")
@@ -47,24 +50,24 @@ def test_flash_refuses_a_config_the_firmware_would_reject(tmp_path):
 
 def test_flash_refuses_mqtts_without_a_ca_and_malformed_mqtt_keys(tmp_path):
     cfg = tmp_path / "tls.json"
-    cfg.write_text(json.dumps({"cp_id": "PICO-1", "mqtt": {"url": "mqtts://broker.lan"}}))
+    cfg.write_text(json.dumps({"cp_id": "PICO-1", "wifi": WIFI, "mqtt": {"url": "mqtts://broker.lan"}}))
     out = deploy("flash", "--port", "/dev/ttyACM9", "--build-dir", str(tmp_path / "fw"), "--config", str(cfg), "--dry-run")
     assert out.returncode != 0
     assert "mqtt.url is mqtts:// without mqtt.ca_file" in out.stderr
-    cfg.write_text(json.dumps({"cp_id": "PICO-1", "mqtt": {"url": "mqtts://broker.lan",
+    cfg.write_text(json.dumps({"cp_id": "PICO-1", "wifi": WIFI, "mqtt": {"url": "mqtts://broker.lan",
                                                            "insecure": True}}))
     out = deploy("flash", "--port", "/dev/ttyACM9", "--build-dir", str(tmp_path / "fw"), "--config", str(cfg), "--dry-run")
     assert out.returncode == 0, out.stderr
     assert "warning: mqtt: TLS WITHOUT a certificate check" in out.stderr
-    cfg.write_text(json.dumps({"cp_id": "PICO-1", "mqtt": {"url": "mqtts://broker.lan",
+    cfg.write_text(json.dumps({"cp_id": "PICO-1", "wifi": WIFI, "mqtt": {"url": "mqtts://broker.lan",
                                                            "ca_file": "ca.der",
                                                            "insecure": "yes"}}))
     out = deploy("flash", "--port", "/dev/ttyACM9", "--build-dir", str(tmp_path / "fw"), "--config", str(cfg), "--dry-run")
     assert out.returncode != 0 and "mqtt.insecure must be true or false" in out.stderr
-    cfg.write_text(json.dumps({"cp_id": "PICO-1", "mqtt": {"url": "mqtt://broker.lan:18x3"}}))
+    cfg.write_text(json.dumps({"cp_id": "PICO-1", "wifi": WIFI, "mqtt": {"url": "mqtt://broker.lan:18x3"}}))
     out = deploy("flash", "--port", "/dev/ttyACM9", "--build-dir", str(tmp_path / "fw"), "--config", str(cfg), "--dry-run")
     assert out.returncode != 0 and "mqtt.url needs a host and a port" in out.stderr
-    cfg.write_text(json.dumps({"cp_id": "PICO-1", "thingspeak": {
+    cfg.write_text(json.dumps({"cp_id": "PICO-1", "wifi": WIFI, "thingspeak": {
         "channel": 1, "write_key": "K", "mqtt": {"url": "http://mqtt3.thingspeak.com"}}}))
     out = deploy("flash", "--port", "/dev/ttyACM9", "--build-dir", str(tmp_path / "fw"), "--config", str(cfg), "--dry-run")
     assert out.returncode != 0
