@@ -16,7 +16,7 @@ SOAK_OUT ?= results/soak
 PYTEST_ARGS ?= -n auto
 SYSTEM_PACKAGES := build-essential gcc-multilib mosquitto chromium
 
-.PHONY: help setup system-deps broker-deps micropython run demo test test-fast test-stress lint audit firmware deploy repl logs boot-log bench soak clean distclean
+.PHONY: help setup system-deps broker-deps micropython run demo config test test-fast test-stress lint audit firmware deploy repl logs boot-log bench soak clean distclean
 
 help:
 	@echo "make run        start the central system with its embedded defaults"
@@ -25,6 +25,7 @@ help:
 	@echo "make test-fast  the unit tests only (pure functions, pytest -m unit): seconds, needs only the venv"
 	@echo "make test-stress  the whole suite beside a busy process on every core (tools/cpu_hog.py)"
 	@echo "make firmware   compile the firmware to build/firmware/ (.mpy, ready for a board)"
+	@echo "make config     write config.local.json for a board (asks; registers the station with TOKEN=...)"
 	@echo "make deploy PORT=/dev/ttyACM0   flash a Pico W over USB with mpremote"
 	@echo "make repl       open the board's REPL        make logs   follow the board's log (no reset; Ctrl-C stops following only)"
 	@echo "make boot-log   reset the board (clean reboot) and watch the boot"
@@ -127,6 +128,11 @@ lint: $(VENV)/.installed
 # --- firmware and boards -----------------------------------------------------------------
 firmware: $(VENV)/.installed
 	$(PY) -m tools.deploy build
+
+# A board's config.local.json, asked for (tools/board_config.py); with TOKEN=<an API token>
+# (or PICOCHARGE_ADMIN_TOKEN) the station is registered on the server with its key too.
+config: $(VENV)/.installed
+	$(PY) -m tools.board_config --config $(BOARD_CONFIG) $(if $(TOKEN),--token $(TOKEN)) $(ARGS)
 
 deploy: $(VENV)/.installed
 	$(PY) -m tools.deploy flash --port $(PORT) --config $(BOARD_CONFIG)
