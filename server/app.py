@@ -141,7 +141,8 @@ class Application:
         self.ingest.start(broker)
 
     def _start_http(self) -> None:
-        self._http = start_http_server(create_app(self), self.config.http)
+        self.web_app = create_app(self)  # the Flask app (its limiters, for a test's clock)
+        self._http = start_http_server(self.web_app, self.config.http)
         self.ports["http"] = self._http.port
         self.public_url = (self.config.server["public_url"].rstrip("/")
                            or self.dashboard_url.rstrip("/"))

@@ -53,6 +53,13 @@ def fresh_copy(target: Path, cache: bool = False) -> Path:
     return target
 
 
+def ctrl_c_default() -> None:
+    """In the child before it runs: SIGINT does what it does in a terminal. A test run
+    started in the background (`cmd &` without job control, as some CI runners start
+    jobs) inherits SIGINT ignored, and Python then never turns it into KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class Terminal:
     """A command run in `clone` in its own process group, as a terminal runs it (Ctrl-C =
     SIGINT to the group), its output collected; PICOCHARGE_ADMIN_TOKEN set to TOKEN."""
@@ -61,7 +68,7 @@ class Terminal:
         env = {**os.environ, "PICOCHARGE_ADMIN_TOKEN": TOKEN, **(env or {})}
         self.proc = subprocess.Popen(command, cwd=clone, env=env, stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT, text=True,
-                                     start_new_session=True)
+                                     start_new_session=True, preexec_fn=ctrl_c_default)
         self.lines: list[str] = []
         threading.Thread(target=self._read, daemon=True).start()
 

@@ -17,6 +17,7 @@ import time
 
 import pytest
 
+from tests.fresh_copy import ctrl_c_default
 from tools import deploy
 from tools.board import ROOT
 
@@ -82,8 +83,11 @@ class StandIn:
 
 class Follower:
     def __init__(self, *args):
+        # SIGINT as in a terminal, also when this run was started in the background with
+        # it ignored (tests/fresh_copy.py)
         self.proc = subprocess.Popen([sys.executable, "-m", "tools.deploy", *args], cwd=ROOT,
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                     preexec_fn=ctrl_c_default)
         self.lines: queue.Queue = queue.Queue()
         self.seen = ""
         threading.Thread(target=self._pump, daemon=True).start()
