@@ -18,6 +18,7 @@ from server.accounts import Accounts
 from server.config import Config
 from server.files import DiagnosticsInbox, FirmwareLibrary
 from server.fleet import Fleet
+from server.metrics import Metrics
 from server.mqtt.broker import open_embedded_broker
 from server.mqtt.credentials import BrokerCredentials
 from server.mqtt.ingest import MqttIngest, parse_broker_url
@@ -44,6 +45,7 @@ class Application:
         self.store = self.fleet = self.central = self.ingest = None
         self.channels = self.bridge = self.firmware = self.diagnostics = None
         self.accounts: Accounts | None = None
+        self.metrics: Metrics | None = None  # GET /metrics
         self.broker = None  # the embedded broker (MosquittoBroker or AmqttBroker), if any
         self.endpoint: OcppEndpoint | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -78,6 +80,9 @@ class Application:
         self.accounts = Accounts(self.store, config.auth["session_hours"])
         self.accounts.bootstrap(config.auth["admin_token"], config.auth["first_admin"],
                                 sys.stdout)
+        self.metrics = Metrics(self)  # reads the parts when scraped (server/metrics.py)
+        self.central.on_operation = self.metrics.observe_operation
+        self.store.observe_commits(self.metrics.observe_commit)
 
         try:
             self._start_ocpp()

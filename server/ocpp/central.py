@@ -48,6 +48,8 @@ class CentralSystem:
         # the MQTT ingest (server/mqtt/ingest.py), set by the application once it runs:
         # telemetry that comes as DataTransfer goes through its pipeline
         self.telemetry_ingest = None
+        # called with (action, outcome, seconds) when an operation's CALL ends (metrics)
+        self.on_operation = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self.upload_tokens = UploadTokens(config.files["diagnostics_token_seconds"])
         # Each operation waiting for a charge point holds an HTTP worker thread: all but
@@ -157,11 +159,14 @@ class CentralSystem:
     def _call(self, conn: ChargePointConnection, action: str, payload: dict,
               timeout: float) -> dict:
         cp_id = conn.cp_id
+        started, outcome = time.monotonic(), "error"
         future = asyncio.run_coroutine_threadsafe(conn.call(action, payload, timeout), self.loop)
         self._count("operations")
         try:
             result = future.result(timeout + 5)
+            outcome = "answered"
         except CallFailed as exc:
+            outcome = exc.kind
             self.fleet.event(cp_id, "operation", action=action, outcome=exc.kind, code=exc.code)
             if exc.kind == "timeout":
                 raise OperationError(504, str(exc)) from None
@@ -169,8 +174,12 @@ class CentralSystem:
                 raise OperationError(409, f"charge point {cp_id!r} disconnected during {action}") from None
             raise OperationError(502, f"{action} failed: {exc}", exc.code, exc.details) from None
         except concurrent.futures.TimeoutError:
+            outcome = "timeout"
             future.cancel()
             raise OperationError(504, f"{action}: no answer within {timeout:g} s") from None
+        finally:
+            if self.on_operation is not None:
+                self.on_operation(action, outcome, time.monotonic() - started)
         self.fleet.event(cp_id, "operation", action=action, outcome="answered",
                          status=result.get("status"))
         result = secure_operations.after(self, cp_id, action, payload, result)

@@ -145,6 +145,7 @@ class ChargePointConnection:
                 if action in schemas.KNOWN_ACTIONS:
                     raise OcppError(NOT_SUPPORTED, f"{action} is not supported by this central system")
                 raise OcppError(NOT_IMPLEMENTED, f"unknown action {action!r}")
+            counters[f"calls_received.{action}"] += 1  # actions with a handler: a bounded set
             schemas.validate(action, frame.payload)
             if self.revoked is not None:
                 raise OcppError(SECURITY_ERROR, f"{action} refused: {self.revoked}")

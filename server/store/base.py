@@ -163,6 +163,12 @@ class Store(ABC):
                       start: float | None = None, end: float | None = None) -> list[Row]: ...
 
     @abstractmethod
+    def get_ts_feed(self, channel_id: int, entry_id: int | None = None,
+                    field: str | None = None) -> Row | None:
+        """One entry: by entry id; else the newest (with ``field``, the newest where that
+        field is set); None if there is none."""
+
+    @abstractmethod
     def save_bridge(self, bridge: Row) -> None: ...
 
     @abstractmethod

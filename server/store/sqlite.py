@@ -170,6 +170,11 @@ class SQLiteStore(Store):
     def failure(self) -> str | None:
         return self._writer.failure
 
+    def observe_commits(self, callback) -> None:
+        """Call ``callback(seconds)`` after each committed batch with how long it took,
+        BEGIN to COMMIT (on the writer thread; server/metrics.py)."""
+        self._writer.on_commit = callback
+
     def health(self) -> Row:
         writer = self._writer
         if writer.failure is None:
@@ -585,6 +590,18 @@ class SQLiteStore(Store):
              results if results is not None else 8000))
         rows.reverse()
         return rows
+
+    def get_ts_feed(self, channel_id, entry_id=None, field=None) -> Row | None:
+        if entry_id is not None:
+            return self._one("SELECT * FROM ts_feeds WHERE channel_id = ? AND entry_id = ?",
+                             (channel_id, entry_id))
+        if field is not None:
+            if field not in FEED_FIELDS:
+                raise ValueError(f"no field {field!r}")
+            return self._one(f"SELECT * FROM ts_feeds WHERE channel_id = ? AND {field} IS NOT NULL "
+                             "ORDER BY entry_id DESC LIMIT 1", (channel_id,))
+        return self._one("SELECT * FROM ts_feeds WHERE channel_id = ? ORDER BY entry_id DESC "
+                         "LIMIT 1", (channel_id,))
 
     def save_bridge(self, bridge: Row) -> Future:
         return self._submit(

@@ -118,6 +118,8 @@ class Writer:
         self.failed_attempts = 0
         self.backlog = 0  # writes held after a failed commit
         self.unwritten: Counter = Counter()  # what close() could not commit
+        # called with the seconds each committed batch took, BEGIN to COMMIT (metrics)
+        self.on_commit: Callable[[float], None] | None = None
         self.closing = False
         self._close_deadline = float("inf")
         self._thread = threading.Thread(target=self._loop, name="store-writer", daemon=True)
@@ -244,6 +246,7 @@ class Writer:
     def _commit(self, batch: list[Write]) -> bool:
         conn = self.conn
         outcomes: list[tuple[Write, bool, Any]] = []
+        started = time.monotonic()
         try:
             conn.execute("BEGIN IMMEDIATE")
             for write in batch:
@@ -269,6 +272,11 @@ class Writer:
             self._failed(exc, batch)
             return False
         self.batches += 1
+        if self.on_commit is not None:
+            try:  # an observer's failure must never stop the writer
+                self.on_commit(time.monotonic() - started)
+            except Exception:
+                log.exception("store: the commit observer failed")
         if self.failure is not None:
             log.warning("store writable again after %.1f s and %d failed attempts; "
                         "%d held writes committed", time.monotonic() - self.failing_since,

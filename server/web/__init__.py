@@ -24,6 +24,7 @@ def create_app(services) -> Flask:
     from server.web.dashboard import dashboard
     from server.web.files import files
     from server.web.login import login
+    from server.web.metrics import metrics
     from server.web.request_checks import install as install_request_checks
     from server.web.thingspeak import thingspeak
 
@@ -39,6 +40,7 @@ def create_app(services) -> Flask:
     app.register_blueprint(dashboard)
     app.register_blueprint(login)
     app.register_blueprint(accounts_api)
+    app.register_blueprint(metrics)
 
     @app.before_request
     def refuse_writes_while_store_fails():

@@ -68,6 +68,7 @@ ROUTE_ROLES: dict[str, str] = {
     "api.stats": "viewer",
     "api.openapi": "viewer",
     "accounts_api.me": "viewer",
+    "metrics.exposition": "viewer",  # Prometheus scrapes with a viewer token
     # operations on stations (see OPERATION_ROLES for the admin ones), idTags
     "api.run_operation": "operator",
     "api.create_id_tag": "operator",
@@ -130,7 +131,8 @@ def required_role(endpoint: str | None, view_args: dict | None) -> str:
 
 
 def _is_page() -> bool:
-    return not request.path.startswith("/api/")
+    # /metrics is for Prometheus: a 401 it can report, never a redirect to the login page
+    return not request.path.startswith("/api/") and request.path != "/metrics"
 
 
 def _refuse(status: int, reason: str, **headers):
