@@ -75,6 +75,14 @@ def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
     return GaugeMetricFamily(name, documentation, value=value)
 
 
+def _labelled(name: str, documentation: str, label: str, values: dict) -> CounterMetricFamily:
+    """A counter family with one sample per label value, in a stable order."""
+    family = CounterMetricFamily(name, documentation, labels=[label])
+    for value_label, value in sorted(values.items()):
+        family.add_metric([value_label], value)
+    return family
+
+
 def _by_prefix(counters: dict, prefix: str) -> dict[str, float]:
     """{suffix: value} of the counters named ``<prefix>.<suffix>``."""
     start = prefix + "."
@@ -141,18 +149,12 @@ class PartsCollector(Collector):
                      len(central.connections))
         for key, (name, documentation) in OCPP_COUNTERS.items():
             yield _counter(name, documentation, counters.get(key, 0))
-        calls = CounterMetricFamily("picocharge_ocpp_calls_received",
-                                    "station CALLs received by action (actions with a handler)",
-                                    labels=["action"])
-        for action, value in sorted(_by_prefix(counters, "calls_received").items()):
-            calls.add_metric([action], value)
-        yield calls
-        errors = CounterMetricFamily("picocharge_ocpp_call_errors_sent",
-                                     "CALLERRORs sent to stations by OCPP error code",
-                                     labels=["code"])
-        for code, value in sorted(_by_prefix(counters, "callerror_sent").items()):
-            errors.add_metric([code], value)
-        yield errors
+        yield _labelled("picocharge_ocpp_calls_received",
+                        "station CALLs received by action (actions with a handler)", "action",
+                        _by_prefix(counters, "calls_received"))
+        yield _labelled("picocharge_ocpp_call_errors_sent",
+                        "CALLERRORs sent to stations by OCPP error code", "code",
+                        _by_prefix(counters, "callerror_sent"))
         rejected = CounterMetricFamily(
             "picocharge_ocpp_messages_rejected",
             "frames not handled: malformed, oversized, over the rate limit, on a revoked "
@@ -160,12 +162,9 @@ class PartsCollector(Collector):
         for key, reason in OCPP_REJECTED.items():
             rejected.add_metric([reason], counters.get(key, 0))
         yield rejected
-        refused = CounterMetricFamily("picocharge_ocpp_handshakes_refused",
-                                      "WebSocket handshakes refused by HTTP status",
-                                      labels=["status"])
-        for status, value in sorted(_by_prefix(counters, "handshakes_refused").items()):
-            refused.add_metric([status], value)
-        yield refused
+        yield _labelled("picocharge_ocpp_handshakes_refused",
+                        "WebSocket handshakes refused by HTTP status", "status",
+                        _by_prefix(counters, "handshakes_refused"))
         yield _gauge("picocharge_ocpp_open_transactions", "transactions started and not stopped",
                      central.transactions.open_count())
 

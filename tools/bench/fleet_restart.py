@@ -19,7 +19,6 @@ import asyncio
 import base64
 import json
 import os
-import resource
 import secrets
 import struct
 import subprocess
@@ -32,7 +31,7 @@ from pathlib import Path
 import websockets
 from websockets.exceptions import InvalidStatus
 
-from tools.loadgen import free_port, key_of
+from tools.loadgen import cpu_seconds, free_port, key_of
 
 ROOT = Path(__file__).resolve().parents[2]
 LIFTED = {"ocpp.handshake_rate_per_address": 0, "ocpp.max_connections_per_address": 0,
@@ -140,7 +139,6 @@ def _stop(server: subprocess.Popen) -> None:
 def measure(stations: int, concurrency: int) -> dict:
     """The server runs in a process of its own (as in production: it has its own core
     here); this process is only the fleet."""
-    import psutil
 
     ids = [f"CP-{n:05d}" for n in range(stations)]
     token = secrets.token_urlsafe(32)
@@ -158,26 +156,14 @@ def measure(stations: int, concurrency: int) -> dict:
         server = _server_process(data_dir, ports, token)
         try:
             up_s = time.perf_counter() - started
-            watched = psutil.Process(server.pid)
-
-            def server_cpu_now() -> float:  # the server and its broker
-                total = sum(watched.cpu_times()[:2])
-                for child in watched.children(recursive=True):
-                    try:
-                        total += sum(child.cpu_times()[:2])
-                    except psutil.NoSuchProcess:
-                        pass
-                return total
-
-            server_cpu = server_cpu_now()
-            mine = resource.getrusage(resource.RUSAGE_SELF)
+            server_cpu = cpu_seconds(server.pid)  # the server and its broker
+            mine = cpu_seconds()
             result = asyncio.run(_everyone(ports, ids, concurrency))
-            after = resource.getrusage(resource.RUSAGE_SELF)
             result.update(
                 stations=stations, registrations_per_s=round(stations / register_s),
                 restart_s=round(up_s, 1),
-                generator_cpu_s=round(after.ru_utime + after.ru_stime - mine.ru_utime - mine.ru_stime, 1),
-                server_cpu_s=round(server_cpu_now() - server_cpu, 1),
+                generator_cpu_s=round(cpu_seconds() - mine, 1),
+                server_cpu_s=round(cpu_seconds(server.pid) - server_cpu, 1),
                 note="server (with its Mosquitto) and generator in processes of their own")
         finally:
             _stop(server)
