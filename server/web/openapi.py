@@ -31,6 +31,7 @@ UNIX_TIME = {"type": "number", "minimum": EARLIEST_TIME, "maximum": LATEST_TIME}
 # Query form of a time: UNIX seconds, an ISO 8601 date-time or an ISO 8601 date.
 YEARS = "^(19[89][0-9]|20[0-9][0-9])-"
 TIME_QUERY = {"anyOf": [
+    {"type": "string", "maxLength": 0},  # empty: as if absent (what an empty form field sends)
     {"type": "string", "pattern": "^[0-9]{1,10}(\\.[0-9]{1,6})?$"},
     {"type": "string", "format": "date-time", "maxLength": 40, "pattern": YEARS},
     {"type": "string", "format": "date", "maxLength": 10, "pattern": YEARS}]}
